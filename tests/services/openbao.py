@@ -1,0 +1,1 @@
+"""Placeholder: fixtures for openbao land here."""

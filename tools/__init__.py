@@ -1,0 +1,18 @@
+"""Connectors: typed actions with risk tiers.
+
+The registry is an explicit list (no directory scan). Add a connector by importing its
+``TOOLSET`` here.
+"""
+
+from tools import redis
+from tools.base import Action, Toolset
+
+TOOLSETS: tuple[Toolset, ...] = (redis.TOOLSET,)
+
+
+def find(toolset: str, action: str) -> Action | None:
+    """The registered action ``toolset.action``, or None."""
+    for candidate in TOOLSETS:
+        if candidate.name == toolset:
+            return candidate.action(action)
+    return None

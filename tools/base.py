@@ -1,0 +1,171 @@
+"""Typed actions: the unit of everything opsbot can do.
+
+An :class:`Action` is data plus small functions (the shape HolmesGPT uses for its tools): a
+pydantic params model, a description written for the LLM, a risk tier, a one-line ``summary``
+an approver reads, and ``run(params, ctx)`` which executes *inside the sandbox container*.
+
+A :class:`Toolset` groups the actions of one connector and knows, from the connector's config,
+what a call touches (``target``), which host:port pairs it must reach (``egress``) and which
+Vault secrets it needs (``secrets``). Those three are pure functions: the policy engine and the
+sandbox read them before anything runs.
+
+Usage::
+
+    action = REDIS.action("info")
+    params = action.params.model_validate({"section": "memory"})
+    action.summary(params)           # "Read Redis INFO (memory)"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+P = TypeVar("P", bound=BaseModel)
+C = TypeVar("C", bound=BaseModel)
+
+
+class Tier(IntEnum):
+    """Autonomy tiers, lowest to highest risk (DESIGN §4)."""
+
+    OBSERVE = 0  # read-only
+    RECOMMEND = 1  # suggest, no change
+    DRAFT = 2  # branch/PR, preview; no apply/merge
+    SANDBOX_EXECUTE = 3  # changes to non-production targets
+    PRODUCTION = 4  # changes to production; always gated
+
+    @property
+    def label(self) -> str:
+        return f"{int(self)} {self.name.lower().replace('_', '-')}"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    NO_DATA = "no_data"
+    DENIED = "denied"
+
+
+class ToolResult(BaseModel):
+    """What an action produced. Failures are values: the model and the user can act on them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status
+    invocation: str
+    output: str = ""
+    data: Any = None
+    error: str | None = None
+
+    @classmethod
+    def ok(cls, invocation: str, output: str, data: Any = None) -> ToolResult:
+        return cls(status=Status.OK, invocation=invocation, output=output, data=data)
+
+    @classmethod
+    def fail(cls, invocation: str, error: str) -> ToolResult:
+        return cls(status=Status.ERROR, invocation=invocation, error=error)
+
+    @property
+    def text(self) -> str:
+        """One human-readable rendering used in reports and fed to the LLM."""
+        if self.status is Status.OK:
+            return self.output
+        if self.status is Status.NO_DATA:
+            return self.output or "no data"
+        return f"{self.status.value}: {self.error or self.output}"
+
+
+class Endpoint(BaseModel):
+    """A host:port an action needs to reach from inside the sandbox."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class SecretRef(BaseModel):
+    """A secret an action needs, read from Vault (KV v2) with a token minted for that action.
+
+    ``path`` is the API path (``kv/data/redis/prod``), ``key`` the field inside the secret, and
+    ``name`` how the action finds it in :attr:`ActionContext.secrets`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    path: str
+    key: str
+
+
+class Target(BaseModel):
+    """What a call touches, as the policy engine sees it.
+
+    ``kind`` is the connector's target type (``redis``, ``github_repo``, ``pulumi_stack``,
+    ``container``), ``name`` a stable human-readable identifier, and ``attrs`` the facts that
+    policy rules match on (``host``, ``db``, ``env``, ``branch``, labels ...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    name: str
+    attrs: dict[str, str] = {}
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass
+class ActionContext:
+    """Everything ``Action.run`` gets inside the container besides its params."""
+
+    config: Mapping[str, Any]
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    progress: Callable[[str], None] = lambda text: None
+
+    def address(self, host: str, port: int) -> tuple[str, int]:
+        """Where to connect for a declared endpoint (the sandbox may route it elsewhere)."""
+        mapped = self.endpoints.get(f"{host}:{port}")
+        if mapped is None:
+            return host, port
+        mhost, _, mport = mapped.rpartition(":")
+        return mhost, int(mport)
+
+
+@dataclass(frozen=True)
+class Action(Generic[P]):
+    """One typed thing opsbot can do. ``run`` executes inside the sandbox."""
+
+    name: str
+    description: str
+    tier: Tier
+    params: type[P]
+    summary: Callable[[P], str]
+    run: Callable[[P, ActionContext], ToolResult]
+    timeout: float = 30.0
+    preview: Callable[[P, ActionContext], ToolResult] | None = None
+
+
+@dataclass(frozen=True)
+class Toolset(Generic[C]):
+    """The actions of one connector plus the pure functions that describe their reach."""
+
+    name: str
+    description: str
+    config: type[C]
+    actions: Sequence[Action[Any]]
+    target: Callable[[Action[Any], BaseModel, C], Target]
+    egress: Callable[[Action[Any], BaseModel, C], list[Endpoint]] = lambda a, p, c: []
+    secrets: Callable[[Action[Any], BaseModel, C], list[SecretRef]] = lambda a, p, c: []
+
+    def action(self, name: str) -> Action[Any] | None:
+        return next((a for a in self.actions if a.name == name), None)

@@ -1,0 +1,147 @@
+"""Turning a proposed call (from a typed command or the LLM) into a fully described action.
+
+:class:`Catalog` holds the registered toolsets and each connector's config. ``resolve`` is pure:
+it validates params and computes the target, egress, secrets and the canonical hash an approval
+is bound to. Anything wrong with the call is a :class:`CallError` carrying the sentence the
+user sees.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tools.base import Action, Endpoint, SecretRef, Target, Tier, Toolset
+
+
+class CallError(ValueError):
+    """A call that cannot be resolved; ``str(e)`` is a sentence for the user."""
+
+
+class Call(BaseModel):
+    """A proposed invocation, exactly as requested (untrusted)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    toolset: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.toolset} {self.action}"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A validated call with everything policy, approvals and the sandbox need to know."""
+
+    call: Call
+    toolset: Toolset[Any]
+    action: Action[Any]
+    params: BaseModel
+    config: BaseModel
+    target: Target
+    egress: list[Endpoint]
+    secrets: list[SecretRef]
+
+    @property
+    def tier(self) -> Tier:
+        return self.action.tier
+
+    @property
+    def summary(self) -> str:
+        return self.action.summary(self.params)
+
+    @property
+    def canonical(self) -> dict[str, Any]:
+        return canonical_action(
+            self.toolset.name, self.action.name, self.params.model_dump(mode="json"), self.target
+        )
+
+    @property
+    def hash(self) -> str:
+        return action_hash(self.canonical)
+
+
+def canonical_action(
+    toolset: str, action: str, params: Mapping[str, Any], target: Target
+) -> dict[str, Any]:
+    return {
+        "toolset": toolset,
+        "action": action,
+        "params": dict(params),
+        "target": target.model_dump(mode="json"),
+    }
+
+
+def action_hash(canonical: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON form (sorted keys, no whitespace)."""
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Catalog:
+    """The registered toolsets plus their connector configs. Pure: no I/O."""
+
+    def __init__(self, toolsets: Sequence[Toolset[Any]], configs: Mapping[str, BaseModel]):
+        self.toolsets = {t.name: t for t in toolsets}
+        self.configs = dict(configs)
+
+    def enabled(self) -> list[Toolset[Any]]:
+        return [t for t in self.toolsets.values() if t.name in self.configs]
+
+    def toolset(self, name: str) -> Toolset[Any]:
+        toolset = self.toolsets.get(name)
+        if toolset is None:
+            raise CallError(f"Unknown toolset `{name}`.{_suggest(name, self.toolsets)}")
+        if name not in self.configs:
+            raise CallError(f"The `{name}` toolset is not configured on this opsbot.")
+        return toolset
+
+    def resolve(self, call: Call) -> Resolved:
+        toolset = self.toolset(call.toolset)
+        action = toolset.action(call.action)
+        if action is None:
+            names = [a.name for a in toolset.actions]
+            raise CallError(
+                f"`{toolset.name}` has no action `{call.action}`.{_suggest(call.action, names)}"
+            )
+        try:
+            params = action.params.model_validate(call.params)
+        except ValidationError as e:
+            raise CallError(f"Bad parameters for `{call.ref}`: {describe_validation(e)}") from None
+        config = self.configs[toolset.name]
+        return Resolved(
+            call=call,
+            toolset=toolset,
+            action=action,
+            params=params,
+            config=config,
+            target=toolset.target(action, params, config),
+            egress=toolset.egress(action, params, config),
+            secrets=toolset.secrets(action, params, config),
+        )
+
+
+def describe_validation(error: ValidationError) -> str:
+    """One line per problem, naming the field: ``key: Field required``."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "params"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    options = ", ".join(f"`{c}`" for c in sorted(choices))
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    return f"{hint} Available: {options}." if options else hint
