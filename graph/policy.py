@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from approvals.rules import ApproverRule
 from tools.base import Tier
 from tools.catalog import Call, CallError, Catalog
 
@@ -45,17 +46,6 @@ class Verdict(StrEnum):
     DENY = "deny"
 
 
-class Approvers(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    users: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        who = [f"<@{u}>" for u in self.users] + [f"<!subteam^{g}>" for g in self.groups]
-        return ", ".join(who) or "nobody"
-
-
 class Decision(BaseModel):
     """The verdict on one call plus everything the approval step needs."""
 
@@ -65,16 +55,14 @@ class Decision(BaseModel):
     tier: Tier
     rule: str
     reason: str
-    approvers: Approvers = Approvers()
-    approvals_required: int = 1
-    requester_may_approve: bool = True
+    approval: ApproverRule | None = None  # set when verdict is APPROVE
     expires_in_s: int = 3600
 
 
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    approvers: Approvers = Approvers()
+    approvers: ApproverRule = ApproverRule()
     autonomous_max_tier: Tier = Tier.DRAFT
     expiry_s: dict[int, int] = Field(default_factory=lambda: {3: 3600, 4: 1800})
     incident_channels: tuple[str, ...] = ()
@@ -116,7 +104,8 @@ def evaluate(
         tier=tier,
         rule="default",
         reason=f"`{call.ref}` is tier {tier.label}: it needs approval.",
-        approvers=policy.approvers,
-        requester_may_approve=tier < Tier.PRODUCTION,
+        approval=policy.approvers.model_copy(
+            update={"requester_may_approve": tier < Tier.PRODUCTION}
+        ),
         expires_in_s=policy.expiry_s.get(int(tier), 3600),
     )

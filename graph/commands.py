@@ -1,0 +1,182 @@
+"""The typed command language: what ``/ops <text>`` means without an LLM.
+
+Grammar (words split like a shell, so quotes work)::
+
+    help [toolset]                         what opsbot can do
+    runs                                   active runs in this channel
+    cancel <run-id>                        cancel a run and expire its approvals
+    <toolset> <action> [value ...] [key=value ...]
+                                           run one action; bare values fill the action's
+                                           required parameters in order
+    anything else                          free text: a question for the LLM
+
+Text that *looks* like a command but names an unknown toolset or action is an error with a
+suggestion, not a question: ``rdis info`` → "Unknown toolset `rdis`. Did you mean `redis`?"
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from tools.catalog import CallError, Catalog
+
+MAX_TEXT = 4000
+_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
+_MENTION = re.compile(r"<[@#!][^>]*>")
+_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
+KEYWORDS = ("help", "runs", "cancel")
+
+
+class ParseError(ValueError):
+    """Input that cannot be a command; ``str(e)`` is the sentence the user sees."""
+
+
+@dataclass(frozen=True)
+class Help:
+    toolset: str | None = None
+
+
+@dataclass(frozen=True)
+class ListRuns:
+    pass
+
+
+@dataclass(frozen=True)
+class Cancel:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class RunAction:
+    toolset: str
+    action: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        args = " ".join(f"{k}={_show(v)}" for k, v in self.params.items())
+        return f"{self.toolset} {self.action}" + (f" {args}" if args else "")
+
+
+@dataclass(frozen=True)
+class FreeText:
+    text: str
+
+
+Command = Help | ListRuns | Cancel | RunAction | FreeText
+
+
+def clean(text: str) -> str:
+    """Undo Slack's markup: unwrap links, drop mentions, unescape &amp; &lt; &gt;."""
+    text = _MENTION.sub(" ", _LINK.sub(r"\1", text))
+    return html.unescape(text).replace("\u00a0", " ").strip()
+
+
+def parse(text: str, catalog: Catalog) -> Command:
+    if len(text) > MAX_TEXT:
+        raise ParseError(f"That is {len(text):,} characters; opsbot reads at most {MAX_TEXT:,}.")
+    text = clean(text)
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise ParseError(f"I couldn't split that into words ({e}); check your quotes.") from None
+    if not words:
+        return Help()
+    head, rest = words[0].lower(), words[1:]
+    if head == "help":
+        return Help(rest[0].lower() if rest else None)
+    if head == "runs" and not rest:
+        return ListRuns()
+    if head == "cancel":
+        if len(rest) != 1:
+            raise ParseError("Usage: `cancel <run-id>` (see `runs` for ids).")
+        return Cancel(rest[0])
+    if head in catalog.toolsets:
+        return _action(head, rest, catalog)
+    if _looks_like_command(head, rest, catalog):
+        close = difflib.get_close_matches(head, [*catalog.toolsets, *KEYWORDS], n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise ParseError(f"Unknown command `{head}`.{hint} Try `help`.")
+    return FreeText(text)
+
+
+def _looks_like_command(head: str, rest: list[str], catalog: Catalog) -> bool:
+    if any("=" in w and _KEY.match(w.split("=", 1)[0]) for w in rest):
+        return True
+    return bool(difflib.get_close_matches(head, [*catalog.toolsets, *KEYWORDS], n=1, cutoff=0.75))
+
+
+def _action(toolset_name: str, words: list[str], catalog: Catalog) -> RunAction:
+    try:
+        toolset = catalog.toolset(toolset_name)
+    except CallError as e:
+        raise ParseError(str(e)) from None
+    if not words:
+        names = ", ".join(f"`{a.name}`" for a in toolset.actions)
+        raise ParseError(f"Which `{toolset.name}` action? One of: {names}.")
+    name, args = words[0].lower(), words[1:]
+    action = toolset.action(name)
+    if action is None:
+        names = [a.name for a in toolset.actions]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise ParseError(
+            f"`{toolset.name}` has no action `{name}`.{hint} "
+            f"Available: {', '.join(f'`{n}`' for n in names)}."
+        )
+    return RunAction(toolset.name, action.name, _params(action.params, args, toolset.name, name))
+
+
+def _params(model: Any, args: list[str], toolset: str, action: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    positional: list[str] = []
+    for word in args:
+        key, eq, value = word.partition("=")
+        if eq and _KEY.match(key):
+            if key in params:
+                raise ParseError(f"`{key}` is given twice.")
+            params[key] = _value(value)
+        else:
+            positional.append(word)
+    if positional:
+        _fill_positional(model, positional, params, f"{toolset} {action}")
+    return params
+
+
+def _fill_positional(model: Any, values: list[str], params: dict[str, Any], ref: str) -> None:
+    slots = [n for n, f in model.model_fields.items() if f.is_required() and n not in params]
+    if not slots:
+        raise ParseError(
+            f"`{ref}` takes no bare values; use key=value (got `{' '.join(values)}`)."
+        )
+    for i, name in enumerate(slots):
+        if i >= len(values):
+            break
+        is_list = getattr(model.model_fields[name].annotation, "__origin__", None) is list
+        if is_list:
+            params[name] = values[i:]
+            return
+        params[name] = values[i]
+    if len(values) > len(slots):
+        extra = " ".join(values[len(slots):])
+        raise ParseError(f"`{ref}` got unexpected extra values: `{extra}`.")
+
+
+def _value(raw: str) -> Any:
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise ParseError(f"`{raw[:40]}` looks like JSON but isn't valid JSON.") from None
+    return raw
+
+
+def _show(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return shlex.quote(text)
