@@ -1,0 +1,54 @@
+"""The Slack Bolt app: explicit wiring, nothing at import time.
+
+``build_app`` creates the ``AsyncApp`` with a Web API client pointed at ``OPSBOT_SLACK_API_URL``
+(429s retried after ``Retry-After``), adds event de-duplication, and registers one listener
+module per surface.
+"""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.deps import BotDeps
+from bot.listeners import register_all
+from bot.settings import Settings
+
+
+def slack_client(settings: Settings) -> AsyncWebClient:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return AsyncWebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=15,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=8),
+        ],
+    )
+
+
+def build_app(settings: Settings, deps: BotDeps, client: AsyncWebClient) -> AsyncApp:
+    secret = settings.slack_signing_secret
+    app = AsyncApp(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret else None,
+        request_verification_enabled=not settings.socket_mode,
+        process_before_response=False,
+    )
+
+    @app.middleware
+    async def dedupe_events(body, next):
+        """Slack redelivers events (retries, duplicates): only the first ``event_id`` runs."""
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if event_id and not deps.dedupe.first_time(f"slack:{event_id}"):
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    register_all(app, deps)
+    return app

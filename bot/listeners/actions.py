@@ -1,0 +1,83 @@
+"""Approve / Deny buttons and the deny-reason modal.
+
+Every handler acks first. Button values are untrusted: they only name an approval id and the
+action hash the card showed; the run manager checks both against its records, the channel and
+the card's message before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+
+from slack_bolt.async_app import AsyncApp
+
+from approvals.cards import APPROVE_ACTION, DENY_ACTION, DENY_VIEW, deny_reason_view, parse_button_value
+from bot import messages
+from bot.deps import BotDeps
+from graph.runs import Click
+
+
+def register(app: AsyncApp, deps: BotDeps) -> None:
+    @app.action(APPROVE_ACTION)
+    async def approve(ack, body, client) -> None:
+        await ack()
+        where = _where(body)
+        parsed = parse_button_value(_value(body))
+        if parsed is None or where is None:
+            await _tell(client, body, messages.BAD_BUTTON)
+            return
+        user = body["user"]["id"]
+        click = Click(approval_id=parsed[0], shown_hash=parsed[1], user=user,
+                      groups=await deps.directory.groups_of(user), approve=True,
+                      channel=where[0], message_ts=where[1])
+        await _tell(client, body, await deps.runs.click(click))
+
+    @app.action(DENY_ACTION)
+    async def deny(ack, body, client) -> None:
+        await ack()
+        parsed, where = parse_button_value(_value(body)), _where(body)
+        request = deps.runs.approvals.get(parsed[0]) if parsed else None
+        if request is None or where is None:
+            await _tell(client, body, messages.BAD_BUTTON if parsed is None else messages.DENY_GONE)
+            return
+        view = deny_reason_view(request)
+        view["private_metadata"] = json.dumps(
+            {"approval": parsed[0], "hash": parsed[1], "channel": where[0], "message_ts": where[1]}
+        )
+        await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    @app.view(DENY_VIEW)
+    async def deny_reason(ack, body, view, client) -> None:
+        await ack()
+        try:
+            meta = json.loads(view["private_metadata"])
+            approval, shown, channel, ts = (meta["approval"], meta["hash"], meta["channel"],
+                                            meta.get("message_ts"))
+        except (ValueError, KeyError, TypeError):
+            return
+        values = view.get("state", {}).get("values", {})
+        reason = (values.get("reason", {}).get("reason", {}).get("value") or "").strip()
+        user = body["user"]["id"]
+        click = Click(approval_id=approval, shown_hash=shown, user=user,
+                      groups=await deps.directory.groups_of(user), approve=False,
+                      channel=channel, message_ts=ts, reason=reason[:500])
+        message = await deps.runs.click(click)
+        await client.chat_postEphemeral(channel=channel, user=user, text=message)
+
+
+def _value(body: dict) -> str:
+    actions = body.get("actions") or [{}]
+    return str(actions[0].get("value") or "")
+
+
+def _where(body: dict) -> tuple[str, str | None] | None:
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    return (channel, container.get("message_ts")) if channel else None
+
+
+async def _tell(client, body: dict, text: str) -> None:
+    where = _where(body)
+    if where is None or not body.get("user", {}).get("id"):
+        return
+    await client.chat_postEphemeral(channel=where[0], user=body["user"]["id"], text=text)

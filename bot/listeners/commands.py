@@ -1,0 +1,42 @@
+"""``/ops``: typed commands answered at once, everything else acked and queued as a run."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot import messages
+from bot.deps import BotDeps
+from graph import commands
+from graph.help import help_text
+from graph.task import Source, Task
+
+
+def register(app: AsyncApp, deps: BotDeps) -> None:
+    @app.command("/ops")
+    async def ops(ack, command, respond) -> None:
+        user, channel = command.get("user_id"), command.get("channel_id")
+        if not user or not channel:
+            await ack(response_type="ephemeral", text=messages.MALFORMED_COMMAND)
+            return
+        text = command.get("text") or ""
+        try:
+            parsed = commands.parse(text, deps.catalog)
+        except commands.ParseError as e:
+            await ack(response_type="ephemeral", text=f":warning: {e}")
+            return
+        if isinstance(parsed, commands.Help):
+            await ack(response_type="ephemeral", text=help_text(deps.catalog, parsed.toolset))
+        elif isinstance(parsed, commands.ListRuns):
+            await ack(response_type="ephemeral", text=messages.runs_list(deps.runs.active(channel)))
+        elif isinstance(parsed, commands.Cancel):
+            await ack()
+            groups = await deps.directory.groups_of(user)
+            await respond(response_type="ephemeral",
+                          text=await deps.runs.cancel(parsed.run_id, user, groups))
+        else:
+            await ack()
+            await deps.submit(Task(
+                source=Source.SLASH, team=command.get("team_id") or "", channel=channel,
+                channel_name=command.get("channel_name") or "", user=user, text=text,
+                is_dm=(command.get("channel_name") == "directmessage"),
+            ))

@@ -1,0 +1,131 @@
+"""The one typed settings object, read once in ``main`` from the environment and ``.env``.
+
+Names follow the ecosystem where it has them (``SLACK_BOT_TOKEN``, ``VAULT_ADDR`` ...) and carry
+an ``OPSBOT_`` prefix otherwise (DESIGN §6). A missing or bad value fails at boot with one
+sentence naming the variable and the fix (:class:`ConfigError`), never a pydantic dump.
+
+Each package keeps its own config model beside its code (``RedisConfig`` in ``tools/redis.py``,
+``SandboxConfig`` in ``sandbox/config.py`` ...); the methods here build them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+SLACK_API_URL = "https://slack.com/api/"
+FIXES = {
+    "SLACK_BOT_TOKEN": "copy the Bot User OAuth Token (xoxb-…) from your Slack app's "
+                       "OAuth & Permissions page",
+    "SLACK_SIGNING_SECRET": "copy the Signing Secret from your Slack app's Basic Information page",
+    "SLACK_APP_TOKEN": "create an app-level token (xapp-…) with connections:write under Basic "
+                       "Information → App-Level Tokens",
+    "OPSBOT_PORT": "use a TCP port number between 1 and 65535",
+    "REDIS_URL": "use a URL like redis://127.0.0.1:6379/0",
+    "OPSBOT_WORKERS": "use a number of run workers between 1 and 64",
+}
+
+
+def _env(name: str, *more: str) -> Any:
+    return Field(None, validation_alias=AliasChoices(name, *more))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    slack_bot_token: SecretStr | None = _env("SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = _env("SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = _env("SLACK_APP_TOKEN")
+    slack_api_url: str = Field(SLACK_API_URL, validation_alias="OPSBOT_SLACK_API_URL")
+
+    openai_api_key: SecretStr | None = _env("OPENAI_API_KEY")
+    openai_base_url: str | None = _env("OPENAI_BASE_URL")
+    model: str = Field("gpt-4o-mini", validation_alias="OPSBOT_MODEL")
+
+    vault_addr: str | None = _env("VAULT_ADDR")
+    vault_token: SecretStr | None = _env("VAULT_TOKEN")
+    github_token: SecretStr | None = _env("GITHUB_TOKEN")
+    github_api_url: str = Field("https://api.github.com", validation_alias="OPSBOT_GITHUB_API_URL")
+    redis_url: str | None = _env("REDIS_URL")
+    redis_password_secret: str | None = _env("OPSBOT_REDIS_PASSWORD_SECRET")
+    docker_host: str | None = _env("DOCKER_HOST")
+    qdrant_url: str | None = _env("QDRANT_URL")
+    pagerduty_webhook_secret: SecretStr | None = _env("PAGERDUTY_WEBHOOK_SECRET")
+
+    data_dir: Path = Field(Path(".opsbot"), validation_alias="OPSBOT_DATA_DIR")
+    policy: Path | None = _env("OPSBOT_POLICY")
+    port: int = Field(3000, ge=1, le=65535, validation_alias="OPSBOT_PORT")
+    sandbox_image: str | None = _env("OPSBOT_SANDBOX_IMAGE")
+    database_url: str | None = _env("OPSBOT_DATABASE_URL")
+    workers: int = Field(4, ge=1, le=64, validation_alias="OPSBOT_WORKERS")
+    log_level: str = Field("info", validation_alias="OPSBOT_LOG_LEVEL")
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return v
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return v
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_bot_token is not None
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def check_slack(self) -> None:
+        """Slack needs a signing secret in HTTP mode; Socket Mode does not."""
+        if self.slack_enabled and not self.socket_mode and self.slack_signing_secret is None:
+            raise ConfigError(
+                "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify requests; "
+                f"{FIXES['SLACK_SIGNING_SECRET']} (or set SLACK_APP_TOKEN for Socket Mode)."
+            )
+        if self.socket_mode and not self.slack_enabled:
+            raise ConfigError(f"SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: "
+                              f"{FIXES['SLACK_BOT_TOKEN']}.")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings or raise :class:`ConfigError` with one sentence."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_sentence(e)) from None
+    settings.check_slack()
+    return settings
+
+
+def _sentence(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    name = _env_name(field)
+    message = first["msg"].removeprefix("Value error, ")
+    fix = FIXES.get(name)
+    return f"{name} is invalid: {message}" + (f"; {fix}." if fix else ".")
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias or field).upper()

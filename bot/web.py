@@ -1,0 +1,90 @@
+"""The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty``, ``GET /healthz``,
+``GET /metrics``.
+
+Stock Bolt parses the body inside ``BoltRequest`` before checking anything, so a truncated JSON
+body raises and the server answers 500 (which Slack retries). Here the body is size-limited,
+the signature is checked on the raw bytes, and only then parsed; anything malformed is a 4xx
+that starts nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+
+from bot import metrics
+
+log = structlog.get_logger("opsbot.http")
+MAX_BODY = 256 * 1024  # Slack payloads are far smaller; a message's text is capped at 40k chars
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"ok": False, "error": message}, status=status)
+
+
+async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes | web.Response:
+    """The raw body, or a 413 response when it is (or claims to be) too large."""
+    if request.content_length is not None and request.content_length > limit:
+        return json_error(413, f"body larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return json_error(413, f"body larger than {limit} bytes")
+    return body
+
+
+def slack_handler(app: AsyncApp, signing_secret: str | None) -> Handler:
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        body = await read_body(request)
+        if isinstance(body, web.Response):
+            return _count(body, "too_large")
+        if verifier is None or not verifier.is_valid_request(body, dict(request.headers)):
+            return _count(json_error(401, "invalid request signature"), "bad_signature")
+        try:
+            bolt_request = AsyncBoltRequest(body=body.decode("utf-8"), query=request.query_string,
+                                            headers=dict(request.headers))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            log.info("malformed slack request", error=type(e).__name__)
+            return _count(json_error(400, "malformed request body"), "malformed")
+        response = await app.async_dispatch(bolt_request)
+        metrics.ACK_SECONDS.observe(time.perf_counter() - started)
+        return _count(await to_aiohttp_response(response), str(response.status))
+
+    return handle
+
+
+def _count(response: web.Response, outcome: str) -> web.Response:
+    metrics.SLACK_REQUESTS.labels(outcome=outcome).inc()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    checks: dict[str, Any] = request.app.get("health", {})
+    return web.json_response({"ok": True, **checks})
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_web(slack: Handler | None, pagerduty: Handler | None) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    if slack is not None:
+        app.router.add_post("/slack/events", slack)
+    if pagerduty is not None:
+        app.router.add_post("/webhooks/pagerduty", pagerduty)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
+    return app

@@ -1,0 +1,77 @@
+"""What the graph's nodes need from the outside world, as small protocols.
+
+The concrete pieces (the Docker sandbox runner, the Vault broker, the runbook index, the LLM)
+are built by ``bot/wiring.py`` and passed in; tests pass the same real pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+
+from graph.audit import AuditLog
+from graph.policy import Policy
+from sandbox.protocol import SandboxOutcome, SandboxRequest
+from tools.base import SecretRef
+from tools.catalog import Catalog
+
+
+class Executor(Protocol):
+    async def run(
+        self,
+        request: SandboxRequest,
+        on_progress: Callable[[str], Awaitable[None]] | None = None,
+    ) -> SandboxOutcome: ...
+
+
+class Lease(Protocol):
+    values: Mapping[str, SecretStr]
+
+    def audit(self) -> dict[str, Any]: ...
+
+
+class Broker(Protocol):
+    async def mint(
+        self, run_id: str, call_id: str, secrets: list[SecretRef], ttl_s: float
+    ) -> Lease: ...
+
+    async def revoke(self, lease: Lease) -> None: ...
+
+
+class RunbookHitLike(Protocol):
+    title: str
+    path: str
+    score: float
+    snippet: str
+    commands: list[str]
+
+
+class Runbooks(Protocol):
+    async def search(self, query: str, limit: int = 3) -> list[RunbookHitLike]: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard caps on a run. Hitting one ends the run with a report naming the cap."""
+
+    max_tool_rounds: int = 6
+    max_wall_s: float = 600.0
+    max_tokens: int = 60_000
+    recursion_limit: int = 60
+    tool_output_chars: int = 6_000
+
+
+@dataclass
+class GraphDeps:
+    catalog: Catalog
+    policy: Policy
+    executor: Executor
+    broker: Broker
+    audit: AuditLog
+    runbooks: Runbooks | None = None
+    llm: Any = None  # a LangChain chat model (ChatOpenAI) or None when not configured
+    model_name: str = ""
+    limits: Limits = field(default_factory=Limits)

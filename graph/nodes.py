@@ -1,0 +1,337 @@
+"""The run's state machine, one node per job (DESIGN §3).
+
+    understand ─► policy ─► (Send per call) ─► approval ─► execute ─► observe ─► report
+                       │                      └──────────► observe (denied/expired)
+                       └─► execute (allowed) ───────────────────────► observe
+
+* ``policy`` is pure. Denied calls get their result right there.
+* ``approval`` contains nothing but ``interrupt()`` (a resume re-runs the node from the top).
+* ``execute`` never interrupts; it re-checks the approval is bound to the exact action hash.
+* ``observe`` is a barrier: each branch lands here; only when every call of the round has a
+  result does the run move on (to the agent for another round, or to the report).
+
+Each tool call gets its own branch (``Send``), so a safe call runs while a gated sibling waits,
+and a resume never re-runs a call that already finished (see the LangGraph guide, §1.2).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.config import get_stream_writer
+from langgraph.graph import END
+from langgraph.graph.message import add_messages
+from langgraph.types import Command, Send, interrupt
+
+from graph import commands, help, usage
+from graph.deps import GraphDeps
+from graph.policy import Channel, Requester, Verdict, evaluate
+from graph.surface import CallReport, Citation, Report, RunState, StepState
+from graph.task import Task
+from sandbox.protocol import SandboxRequest
+from tools.base import Status, ToolResult
+from tools.catalog import Call, CallError
+
+
+def merge(left: dict | None, right: dict | None) -> dict:
+    return {**(left or {}), **(right or {})}
+
+
+class GraphState(TypedDict, total=False):
+    run_id: str
+    task: dict[str, Any]
+    started: float
+    messages: Annotated[list[AnyMessage], add_messages]
+    calls: list[dict[str, Any]]  # this round's proposed calls (Call dumps)
+    reviews: Annotated[dict[str, dict[str, Any]], merge]  # call id -> policy review
+    results: Annotated[dict[str, dict[str, Any]], merge]  # call id -> {"result", "note"}
+    run_calls: list[str]  # every call id of the current run, in order
+    rounds: int
+    tokens: int
+    usage: dict[str, int]
+    cancelled: bool
+    mode: str  # "typed" (one command) or "llm" (agent rounds)
+    answer: str
+    headline: str
+    citations: list[dict[str, str]]
+    cap: str  # which hard cap ended the run, if any
+    report: dict[str, Any]
+
+
+class Branch(TypedDict, total=False):
+    """What a Send carries to one approval/execute branch."""
+
+    run_id: str
+    task: dict[str, Any]
+    call: dict[str, Any]
+    review: dict[str, Any]
+    approval: dict[str, Any]
+
+
+def task_of(state: GraphState | Branch) -> Task:
+    return Task.model_validate(state["task"])
+
+
+def emit(event: dict[str, Any]) -> None:
+    """Progress for the status message (``custom`` stream); a no-op outside a streamed run."""
+    get_stream_writer()(event)
+
+
+class Nodes:
+    """The graph's nodes, closed over their dependencies."""
+
+    def __init__(self, deps: GraphDeps):
+        self.deps = deps
+
+    # understand ---------------------------------------------------------------------------
+
+    async def understand(self, state: GraphState) -> dict[str, Any]:
+        task = task_of(state)
+        fresh = {"run_calls": [], "calls": [], "rounds": 0, "tokens": 0, "usage": {},
+                 "answer": "", "cap": "", "citations": [], "started": time.time(),
+                 "report": {}, "cancelled": False, "mode": "typed"}
+        if task.alert is not None:
+            return {**fresh, "mode": "llm", "headline": f"Investigating: {task.alert.title}"}
+        try:
+            command = commands.parse(task.text, self.deps.catalog)
+        except commands.ParseError as e:
+            return {**fresh, "answer": str(e), "headline": "not understood"}
+        if isinstance(command, commands.RunAction):
+            call = Call(id=f"{state['run_id']}-1", toolset=command.toolset,
+                        action=command.action, params=command.params)
+            return {**fresh, "calls": [call.model_dump()], "run_calls": [call.id],
+                    "headline": f"`{command.text}`"}
+        if isinstance(command, commands.Help):
+            return {**fresh, "answer": help.help_text(self.deps.catalog, command.toolset),
+                    "headline": "help"}
+        if isinstance(command, commands.FreeText):
+            return {**fresh, "mode": "llm", "headline": _clip(command.text, 80)}
+        return {**fresh, "answer": "That command is answered directly, not as a run.",
+                "headline": "not a run"}
+
+    def after_understand(self, state: GraphState) -> str:
+        if state.get("calls"):
+            return "policy"
+        if state.get("answer"):
+            return "report"
+        return "agent" if self.deps.llm is not None else "no_llm"
+
+    async def no_llm(self, state: GraphState) -> dict[str, Any]:
+        """Free text or an alert with no LLM configured: runbooks plus the commands that help."""
+        task = task_of(state)
+        query = task.alert.title if task.alert else task.text
+        hits = await self.deps.runbooks.search(query, 3) if self.deps.runbooks else []
+        lines = ["No LLM is configured (set `OPENAI_API_KEY`), so I can't investigate free text."]
+        if hits:
+            lines.append("*Runbooks that match:*")
+            lines += [f"• *{h.title}* (`{h.path}`)" for h in hits]
+            suggested = [c for h in hits for c in h.commands][:6]
+            if suggested:
+                lines.append("*Commands from those runbooks:*")
+                lines += [f"• `/ops {c}`" for c in suggested]
+        lines.append("*Typed commands you can run now:*")
+        lines += [f"• {c}" for c in help.command_examples(self.deps.catalog)]
+        citations = [{"title": h.title, "path": h.path} for h in hits]
+        return {"answer": "\n".join(lines), "citations": citations}
+
+    # policy -------------------------------------------------------------------------------
+
+    def policy(self, state: GraphState) -> dict[str, Any]:
+        task = task_of(state)
+        requester = Requester(user=task.user, groups=task.user_groups)
+        channel = Channel(id=task.channel, name=task.channel_name, is_dm=task.is_dm)
+        reviews, results = {}, {}
+        for raw in state["calls"]:
+            call = Call.model_validate(raw)
+            review = self.review(call, requester, channel)
+            reviews[call.id] = review
+            if review["verdict"] == Verdict.DENY:
+                result = ToolResult(status=Status.DENIED, invocation=call.ref, error=review["reason"])
+                results[call.id] = {"result": result.model_dump(mode="json"), "note": "denied by policy"}
+        return {"reviews": reviews, "results": results}
+
+    def review(self, call: Call, requester: Requester, channel: Channel) -> dict[str, Any]:
+        decision = evaluate(self.deps.policy, self.deps.catalog, call, requester, channel)
+        review: dict[str, Any] = {**decision.model_dump(mode="json"), "summary": call.ref,
+                                  "target": "", "hash": "", "canonical": {}}
+        try:
+            resolved = self.deps.catalog.resolve(call)
+        except CallError:
+            return review
+        review.update(summary=resolved.summary, target=str(resolved.target),
+                      hash=resolved.hash, canonical=resolved.canonical)
+        return review
+
+    def fan_out(self, state: GraphState) -> list[Send] | str:
+        done = state.get("results", {})
+        sends = []
+        for call in state["calls"]:
+            if call["id"] in done:
+                continue
+            review = state["reviews"][call["id"]]
+            node = "approval" if review["verdict"] == Verdict.APPROVE else "execute"
+            branch: Branch = {"run_id": state["run_id"], "task": state["task"], "call": call,
+                              "review": review}
+            sends.append(Send(node, branch))
+        return sends or "observe"
+
+    # approval (interrupt only) ------------------------------------------------------------
+
+    def approval(self, branch: Branch) -> Command:
+        answer = interrupt({"kind": "approval", "run_id": branch["run_id"],
+                            "call": branch["call"], "review": branch["review"]})
+        if answer.get("status") == "approved" and answer.get("hash") == branch["review"]["hash"]:
+            return Command(goto=Send("execute", {**branch, "approval": answer}))
+        note = _approval_note(answer)
+        result = ToolResult(status=Status.DENIED, invocation=branch["call"]["toolset"] + " "
+                            + branch["call"]["action"], error=note)
+        update: dict[str, Any] = {
+            "results": {branch["call"]["id"]: {"result": result.model_dump(mode="json"),
+                                               "note": note}},
+        }
+        if answer.get("status") == "cancelled":
+            update["cancelled"] = True
+        return Command(goto="observe", update=update)
+
+    # execute (never interrupts) -------------------------------------------------------------
+
+    async def execute(self, branch: Branch) -> dict[str, Any]:
+        call = Call.model_validate(branch["call"])
+        result, note = await self._execute(branch, call)
+        state = StepState.OK if result.status in (Status.OK, Status.NO_DATA) else StepState.FAILED
+        emit({"step": call.id, "text": branch["review"]["summary"], "state": state,
+              "detail": _clip(result.error or result.status.value, 200)})
+        return {"results": {call.id: {"result": result.model_dump(mode="json"), "note": note}}}
+
+    async def _execute(self, branch: Branch, call: Call) -> tuple[ToolResult, str]:
+        try:
+            resolved = self.deps.catalog.resolve(call)
+        except CallError as e:
+            return ToolResult(status=Status.DENIED, invocation=call.ref, error=str(e)), ""
+        refusal = _refuse(branch, resolved.hash)
+        if refusal:
+            self.deps.audit.record("execute.refused", branch["run_id"], call_id=call.id,
+                                   reason=refusal, hash=resolved.hash)
+            return ToolResult(status=Status.DENIED, invocation=call.ref, error=refusal), refusal
+        emit({"step": call.id, "text": resolved.summary, "state": StepState.RUNNING})
+        return await self._run_sandboxed(branch, resolved), _approved_note(branch)
+
+    async def _run_sandboxed(self, branch: Branch, resolved) -> ToolResult:
+        run_id, call = branch["run_id"], resolved.call
+        lease = None
+        try:
+            lease = await self.deps.broker.mint(run_id, call.id, resolved.secrets,
+                                                resolved.action.timeout + 15)
+            self.deps.audit.record("credential.lease", run_id, call_id=call.id, **lease.audit())
+            request = SandboxRequest(
+                run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,
+                action=resolved.action.name, params=resolved.params.model_dump(mode="json"),
+                config=resolved.config.model_dump(mode="json"), secrets=dict(lease.values),
+                egress=resolved.egress, timeout=resolved.action.timeout,
+            )
+
+            async def progress(line: str) -> None:
+                emit({"step": call.id, "text": resolved.summary, "state": StepState.RUNNING,
+                      "detail": _clip(line, 200)})
+
+            outcome = await self.deps.executor.run(request, on_progress=progress)
+        except Exception as e:  # noqa: BLE001 - broker/runner failures become result values
+            message = getattr(e, "message", None) or _safe_error(e)
+            self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
+            return ToolResult(status=Status.ERROR, invocation=call.ref, error=message)
+        finally:
+            if lease is not None:
+                await self.deps.broker.revoke(lease)
+                self.deps.audit.record("credential.revoke", run_id, call_id=call.id,
+                                       **lease.audit())
+        self.deps.audit.record(
+            "sandbox.exec", run_id, call_id=call.id, action=call.ref,
+            params=resolved.params.model_dump(mode="json"), hash=resolved.hash,
+            container=outcome.container_id, exit_code=outcome.exit_code,
+            duration_s=round(outcome.duration_s, 3), timed_out=outcome.timed_out,
+            network=outcome.network, status=outcome.result.status.value,
+            error=outcome.result.error,
+        )
+        return outcome.result
+
+    # observe / report ---------------------------------------------------------------------
+
+    def observe(self, state: GraphState) -> dict[str, Any]:
+        return {}
+
+    def after_observe(self, state: GraphState) -> str:
+        results = state.get("results", {})
+        if not all(c["id"] in results for c in state.get("calls", [])):
+            return END  # another branch of this round is still on its way here
+        if state.get("mode") == "llm" and not state.get("cancelled"):
+            return "agent"
+        return "report"
+
+    def report(self, state: GraphState) -> dict[str, Any]:
+        results = state.get("results", {})
+        reviews = state.get("reviews", {})
+        calls = [_call_report(reviews.get(cid, {}), results.get(cid)) for cid in state.get("run_calls", [])]
+        failed = any(c.status in ("error",) for c in calls)
+        run_state = RunState.FAILED if failed and not state.get("answer") else RunState.DONE
+        report = Report(
+            run_id=state["run_id"], state=run_state, headline=state.get("headline", ""),
+            answer=state.get("answer", ""), calls=calls,
+            citations=[Citation(**c) for c in state.get("citations", [])],
+            usage=_usage(state, self.deps.model_name),
+        )
+        return {"report": report.model_dump(mode="json")}
+
+
+def _refuse(branch: Branch, actual_hash: str) -> str:
+    """Why ``execute`` must not run this call (empty when it may)."""
+    review = branch["review"]
+    if review["verdict"] == Verdict.ALLOW:
+        return "" if review["hash"] == actual_hash else "the action changed after policy review."
+    if review["verdict"] != Verdict.APPROVE:
+        return "policy did not allow this action."
+    approval = branch.get("approval") or {}
+    if approval.get("status") != "approved":
+        return "this action has no approval."
+    if not (approval.get("hash") == review["hash"] == actual_hash):
+        return "the approval was given for a different action; nothing was run."
+    return ""
+
+
+def _approval_note(answer: dict[str, Any]) -> str:
+    status = answer.get("status", "denied")
+    by = ", ".join(f"<@{u}>" for u in answer.get("by", []))
+    reason = answer.get("reason") or ""
+    text = {"denied": f"denied by {by}" if by else "denied",
+            "expired": "the approval request expired",
+            "cancelled": "the run was cancelled"}.get(status, status)
+    return f"{text}: {reason}" if reason else text
+
+
+def _approved_note(branch: Branch) -> str:
+    approval = branch.get("approval")
+    if not approval:
+        return ""
+    return "approved by " + ", ".join(f"<@{u}>" for u in approval.get("by", []))
+
+
+def _call_report(review: dict[str, Any], entry: dict[str, Any] | None) -> CallReport:
+    if entry is None:
+        return CallReport(summary=review.get("summary", "?"), invocation="", status="pending")
+    result = ToolResult.model_validate(entry["result"])
+    return CallReport(summary=review.get("summary", result.invocation), invocation=result.invocation,
+                      status=result.status.value, output=result.text, note=entry.get("note", ""))
+
+
+def _usage(state: GraphState, model: str) -> str:
+    return usage.describe(model, state.get("usage", {}))
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _safe_error(error: Exception) -> str:
+    """A sentence for unexpected failures; the detail goes to the log, not to chat."""
+    return f"{type(error).__name__} while running the action (see the opsbot log)."

@@ -1,0 +1,391 @@
+"""The run manager: turns tasks into graph runs and clicks into resumes.
+
+* ``submit`` persists the run (state ``queued``) and returns at once; a bounded pool of workers
+  drives runs. A run is never lost: queued runs found at start-up are re-queued, runs that were
+  executing when the process died are reported as interrupted in their thread.
+* One LangGraph thread per Slack thread; every drive of a thread holds that thread's lock and
+  re-checks pending interrupts under it, so two clicks can never resume the same run twice.
+* Interrupts surface as approval requests (idempotent per interrupt id) and cards; a decisive
+  vote resumes the run by interrupt id with the decision bound to the action hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals.rules import ApproverRule
+from approvals.store import ApprovalStore, VoteOutcome
+from graph.audit import AuditLog
+from graph.nodes import GraphState
+from graph.store import RunStore
+from graph.surface import Checklist, Report, RunRef, RunState, StepState, Surface
+from graph.task import Task, new_run_id
+
+log = structlog.get_logger("opsbot.runs")
+Job = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Click:
+    """An Approve/Deny click as the surface saw it (values are untrusted)."""
+
+    approval_id: str
+    shown_hash: str
+    user: str
+    groups: frozenset[str]
+    approve: bool
+    channel: str
+    message_ts: str | None
+    reason: str = ""
+
+
+class RunManager:
+    def __init__(
+        self,
+        graph: CompiledStateGraph,
+        runs: RunStore,
+        approvals: ApprovalStore,
+        audit: AuditLog,
+        surface: Surface,
+        workers: int = 4,
+        recursion_limit: int = 60,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.graph = graph
+        self.runs = runs
+        self.approvals = approvals
+        self.audit = audit
+        self.surface = surface
+        self.recursion_limit = recursion_limit
+        self.clock = clock
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._checklists: dict[str, Checklist] = {}
+        self._active: dict[str, asyncio.Task[Any]] = {}
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker(), name=f"run-worker-{i}")
+                       for i in range(self._workers)]
+        await self.recover()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def drain(self, timeout: float = 30) -> None:
+        """Wait until every queued job has run (tests, graceful shutdown)."""
+        await asyncio.wait_for(self._queue.join(), timeout)
+
+    async def recover(self) -> None:
+        """Re-queue runs that never started; report runs that died mid-flight."""
+        for run, _ in self.runs.in_states(RunState.QUEUED):
+            self._queue.put_nowait(lambda run=run: self._run(run))
+        for run, _ in self.runs.in_states(RunState.RUNNING):
+            await self._interrupted(run)
+
+    async def _worker(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await job()
+            except Exception:  # noqa: BLE001 - a broken run must not kill the worker
+                log.exception("run job failed")
+            finally:
+                self._queue.task_done()
+
+    # entry points ------------------------------------------------------------------------
+
+    async def submit(self, task: Task) -> RunRef:
+        run = RunRef(run_id=new_run_id(), task=task, thread_ts=task.thread_ts)
+        self.runs.add(run)
+        self.audit.record("task", run.run_id, task.user, source=task.source.value,
+                          channel=task.channel, text=task.text,
+                          alert=task.alert.model_dump(exclude={"raw"}) if task.alert else None)
+        self._queue.put_nowait(lambda: self._run(run))
+        return run
+
+    async def click(self, click: Click) -> str:
+        """Record an Approve/Deny click; returns the sentence for the clicker."""
+        request = self.approvals.get(click.approval_id)
+        problem = _tampered(request, click)
+        if problem:
+            self.audit.record("approval.rejected", request.run_id if request else None,
+                              click.user, approval=click.approval_id, reason=problem)
+            return problem
+        outcome = self.approvals.vote(click.approval_id, click.user, click.groups, click.approve,
+                                      self.clock(), click.reason)
+        await self._after_vote(outcome, click)
+        return outcome.message
+
+    async def cancel(self, run_id: str, user: str, groups: frozenset[str]) -> str:
+        found = self.runs.get(run_id)
+        if found is None:
+            return f"There is no run `{run_id}`."
+        run, state = found
+        if state.final:
+            return f"Run `{run_id}` already ended ({state.value})."
+        pending = [a for a in self.approvals.for_run(run_id) if not a.status.final]
+        if user != run.task.user and not any(_may_decide(a.rule, user, groups) for a in pending):
+            return "Only the requester or one of the run's approvers can cancel it."
+        self.audit.record("run.cancel", run_id, user)
+        active = self._active.get(run_id)
+        if active is not None:
+            active.cancel()
+        for request in pending:
+            await self._close(request, ApprovalStatus.CANCELLED)
+        if not pending and active is None:
+            await self._finish(run, Report(run_id=run_id, state=RunState.CANCELLED,
+                                           headline=f"cancelled by <@{user}>"))
+        return f"Run `{run_id}` cancelled."
+
+    def active(self, channel: str) -> list[tuple[RunRef, RunState, list[ApprovalRequest]]]:
+        rows = self.runs.in_states(RunState.QUEUED, RunState.RUNNING, RunState.WAITING,
+                                   channel=channel)
+        return [(run, state, [a for a in self.approvals.for_run(run.run_id)
+                              if a.status is ApprovalStatus.PENDING]) for run, state in rows]
+
+    async def sweep(self) -> int:
+        """Expire pending approvals past their expiry; update cards and end the waits."""
+        now, count = self.clock(), 0
+        for request in self.approvals.pending():
+            if request.expired(now):
+                count += await self._close(request, ApprovalStatus.EXPIRED)
+        return count
+
+    async def sweeper(self, every_s: float = 30) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001
+                log.exception("approval sweep failed")
+
+    # driving the graph --------------------------------------------------------------------
+
+    async def _run(self, run: RunRef) -> None:
+        structlog.contextvars.bind_contextvars(run_id=run.run_id, user=run.task.user,
+                                               channel=run.task.channel)
+        checklist = self._checklist(run)
+        checklist.state = RunState.RUNNING
+        run = await self.surface.open_run(run, checklist)
+        self.runs.save(run)
+        busy = self._waiting_in_thread(run)
+        if busy:
+            await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                           headline=busy))
+            return
+        self.runs.set_state(run.run_id, RunState.RUNNING)
+        inputs: GraphState = {"run_id": run.run_id, "task": run.task.model_dump(mode="json")}
+        await self._drive(run, inputs)
+
+    async def _resume(self, run: RunRef, request: ApprovalRequest) -> None:
+        decision = {"approval_id": request.id, "status": request.status.value,
+                    "by": request.deciders, "reason": request.denial_reason,
+                    "hash": request.action_hash}
+        await self._drive(run, Command(resume={request.interrupt_id: decision}),
+                          only_if_pending=request.interrupt_id)
+
+    async def _drive(self, run: RunRef, inputs: Any, only_if_pending: str | None = None) -> None:
+        config = {"configurable": {"thread_id": run.thread_id}, "recursion_limit": self.recursion_limit}
+        async with self._locks[run.thread_id]:
+            if only_if_pending is not None:
+                snapshot = await self.graph.aget_state(config)
+                if only_if_pending not in {i.id for i in snapshot.interrupts}:
+                    return  # another click already resumed it
+            self.runs.set_state(run.run_id, RunState.RUNNING)
+            inner = asyncio.create_task(self._stream(run, inputs, config))
+            self._active[run.run_id] = inner
+            try:
+                await inner
+            except asyncio.CancelledError:
+                if not inner.cancelled() or asyncio.current_task().cancelling():
+                    raise  # opsbot is shutting down, not a user cancel
+                await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                               headline="cancelled while running"))
+                return
+            except Exception as e:  # noqa: BLE001 - a failed run is reported, never lost
+                ref = hashlib.sha1(f"{run.run_id}{e!r}".encode()).hexdigest()[:8]
+                log.exception("run failed", ref=ref)
+                await self._finish(run, Report(run_id=run.run_id, state=RunState.FAILED,
+                                               headline=f"internal error (ref `{ref}`)"))
+                return
+            finally:
+                self._active.pop(run.run_id, None)
+            await self._settle(run, config)
+
+    async def _stream(self, run: RunRef, inputs: Any, config: dict[str, Any]) -> None:
+        checklist = self._checklist(run)
+        async for part in self.graph.astream(inputs, config, stream_mode=["updates", "custom"],
+                                             version="v2", durability="sync"):
+            if part["type"] == "custom":
+                data = part["data"]
+                checklist.step(data["step"], data["text"], StepState(data["state"]),
+                               data.get("detail", ""))
+                await self.surface.progress(run, checklist)
+            elif part["type"] == "updates":
+                self._audit_update(run, part["data"])
+
+    async def _settle(self, run: RunRef, config: dict[str, Any]) -> None:
+        snapshot = await self.graph.aget_state(config)
+        if snapshot.interrupts:
+            for interrupt in snapshot.interrupts:
+                await self._ask(run, interrupt.id, interrupt.value)
+            self.runs.set_state(run.run_id, RunState.WAITING)
+            checklist = self._checklist(run)
+            checklist.state = RunState.WAITING
+            await self.surface.progress(run, checklist, final=True)
+            return
+        report = Report.model_validate(snapshot.values.get("report") or {
+            "run_id": run.run_id, "state": RunState.FAILED, "headline": "the run produced no report"})
+        await self._finish(run, report)
+
+    async def _finish(self, run: RunRef, report: Report) -> None:
+        self.runs.set_state(run.run_id, report.state)
+        checklist = self._checklist(run)
+        checklist.state = report.state
+        await self.surface.progress(run, checklist, final=True)
+        await self.surface.report(run, report)
+        self.audit.record("report", run.run_id, state=report.state.value,
+                          headline=report.headline, calls=[c.model_dump() for c in report.calls])
+        self._checklists.pop(run.run_id, None)
+
+    async def _interrupted(self, run: RunRef) -> None:
+        self.runs.set_state(run.run_id, RunState.INTERRUPTED)
+        self.audit.record("run.state", run.run_id, state=RunState.INTERRUPTED.value)
+        await self.surface.say(run, f"Run `{run.run_id}` was interrupted: opsbot stopped while it "
+                                    "was running. Nothing is retried automatically; check the "
+                                    "target's state and run the command again if needed.")
+        checklist = self._checklist(run)
+        checklist.state = RunState.INTERRUPTED
+        await self.surface.progress(run, checklist, final=True)
+
+    # approvals ----------------------------------------------------------------------------
+
+    async def _ask(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> None:
+        request = self.approvals.create(self._request(run, interrupt_id, value))
+        if request.card_ts is None and request.status is ApprovalStatus.PENDING:
+            card_ts = await self.surface.ask_approval(run, request)
+            if card_ts:
+                self.approvals.set_card(request.id, card_ts)
+            self.audit.record("approval.request", run.run_id, run.task.user,
+                              approval=request.id, action=request.canonical, hash=request.action_hash,
+                              approvers=request.rule.model_dump(mode="json"),
+                              expires_at=request.expires_at.isoformat())
+        self._checklist(run).step(request.call_id, request.summary, StepState.WAITING,
+                                  f"waiting for approval by {request.rule.describe()}")
+
+    def _request(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> ApprovalRequest:
+        review, call = value["review"], value["call"]
+        now = self.clock()
+        return ApprovalRequest(
+            id="a-" + hashlib.sha256(f"{run.thread_id}|{interrupt_id}".encode()).hexdigest()[:12],
+            run_id=run.run_id, thread_id=run.thread_id, call_id=call["id"],
+            interrupt_id=interrupt_id, action_hash=review["hash"], canonical=review["canonical"],
+            summary=review["summary"], target=review["target"], tier=review["tier"],
+            requester=run.task.user, reason=_reason(run.task, review),
+            preview=review.get("preview"), rule=ApproverRule.model_validate(review["approval"]),
+            policy_rule=review["rule"], channel=run.task.channel, thread_ts=run.thread_ts or "",
+            created_at=now, expires_at=now + timedelta(seconds=review["expires_in_s"]),
+        )
+
+    async def _after_vote(self, outcome: VoteOutcome, click: Click) -> None:
+        request = outcome.request
+        if request is None or not (outcome.accepted or outcome.decided):
+            return
+        found = self.runs.get(request.run_id)
+        if found is None:
+            return
+        run, _ = found
+        if outcome.accepted:
+            self.audit.record("approval.vote", run.run_id, click.user, approval=request.id,
+                              approve=click.approve, reason=click.reason)
+        await self.surface.update_approval(run, request)
+        if outcome.decided:
+            self.audit.record("approval.decision", run.run_id, click.user, approval=request.id,
+                              status=request.status.value, by=request.deciders,
+                              hash=request.action_hash)
+            self._queue.put_nowait(lambda: self._resume(run, request))
+
+    async def _close(self, request: ApprovalRequest, status: ApprovalStatus) -> int:
+        closed = self.approvals.close(request.id, status, self.clock())
+        if closed is None:
+            return 0
+        found = self.runs.get(closed.run_id)
+        if found is None:
+            return 1
+        run, _ = found
+        self.audit.record("approval.decision", run.run_id, None, approval=closed.id,
+                          status=status.value)
+        await self.surface.update_approval(run, closed)
+        self._queue.put_nowait(lambda: self._resume(run, closed))
+        return 1
+
+    # helpers ------------------------------------------------------------------------------
+
+    def _checklist(self, run: RunRef) -> Checklist:
+        if run.run_id not in self._checklists:
+            self._checklists[run.run_id] = Checklist(run_id=run.run_id, headline=_headline(run.task))
+        return self._checklists[run.run_id]
+
+    def _waiting_in_thread(self, run: RunRef) -> str:
+        for other, state in self.runs.in_states(RunState.WAITING):
+            if other.thread_id == run.thread_id and other.run_id != run.run_id:
+                return (f"run `{other.run_id}` in this thread is waiting for approval; decide it "
+                        f"or `/ops cancel {other.run_id}` first")
+        return ""
+
+    def _audit_update(self, run: RunRef, update: dict[str, Any]) -> None:
+        policy = update.get("policy")
+        if not policy:
+            return
+        for call_id, review in policy.get("reviews", {}).items():
+            self.audit.record("policy", run.run_id, run.task.user, call_id=call_id,
+                              verdict=review["verdict"], tier=review["tier"], rule=review["rule"],
+                              reason=review["reason"], action=review.get("canonical"),
+                              hash=review.get("hash"))
+
+
+def _tampered(request: ApprovalRequest | None, click: Click) -> str:
+    if request is None:
+        return "That approval request does not exist; nothing was changed."
+    if request.channel != click.channel or request.action_hash != click.shown_hash:
+        return "That button does not match its approval request; nothing was changed."
+    if request.card_ts and click.message_ts and click.message_ts != request.card_ts:
+        return "That button does not match its approval request; nothing was changed."
+    return ""
+
+
+def _may_decide(rule: ApproverRule, user: str, groups: frozenset[str]) -> bool:
+    return user in rule.users or bool(groups & set(rule.groups))
+
+
+def _reason(task: Task, review: dict[str, Any]) -> str:
+    why = review.get("reason", "")
+    if task.alert is not None:
+        return f"Proposed while investigating PagerDuty incident {task.alert.id}. {why}"
+    if task.text:
+        return f"Requested with `{task.text[:300]}`. {why}"
+    return why
+
+
+def _headline(task: Task) -> str:
+    if task.alert is not None:
+        return f"incident: {task.alert.title[:80]}"
+    return f"`{task.text[:80]}`" if task.text else ""

@@ -1,0 +1,140 @@
+"""The small interface between a run and wherever its people are (Slack, a terminal, a test).
+
+The graph and the run manager talk only to a :class:`Surface`. Each run has one status message
+(``progress`` edits it in place), approval cards, and one final report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from approvals.models import ApprovalRequest
+from graph.task import Task
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def final(self) -> bool:
+        return self in (RunState.DONE, RunState.FAILED, RunState.CANCELLED, RunState.INTERRUPTED)
+
+
+class RunRef(BaseModel):
+    """Where a run lives: its id, its task, and the Slack thread/status message once opened."""
+
+    run_id: str
+    task: Task
+    thread_ts: str | None = None
+    status_ts: str | None = None
+
+    @property
+    def thread_id(self) -> str:
+        return self.task.thread_id(self.thread_ts)
+
+
+class StepState(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    WAITING = "waiting"
+    SKIPPED = "skipped"
+
+
+ICONS = {
+    StepState.RUNNING: "⏳",
+    StepState.OK: "✅",
+    StepState.FAILED: "❌",
+    StepState.WAITING: "✋",
+    StepState.SKIPPED: "⏭️",
+}
+
+
+@dataclass
+class Step:
+    key: str
+    text: str
+    state: StepState = StepState.RUNNING
+    detail: str = ""
+
+    def line(self) -> str:
+        detail = f" — {self.detail}" if self.detail else ""
+        return f"{ICONS[self.state]} {self.text}{detail}"
+
+
+@dataclass
+class Checklist:
+    """The live status of a run: a headline plus one line per step, in order."""
+
+    run_id: str
+    state: RunState = RunState.QUEUED
+    headline: str = ""
+    steps: list[Step] = field(default_factory=list)
+
+    def step(self, key: str, text: str, state: StepState, detail: str = "") -> None:
+        for existing in self.steps:
+            if existing.key == key:
+                existing.text, existing.state, existing.detail = text, state, detail
+                return
+        self.steps.append(Step(key, text, state, detail))
+
+    def render(self) -> str:
+        head = f"*opsbot* `{self.run_id}` · {self.state.value}"
+        if self.headline:
+            head += f" · {self.headline}"
+        return "\n".join([head, *(s.line() for s in self.steps)])
+
+
+class CallReport(BaseModel):
+    summary: str
+    invocation: str
+    status: str
+    output: str = ""
+    note: str = ""  # policy/approval outcome, e.g. "denied by <@U2>: not during peak"
+
+
+class Citation(BaseModel):
+    title: str
+    path: str
+
+
+class Report(BaseModel):
+    """The final word of a run."""
+
+    run_id: str
+    state: RunState
+    headline: str
+    answer: str = ""
+    calls: list[CallReport] = []
+    citations: list[Citation] = []
+    usage: str = ""
+
+
+class Surface(Protocol):
+    async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
+        """Post the run's status message (starting a thread if needed); returns the located run."""
+
+    async def progress(self, run: RunRef, checklist: Checklist, final: bool = False) -> None:
+        """Show the checklist; may coalesce, but ``final=True`` must land before returning."""
+
+    async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
+        """Post an approval card; returns its message id (Slack ts) if the surface has one."""
+
+    async def update_approval(self, run: RunRef, request: ApprovalRequest) -> None:
+        """Show a decided/expired card (no buttons)."""
+
+    async def report(self, run: RunRef, report: Report) -> None:
+        """Post the final report as a reply in the run's thread."""
+
+    async def say(self, run: RunRef, text: str) -> None:
+        """A plain reply in the run's thread (notices such as 'interrupted')."""

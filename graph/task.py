@@ -1,0 +1,61 @@
+"""The one shape every request takes once it is past ingress.
+
+Slack slash commands, mentions, thread follow-ups, PagerDuty alerts and console lines all become
+a :class:`Task`. The graph sees only this model (never a Slack payload).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Source(StrEnum):
+    SLASH = "slash"
+    MENTION = "mention"
+    THREAD = "thread"
+    ALERT = "alert"
+    CONSOLE = "console"
+
+
+class Alert(BaseModel):
+    """An incident as PagerDuty describes it (from the webhook or its Slack app's post)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    title: str
+    service: str = ""
+    urgency: str = ""
+    status: str = "triggered"
+    link: str = ""
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: Source
+    team: str
+    channel: str
+    channel_name: str = ""
+    is_dm: bool = False
+    user: str
+    user_groups: frozenset[str] = frozenset()
+    text: str = ""
+    thread_ts: str | None = None  # the Slack thread the run lives in (None: start one)
+    message_ts: str | None = None  # the triggering message, for reactions
+    alert: Alert | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def thread_id(self, thread_ts: str | None = None) -> str:
+        """One LangGraph thread per Slack thread: ``team:channel:thread_ts``."""
+        return f"{self.team}:{self.channel}:{thread_ts or self.thread_ts}"
+
+
+def new_run_id() -> str:
+    return "r-" + secrets.token_hex(4)
