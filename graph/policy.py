@@ -2,42 +2,61 @@
 
 ``evaluate`` is a pure function (no I/O) of the policy, the catalog, the proposed call, the
 requester and the channel. It never looks at the prompt or alert text, only at the concrete
-action, so untrusted text can never lower a tier or skip a gate.
+action, so untrusted text can never lower a tier or skip a gate. Its steps, in order:
 
-(First version: a default policy plus a flat approver list. The full rule language lives in the
-policy-engine issue.)
+1. the catalog resolves the call (unknown toolset/action or bad params: deny);
+2. the first rule whose ``match`` fits the action and its target decides: a ``deny`` rule denies
+   outright (no approval can override it); otherwise the rule may raise the tier (never lower
+   it below the action's own) and set approvers, approvals, expiry and requesters;
+3. who may request: the rule's ``requesters`` or the policy's;
+4. the first matching ``channels`` entry may deny high tiers there (``deny_from_tier``) and may
+   cap autonomy there (``autonomous_max_tier``; a channel can only be stricter);
+5. tiers at or below the autonomy limit run; above it they need approval from the approvers,
+   ``required`` distinct people, never the requester at tier 4; with nobody to ask: deny.
+
+Usage::
+
+    policy = load_policy(settings.policy_path)          # boot: PolicyError lists file:line
+    decision = evaluate(policy, catalog, call, Requester(user="U1"), Channel(id="C1"))
+    decision.verdict, decision.reason                    # Verdict.APPROVE, "`redis del` ..."
+
+With no policy file, ``Policy()`` is the safe default: tiers 0-2 run, tiers 3-4 are denied
+with a sentence saying no approvers are configured and how to fix that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from approvals.rules import ApproverRule
-from tools.base import Tier
-from tools.catalog import Call, CallError, Catalog
+from graph.policy_file import Issue, PolicyError, read_spec
+from graph.policy_model import (
+    DEFAULT_EXPIRY_S,
+    Channel,
+    ChannelRule,
+    Match,
+    Policy,
+    Requester,
+    RequesterRule,
+    Rule,
+    compile_policy,
+)
+from graph.policy_schema import format_duration
+from tools import TOOLSETS
+from tools.base import Tier, Toolset
+from tools.catalog import Call, CallError, Catalog, Resolved
 
-
-class PolicyError(ValueError):
-    """The policy file is invalid; ``str(e)`` names the file, line and fix."""
-
-
-class Requester(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    user: str
-    groups: frozenset[str] = frozenset()
-
-
-class Channel(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    name: str = ""
-    is_dm: bool = False
+__all__ = [
+    "Channel", "ChannelRule", "Decision", "Issue", "Match", "Policy", "PolicyError",
+    "Requester", "RequesterRule", "Rule", "Verdict", "compile_policy", "evaluate",
+    "load_policy", "parse_policy",
+]
 
 
 class Verdict(StrEnum):
@@ -47,7 +66,12 @@ class Verdict(StrEnum):
 
 
 class Decision(BaseModel):
-    """The verdict on one call plus everything the approval step needs."""
+    """The verdict on one call plus everything the approval step needs.
+
+    ``rule`` names what decided: a policy rule's name, ``default`` (no rule matched),
+    ``catalog`` (the call itself is invalid), ``requesters`` or ``channel <pattern>``.
+    ``reason`` is the sentence the user sees.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -56,27 +80,66 @@ class Decision(BaseModel):
     rule: str
     reason: str
     approval: ApproverRule | None = None  # set when verdict is APPROVE
-    expires_in_s: int = 3600
+    expires_in_s: int = DEFAULT_EXPIRY_S
+    base_tier: Tier | None = None  # the action's own tier; None when the call didn't resolve
+    channel_rule: str | None = None  # the `channels` entry that applied, if any
 
+def load_policy(
+    path: str | Path | None, toolsets: Sequence[Toolset[Any]] | None = TOOLSETS
+) -> Policy:
+    """The policy at ``path`` (``OPSBOT_POLICY``), or the safe default when ``path`` is None.
 
-class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    approvers: ApproverRule = ApproverRule()
-    autonomous_max_tier: Tier = Tier.DRAFT
-    expiry_s: dict[int, int] = Field(default_factory=lambda: {3: 3600, 4: 1800})
-    incident_channels: tuple[str, ...] = ()
-
-
-def load_policy(path: str | Path) -> Policy:
+    Raises :class:`PolicyError` with one ``file:line: path: sentence`` per problem. Rule
+    patterns are checked against ``toolsets`` (the registry by default; None skips that).
+    """
+    if path is None:
+        return Policy()
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise PolicyError(f"{path}: cannot read the policy file: {e}") from None
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as e:
-        raise PolicyError(f"{path}: {e.errors()[0]['msg']}") from None
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise PolicyError(f"{path}: cannot read the policy file: {reason}") from None
+    return parse_policy(text, str(path), toolsets)
+
+
+def parse_policy(
+    text: str, source: str = "policy.yml", toolsets: Sequence[Toolset[Any]] | None = TOOLSETS
+) -> Policy:
+    """Like :func:`load_policy` for YAML already in memory; ``source`` names it in errors."""
+    return compile_policy(read_spec(text, source, toolsets), source)
+
+@dataclass(frozen=True)
+class _Case:
+    """One evaluation in progress: the resolved call and what the policy said so far."""
+
+    policy: Policy
+    resolved: Resolved
+    requester: Requester
+    channel: Channel
+    rule: Rule | None
+    tier: Tier
+    place: ChannelRule | None
+
+    @property
+    def ref(self) -> str:
+        return f"`{self.resolved.call.ref}`"
+
+    @property
+    def subject(self) -> str:
+        return f"{self.ref} on {self.resolved.target}"
+
+    def decide(
+        self, verdict: Verdict, reason: str, rule: str | None = None, **extra: Any
+    ) -> Decision:
+        return Decision(
+            verdict=verdict,
+            tier=self.tier,
+            rule=rule or (self.rule.name if self.rule else "default"),
+            reason=reason,
+            base_tier=self.resolved.tier,
+            channel_rule=self.place.match if self.place else None,
+            **extra,
+        )
 
 
 def evaluate(
@@ -86,26 +149,121 @@ def evaluate(
         resolved = catalog.resolve(call)
     except CallError as e:
         return Decision(verdict=Verdict.DENY, tier=Tier.PRODUCTION, rule="catalog", reason=str(e))
-    tier = resolved.tier
-    if tier <= policy.autonomous_max_tier:
-        return Decision(
-            verdict=Verdict.ALLOW, tier=tier, rule="default", reason=f"Tier {tier.label} runs."
+    rule = policy.first_rule(resolved)
+    tier = max(resolved.tier, rule.tier if rule and rule.tier is not None else resolved.tier)
+    case = _Case(policy, resolved, requester, channel, rule, tier, policy.channel_rule(channel))
+    if rule and rule.deny:
+        reason = f"{case.subject} is denied by policy rule `{rule.name}`: {rule.deny}"
+        return case.decide(Verdict.DENY, reason)
+    return _requester_gate(case) or _channel_gate(case) or _autonomy(case) or _approval(case)
+
+
+def _requester_gate(case: _Case) -> Decision | None:
+    own = case.rule.requesters if case.rule else None
+    gate = own or case.policy.requesters
+    if gate is None or gate.allows(case.requester, case.tier):
+        return None
+    scope = "actions" if gate.from_tier == 0 else f"tier {gate.from_tier.label} actions and above"
+    origin = f"rule `{case.rule.name}`" if own and case.rule else "policy `requesters`"
+    reason = (
+        f"<@{case.requester.user}> may not request {case.ref}: only {gate.describe()} may "
+        f"request {scope} ({origin})."
+    )
+    return case.decide(Verdict.DENY, reason, rule=None if own else "requesters")
+
+
+def _channel_gate(case: _Case) -> Decision | None:
+    place = case.place
+    if place is None or place.deny_from_tier is None or case.tier < place.deny_from_tier:
+        return None
+    advice = "Ask in a team channel instead." if case.channel.is_dm else "Ask in another channel."
+    reason = (
+        f"{case.ref} is tier {case.tier.label}, and {case.channel.shown} may not run tier "
+        f"{place.deny_from_tier.label} actions or above. {advice}"
+    )
+    return case.decide(Verdict.DENY, reason, rule=f"channel {place.match}")
+
+
+def _autonomy(case: _Case) -> Decision | None:
+    if case.tier > _autonomy_limit(case):
+        return None
+    reason = f"{case.ref} is tier {case.tier.label}; it runs without approval."
+    return case.decide(Verdict.ALLOW, reason)
+
+
+def _autonomy_limit(case: _Case) -> Tier:
+    limit = min(case.policy.autonomous_max_tier, Tier.SANDBOX_EXECUTE)
+    cap = case.place.autonomous_max_tier if case.place else None
+    return limit if cap is None else min(limit, cap)
+
+
+def _approval(case: _Case) -> Decision:
+    rule, policy, tier = case.rule, case.policy, case.tier
+    approvers = rule.approvers if rule and rule.approvers else policy.approvers
+    if not (approvers.users or approvers.groups):
+        return case.decide(Verdict.DENY, _no_approvers(case))
+    required = (rule and rule.approvals) or policy.approvals.get(tier) or approvers.required
+    approval = approvers.model_copy(
+        update={"required": required, "requester_may_approve": _self_approval(case)}
+    )
+    short = _shortfall(case, approval)
+    if short:
+        return case.decide(Verdict.DENY, short)
+    expiry = (rule and rule.expiry_s) or policy.expiry_s.get(int(tier), DEFAULT_EXPIRY_S)
+    return case.decide(
+        Verdict.APPROVE, _needs(case, approval, expiry), approval=approval, expires_in_s=expiry
+    )
+
+
+def _self_approval(case: _Case) -> bool:
+    if case.tier >= Tier.PRODUCTION:
+        return False
+    own = case.rule.requester_may_approve if case.rule else None
+    return own if own is not None else case.policy.requester_may_approve.get(int(case.tier), True)
+
+
+def _shortfall(case: _Case, approval: ApproverRule) -> str | None:
+    """A two-person rule that nobody can satisfy, known before anyone waits for it."""
+    if approval.groups:
+        return None  # a Slack user group's size is only known to Slack
+    eligible = set(approval.users)
+    if not approval.requester_may_approve:
+        eligible.discard(case.requester.user)
+    if len(eligible) >= approval.required:
+        return None
+    but = ", not counting the requester" if case.requester.user in approval.users else ""
+    return (
+        f"{case.ref} needs {approval.required} approvals from different people, but only "
+        f"{len(eligible)} eligible approver(s) are named ({approval.people()}{but}). "
+        f"Add approvers in {case.policy.source or 'the policy file'}."
+    )
+
+
+def _no_approvers(case: _Case) -> str:
+    head = f"{case.ref} is tier {case.tier.label} and needs approval, but"
+    if case.policy.source is None:
+        return (
+            f"{head} no approvers are configured because no policy file is loaded. Set "
+            "OPSBOT_POLICY to a policy file that names approvers (see policy.example.yml)."
         )
-    if not (policy.approvers.users or policy.approvers.groups):
-        return Decision(
-            verdict=Verdict.DENY,
-            tier=tier,
-            rule="default",
-            reason=f"`{call.ref}` is tier {tier.label} and needs approval, but the policy names "
-            "no approvers.",
-        )
-    return Decision(
-        verdict=Verdict.APPROVE,
-        tier=tier,
-        rule="default",
-        reason=f"`{call.ref}` is tier {tier.label}: it needs approval.",
-        approval=policy.approvers.model_copy(
-            update={"requester_may_approve": tier < Tier.PRODUCTION}
-        ),
-        expires_in_s=policy.expiry_s.get(int(tier), 3600),
+    where = f"rule `{case.rule.name}` or `defaults`" if case.rule else "`defaults`"
+    return f"{head} {case.policy.source} names no approvers for it. Add `approvers:` to {where}."
+
+
+def _needs(case: _Case, approval: ApproverRule, expiry_s: int) -> str:
+    raised = ""
+    if case.tier > case.resolved.tier and case.rule:
+        raised = f" (raised from {case.resolved.tier.label} by rule `{case.rule.name}`)"
+    capped = ""
+    if case.tier <= min(case.policy.autonomous_max_tier, Tier.SANDBOX_EXECUTE):
+        limit = _autonomy_limit(case).label
+        capped = f", and {case.channel.shown} runs only tier {limit} and below without approval"
+    if approval.required == 1:
+        needs = f"approval from one of: {approval.people()}"
+    else:
+        needs = f"{approval.required} approvals from different people among: {approval.people()}"
+    self_note = "; the requester can't approve it" if not approval.requester_may_approve else ""
+    return (
+        f"{case.subject} is tier {case.tier.label}{raised}{capped}: it needs {needs}{self_note}. "
+        f"The request expires after {format_duration(expiry_s)}."
     )

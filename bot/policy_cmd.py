@@ -1,0 +1,142 @@
+"""``opsbot policy check FILE`` and ``opsbot policy explain "<command>"``: policy from a shell.
+
+``bot/cli.py`` parses the arguments and calls these; each prints its result and returns the
+process exit code, so an operator can check a policy in CI before deploying it and can ask
+"what would happen if U123 typed this in #incident-db?" without a Slack workspace::
+
+    check("policy.yml")                  # prints "ok: 4 rules" -> 0, or file:line errors -> 1
+    explain("redis flushdb db=0", user="U123", channel="#incident-db",
+            policy_path="policy.yml", redis_url="redis://prod-cache-1:6379/0")   # -> 0
+
+``explain`` parses the command with the typed-command parser, resolves it against the
+registered connectors with their default configs (``--redis-url`` overrides Redis's), and
+evaluates it exactly as the bot would. It never connects to anything.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from graph.commands import ParseError, RunAction, parse
+from graph.policy import Channel, Decision, Policy, PolicyError, Requester, evaluate, load_policy
+from graph.policy_schema import format_duration
+from tools import TOOLSETS
+from tools.catalog import Call, CallError, Catalog, describe_validation
+from tools.redis import RedisConfig
+
+
+def check(path: str) -> int:
+    """Validate the policy file at ``path``: 0 and ``ok: N rules``, or 1 and every error."""
+    try:
+        policy = load_policy(path)
+    except PolicyError as e:
+        print(e, file=sys.stderr)
+        return 1
+    count = len(policy.rules)
+    print(f"ok: {count} rule{'' if count == 1 else 's'}")
+    return 0
+
+
+def explain(
+    command: str,
+    *,
+    user: str,
+    channel: str,
+    policy_path: str | None = None,
+    redis_url: str | None = None,
+    groups: Sequence[str] = (),
+) -> int:
+    """Print the decision for ``command`` typed by ``user`` in ``channel``; 0 unless input is bad.
+
+    ``channel`` is a channel id (C…/G…, or D… for a DM), ``#name`` or ``dm``; ``groups`` are
+    the requester's Slack user-group ids (the bot resolves them from Slack; here you say them);
+    ``policy_path`` is ``OPSBOT_POLICY`` (None: the built-in default policy).
+    """
+    try:
+        policy = load_policy(policy_path)
+        catalog = explain_catalog(redis_url)
+        call = _call(command, catalog)
+    except (PolicyError, ParseError, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    requester = Requester(user=user, groups=frozenset(groups))
+    decision = evaluate(policy, catalog, call, requester, parse_channel(channel))
+    print("\n".join(_report(decision, policy, catalog, call)))
+    return 0
+
+
+def explain_catalog(redis_url: str | None = None) -> Catalog:
+    """The registered connectors with default configs; connectors needing config are left out."""
+    configs: dict[str, BaseModel] = {}
+    for toolset in TOOLSETS:
+        try:
+            configs[toolset.name] = toolset.config()
+        except ValidationError:
+            continue
+    if redis_url is not None:
+        try:
+            configs["redis"] = RedisConfig(url=redis_url)
+        except ValidationError as e:
+            problem = describe_validation(e).removeprefix("url: ").removeprefix("Value error, ")
+            raise ValueError(f"--redis-url {problem}") from None
+    return Catalog(TOOLSETS, configs)
+
+
+def parse_channel(text: str) -> Channel:
+    """``dm``, ``#name``, a DM id (D…) or a channel id, as the bot would see it."""
+    if text == "dm":
+        return Channel(id="D0EXPLAIN", is_dm=True)
+    if text.startswith("#"):
+        return Channel(id="C0EXPLAIN", name=text[1:])
+    return Channel(id=text, is_dm=text.startswith("D"))
+
+
+def _call(command: str, catalog: Catalog) -> Call:
+    parsed = parse(command, catalog)
+    if not isinstance(parsed, RunAction):
+        raise ValueError(
+            f"`{command}` is not an action; explain takes `<toolset> <action> [key=value ...]`, "
+            "e.g. `redis flushdb db=0`."
+        )
+    return Call(id="explain", toolset=parsed.toolset, action=parsed.action, params=parsed.params)
+
+
+def _report(decision: Decision, policy: Policy, catalog: Catalog, call: Call) -> list[str]:
+    lines = [f"decision: {decision.verdict.value.upper()}"]
+    lines += _action_lines(catalog, call)
+    base = decision.base_tier
+    own = f" (the action's own tier: {base.label})" if base not in (None, decision.tier) else ""
+    lines.append(f"tier:     {decision.tier.label}{own}")
+    lines.append(f"rule:     {decision.rule} ({policy.source or 'built-in default policy'})")
+    if decision.channel_rule:
+        lines.append(f"channel:  matched channels entry `{decision.channel_rule}`")
+    lines.append(f"reason:   {decision.reason}")
+    if decision.approval:
+        may = "yes" if decision.approval.requester_may_approve else "no"
+        lines.append(f"approval: {decision.approval.describe()}; requester may approve: {may}")
+        lines.append(f"expires:  {format_duration(decision.expires_in_s)}")
+    return lines
+
+
+def _action_lines(catalog: Catalog, call: Call) -> list[str]:
+    try:
+        resolved = catalog.resolve(call)
+    except CallError:
+        return []
+    return [f"action:   {resolved.summary}", f"target:   {resolved.target}"]
+
+
+def explain_namespace(args: Any) -> int:
+    """Adapter for an argparse namespace with command, user, channel, policy, redis_url, group."""
+    return explain(
+        args.command,
+        user=args.user,
+        channel=args.channel,
+        policy_path=getattr(args, "policy", None),
+        redis_url=getattr(args, "redis_url", None),
+        groups=getattr(args, "group", None) or (),
+    )

@@ -1,0 +1,247 @@
+"""Reading a policy file: YAML with line numbers, schema errors mapped back to ``file:line``.
+
+PyYAML's compose API keeps a node tree with marks; :func:`read_spec` walks it once to record the
+line of every key and list item (and to catch duplicate keys, which plain YAML loading silently
+collapses), validates the data against :class:`~graph.policy_schema.PolicyFile`, then runs the
+checks that need the whole file (unknown group names, unreachable rules, toolset and action
+names that match nothing). Every problem becomes one :class:`Issue`; all of them are reported
+at once, sorted by line::
+
+    policy.yml:14: rules[2].match.tier: 7 is not a tier (0-4)
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from graph.policy_checks import semantic_issues
+from graph.policy_schema import PolicyFile, show
+from tools.base import Toolset
+
+Path = tuple[str | int, ...]
+_TYPE_WORDS = {
+    "string_type": "expected text",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "dict_type": "expected a mapping (key: value lines)",
+    "model_type": "expected a mapping (key: value lines)",
+    "model_attributes_type": "expected a mapping (key: value lines)",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+}
+_MISSING_HINTS = {"version": " (write `version: 1` at the top of the file)"}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a policy file, at a 1-based line."""
+
+    line: int
+    where: str
+    message: str
+
+    def render(self, source: str) -> str:
+        where = f" {self.where}:" if self.where else ""
+        return f"{source}:{self.line}:{where} {self.message}"
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; ``str(e)`` is one ``file:line: path: sentence`` per issue."""
+
+    def __init__(self, message: str, issues: Sequence[Issue] = ()):
+        super().__init__(message)
+        self.issues = tuple(issues)
+
+    @classmethod
+    def from_issues(cls, source: str, issues: Sequence[Issue]) -> PolicyError:
+        ordered = sorted(issues, key=lambda i: i.line)
+        return cls("\n".join(i.render(source) for i in ordered), ordered)
+
+
+@dataclass
+class _Marks:
+    """Where each key and list item of the document is, plus problems found while walking."""
+
+    lines: dict[Path, int]
+    items: set[Path]
+    issues: list[Issue]
+
+    def line(self, path: Path) -> int:
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return 1
+
+    def where(self, path: Path) -> str:
+        text = ""
+        for end in range(1, len(path) + 1):
+            part = path[end - 1]
+            text += f"[{part}]" if path[:end] in self.items else f".{part}"
+        return text.lstrip(".")
+
+    def issue(self, path: Path, message: str) -> Issue:
+        return Issue(self.line(path), self.where(path), message)
+
+
+def read_spec(
+    text: str, source: str, toolsets: Sequence[Toolset[Any]] | None = None
+) -> PolicyFile:
+    """Validate policy YAML; raise :class:`PolicyError` listing every problem with its line.
+
+    ``toolsets`` are the connectors this opsbot has: rule patterns that match none of their
+    names are errors. ``None`` skips that check (for tools that have no registry at hand).
+    """
+    data, marks = _compose(text, source)
+    try:
+        spec = PolicyFile.model_validate(data)
+    except ValidationError as e:
+        raise PolicyError.from_issues(
+            source, marks.issues + _schema_issues(e, data, marks)
+        ) from None
+    issues = marks.issues + [marks.issue(p, m) for p, m in semantic_issues(spec, toolsets)]
+    if issues:
+        raise PolicyError.from_issues(source, issues)
+    return spec
+
+
+def _compose(text: str, source: str) -> tuple[Any, _Marks]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        marks = _Marks({}, set(), [])
+        if node is not None:
+            _walk(node, (), marks, loader)
+        data = loader.construct_document(node) if node is not None else {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        issue = Issue(line, "", f"not valid YAML: {e.problem}")
+        raise PolicyError.from_issues(source, [issue]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        issue = Issue(1, "", "the policy must be a mapping of keys (version, groups, rules, ...)")
+        raise PolicyError.from_issues(source, [issue])
+    return data, marks
+
+
+def _walk(node: yaml.Node, path: Path, marks: _Marks, loader: yaml.SafeLoader) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            marks.lines[path + (index,)] = item.start_mark.line + 1
+            marks.items.add(path + (index,))
+            _walk(item, path + (index,), marks, loader)
+    elif isinstance(node, yaml.MappingNode):
+        _walk_mapping(node, path, marks, loader)
+
+
+def _walk_mapping(
+    node: yaml.MappingNode, path: Path, marks: _Marks, loader: yaml.SafeLoader
+) -> None:
+    seen: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+            continue
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            message = (
+                f"duplicate key (first on line {seen[key]}); YAML would silently keep only the "
+                "last one"
+            )
+            marks.issues.append(Issue(line, marks.where(path + (key,)), message))
+        seen.setdefault(key, line)
+        marks.lines[path + (key,)] = line
+        _walk(value_node, path + (key,), marks, loader)
+
+
+def _schema_issues(error: ValidationError, data: Any, marks: _Marks) -> list[Issue]:
+    issues = []
+    for item in error.errors(include_url=False):
+        path, extra = _data_path(item["loc"], data)
+        message = _message(item, path, extra)
+        where = path + ((extra,) if extra is not None else ())
+        issues.append(Issue(marks.line(path), marks.where(where), message))
+    return issues
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Path, str | None]:
+    """The path into the YAML data that a pydantic ``loc`` points at, plus a missing key."""
+    path: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif i == len(loc) - 1 and part != "[key]":
+            return tuple(path), str(part)
+    return tuple(path), None
+
+
+def _message(item: Any, path: Path, missing: str | None) -> str:
+    kind = item["type"]
+    if kind == "value_error":
+        return str(item["ctx"]["error"])
+    if kind == "missing":
+        return f"missing required key `{missing}`{_MISSING_HINTS.get(missing or '', '')}"
+    if kind == "extra_forbidden":
+        return _unknown_key(path)
+    if kind == "literal_error":
+        return f"{show(item['input'])} is not supported; this opsbot reads policy version 1"
+    if kind in _TYPE_WORDS:
+        return f"{_TYPE_WORDS[kind]}, got {show(item['input'])}"
+    return str(item["msg"])
+
+
+def _unknown_key(path: Path) -> str:
+    key = str(path[-1])
+    known = _fields_at(path[:-1])
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return f"unknown key `{key}`{hint}; known keys here: {', '.join(known)}"
+
+
+def _fields_at(path: Path) -> list[str]:
+    """The keys the schema allows at ``path`` (for "did you mean" hints)."""
+    annotation: Any = PolicyFile
+    for part in path:
+        annotation = _child(_unwrap(annotation), part)
+    model = _unwrap(annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _child(annotation: Any, part: str | int) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return field.annotation if field else None
+    args = get_args(annotation)
+    if get_origin(annotation) in (list, tuple) and args:
+        return args[0]
+    if get_origin(annotation) is dict and args:
+        return args[1]
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation

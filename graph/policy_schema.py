@@ -1,0 +1,301 @@
+"""The policy file's schema (version 1): exactly what an SRE may write in ``OPSBOT_POLICY``.
+
+Every model forbids unknown keys, so a typo is an error instead of a silently weaker policy.
+The scalar types accept the friendly forms people write (``4`` or ``production`` for a tier,
+``30m`` for a duration) and reject everything else with a sentence that names the fix;
+``graph/policy_file.py`` maps each error back to its file and line, and ``graph/policy.py``
+compiles a validated :class:`PolicyFile` into the runtime ``Policy``. docs/policy.md is the
+reference for this format.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
+
+from tools.base import Tier
+
+MIN_EXPIRY_S = 60
+MAX_EXPIRY_S = 7 * 24 * 3600
+MAX_APPROVALS = 10
+TIER_NAMES = {t.name.lower().replace("_", "-"): t for t in Tier}
+# The target kinds named by the tools.base.Target contract; a `kind:` pattern must match one.
+TARGET_KINDS = ("redis", "github_repo", "pulumi_stack", "container")
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_SUBTEAM_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+_BOT_ID = re.compile(r"^B[A-Z0-9]{2,}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_CHANNEL_NAME = re.compile(r"^#[a-z0-9_\-.*?\[\]!]{1,80}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9*?]{2,}$")
+_ATTR = re.compile(r"^[A-Za-z0-9_.\-/]{1,63}$")
+
+
+def _tier(value: Any) -> Tier:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value <= 4:
+            return Tier(value)
+        raise ValueError(f"{value} is not a tier (0-4)")
+    if isinstance(value, str):
+        word = value.strip().lower().replace("_", "-")
+        if word.isdigit():
+            return _tier(int(word))
+        if word in TIER_NAMES:
+            return TIER_NAMES[word]
+    names = ", ".join(TIER_NAMES)
+    raise ValueError(f"{show(value)} is not a tier; use 0-4 or one of: {names}")
+
+
+def _autonomy(tier: Tier) -> Tier:
+    if tier >= Tier.PRODUCTION:
+        raise ValueError(
+            "4 would let production changes run without approval; the highest allowed is 3 "
+            "(tier 4 is always gated)"
+        )
+    return tier
+
+
+def _tiers(value: Any) -> tuple[Tier, ...]:
+    items = value if isinstance(value, list) else [value]
+    return tuple(_tier(v) for v in items)
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds from ``90``, ``90s``, ``30m``, ``1h``, ``1h30m`` or ``2d``, within 1m-7d."""
+    seconds = _seconds(value)
+    if not MIN_EXPIRY_S <= seconds <= MAX_EXPIRY_S:
+        raise ValueError(f"{show(value)} is outside 1m-7d; an approval must expire in that range")
+    return seconds
+
+
+def _seconds(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    found = _DURATION.match(value.strip()) if isinstance(value, str) else None
+    if not found or not any(found.groups()):
+        raise ValueError(f"{show(value)} is not a duration; write e.g. 90s, 30m, 1h or 1h30m")
+    d, h, m, s = (int(g or 0) for g in found.groups())
+    return ((d * 24 + h) * 60 + m) * 60 + s
+
+
+def format_duration(seconds: int) -> str:
+    """The inverse of :func:`parse_duration` for display: 5400 -> ``1h30m``."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_APPROVALS:
+        return value
+    raise ValueError(f"{show(value)} is not a number of approvals; use 1-{MAX_APPROVALS}")
+
+
+def _id(pattern: re.Pattern[str], what: str, fix: str):
+    def check(value: Any) -> str:
+        if isinstance(value, str) and pattern.match(value):
+            return value
+        raise ValueError(f"{show(value)} is not a {what}; {fix}")
+
+    return check
+
+
+def _channel(value: Any) -> str:
+    if value is None:
+        raise ValueError(
+            "is empty; if you wrote an unquoted #name, quote it (\"#incident-*\"): "
+            "in YAML an unquoted # starts a comment"
+        )
+    if isinstance(value, str) and (
+        value == "dm" or _CHANNEL_NAME.match(value) or _CHANNEL_ID.match(value)
+    ):
+        return value
+    hint = f" (did you mean \"#{value.lower()}\"?)" if isinstance(value, str) else ""
+    raise ValueError(
+        f"{show(value)} is not a channel pattern{hint}; write a channel id (C…), "
+        "a quoted #name glob like \"#incident-*\", or dm"
+    )
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"{show(value)} is not a glob pattern or a list of them")
+        out.append(item)
+    if not out:
+        raise ValueError("is an empty list; give at least one pattern")
+    return tuple(out)
+
+
+def _name(value: Any) -> str:
+    if isinstance(value, str) and _NAME.match(value):
+        return value
+    raise ValueError(f"{show(value)} is not a name; use lowercase letters, digits, - and _")
+
+
+def _attr(value: Any) -> str:
+    if isinstance(value, str) and _ATTR.match(value):
+        return value
+    raise ValueError(f"{show(value)} is not a target attribute name")
+
+
+def show(value: Any) -> str:
+    """How a bad value appears inside an error sentence."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"`{value}`"
+
+
+TierValue = Annotated[Tier, BeforeValidator(_tier)]
+AutonomyTier = Annotated[Tier, BeforeValidator(_tier), AfterValidator(_autonomy)]
+TierList = Annotated[tuple[Tier, ...], BeforeValidator(_tiers)]
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Count = Annotated[int, BeforeValidator(_count)]
+Name = Annotated[str, BeforeValidator(_name)]
+Patterns = Annotated[tuple[str, ...], BeforeValidator(_patterns)]
+AttrName = Annotated[str, BeforeValidator(_attr)]
+ChannelPattern = Annotated[str, BeforeValidator(_channel)]
+UserId = Annotated[
+    str,
+    BeforeValidator(
+        _id(_USER_ID, "Slack user id (U… or W…)", "copy it from the profile: ⋮ → Copy member ID")
+    ),
+]
+SubteamId = Annotated[
+    str,
+    BeforeValidator(
+        _id(_SUBTEAM_ID, "Slack user-group id (S…)", "find it with the usergroups.list API")
+    ),
+]
+BotId = Annotated[
+    str, BeforeValidator(_id(_BOT_ID, "Slack bot id (B…)", "it is the bot_id of its messages"))
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroupSpec(_Strict):
+    """A named set of people who can be approvers or requesters."""
+
+    users: tuple[UserId, ...] = ()
+    slack_groups: tuple[SubteamId, ...] = ()
+
+    @model_validator(mode="after")
+    def _members(self) -> GroupSpec:
+        if not (self.users or self.slack_groups):
+            raise ValueError("a group needs `users` or `slack_groups`")
+        return self
+
+
+class DefaultsSpec(_Strict):
+    """What applies when no rule says otherwise."""
+
+    autonomous_max_tier: AutonomyTier = Tier.DRAFT
+    approvers: tuple[Name, ...] = ()
+    approvals: dict[TierValue, Count] = {}
+    expiry: dict[TierValue, Duration] = {}
+    requester_may_approve: dict[TierValue, bool] = {}
+
+    @model_validator(mode="after")
+    def _never_self_at_4(self) -> DefaultsSpec:
+        if self.requester_may_approve.get(Tier.PRODUCTION):
+            raise ValueError("requester_may_approve: tier 4 never lets the requester approve")
+        return self
+
+
+class ChannelSpec(_Strict):
+    """An autonomy cap and/or a tier ceiling for the channels that ``match`` names."""
+
+    match: ChannelPattern
+    autonomous_max_tier: AutonomyTier | None = None
+    deny_from_tier: TierValue | None = None
+
+    @model_validator(mode="after")
+    def _effect(self) -> ChannelSpec:
+        if self.autonomous_max_tier is None and self.deny_from_tier is None:
+            raise ValueError("a channel entry needs `autonomous_max_tier` or `deny_from_tier`")
+        return self
+
+
+class RequestersSpec(_Strict):
+    """Who may request actions of ``from_tier`` and above (everyone, when absent)."""
+
+    users: tuple[UserId, ...] = ()
+    slack_groups: tuple[SubteamId, ...] = ()
+    groups: tuple[Name, ...] = ()
+    from_tier: TierValue = Tier.OBSERVE
+
+    @model_validator(mode="after")
+    def _someone(self) -> RequestersSpec:
+        if not (self.users or self.slack_groups or self.groups):
+            raise ValueError("`requesters` names nobody; list `users`, `slack_groups` or `groups`")
+        return self
+
+
+class MatchSpec(_Strict):
+    """What a rule applies to; every key given must match (glob patterns, any of a list)."""
+
+    toolset: Patterns | None = None
+    action: Patterns | None = None
+    tier: TierList | None = None
+    target: dict[AttrName, Patterns] = {}
+
+
+_EFFECTS = ("tier", "approvers", "approvals", "expiry", "requester_may_approve", "requesters")
+
+
+class RuleSpec(_Strict):
+    """One rule: a match plus either ``deny`` or the approval requirements it sets."""
+
+    name: Name
+    match: MatchSpec
+    deny: str | None = None
+    tier: TierValue | None = None
+    approvers: tuple[Name, ...] | None = None
+    approvals: Count | None = None
+    expiry: Duration | None = None
+    requester_may_approve: bool | None = None
+    requesters: RequestersSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RuleSpec:
+        given = [k for k in _EFFECTS if getattr(self, k) is not None]
+        if self.deny is not None and given:
+            raise ValueError(f"a `deny` rule denies outright; remove {', '.join(given)}")
+        if self.deny is not None and not self.deny.strip():
+            raise ValueError("`deny` needs the sentence the user will see")
+        if self.deny is None and not given:
+            effects = ", ".join(_EFFECTS)
+            raise ValueError(f"the rule has no effect; give it `deny` or one of: {effects}")
+        if self.requester_may_approve and self.tier == Tier.PRODUCTION:
+            raise ValueError("requester_may_approve: tier 4 never lets the requester approve")
+        return self
+
+
+class PolicyFile(_Strict):
+    """The whole file. ``rules`` are tried in order; the first match wins."""
+
+    version: Literal[1]
+    groups: dict[Name, GroupSpec] = {}
+    defaults: DefaultsSpec = DefaultsSpec()
+    channels: tuple[ChannelSpec, ...] = ()
+    incident_channels: tuple[ChannelPattern, ...] = ()
+    pagerduty_bot_ids: tuple[BotId, ...] = ()
+    requesters: RequestersSpec | None = None
+    rules: tuple[RuleSpec, ...] = ()
