@@ -1,28 +1,24 @@
 """The credential broker: per-action Vault tokens that can read exactly what the action declared.
 
-opsbot holds one Vault token (``VAULT_ADDR`` / ``VAULT_TOKEN``) and never hands it to an action.
-For each approved action the broker writes a throwaway ACL policy granting ``read`` on the
-action's declared KV v2 paths only, mints a child token bound to that policy (TTL = action
-timeout + margin, one use per path to read, not renewable, no default policy), reads the
-secrets with the child token, registers every value with :data:`tools.secrets.REDACTOR`, and
-hands back a :class:`Lease`. The caller revokes it when the action ends::
+opsbot holds one Vault token and never hands it to an action. For each action the broker writes
+a throwaway ACL policy granting ``read`` on the declared KV v2 paths only, mints a child token
+with that policy alone (TTL = action timeout + margin, one use per path, not renewable), reads
+the secrets with it, registers every value with :data:`tools.secrets.REDACTOR`, and returns a
+:class:`Lease`. ``SecretRef(path="static:GITHUB_TOKEN")`` resolves from the app's settings
+instead, with no Vault call (its ``key`` is ignored). Usage::
 
-    broker = CredentialBroker(VaultConfig(addr="http://127.0.0.1:8200", token=SecretStr(t)))
+    broker = CredentialBroker(VaultConfig(addr=..., token=...), {"GITHUB_TOKEN": token})
     lease = await broker.mint(run_id, call.id, resolved.secrets, ttl_s=action.timeout)
     try:
         request.secrets = lease.values          # {SecretRef.name: SecretStr}
         ...
     finally:
-        await broker.revoke(lease)              # idempotent; never raises for Vault trouble
+        await broker.revoke(lease)              # idempotent; records Vault trouble, never raises
         audit.write("credential_lease", lease.audit())
 
-A ``SecretRef`` whose path is ``static:NAME`` resolves from the ``static`` mapping the app builds
-from its settings (e.g. ``GITHUB_TOKEN``) without any Vault call; its ``key`` is ignored.
-
-Anything that keeps an action from getting its credentials is a :class:`VaultError` whose text
-is a sentence for the user; nothing runs without its credentials. hvac is synchronous, so each
-Vault conversation runs in one worker thread. The least privilege opsbot's own token needs is
-:data:`PARENT_POLICY`.
+Whatever keeps an action from its credentials is a :class:`VaultError` whose text is the
+sentence the user reads. hvac is synchronous, so each Vault conversation runs in one worker
+thread. opsbot's own token needs :data:`PARENT_POLICY` (``check`` verifies it at boot).
 """
 
 from __future__ import annotations
@@ -53,22 +49,24 @@ log = structlog.get_logger(__name__)
 
 STATIC_PREFIX = "static:"
 POLICY_PREFIX = "opsbot-action-"
+NOT_RUN = "the action did not run."
 # Plain path segments only: `*` and `+` are policy globs and would widen the grant.
 _PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+")
 _SLUG = re.compile(r"[^a-z0-9]+")
-NOT_RUN = "the action did not run."
 
+# sudo on auth/token/create lets a non-root token grant a policy it does not hold itself.
 PARENT_POLICY = """\
 path "sys/policies/acl/opsbot-action-*" { capabilities = ["create", "update", "delete"] }
 path "auth/token/create" { capabilities = ["update", "sudo"] }
 path "auth/token/revoke-accessor" { capabilities = ["update"] }
 """
-# sudo on auth/token/create lets a non-root token grant policies it does not hold itself.
 _REQUIRED = {
     "sys/policies/acl/opsbot-action-check": ("create", "update", "delete"),
     "auth/token/create": ("update", "sudo"),
     "auth/token/revoke-accessor": ("update",),
 }
+_CHILD = {"no_default_policy": True, "renewable": False, "type": "service",
+          "display_name": "opsbot-action"}
 
 
 class VaultError(RuntimeError):
@@ -76,7 +74,7 @@ class VaultError(RuntimeError):
 
 
 class VaultConfig(BaseModel):
-    """How opsbot reaches Vault (or OpenBao). Built by the app from ``VAULT_ADDR``/``VAULT_TOKEN``."""
+    """How opsbot reaches Vault or OpenBao; the app builds it from VAULT_ADDR and VAULT_TOKEN."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -107,10 +105,10 @@ def _now() -> datetime:
 
 @dataclass
 class Lease:
-    """The credentials of one action plus what the audit log needs to know about them.
+    """One action's credentials plus what the audit log needs to know about them.
 
-    Never holds the child token: after ``mint`` only its accessor is kept, which is enough to
-    revoke it. ``values`` is emptied by ``revoke``.
+    Never holds the child token: only its accessor, which is enough to revoke it. ``revoke``
+    empties ``values``.
     """
 
     run_id: str
@@ -151,7 +149,7 @@ class Lease:
 
 @dataclass(frozen=True)
 class _Plan:
-    static: dict[str, str]  # SecretRef.name -> static name
+    static: dict[str, str]  # SecretRef.name -> static setting name
     vault: dict[str, tuple[str, str]]  # SecretRef.name -> (path, key)
 
     @property
@@ -160,7 +158,7 @@ class _Plan:
 
 
 def plan(refs: list[SecretRef]) -> _Plan:
-    """Split refs into static and Vault ones, rejecting anything that would widen a grant."""
+    """Split refs into static and Vault ones, refusing anything that would widen a grant."""
     static: dict[str, str] = {}
     vault: dict[str, tuple[str, str]] = {}
     for ref in refs:
@@ -219,20 +217,19 @@ class CredentialBroker:
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be positive seconds, got {ttl_s!r}.")
         wanted = plan(secrets)
-        lease = Lease(run_id, call_id, names=tuple(r.name for r in secrets),
-                      static=tuple(wanted.static.values()))
+        names = tuple(ref.name for ref in secrets)
+        lease = Lease(run_id, call_id, names=names, static=tuple(wanted.static.values()))
         lease.values.update(self._static_values(wanted.static))
         if wanted.vault:
-            config = self._require_config()
-            ttl = math.ceil(ttl_s + config.ttl_margin_s)
-            lease.values.update(await self._in_thread(lease, self._issue, lease, wanted, ttl))
+            ttl = math.ceil(ttl_s + self._require_config().ttl_margin_s)
+            lease.values.update(await self._issue_in_thread(lease, wanted, ttl))
         log.info("vault.lease.minted", **lease.audit())
         return lease
 
     async def revoke(self, lease: Lease) -> None:
-        """End the lease: revoke the token, delete its policy. Idempotent, even half-built.
+        """Revoke the token and delete its policy. Idempotent, and fine on a half-built lease.
 
-        Vault trouble is recorded in ``lease.revoke_error`` (and logged) rather than raised,
+        Vault trouble lands in ``lease.revoke_error`` (and a warning) instead of an exception,
         so a ``finally`` never masks the action's own outcome; the token still dies at its TTL.
         """
         if lease.revoked_at is not None:
@@ -243,10 +240,10 @@ class CredentialBroker:
             lease.revoked_at = _now()
         if lease.revoked_at is not None:
             lease.values.clear()
-        log.info("vault.lease.revoked", **lease.audit())
+            log.info("vault.lease.revoked", **lease.audit())
 
     async def check(self) -> None:
-        """Boot health check: Vault reachable and unsealed, and VAULT_TOKEN may do its job.
+        """Boot check: Vault reachable and unsealed, VAULT_TOKEN valid and allowed its job.
 
         Without a config there is nothing to check (static secrets only).
         """
@@ -257,7 +254,7 @@ class CredentialBroker:
         if self._config is None:
             raise VaultError(
                 "this action needs secrets from Vault, but VAULT_ADDR and VAULT_TOKEN are not "
-                f"set; set both and restart opsbot. {NOT_RUN[0].upper()}{NOT_RUN[1:]}"
+                "set; set both and restart opsbot. The action did not run."
             )
         return self._config
 
@@ -267,14 +264,14 @@ class CredentialBroker:
             value = self._static.get(setting)
             if value is None:
                 raise VaultError(f"the static secret {setting} is not set in opsbot's settings; "
-                                 + NOT_RUN)
+                                 f"{NOT_RUN}")
             REDACTOR.add(value.get_secret_value())
             values[ref_name] = value
         return values
 
-    async def _in_thread(self, lease: Lease, fn: Any, *args: Any) -> Any:
-        """Run ``fn`` in a worker thread; if the caller is cancelled, revoke once it finishes."""
-        task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    async def _issue_in_thread(self, lease: Lease, wanted: _Plan, ttl: int) -> Any:
+        """Run ``_issue`` in a worker thread; if we are cancelled, revoke once it finishes."""
+        task = asyncio.ensure_future(asyncio.to_thread(self._issue, lease, wanted, ttl))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -283,39 +280,32 @@ class CredentialBroker:
 
     def _revoke_later(self, lease: Lease, done: asyncio.Future[Any]) -> None:
         if not done.cancelled():
-            done.exception()  # retrieved: the mint already failed and cleaned up after itself
+            done.exception()  # mark retrieved: a failed mint has already cleaned up after itself
         orphan = asyncio.get_running_loop().create_task(self.revoke(lease))
         self._orphans.add(orphan)
         orphan.add_done_callback(self._orphans.discard)
 
-    # --- the synchronous Vault conversations (each runs in one worker thread) ---
+    # --- synchronous Vault conversations, each run in one worker thread ---
 
     def _issue(self, lease: Lease, wanted: _Plan, ttl: int) -> dict[str, SecretStr]:
         lease.paths = wanted.paths
         try:
-            documents = self._read_all(lease, self._create_token(lease, ttl))
-            return _pick(wanted, documents)
+            return _pick(wanted, self._read_all(lease, self._create_token(lease, ttl)))
         except BaseException:
             self._revoke(lease)
             raise
 
     def _create_token(self, lease: Lease, ttl: int) -> str:
-        """Write the per-action policy and mint the child token; returns the token itself."""
+        """Write the per-action policy, mint the child token and return it (kept nowhere)."""
         parent = self._parent()
         lease.policy = policy_name(lease.run_id, lease.call_id)
         with self._translate("write the action's policy"):
             parent.sys.create_or_update_acl_policy(lease.policy, policy_hcl(lease.paths))
+        meta = {"run_id": lease.run_id, "call_id": lease.call_id}
         with self._translate("mint the action's token"):
             auth = parent.auth.token.create(
-                policies=[lease.policy],
-                no_default_policy=True,
-                ttl=f"{ttl}s",
-                explicit_max_ttl=f"{ttl}s",
-                num_uses=len(lease.paths),
-                renewable=False,
-                type="service",
-                display_name="opsbot-action",
-                meta={"run_id": lease.run_id, "call_id": lease.call_id},
+                policies=[lease.policy], ttl=f"{ttl}s", explicit_max_ttl=f"{ttl}s",
+                num_uses=len(lease.paths), meta=meta, **_CHILD,
             )["auth"]
         lease.accessor = auth["accessor"]
         lease.ttl_s = int(auth.get("lease_duration", ttl))
@@ -331,19 +321,17 @@ class CredentialBroker:
             child.adapter.close()
 
     def _read(self, child: hvac.Client, path: str) -> dict[str, Any]:
-        with self._translate(f"read secret {path}", denied=f"Vault denied reading secret {path}"):
+        with self._translate(f"read secret {path}", denied=path):
             body = child.read(path)
         if body is None:
             raise VaultError(f"secret {path} does not exist in Vault at {self._addr}; {NOT_RUN}")
         data = (body.get("data") or {}).get("data")
         if not isinstance(data, dict):
-            raise VaultError(
-                f"secret {path} is not a KV v2 secret (expected kv/data/<path>); {NOT_RUN}"
-            )
+            raise VaultError(f"secret {path} is not a KV v2 secret (kv/data/<path>); {NOT_RUN}")
         return data
 
     def _revoke(self, lease: Lease) -> None:
-        """Revoke the token first, then delete the policy (which alone also disarms it)."""
+        """Revoke the token, then delete the policy (which on its own also disarms the token)."""
         parent = self._parent()
         steps = [
             ("revoke the action's token", parent.auth.token.revoke_accessor, lease.accessor),
@@ -385,6 +373,7 @@ class CredentialBroker:
         return self._require_config().addr
 
     def _parent(self) -> hvac.Client:
+        """opsbot's own client, shared by worker threads (requests' pool is thread-safe)."""
         if self._parent_client is None:
             self._parent_client = self._client(self._require_config().token.get_secret_value())
         return self._parent_client
@@ -396,24 +385,23 @@ class CredentialBroker:
         )
 
     @contextmanager
-    def _translate(
-        self, doing: str, denied: str | None = None, tail: str = NOT_RUN
-    ) -> Iterator[None]:
-        """Turn hvac/requests exceptions into one sentence naming Vault, the step and the cause."""
+    def _translate(self, doing: str, denied: str = "", tail: str = NOT_RUN) -> Iterator[None]:
+        """Turn hvac/requests exceptions into one sentence naming Vault, the step and the cause.
+
+        ``denied`` names the secret path when a permission error is the child token's, not ours.
+        """
+        at = f"Vault at {self._addr}"
         try:
             yield
         except requests.RequestException as e:
             cause = _network_cause(e, self._require_config().timeout_s)
-            raise VaultError(f"Vault at {self._addr} is unreachable ({cause}); {tail}") from None
+            raise VaultError(f"{at} is unreachable ({cause}); {tail}") from None
         except hvac_errors.Forbidden:
-            who = denied or f"Vault at {self._addr} rejected VAULT_TOKEN while trying to {doing}"
-            hint = _forbidden_hint(denied)
-            raise VaultError(f"{who} (permission denied): {hint}; {tail}") from None
+            raise VaultError(_forbidden(at, doing, denied) + tail) from None
         except hvac_errors.VaultDown:
-            raise VaultError(f"Vault at {self._addr} is sealed or unavailable; {tail}") from None
+            raise VaultError(f"{at} is sealed or unavailable; {tail}") from None
         except hvac_errors.VaultError as e:
-            text = _vault_text(e)
-            raise VaultError(f"Vault at {self._addr} could not {doing}: {text}; {tail}") from None
+            raise VaultError(f"{at} could not {doing}: {_vault_text(e)}; {tail}") from None
 
 
 def _pick(wanted: _Plan, documents: dict[str, dict[str, Any]]) -> dict[str, SecretStr]:
@@ -427,10 +415,12 @@ def _pick(wanted: _Plan, documents: dict[str, dict[str, Any]]) -> dict[str, Secr
     return values
 
 
-def _forbidden_hint(denied: str | None) -> str:
-    if denied:
-        return "check that the path is a KV v2 API path on an enabled mount"
-    return "the token is invalid, expired or revoked, or lacks the capability"
+def _forbidden(at: str, doing: str, path: str) -> str:
+    if path:
+        return (f"{at} denied reading secret {path} (permission denied): check that it is a "
+                "KV v2 API path on an enabled mount; ")
+    return (f"{at} rejected VAULT_TOKEN while trying to {doing} (permission denied): the token "
+            "is invalid, expired or revoked, or lacks the capability; ")
 
 
 def _network_cause(error: BaseException, timeout: float) -> str:
@@ -441,13 +431,13 @@ def _network_cause(error: BaseException, timeout: float) -> str:
             return "host name not found"
         if isinstance(cause, ssl.SSLError):
             return "TLS handshake failed"
-        if isinstance(cause, (requests.Timeout, TimeoutError, socket.timeout)):
+        if isinstance(cause, (requests.Timeout, TimeoutError)):
             return f"no answer within {timeout:g} s"
     return "connection failed"
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
-    """The exception, its causes/contexts, and urllib3's ``reason`` links, without cycles."""
+    """The exception, its causes and contexts, and urllib3's ``reason`` links, without cycles."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [error]
     while todo:
@@ -456,8 +446,8 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(item))
         yield item
-        todo += [item.__cause__, item.__context__, getattr(item, "reason", None)]
-        todo += [a for a in item.args if isinstance(a, BaseException)]
+        links = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+        todo += [link for link in links if isinstance(link, BaseException)]
 
 
 def _vault_text(error: hvac_errors.VaultError) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import secrets
+import socket
 import time
 
 import hvac
@@ -74,7 +75,8 @@ def policy_exists(openbao, name: str) -> bool:
 async def test_mint_reads_declared_secret_and_revoke_ends_it(openbao, broker):
     value = canary()
     path = unique_path(openbao, password=value, other="not-asked-for")
-    lease = await broker.mint("run-1", "call-1", [SecretRef(name="pw", path=path, key="password")], 30)
+    ref = SecretRef(name="pw", path=path, key="password")
+    lease = await broker.mint("run-1", "call-1", [ref], 30)
     assert {k: v.get_secret_value() for k, v in lease.values.items()} == {"pw": value}
     assert requests_made_by(openbao, lease.accessor) == [("read", path, True)]
     assert policy_exists(openbao, lease.policy)
@@ -107,7 +109,8 @@ async def test_ttl_num_uses_and_policies_are_what_vault_issued(openbao, broker):
 async def test_the_lease_policy_allows_reading_the_declared_path_and_nothing_else(openbao, broker):
     declared = unique_path(openbao, password="declared-1234")
     other = unique_path(openbao, password="other-1234")
-    lease = await broker.mint("run-p", "c", [SecretRef(name="pw", path=declared, key="password")], 30)
+    ref = SecretRef(name="pw", path=declared, key="password")
+    lease = await broker.mint("run-p", "c", [ref], 30)
     text = openbao.client().sys.read_acl_policy(lease.policy)["data"]["policy"]
     assert text == f'path "{declared}" {{\n  capabilities = ["read"]\n}}\n'
     twin = openbao.client().auth.token.create(
@@ -132,9 +135,10 @@ async def test_the_lease_policy_allows_reading_the_declared_path_and_nothing_els
 
 async def test_revoke_is_idempotent_and_handles_half_built_leases(openbao, broker):
     root = openbao.client()
-    root.sys.create_or_update_acl_policy("opsbot-action-half-built", 'path "kv/data/x" { capabilities = ["read"] }')
-    live = root.auth.token.create(policies=["opsbot-action-half-built"], num_uses=5, ttl="60s")["auth"]
-    only_policy = Lease("run-h", "a", policy="opsbot-action-half-built")
+    name = "opsbot-action-half-built"
+    root.sys.create_or_update_acl_policy(name, 'path "kv/data/x" { capabilities = ["read"] }')
+    live = root.auth.token.create(policies=[name], num_uses=5, ttl="60s")["auth"]
+    only_policy = Lease("run-h", "a", policy=name)
     with_token = Lease("run-h", "b", accessor=live["accessor"])
     nothing = Lease("run-h", "c")
     for lease in (only_policy, with_token, nothing):
@@ -142,7 +146,7 @@ async def test_revoke_is_idempotent_and_handles_half_built_leases(openbao, broke
         first = lease.revoked_at
         await broker.revoke(lease)
         assert first is not None and lease.revoked_at == first and lease.revoke_error is None
-    assert not policy_exists(openbao, "opsbot-action-half-built")
+    assert not policy_exists(openbao, name)
     assert not token_alive(openbao, live["accessor"])
 
 
@@ -156,9 +160,11 @@ async def test_failed_mint_revokes_the_live_token_and_deletes_its_policy(openbao
     assert str(caught.value) == (
         f"secret {missing} does not exist in Vault at {openbao.addr}; the action did not run."
     )
-    created = [e["response"]["auth"] for e in openbao.audit_entries()
-               if e["type"] == "response" and e["request"]["path"] == "auth/token/create"
-               and (e["response"].get("auth") or {}).get("metadata", {}).get("run_id") == "run-fail"]
+    created = [
+        e["response"]["auth"] for e in openbao.audit_entries()
+        if e["type"] == "response" and e["request"]["path"] == "auth/token/create"
+        and (e["response"].get("auth") or {}).get("metadata", {}).get("run_id") == "run-fail"
+    ]
     assert len(created) == 1 and created[0]["num_uses"] == 2  # one use left when the read failed
     assert not token_alive(openbao, created[0]["accessor"])
     assert not any(p.startswith("opsbot-action-run-fail") for p in root_policies(openbao))
@@ -189,8 +195,22 @@ async def test_vault_down_is_a_clear_error():
         await broker.check()
 
 
+async def test_a_silent_vault_is_a_timeout_sentence():
+    with socket.socket() as listener:  # accepts connections (kernel backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        addr = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        broker = CredentialBroker(VaultConfig(addr=addr, token=SecretStr("t"), timeout_s=0.3))
+        with pytest.raises(VaultError) as caught:
+            await broker.check()
+    assert str(caught.value) == (
+        f"Vault at {addr} is unreachable (no answer within 0.3 s); opsbot cannot mint credentials."
+    )
+
+
 async def test_invalid_token_is_a_clear_error(openbao):
-    broker = CredentialBroker(VaultConfig(addr=openbao.addr, token=SecretStr("s.not-a-real-token")))
+    config = VaultConfig(addr=openbao.addr, token=SecretStr("s.not-a-real-token"))
+    broker = CredentialBroker(config)
     ref = SecretRef(name="pw", path="kv/data/redis/prod", key="password")
     with pytest.raises(VaultError) as minting:
         await broker.mint("run-i", "c", [ref], 30)
@@ -217,7 +237,7 @@ async def test_check_accepts_the_documented_least_privilege_token(openbao):
 
 async def test_check_names_the_missing_capability(openbao):
     root = openbao.client()
-    root.sys.create_or_update_acl_policy("read-only", 'path "kv/data/*" { capabilities = ["read"] }')
+    root.sys.create_or_update_acl_policy("read-only", 'path "kv/*" { capabilities = ["read"] }')
     token = root.auth.token.create(policies=["read-only"], ttl="10m")["auth"]["client_token"]
     broker = CredentialBroker(VaultConfig(addr=openbao.addr, token=SecretStr(token)))
     with pytest.raises(VaultError) as caught:
@@ -280,7 +300,7 @@ async def test_refs_that_cannot_be_served_are_refused_before_any_call(ref, messa
 
 async def test_programming_errors_are_value_errors():
     broker = CredentialBroker(None, {"A": SecretStr("aaaa"), "B": SecretStr("bbbb")})
-    twice = [SecretRef(name="x", path="static:A", key=""), SecretRef(name="x", path="static:B", key="")]
+    twice = [SecretRef(name="x", path=f"static:{n}", key="") for n in "AB"]
     with pytest.raises(ValueError, match="two secrets are both named `x`"):
         await broker.mint("r", "c", twice, 30)
     with pytest.raises(ValueError, match="ttl_s must be positive"):
@@ -288,7 +308,7 @@ async def test_programming_errors_are_value_errors():
 
 
 def test_config_is_validated():
-    with pytest.raises(ValidationError, match="must look like http://127.0.0.1:8200"):
+    with pytest.raises(ValidationError, match=r"must look like http://127\.0\.0\.1:8200"):
         VaultConfig(addr="127.0.0.1:8200", token=SecretStr("t"))
     with pytest.raises(ValidationError, match="is empty"):
         VaultConfig(addr="http://vault:8200", token=SecretStr("  "))
@@ -299,14 +319,16 @@ async def test_values_are_redacted_and_never_in_audit_logs_or_repr(openbao, brok
     value = canary()
     path = unique_path(openbao, password=value)
     with structlog.testing.capture_logs() as logs:
-        lease = await broker.mint("run-c", "c", [SecretRef(name="pw", path=path, key="password")], 30)
+        ref = SecretRef(name="pw", path=path, key="password")
+        lease = await broker.mint("run-c", "c", [ref], 30)
         assert REDACTOR.redact(f"auth {value} ok") == "auth [redacted] ok"
         minted = json.dumps(lease.audit())
         await broker.revoke(lease)
     revoked = json.dumps(lease.audit())
     seen = [minted, revoked, repr(lease), str(lease), json.dumps(logs, default=str)]
     assert [e["event"] for e in logs] == ["vault.lease.minted", "vault.lease.revoked"]
-    assert set(json.loads(minted)) >= {"accessor", "policies", "ttl_s", "num_uses", "created_at", "revoked_at"}
+    required = {"accessor", "policies", "ttl_s", "num_uses", "created_at", "revoked_at"}
+    assert required <= set(json.loads(minted))
     parent = config.token.get_secret_value()
     for text in seen:
         assert value not in text and parent not in text
@@ -349,3 +371,23 @@ async def test_concurrent_mints_get_their_own_values(openbao, broker):
     assert len({lease.accessor for lease in leases}) == 8
     await asyncio.gather(*(broker.revoke(lease) for lease in leases))
     assert all(lease.revoke_error is None for lease in leases)
+
+
+async def test_namespace_is_honoured(openbao):
+    namespace = f"team-{secrets.token_hex(3)}"
+    root = openbao.client()
+    root.adapter.post(f"/v1/sys/namespaces/{namespace}", json={})
+    inside = hvac.Client(url=openbao.addr, token=openbao.root_token, namespace=namespace)
+    inside.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    inside.secrets.kv.v2.create_or_update_secret(
+        path="db", secret={"password": "ns-pass-1234"}, mount_point="kv"
+    )
+    token = SecretStr(openbao.root_token)
+    broker = CredentialBroker(VaultConfig(addr=openbao.addr, token=token, namespace=namespace))
+    ref = SecretRef(name="pw", path="kv/data/db", key="password")
+    lease = await broker.mint("run-ns", "c", [ref], 30)
+    assert lease.values["pw"].get_secret_value() == "ns-pass-1234"
+    assert lease.policy in inside.sys.list_acl_policies()["data"]["keys"]
+    assert lease.policy not in root_policies(openbao)
+    await broker.revoke(lease)
+    assert lease.policy not in inside.sys.list_acl_policies()["data"]["keys"]
