@@ -70,7 +70,11 @@ _CHILD = {"no_default_policy": True, "renewable": False, "type": "service",
 
 
 class VaultError(RuntimeError):
-    """Credentials could not be provided; ``str(e)`` is the sentence the user reads."""
+    """Credentials could not be provided; ``message`` (= ``str(e)``) is the sentence users read."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class VaultConfig(BaseModel):
@@ -130,10 +134,11 @@ class Lease:
         return [self.policy] if self.policy else []
 
     def audit(self) -> dict[str, Any]:
-        """A JSON-ready description for the audit row: no token, no secret value."""
+        """A JSON-ready description for the audit row: no token, no secret value.
+
+        Leaves out run_id and call_id, which the audit row already carries.
+        """
         return {
-            "run_id": self.run_id,
-            "call_id": self.call_id,
             "accessor": self.accessor,
             "policies": self.policies,
             "paths": list(self.paths),
@@ -223,7 +228,7 @@ class CredentialBroker:
         if wanted.vault:
             ttl = math.ceil(ttl_s + self._require_config().ttl_margin_s)
             lease.values.update(await self._issue_in_thread(lease, wanted, ttl))
-        log.info("vault.lease.minted", **lease.audit())
+        log.info("vault.lease.minted", **_log_fields(lease))
         return lease
 
     async def revoke(self, lease: Lease) -> None:
@@ -240,7 +245,7 @@ class CredentialBroker:
             lease.revoked_at = _now()
         if lease.revoked_at is not None:
             lease.values.clear()
-            log.info("vault.lease.revoked", **lease.audit())
+            log.info("vault.lease.revoked", **_log_fields(lease))
 
     async def check(self) -> None:
         """Boot check: Vault reachable and unsealed, VAULT_TOKEN valid and allowed its job.
@@ -348,7 +353,7 @@ class CredentialBroker:
                 problems.append(str(e))
         lease.revoke_error = " ".join(problems) or None
         if problems:
-            log.warning("vault.lease.revoke_failed", **lease.audit())
+            log.warning("vault.lease.revoke_failed", **_log_fields(lease))
         else:
             lease.revoked_at = _now()
 
@@ -454,3 +459,7 @@ def _vault_text(error: hvac_errors.VaultError) -> str:
     errors = getattr(error, "errors", None) or []
     text = "; ".join(str(e).strip() for e in errors) if isinstance(errors, list) else str(errors)
     return " ".join((text or type(error).__name__).split())
+
+
+def _log_fields(lease: Lease) -> dict[str, Any]:
+    return {"run_id": lease.run_id, "call_id": lease.call_id, **lease.audit()}

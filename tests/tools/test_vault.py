@@ -188,7 +188,7 @@ async def test_vault_down_is_a_clear_error():
     ref = SecretRef(name="pw", path="kv/data/redis/prod", key="password")
     with pytest.raises(VaultError) as minting:
         await broker.mint("run-d", "c", [ref], 30)
-    assert str(minting.value) == (
+    assert minting.value.message == str(minting.value) == (
         f"Vault at {addr} is unreachable (connection refused); the action did not run."
     )
     with pytest.raises(VaultError, match=r"unreachable \(connection refused\); opsbot cannot mint"):
@@ -329,6 +329,7 @@ async def test_values_are_redacted_and_never_in_audit_logs_or_repr(openbao, brok
     assert [e["event"] for e in logs] == ["vault.lease.minted", "vault.lease.revoked"]
     required = {"accessor", "policies", "ttl_s", "num_uses", "created_at", "revoked_at"}
     assert required <= set(json.loads(minted))
+    assert not {"run_id", "call_id"} & set(json.loads(minted))  # the audit row carries those
     parent = config.token.get_secret_value()
     for text in seen:
         assert value not in text and parent not in text
