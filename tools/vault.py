@@ -112,7 +112,7 @@ class Lease:
     """One action's credentials plus what the audit log needs to know about them.
 
     Never holds the child token: only its accessor, which is enough to revoke it. ``revoke``
-    empties ``values``.
+    empties ``values`` even when Vault cannot be reached (a later ``revoke`` may retry).
     """
 
     run_id: str
@@ -239,12 +239,12 @@ class CredentialBroker:
         """
         if lease.revoked_at is not None:
             return
+        lease.values.clear()  # the action is over either way
         if lease.accessor or lease.policy:
             await asyncio.to_thread(self._revoke, lease)
         else:
             lease.revoked_at = _now()
         if lease.revoked_at is not None:
-            lease.values.clear()
             log.info("vault.lease.revoked", **_log_fields(lease))
 
     async def check(self) -> None:
@@ -351,7 +351,7 @@ class CredentialBroker:
                         call(arg)
             except VaultError as e:
                 problems.append(str(e))
-        lease.revoke_error = " ".join(problems) or None
+        lease.revoke_error = " ".join(dict.fromkeys(problems)) or None  # one sentence per cause
         if problems:
             log.warning("vault.lease.revoke_failed", **_log_fields(lease))
         else:

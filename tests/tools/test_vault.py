@@ -195,6 +195,22 @@ async def test_vault_down_is_a_clear_error():
         await broker.check()
 
 
+async def test_revoke_while_vault_is_down_records_the_failure_instead_of_raising():
+    addr = f"http://127.0.0.1:{free_port()}"
+    broker = CredentialBroker(VaultConfig(addr=addr, token=SecretStr("t0ken-never-used")))
+    lease = Lease("run-r", "c", values={"pw": SecretStr("gone-1234")},
+                  policy="opsbot-action-r", accessor="acc123")
+    with structlog.testing.capture_logs() as logs:
+        await broker.revoke(lease)
+    assert lease.revoke_error == (
+        f"Vault at {addr} is unreachable (connection refused); "
+        "token acc123 still expires at its TTL."
+    )
+    assert lease.revoked_at is None and lease.values == {}
+    assert [e["event"] for e in logs] == ["vault.lease.revoke_failed"]
+    assert logs[0]["revoke_error"] == lease.revoke_error
+
+
 async def test_a_silent_vault_is_a_timeout_sentence():
     with socket.socket() as listener:  # accepts connections (kernel backlog), never answers
         listener.bind(("127.0.0.1", 0))
