@@ -11,7 +11,7 @@ Each package keeps its own config model beside its code (``RedisConfig`` in ``to
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = _env("OPENAI_API_KEY")
     openai_base_url: str | None = _env("OPENAI_BASE_URL")
     model: str = Field("gpt-4o-mini", validation_alias="OPSBOT_MODEL")
+    embeddings: Literal["local", "openai"] = Field("local", validation_alias="OPSBOT_EMBEDDINGS")
 
     vault_addr: str | None = _env("VAULT_ADDR")
     vault_token: SecretStr | None = _env("VAULT_TOKEN")

@@ -85,7 +85,10 @@ def parse(text: str, catalog: Catalog) -> Command:
     try:
         words = shlex.split(text)
     except ValueError as e:
-        raise ParseError(f"I couldn't split that into words ({e}); check your quotes.") from None
+        head = text.split()[0].lower() if text.split() else ""
+        if head in catalog.toolsets or head in KEYWORDS:
+            raise ParseError(f"I couldn't split that into words ({e}); check your quotes.") from None
+        return FreeText(text)  # prose with an apostrophe, not a command
     if not words:
         return Help()
     head, rest = words[0].lower(), words[1:]
@@ -173,6 +176,8 @@ def _value(raw: str) -> Any:
         try:
             return json.loads(raw)
         except json.JSONDecodeError:
+            if raw[0] == "[" and raw[-1] == "]":  # [a,b]: the shell ate the quotes
+                return [item.strip() for item in raw[1:-1].split(",") if item.strip()]
             raise ParseError(f"`{raw[:40]}` looks like JSON but isn't valid JSON.") from None
     return raw
 

@@ -39,10 +39,10 @@ def command_examples(catalog: Catalog, limit: int = 8) -> list[str]:
 
 
 def usage(toolset: Toolset[Any], action: Action[Any]) -> str:
-    parts = [toolset.name, action.name]
-    for name, field in action.params.model_fields.items():
-        parts.append(f"<{name}>" if field.is_required() else f"[{name}=…]")
-    return " ".join(parts)
+    fields = action.params.model_fields
+    required = [f"<{n}>" for n, f in fields.items() if f.is_required()]
+    optional = [f"[{n}=…]" for n, f in fields.items() if not f.is_required()]
+    return " ".join([toolset.name, action.name, *required, *optional])
 
 
 def _toolset(toolset: Toolset[Any], detailed: bool) -> str:

@@ -1,0 +1,143 @@
+"""The ``opsbot`` command.
+
+    opsbot serve              Slack (HTTP, or Socket Mode with SLACK_APP_TOKEN); console if no tokens
+    opsbot chat               the bot in a terminal
+    opsbot sandbox build      build the sandbox image (offline-capable)
+    opsbot policy check FILE  validate a policy file
+    opsbot policy explain "<command>" --user U --channel C
+    opsbot audit [RUN] [--json]
+    opsbot runbooks ingest DIR | search "query"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+
+from bot import logs
+from bot.errors import ConfigError
+from bot.settings import Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        logs.configure(settings.log_level)
+        return args.func(args, settings)
+    except ConfigError as e:
+        print(f"opsbot: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opsbot", description="ChatOps for SRE teams.")
+    parser.set_defaults(func=_serve)
+    sub = parser.add_subparsers(dest="command")
+    _add(sub, "serve", _serve, "run in Slack (or the console when no Slack tokens are set)")
+    _add(sub, "chat", _chat, "run in this terminal")
+
+    sandbox = _add(sub, "sandbox", None, "the sandbox image").add_subparsers(dest="sub", required=True)
+    _add(sandbox, "build", _sandbox_build, "build the sandbox image")
+
+    policy = _add(sub, "policy", None, "policy files").add_subparsers(dest="sub", required=True)
+    check = _add(policy, "check", _policy_check, "validate a policy file")
+    check.add_argument("file")
+    explain = _add(policy, "explain", _policy_explain, "show the decision for a command")
+    explain.add_argument("text")
+    explain.add_argument("--user", required=True)
+    explain.add_argument("--channel", required=True)
+    explain.add_argument("--channel-name", default="")
+    explain.add_argument("--groups", default="", help="comma-separated Slack user-group ids")
+    explain.add_argument("--policy", default=None, help="policy file (default: OPSBOT_POLICY)")
+
+    audit = _add(sub, "audit", _audit, "print a run's audit trail")
+    audit.add_argument("run", nargs="?")
+    audit.add_argument("--json", action="store_true")
+
+    runbooks = _add(sub, "runbooks", None, "runbook search").add_subparsers(dest="sub", required=True)
+    ingest = _add(runbooks, "ingest", _runbooks_ingest, "load Markdown runbooks into Qdrant")
+    ingest.add_argument("directory")
+    search = _add(runbooks, "search", _runbooks_search, "search the runbooks")
+    search.add_argument("query")
+    search.add_argument("--limit", type=int, default=3)
+    return parser
+
+
+def _add(sub, name: str, func: Callable | None, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    if func is not None:
+        p.set_defaults(func=func)
+    return p
+
+
+def _serve(args, settings: Settings) -> int:
+    if not settings.slack_enabled:
+        print("opsbot: no SLACK_BOT_TOKEN set; starting the console (opsbot chat).", file=sys.stderr)
+        return _chat(args, settings)
+    from bot.server import serve
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _chat(args, settings: Settings) -> int:
+    from bot.console import ConsoleSurface, repl
+    from bot.runbooks import runbooks_for
+    from bot.wiring import runtime
+
+    async def go() -> None:
+        surface = ConsoleSurface()
+        async with runtime(settings, surface, console=True, runbooks=runbooks_for(settings)) as rt:
+            await repl(rt.runs, surface)
+
+    asyncio.run(go())
+    return 0
+
+
+def _sandbox_build(args, settings: Settings) -> int:
+    from sandbox.image import build_image
+
+    tag = build_image(log=print)
+    print(f"built {tag}")
+    return 0
+
+
+def _policy_check(args, settings: Settings) -> int:
+    from bot import policy_cmd
+
+    return policy_cmd.check(args.file)
+
+
+def _policy_explain(args, settings: Settings) -> int:
+    from bot import policy_cmd
+
+    return policy_cmd.explain(args, settings)
+
+
+def _audit(args, settings: Settings) -> int:
+    from bot.audit_cmd import show
+
+    return show(settings, args.run, as_json=args.json)
+
+
+def _runbooks_ingest(args, settings: Settings) -> int:
+    from bot.runbooks import ingest
+
+    return ingest(settings, args.directory)
+
+
+def _runbooks_search(args, settings: Settings) -> int:
+    from bot.runbooks import search
+
+    return search(settings, args.query, args.limit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

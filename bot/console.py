@@ -1,0 +1,107 @@
+"""``opsbot chat``: the whole bot in a terminal, no Slack workspace needed.
+
+The same graph, policy, sandbox and audit as in Slack; the surface prints to the terminal and
+approval cards become a prompt. The person at the keyboard is the requester (``console``) and,
+when they answer the prompt, the approver (``console-approver``); with no ``OPSBOT_POLICY`` the
+console policy names ``console-approver`` as the approver of gated actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from typing import TextIO
+
+from approvals.models import ApprovalRequest
+from bot.blocks import report_text
+from graph.runs import Click, RunManager
+from graph.surface import Checklist, Report, RunRef
+from graph.task import Source, Task
+from tools.secrets import REDACTOR
+
+REQUESTER = "console"
+APPROVER = "console-approver"
+CHANNEL = "console"
+_MARKUP = re.compile(r"<@([^>|]+)(?:\|[^>]*)?>|<!date\^\d+\^[^|]*\|([^>]*)>")
+
+
+def plain(text: str) -> str:
+    """Slack mrkdwn → terminal text."""
+    text = _MARKUP.sub(lambda m: m.group(1) or m.group(2) or "", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+class ConsoleSurface:
+    def __init__(self, out: TextIO = sys.stdout):
+        self.out = out
+        self.pending: asyncio.Queue[ApprovalRequest] = asyncio.Queue()
+        self._shown: dict[str, list[str]] = {}
+
+    def write(self, text: str) -> None:
+        self.out.write(REDACTOR.redact(plain(text)) + "\n")
+        self.out.flush()
+
+    async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
+        self.write(f"▶ run {run.run_id}: {run.task.text}")
+        return run.model_copy(update={"thread_ts": run.thread_ts or run.run_id})
+
+    async def progress(self, run: RunRef, checklist: Checklist, final: bool = False) -> None:
+        lines = [s.line() for s in checklist.steps]
+        seen = self._shown.setdefault(run.run_id, [])
+        for line in lines:
+            if line not in seen:
+                self.write(f"  {line}")
+                seen.append(line)
+
+    async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
+        self.write(f"  ✋ approval needed: {request.summary} on {request.target} "
+                   f"(tier {request.tier}; {request.reason})")
+        await self.pending.put(request)
+        return None
+
+    async def update_approval(self, run: RunRef, request: ApprovalRequest) -> None:
+        self.write(f"  approval {request.id}: {request.status.value}")
+
+    async def report(self, run: RunRef, report: Report) -> None:
+        self.write(report_text(report))
+        self._shown.pop(run.run_id, None)
+
+    async def say(self, run: RunRef, text: str) -> None:
+        self.write(text)
+
+
+async def repl(manager: RunManager, surface: ConsoleSurface, stdin: TextIO = sys.stdin) -> None:
+    """Read commands until EOF; after each, answer any approval prompts it raised."""
+    surface.write("opsbot chat — type `help`, a command like `redis info`, or a question. Ctrl-D quits.")
+    while True:
+        line = await asyncio.to_thread(_prompt, "ops> ", stdin)
+        if line is None:
+            return
+        if not line.strip():
+            continue
+        await manager.submit(Task(source=Source.CONSOLE, team="local", channel=CHANNEL,
+                                  user=REQUESTER, text=line.strip()))
+        await _settle(manager, surface, stdin)
+
+
+async def _settle(manager: RunManager, surface: ConsoleSurface, stdin: TextIO) -> None:
+    while True:
+        await manager.drain(timeout=3600)
+        if surface.pending.empty():
+            return
+        while not surface.pending.empty():
+            request = surface.pending.get_nowait()
+            answer = await asyncio.to_thread(_prompt, f"Approve `{request.summary}`? [y/N] ", stdin)
+            approve = (answer or "").strip().lower() in ("y", "yes")
+            click = Click(approval_id=request.id, shown_hash=request.action_hash, user=APPROVER,
+                          groups=frozenset(), approve=approve, channel=CHANNEL, message_ts=None,
+                          reason="" if approve else "denied at the console")
+            surface.write(f"  {await manager.click(click)}")
+
+
+def _prompt(text: str, stdin: TextIO) -> str | None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    line = stdin.readline()
+    return line.rstrip("\n") if line else None

@@ -1,0 +1,99 @@
+"""``opsbot serve``: the Slack front-end (HTTP or Socket Mode) plus the HTTP extras.
+
+``running_bot`` is the same start-up as a context manager, used by ``serve`` and by tests that
+drive the whole bot over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+
+from bot.app import build_app, slack_client
+from bot.deps import BotDeps
+from bot.directory import Directory
+from bot.settings import Settings
+from bot.slack_surface import SlackSurface
+from bot.web import build_web, slack_handler
+from bot.wiring import Runtime, runtime
+
+log = structlog.get_logger("opsbot.server")
+
+
+def policy_groups(policy) -> set[str]:
+    """Every Slack user-group id the policy mentions (for membership look-ups)."""
+    found: set[str] = set()
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if "groups" in key and isinstance(inner, (list, tuple)):
+                    found.update(str(g) for g in inner)
+                else:
+                    walk(inner)
+        elif isinstance(value, (list, tuple)):
+            for inner in value:
+                walk(inner)
+
+    walk(policy.model_dump())
+    return found
+
+
+@dataclass
+class RunningBot:
+    app: AsyncApp
+    runtime: Runtime
+    deps: BotDeps
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def running_bot(
+    settings: Settings, host: str = "0.0.0.0", status_interval: float = 1.0, runbooks=None
+) -> AsyncIterator[RunningBot]:
+    client = slack_client(settings)
+    surface = SlackSurface(client, interval=status_interval)
+    async with runtime(settings, surface, runbooks=runbooks) as rt:
+        directory = Directory(client, groups=policy_groups(rt.policy))
+        deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.run_store, directory, rt.dedupe)
+        app = build_app(settings, deps, client)
+        secret = settings.slack_signing_secret
+        slack = None if settings.socket_mode else slack_handler(
+            app, secret.get_secret_value() if secret else None)
+        web_runner = web.AppRunner(build_web(slack, None), access_log=None)
+        await web_runner.setup()
+        site = web.TCPSite(web_runner, host, settings.port)
+        await site.start()
+        port = web_runner.addresses[0][1]
+        socket_handler = None
+        if settings.socket_mode:
+            socket_handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+            await socket_handler.connect_async()
+        log.info("listening", port=port, mode="socket" if socket_handler else "http")
+        try:
+            yield RunningBot(app, rt, deps, port)
+        finally:
+            if socket_handler is not None:
+                await socket_handler.close_async()
+            await web_runner.cleanup()
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_bot(settings):
+        await stop.wait()

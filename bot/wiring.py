@@ -1,0 +1,143 @@
+"""Building the running system from settings: the one place where pieces meet.
+
+``Runtime`` opens the data store, loads policy, starts the sandbox runner (which reaps what a
+crashed predecessor left), opens the checkpointer, compiles the graph and starts the run
+manager. Front-ends (Slack, console, tests) pass the surface they want.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from approvals.store import ApprovalStore
+from bot.errors import ConfigError
+from bot.settings import Settings
+from graph.audit import AuditLog
+from graph.build import build_graph
+from graph.deps import GraphDeps, Limits
+from graph.policy import Policy, PolicyError, load_policy, parse_policy
+from graph.runs import RunManager
+from graph.store import Dedupe, RunStore, open_db
+from graph.surface import Surface
+from sandbox.config import SandboxConfig
+from sandbox.runner import SandboxRunner
+from tools import TOOLSETS
+from tools.catalog import Catalog
+from tools.redis import RedisConfig
+from tools.vault import CredentialBroker, VaultConfig
+
+log = structlog.get_logger("opsbot.wiring")
+
+CONSOLE_POLICY = """\
+version: 1
+groups:
+  console: {users: [console-approver]}
+rules:
+  - name: console-approvals
+    approvers: [console]
+"""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    policy: Policy
+    runs: RunManager
+    run_store: RunStore
+    approvals: ApprovalStore
+    audit: AuditLog
+    dedupe: Dedupe
+    sandbox: SandboxRunner
+    broker: CredentialBroker
+
+
+def connector_configs(settings: Settings) -> dict[str, BaseModel]:
+    """Each connector's config, for the connectors this deployment has configured."""
+    configs: dict[str, BaseModel] = {}
+    try:
+        if settings.redis_url:
+            configs["redis"] = RedisConfig(url=settings.redis_url,
+                                           password_secret=settings.redis_password_secret)
+    except ValidationError as e:
+        name = "REDIS_URL" if e.errors()[0]["loc"][0] == "url" else "OPSBOT_REDIS_PASSWORD_SECRET"
+        raise ConfigError(f"{name} is invalid: {e.errors()[0]['msg'].removeprefix('Value error, ')}.") from None
+    return configs
+
+
+def policy_for(settings: Settings, console: bool = False) -> Policy:
+    try:
+        if settings.policy is not None:
+            return load_policy(settings.policy)
+        if console:
+            return parse_policy(CONSOLE_POLICY, "<console policy>")
+        return Policy()
+    except PolicyError as e:
+        raise ConfigError(f"OPSBOT_POLICY: {e}") from None
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    return SandboxConfig(image=settings.sandbox_image, docker_host=settings.docker_host,
+                         instance=str(settings.data_dir.resolve()))
+
+
+def broker_for(settings: Settings) -> CredentialBroker:
+    vault = None
+    if settings.vault_addr:
+        if settings.vault_token is None:
+            raise ConfigError("VAULT_TOKEN is not set but VAULT_ADDR is: set the token opsbot uses "
+                              "to mint per-action credentials.")
+        vault = VaultConfig(addr=settings.vault_addr, token=settings.vault_token)
+    static: dict[str, SecretStr] = {}
+    if settings.github_token is not None:
+        static["GITHUB_TOKEN"] = settings.github_token
+    return CredentialBroker(vault, static=static)
+
+
+def llm_for(settings: Settings) -> Any:
+    if settings.openai_api_key is None:
+        return None
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model=settings.model, api_key=settings.openai_api_key,
+                      base_url=settings.openai_base_url, use_responses_api=False,
+                      stream_usage=True, max_retries=1, timeout=60)
+
+
+@asynccontextmanager
+async def runtime(
+    settings: Settings, surface: Surface, console: bool = False, runbooks: Any = None
+) -> AsyncIterator[Runtime]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_db(settings.data_dir / "opsbot.sqlite")
+    audit = AuditLog(db)
+    policy = policy_for(settings, console)
+    catalog = Catalog(TOOLSETS, connector_configs(settings))
+    broker = broker_for(settings)
+    async with AsyncExitStack() as stack:
+        sandbox = await SandboxRunner.start(sandbox_config(settings))
+        stack.push_async_callback(sandbox.close)
+        saver = await stack.enter_async_context(
+            AsyncSqliteSaver.from_conn_string(str(settings.data_dir / "checkpoints.sqlite")))
+        deps = GraphDeps(catalog=catalog, policy=policy, executor=sandbox, broker=broker,
+                         audit=audit, runbooks=runbooks, llm=llm_for(settings),
+                         model_name=settings.model, limits=Limits())
+        graph = build_graph(deps, saver)
+        run_store, approvals = RunStore(db), ApprovalStore(db)
+        manager = RunManager(graph, run_store, approvals, audit, surface,
+                             workers=settings.workers, recursion_limit=deps.limits.recursion_limit)
+        await manager.start()
+        stack.push_async_callback(manager.stop)
+        sweeper = asyncio.create_task(manager.sweeper(), name="approval-sweeper")
+        stack.callback(sweeper.cancel)
+        log.info("opsbot ready", toolsets=sorted(catalog.configs), data_dir=str(settings.data_dir))
+        yield Runtime(settings, catalog, policy, manager, run_store, approvals, audit,
+                      Dedupe(db), sandbox, broker)
