@@ -32,7 +32,7 @@ from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
 from tools.catalog import Catalog
 from tools.redis import RedisConfig
-from tools.vault import CredentialBroker, VaultConfig
+from tools.vault import CredentialBroker, VaultConfig, VaultError
 
 log = structlog.get_logger("opsbot.wiring")
 
@@ -95,7 +95,11 @@ def broker_for(settings: Settings) -> CredentialBroker:
         if settings.vault_token is None:
             raise ConfigError("VAULT_TOKEN is not set but VAULT_ADDR is: set the token opsbot uses "
                               "to mint per-action credentials.")
-        vault = VaultConfig(addr=settings.vault_addr, token=settings.vault_token)
+        try:
+            vault = VaultConfig(addr=settings.vault_addr, token=settings.vault_token)
+        except ValidationError as e:
+            message = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"VAULT_ADDR is invalid: {message}.") from None
     static: dict[str, SecretStr] = {}
     if settings.github_token is not None:
         static["GITHUB_TOKEN"] = settings.github_token
@@ -122,6 +126,10 @@ async def runtime(
     policy = policy_for(settings, console)
     catalog = Catalog(TOOLSETS, connector_configs(settings))
     broker = broker_for(settings)
+    try:
+        await broker.check()
+    except VaultError as e:
+        raise ConfigError(f"VAULT_ADDR/VAULT_TOKEN: {e}") from None
     async with AsyncExitStack() as stack:
         sandbox = await SandboxRunner.start(sandbox_config(settings))
         stack.push_async_callback(sandbox.close)

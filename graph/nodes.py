@@ -223,7 +223,7 @@ class Nodes:
         lease = None
         try:
             lease = await self.deps.broker.mint(run_id, call.id, resolved.secrets,
-                                                resolved.action.timeout + 15)
+                                                resolved.action.timeout)
             self.deps.audit.record("credential.lease", run_id, call_id=call.id, **lease.audit())
             request = SandboxRequest(
                 run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,

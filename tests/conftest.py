@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.services.redis",
     "tests.services.docker",
     "tests.services.openbao",
+    "tests.services.postgres",
 ]

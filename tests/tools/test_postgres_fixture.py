@@ -2,10 +2,9 @@
 
 import psycopg
 
-from tests.services.postgres import postgres_database, postgres_dsn  # noqa: F401 (fixtures)
 
 
-def test_server_is_postgres_15_on_loopback_with_trust_auth(postgres_dsn):  # noqa: F811
+def test_server_is_postgres_15_on_loopback_with_trust_auth(postgres_dsn):
     assert postgres_dsn.startswith("postgresql://postgres@127.0.0.1:")
     with psycopg.connect(postgres_dsn) as conn:
         version = conn.execute("SHOW server_version_num").fetchone()[0]
@@ -17,7 +16,7 @@ def test_server_is_postgres_15_on_loopback_with_trust_auth(postgres_dsn):  # noq
         assert superuser.fetchone()[0] is True
 
 
-async def test_async_round_trip_in_a_fresh_database(postgres_database):  # noqa: F811
+async def test_async_round_trip_in_a_fresh_database(postgres_database):
     async with await psycopg.AsyncConnection.connect(postgres_database) as conn:
         await conn.execute("CREATE TABLE runs (id text PRIMARY KEY, state jsonb NOT NULL)")
         await conn.execute(
@@ -29,7 +28,7 @@ async def test_async_round_trip_in_a_fresh_database(postgres_database):  # noqa:
     assert name[0].startswith("test_") and postgres_database.endswith(name[0])
 
 
-def test_each_test_database_is_new_and_empty(postgres_database):  # noqa: F811
+def test_each_test_database_is_new_and_empty(postgres_database):
     with psycopg.connect(postgres_database) as conn:
         tables = conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
