@@ -50,3 +50,8 @@ class SandboxOutcome(BaseModel):
     timed_out: bool = False
     output_truncated: bool = False
     network: str = "none"
+    # seconds per runner step on the action's critical path (network, create, attach, start,
+    # egress, exec); removal happens afterwards, in the background
+    phases: dict[str, float] = Field(default_factory=dict)
+    pooled: bool = False  # ran in a pre-started warm-pool container
+    diagnostics: list[str] = Field(default_factory=list)  # last stderr lines, secrets scrubbed

@@ -1,0 +1,151 @@
+"""A sandbox container and everything made for it, from creation to removal.
+
+A :class:`Box` is one container, plus, when the action has egress, its own internal network,
+the firewall rules on that network's bridge and the forwarders for the declared endpoints.
+:class:`Provisioner` makes boxes (cold, or pre-started for the warm pool), gives them egress and
+destroys them, always in full: a box is never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import structlog
+
+from sandbox.config import SandboxConfig
+from sandbox.egress import Forwarder, close_forwarders, endpoints_map, open_forwarders
+from sandbox.engine import Attachment, Engine, EngineError, NetworkInfo
+from sandbox.firewall import Firewall
+from sandbox.hardening import ENTRYPOINT, Identity, container_spec
+from sandbox.stream import Channel
+from tools.base import Endpoint
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Box:
+    container: str
+    name: str
+    network: NetworkInfo | None = None
+    forwarders: list[Forwarder] = field(default_factory=list)
+    attachment: Attachment | None = None
+    channel: Channel | None = None
+    pooled: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def network_name(self) -> str:
+        return self.network.name if self.network else "none"
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return endpoints_map(self.forwarders)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.perf_counter() - began, 4)
+
+
+def slug(text: str, limit: int = 24) -> str:
+    """Something Docker accepts inside a container name."""
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-.")[:limit] or "x"
+
+
+class Provisioner:
+    """Creates, equips and destroys boxes; owns the set of live containers and networks."""
+
+    def __init__(self, engine: Engine, firewall: Firewall, config: SandboxConfig, image: str):
+        self.engine = engine
+        self.firewall = firewall
+        self.config = config
+        self.image = image
+        self.containers: set[str] = set()
+        self.networks: set[str] = set()
+
+    async def create(
+        self, identity: Identity, egress: bool, command: list[str] | None = ENTRYPOINT
+    ) -> Box:
+        """A created (not started) container, on its own confined network when ``egress``."""
+        token = secrets.token_hex(5)
+        label = identity.pool and f"pool-{identity.pool}" or slug(identity.call_id)
+        name = f"opsbot-{identity.instance}-{label}-{token}"
+        box = Box(container="", name=name, pooled=bool(identity.pool))
+        try:
+            if egress:
+                with box.phase("network"):
+                    box.network = await self._network(identity, token)
+            spec = container_spec(self.config, self.image, identity, name, box.network_name,
+                                  command)
+            with box.phase("create"):
+                box.container = await self.engine.create(spec)
+            self.containers.add(box.container)
+        except BaseException:
+            await self.destroy(box)
+            raise
+        return box
+
+    async def _network(self, identity: Identity, token: str) -> NetworkInfo:
+        name = f"opsbot-{identity.instance}-{token}"
+        network = await self.engine.create_network(name, f"ob{token}", identity.labels())
+        self.networks.add(network.id)
+        await self.firewall.confine(network.bridge, network.gateway, [])
+        return network
+
+    async def equip(self, box: Box, egress: Sequence[Endpoint]) -> None:
+        """Open forwarders for the declared endpoints and admit them through the firewall."""
+        if not egress:
+            return
+        assert box.network is not None, "egress needs a box created with egress=True"
+        with box.phase("egress"):
+            box.forwarders = await open_forwarders(box.network.gateway, egress)
+            ports = [f.port for f in box.forwarders]
+            await self.firewall.allow(box.network.bridge, box.network.gateway, ports)
+
+    async def attach_and_start(self, box: Box) -> None:
+        """Attach first, so no output can be missed, then start."""
+        with box.phase("attach"):
+            box.attachment = await self.engine.attach(box.container)
+            box.channel = Channel(box.attachment.sock)
+        with box.phase("start"):
+            await self.engine.start(box.container)
+
+    async def kill(self, box: Box) -> None:
+        """Stop the box now (time-out, output flood); failure is logged, removal follows."""
+        if box.container:
+            await self._guard("kill", self.engine.kill(box.container))
+
+    async def destroy(self, box: Box) -> None:
+        """Remove everything of the box; each step runs even if an earlier one failed."""
+        steps = [self._remove_container(box), self._close_io(box)]
+        await asyncio.gather(*steps, return_exceptions=True)
+        if box.network is not None:
+            await self._guard("firewall", self.firewall.release(box.network.bridge))
+            await self._guard("network", self.engine.remove_network(box.network.id))
+            self.networks.discard(box.network.id)
+
+    async def _remove_container(self, box: Box) -> None:
+        if box.container:
+            await self._guard("container", self.engine.remove(box.container))
+            self.containers.discard(box.container)
+
+    async def _close_io(self, box: Box) -> None:
+        if box.attachment is not None:
+            box.attachment.close()
+        await close_forwarders(box.forwarders)
+
+    async def _guard(self, what: str, step) -> None:
+        try:
+            await step
+        except (EngineError, OSError, RuntimeError) as e:
+            log.error("sandbox.teardown_failed", what=what, error=str(e)[:300])

@@ -1,0 +1,68 @@
+"""Settings of the sandbox runner (built by the app's settings; this module reads no environment).
+
+Usage::
+
+    config = SandboxConfig(instance=instance_key(data_dir), docker_host=settings.docker_host,
+                           image=settings.sandbox_image)
+    runner = await SandboxRunner.start(config)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LOCAL_ENGINE = "unix:///var/run/docker.sock"
+
+
+class SandboxConfig(BaseModel):
+    """Limits and identity of the sandbox. Defaults suit a read-mostly connector action."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str | None = Field(
+        None, description="OPSBOT_SANDBOX_IMAGE: image to run; default is the tag of this code."
+    )
+    docker_host: str | None = Field(
+        None, description="DOCKER_HOST: engine URL; default is the local engine's unix socket."
+    )
+    instance: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,19}$",
+        description="Names this opsbot's containers, networks and firewall chain so a restarted "
+        "opsbot reaps exactly what its crashed predecessor left (see instance_key).",
+    )
+    memory_mb: int = Field(256, ge=32, le=65536, description="Memory limit (no swap), MiB.")
+    cpus: float = Field(1.0, gt=0, le=64, description="CPU quota in cores.")
+    pids: int = Field(128, ge=16, le=32768, description="Maximum processes and threads.")
+    tmpfs_mb: int = Field(64, ge=1, le=4096, description="Size of the /tmp scratch tmpfs, MiB.")
+    output_cap_bytes: int = Field(
+        1_000_000, ge=4096, description="Per stream; more stops the action and is cut."
+    )
+    default_timeout_s: float = Field(30.0, gt=0, description="Used when a request has none.")
+    max_timeout_s: float = Field(900.0, gt=0, description="No request may run longer.")
+    warm_pool: int = Field(
+        2, ge=0, le=16, description="Pre-started containers kept ready per network kind."
+    )
+    user: str = Field("65534:65534", pattern=r"^[1-9][0-9]*:[1-9][0-9]*$",
+                      description="uid:gid inside the container; never root.")
+    firewall: bool = Field(
+        True, description="Add iptables rules so egress containers reach only their forwarders."
+    )
+
+    @property
+    def engine_url(self) -> str:
+        return self.docker_host or LOCAL_ENGINE
+
+    def timeout_for(self, requested: float | None) -> float:
+        """The wall-clock limit for one request: its own, else the default, never over the max."""
+        wanted = requested if requested and requested > 0 else self.default_timeout_s
+        return min(wanted, self.max_timeout_s)
+
+
+def instance_key(data_dir: str | Path) -> str:
+    """A stable instance name for an opsbot data directory (``i`` + 12 hex of its path)."""
+    resolved = str(Path(data_dir).expanduser().resolve())
+    return "i" + hashlib.sha256(resolved.encode()).hexdigest()[:12]

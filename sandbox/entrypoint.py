@@ -1,0 +1,121 @@
+"""Inside the sandbox container: read one request, run one action, write one result.
+
+``python -m sandbox.entrypoint`` is the image's command. It imports the connectors first, says
+``{"ready": true}`` on stderr and only then blocks on stdin, so a pre-started (warm-pool)
+container has paid Python's start-up cost before a request exists; with ``--preload`` (what
+the pool uses) it also imports the connector libraries the actions load lazily. The protocol
+(``sandbox/protocol.py``):
+
+* stdin: one :class:`~sandbox.protocol.SandboxRequest` JSON, then EOF;
+* stdout: exactly one :class:`~tools.base.ToolResult` JSON object (anything an action or a
+  library prints goes to stderr instead, so it cannot corrupt the result);
+* stderr: ``{"progress": "..."}`` lines, other lines are diagnostics.
+
+Every failure becomes an error ``ToolResult``; no traceback is printed, and every secret value
+from the request is scrubbed from the result and from progress text.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import BinaryIO
+
+from pydantic import ValidationError
+
+import tools
+from sandbox.protocol import SandboxRequest
+from tools.base import ActionContext, ToolResult
+from tools.catalog import describe_validation
+from tools.secrets import Redactor
+
+PRELOAD = ("redis", "requests", "hvac", "yaml", "github")
+
+
+def main() -> int:
+    result_stream = _private_stdout()
+    if "--preload" in sys.argv[1:]:
+        _preload()
+    sys.stderr.write(json.dumps({"ready": True}) + "\n")
+    sys.stderr.flush()
+    raw = sys.stdin.buffer.read()
+    result = handle(raw, _progress_writer(sys.stderr))
+    result_stream.write(result.model_dump_json().encode() + b"\n")
+    result_stream.flush()
+    return 0
+
+
+def _private_stdout() -> BinaryIO:
+    """Keep fd 1 for the result only; point ``print`` and libraries at stderr."""
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(result_fd, "wb")
+
+
+def _preload() -> None:
+    for module in PRELOAD:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+
+
+def _progress_writer(stream):  # -> Callable[[str], None]
+    def write(text: str) -> None:
+        stream.write(json.dumps({"progress": str(text)}) + "\n")
+        stream.flush()
+
+    return write
+
+
+def handle(raw: bytes, emit) -> ToolResult:
+    """Parse, validate and run; a bad request or a crash is an error result, never a raise."""
+    try:
+        request = SandboxRequest.model_validate_json(raw)
+    except ValidationError as e:
+        return ToolResult.fail("sandbox", f"The sandbox got a malformed request: "
+                               f"{describe_validation(e)}")
+    redactor = Redactor()
+    for secret in request.secrets.values():
+        redactor.add(secret.get_secret_value())
+    result = _run(request, lambda text: emit(redactor.redact(text)))
+    return ToolResult.model_validate(redactor.redact_obj(result.model_dump(mode="json")))
+
+
+def _run(request: SandboxRequest, emit) -> ToolResult:
+    invocation = f"{request.toolset} {request.action}"
+    action = tools.find(request.toolset, request.action)
+    if action is None:
+        return ToolResult.fail(invocation, f"This sandbox image has no action `{invocation}`; "
+                               "rebuild it with `opsbot sandbox build`.")
+    try:
+        params = action.params.model_validate(request.params)
+    except ValidationError as e:
+        return ToolResult.fail(invocation, f"Bad parameters: {describe_validation(e)}")
+    ctx = ActionContext(
+        config=request.config,
+        secrets={name: value.get_secret_value() for name, value in request.secrets.items()},
+        endpoints=request.endpoints,
+        progress=emit,
+    )
+    emit(f"Running `{invocation}` in the sandbox")
+    return _guarded(action.run, params, ctx, invocation)
+
+
+def _guarded(run, params, ctx: ActionContext, invocation: str) -> ToolResult:
+    try:
+        result = run(params, ctx)
+    except MemoryError:
+        return ToolResult.fail(invocation, "The action ran out of memory.")
+    except Exception as e:  # noqa: BLE001 - a connector bug is reported as a value
+        return ToolResult.fail(invocation, f"The action crashed: {type(e).__name__}: {e}")
+    if not isinstance(result, ToolResult):
+        return ToolResult.fail(invocation, f"The action returned {type(result).__name__}, "
+                               "not a ToolResult.")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

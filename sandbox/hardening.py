@@ -1,0 +1,112 @@
+"""The one description of a sandbox container: hardening, limits and labels (pure data).
+
+Every container the runner creates, cold or pre-started for the warm pool, whether it runs the
+production entrypoint or a test's hostile program, comes from :func:`container_spec`, so the
+containment tests exercise exactly the production settings.
+
+Why each setting (see also sandbox/README.md):
+
+* ``network_mode``: ``none``, or the run's own *internal* network whose only reachable host
+  ports are the egress forwarders (firewall.py);
+* ``read_only`` + a ``noexec,nosuid`` tmpfs ``/tmp`` with a size cap: nothing persists, nothing
+  downloaded can be executed from scratch space;
+* non-root user, ``cap_drop=ALL``, ``no-new-privileges`` (setuid binaries cannot raise
+  privileges; the image strips the setuid bits too);
+* memory (swap disabled), CPU, pids, open files and core dumps (0: no memory image with
+  credentials on disk) limited;
+* ``log_config=none``: Docker keeps no copy of the output (results may quote sensitive data);
+* ``dns_opt``: name lookups fail in a second instead of hanging (nothing outside resolves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from docker.types import LogConfig, Ulimit
+
+from sandbox.config import SandboxConfig
+
+LABEL = "opsbot"
+ENTRYPOINT: list[str] | None = None  # the image's CMD: python3 -m sandbox.entrypoint
+POOLED = ["python3", "-m", "sandbox.entrypoint", "--preload"]  # same, libraries imported early
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a container or network belongs to; becomes its labels (and reaping key)."""
+
+    instance: str
+    run_id: str = ""
+    call_id: str = ""
+    action: str = ""
+    pool: str = ""
+
+    def labels(self) -> dict[str, str]:
+        labels = {
+            LABEL: "1",
+            f"{LABEL}.instance": self.instance,
+            f"{LABEL}.run_id": self.run_id,
+            f"{LABEL}.call_id": self.call_id,
+            f"{LABEL}.action": self.action,
+        }
+        if self.pool:
+            labels[f"{LABEL}.pool"] = self.pool
+        return labels
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Arguments for ``APIClient.create_container`` and ``create_host_config``."""
+
+    create: dict[str, Any]
+    host: dict[str, Any] = field(default_factory=dict)
+
+
+def instance_filter(instance: str) -> dict[str, list[str]]:
+    return {"label": [f"{LABEL}.instance={instance}"]}
+
+
+def container_spec(
+    config: SandboxConfig,
+    image: str,
+    identity: Identity,
+    name: str,
+    network: str = "none",
+    command: list[str] | None = ENTRYPOINT,
+) -> ContainerSpec:
+    create = {
+        "image": image,
+        "command": command,
+        "name": name,
+        "user": config.user,
+        "labels": identity.labels(),
+        "stdin_open": True,
+        "detach": False,  # with stdin_open: StdinOnce, so closing our stdin closes theirs
+        "tty": False,
+        "hostname": "sandbox",
+        "working_dir": "/tmp",
+        "environment": {},
+    }
+    return ContainerSpec(create=create, host=host_settings(config, network))
+
+
+def host_settings(config: SandboxConfig, network: str) -> dict[str, Any]:
+    memory = f"{config.memory_mb}m"
+    return {
+        "network_mode": network,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={config.tmpfs_mb}m,mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "privileged": False,
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(config.cpus * 1e9),
+        "pids_limit": config.pids,
+        "ulimits": [Ulimit(name="core", soft=0, hard=0),
+                    Ulimit(name="nofile", soft=1024, hard=1024)],
+        "log_config": LogConfig(type="none"),
+        "ipc_mode": "private",
+        "dns_opt": ["timeout:1", "attempts:1"],
+    }

@@ -1,0 +1,264 @@
+"""Building the sandbox image, offline, and naming it by its content.
+
+The tag is a content hash (``opsbot-sandbox:<12 hex>``) of exactly what goes into the image: the
+``tools`` package, the in-container part of ``sandbox`` (entrypoint and protocol), the
+Dockerfile and the pinned requirement set. A code change therefore yields a new tag, and the
+runner refuses to start actions from an image that does not match the code (it never falls back
+to a stale one silently).
+
+The build never touches a package index from inside a container:
+
+1. base image: ``python:3.11-slim`` when present locally; else ``debian:bookworm-slim`` plus
+   ``python3`` from apt; else (fully offline) ``debootstrap --variant=minbase`` with ``python3``
+   into a directory on the host, tarred and ``docker import``-ed. The tarball and the imported
+   image are cached, so this ~45 s step happens once per machine.
+2. wheels: ``pip download --only-binary=:all:`` for CPython 3.11 manylinux on the host, cached
+   per requirement set, then installed by the Dockerfile's first stage with networking disabled.
+3. code: ``tools/`` and the sandbox entrypoint, compiled to bytecode (the root fs is read-only).
+
+Usage::
+
+    tag = build_image()          # prints progress, returns "opsbot-sandbox:1a2b3c4d5e6f"
+    image_tag()                  # the tag the current code needs, without building
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, BuildError, ImageNotFound
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_DIR = ROOT / "sandbox" / ".build"
+REPOSITORY = "opsbot-sandbox"
+BASE_REPOSITORY = "opsbot-sandbox-base"
+LOCAL_BASES = ("python:3.11-slim", "debian:bookworm-slim")
+SANDBOX_FILES = ("__init__.py", "protocol.py", "entrypoint.py", "Dockerfile", "requirements.txt")
+DEBOOTSTRAP = ("--variant=minbase", "--include=python3", "bookworm")
+SLIM_PATHS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+              "var/cache/apt/archives", "var/lib/apt/lists")
+WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
+                   "manylinux_2_34_x86_64")
+
+Log = Callable[[str], None]
+
+
+class ImageBuildError(RuntimeError):
+    """The image could not be built; ``str(e)`` says what failed and what to do."""
+
+
+def image_files(root: Path = ROOT) -> list[Path]:
+    """Every file whose content ends up in the image (and therefore in its tag)."""
+    tools = sorted(p for p in (root / "tools").rglob("*.py") if "__pycache__" not in p.parts)
+    return tools + [root / "sandbox" / name for name in SANDBOX_FILES]
+
+
+def image_tag(root: Path = ROOT) -> str:
+    """``opsbot-sandbox:<12 hex>``: a hash of paths and contents of :func:`image_files`."""
+    digest = hashlib.sha256()
+    for path in image_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"{REPOSITORY}:{digest.hexdigest()[:12]}"
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def build_image(
+    log: Log = print, client: docker.DockerClient | None = None, root: Path = ROOT
+) -> str:
+    """Build the image for the current code unless it exists; return its tag.
+
+    Blocking and long on a fresh machine (~1 min); seconds after a code change. Safe to call
+    from several processes at once: builds are serialised with a file lock.
+    """
+    client = client or docker.DockerClient(base_url="unix:///var/run/docker.sock")
+    tag = image_tag(root)
+    with _build_lock():
+        if image_exists(client, tag):
+            log(f"{tag} is up to date.")
+            return tag
+        base = _base_image(client, log)
+        wheels = _wheelhouse(root / "sandbox" / "requirements.txt", log)
+        context = _context(root, wheels)
+        _docker_build(client, context, tag, base, log)
+    log(f"Built {tag} (base {base}).")
+    return tag
+
+
+@contextmanager
+def _build_lock() -> Iterator[None]:
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_DIR / "build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _base_image(client: docker.DockerClient, log: Log) -> str:
+    if image_exists(client, LOCAL_BASES[0]):
+        return LOCAL_BASES[0]
+    if image_exists(client, LOCAL_BASES[1]):
+        return _apt_python_base(client, log)
+    return _debootstrap_base(client, log)
+
+
+def _recipe_tag(*parts: str) -> str:
+    return f"{BASE_REPOSITORY}:{hashlib.sha256(' '.join(parts).encode()).hexdigest()[:12]}"
+
+
+def _apt_python_base(client: docker.DockerClient, log: Log) -> str:
+    """debian:bookworm-slim + python3 from apt (the one build step that needs the mirror)."""
+    tag = _recipe_tag(LOCAL_BASES[1], "apt", "python3")
+    if image_exists(client, tag):
+        return tag
+    log(f"Installing python3 from apt on {LOCAL_BASES[1]} ...")
+    context = BUILD_DIR / "apt-base"
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Dockerfile").write_text(
+        f"FROM {LOCAL_BASES[1]}\nRUN apt-get update && apt-get install -y "
+        "--no-install-recommends python3 && rm -rf /var/lib/apt/lists/*\n"
+    )
+    _stream_build(client, log, path=str(context), tag=tag, rm=True, forcerm=True)
+    return tag
+
+
+def _debootstrap_base(client: docker.DockerClient, log: Log) -> str:
+    """A minimal bookworm + python3 root fs made on the host, imported as an image (cached)."""
+    tag = _recipe_tag("debootstrap", *DEBOOTSTRAP, *SLIM_PATHS)
+    if image_exists(client, tag):
+        return tag
+    tarball = BUILD_DIR / f"{tag.partition(':')[2]}-rootfs.tar"
+    if not tarball.exists():
+        _debootstrap_tarball(tarball, log)
+    log(f"Importing {tarball.name} as {tag} ...")
+    repository, _, version = tag.partition(":")
+    try:
+        client.api.import_image_from_file(str(tarball), repository=repository, tag=version)
+    except APIError as e:
+        raise ImageBuildError(f"docker import of {tarball} failed: {e.explanation}") from None
+    return tag
+
+
+def _debootstrap_tarball(tarball: Path, log: Log) -> None:
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        raise ImageBuildError(
+            "No python:3.11-slim or debian:bookworm-slim image is present and the offline "
+            "base build needs debootstrap run as root: install debootstrap (apt) and run "
+            "`opsbot sandbox build` as root, or load python:3.11-slim into Docker."
+        )
+    rootfs = BUILD_DIR / "rootfs"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    log("Running debootstrap (minbase bookworm + python3; about a minute, once) ...")
+    _run(["debootstrap", *DEBOOTSTRAP, str(rootfs)], "debootstrap")
+    for relative in SLIM_PATHS:
+        target = rootfs / relative
+        if target.is_dir():
+            shutil.rmtree(target)
+            target.mkdir()
+    partial = tarball.with_suffix(".partial")
+    _run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], "tar")
+    partial.rename(tarball)
+    shutil.rmtree(rootfs)
+
+
+def _wheelhouse(requirements: Path, log: Log) -> Path:
+    """Host-side ``pip download`` of the pinned set for CPython 3.11 manylinux (cached)."""
+    key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    wheels = BUILD_DIR / f"wheels-{key}"
+    if (wheels / "requirements.txt").exists():
+        return wheels
+    log("Downloading wheels for the sandbox (host side) ...")
+    partial = wheels.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
+    common = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+              "--abi", "cp311", *platforms, "--dest", str(partial)]
+    pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet"]
+    _run([*pip, *common, "-r", str(requirements)], "pip download")
+    _run([*pip, *common, "--no-deps", "pip"], "pip download (pip itself)")
+    shutil.copy(requirements, partial / "requirements.txt")
+    partial.rename(wheels)
+    return wheels
+
+
+def _context(root: Path, wheels: Path) -> Path:
+    """The build context: Dockerfile, wheels/, pip.whl and opsbot/{tools,sandbox}."""
+    context = BUILD_DIR / "context"
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "wheels").mkdir(parents=True)
+    for wheel in wheels.iterdir():
+        name = "pip.whl" if wheel.name.startswith("pip-") else f"wheels/{wheel.name}"
+        shutil.copy(wheel, context / name)
+    shutil.copy(root / "sandbox" / "Dockerfile", context / "Dockerfile")
+    for path in image_files(root):
+        if path.suffix == ".py":
+            target = context / "opsbot" / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    return context
+
+
+def _docker_build(
+    client: docker.DockerClient, context: Path, tag: str, base: str, log: Log
+) -> None:
+    log(f"Building {tag} from {base} (networking disabled) ...")
+    _stream_build(
+        client, log, path=str(context), tag=tag, buildargs={"BASE": base}, network_mode="none",
+        rm=True, forcerm=True, labels={"opsbot.sandbox": "1"},
+    )
+
+
+def _stream_build(client: docker.DockerClient, log: Log, **kwargs: object) -> None:
+    recent: list[str] = []
+    try:
+        for chunk in client.api.build(decode=True, **kwargs):
+            if "error" in chunk:
+                detail = " | ".join(recent[-5:])
+                raise ImageBuildError(f"docker build failed: {chunk['error'].strip()} ({detail})")
+            text = chunk.get("stream", "").strip()
+            recent += [text] if text else []
+            if text.startswith("Step "):
+                log(f"  {text}")
+    except (APIError, BuildError) as e:
+        raise ImageBuildError(f"docker build failed: {e}") from None
+
+
+def _run(command: list[str], what: str) -> None:
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise ImageBuildError(f"{what} failed (exit {done.returncode}): " + " | ".join(tail))
+
+
+def main() -> int:
+    """``python -m sandbox.image``: build the image, print its tag as JSON on the last line."""
+    try:
+        tag = build_image()
+    except ImageBuildError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print(json.dumps({"image": tag}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

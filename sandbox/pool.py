@@ -1,0 +1,126 @@
+"""The warm pool: containers created and started ahead of time, each used once.
+
+Starting a container costs about as much as a whole ``docker run true`` (sandbox/README.md has
+the numbers), and Python plus pydantic plus the connectors take another ~120 ms to import. A
+pooled box has paid both: its entrypoint is running and blocked reading stdin. Taking one
+leaves only writing the request, running the action and reading the result on the action's
+critical path. A taken box is never
+returned: the runner destroys it, and the pool starts a replacement in the background.
+
+There are two kinds, because a network namespace is fixed when a container starts:
+``none`` (no network at all) and ``egress`` (alone on its own confined internal network, whose
+forwarders are opened when the box is taken).
+
+Pooled containers are created before any request exists, so their ``opsbot.run_id``,
+``opsbot.call_id`` and ``opsbot.action`` labels are empty and ``opsbot.pool`` names the kind;
+Docker cannot relabel a container, so the runner renames it after the call once taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from sandbox.box import Box, Provisioner
+from sandbox.engine import EngineError
+from sandbox.firewall import FirewallError
+from sandbox.hardening import POOLED, Identity
+
+log = structlog.get_logger(__name__)
+
+KINDS = ("none", "egress")
+READY_TIMEOUT_S = 60.0
+
+
+class WarmPool:
+    def __init__(self, provisioner: Provisioner, instance: str, size: int):
+        self.provisioner = provisioner
+        self.instance = instance
+        self.size = size
+        self._ready: dict[str, list[Box]] = {kind: [] for kind in KINDS}
+        self._filling: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def fill(self) -> None:
+        """Top both kinds up to ``size`` in the background."""
+        for kind in KINDS:
+            missing = self.size - len(self._ready[kind]) - self._pending(kind)
+            for _ in range(max(missing, 0)):
+                self._spawn(kind)
+
+    def take(self, egress: bool) -> Box | None:
+        """A ready box of the right kind (and a replacement under way), or None."""
+        kind = KINDS[egress]
+        ready = self._ready[kind]
+        while ready:
+            box = ready.pop(0)
+            if not self._closed:
+                self._spawn(kind)
+            if box.channel is not None and box.channel.alive():
+                return box
+            log.warning("sandbox.pool.dead_box", container=box.container[:12])
+            self._spawn_destroy(box)
+        return None
+
+    def _spawn_destroy(self, box: Box) -> None:
+        task = asyncio.get_running_loop().create_task(self.provisioner.destroy(box))
+        self._filling.add(task)
+        task.add_done_callback(self._filling.discard)
+
+    def ready(self, kind: str) -> int:
+        return len(self._ready[kind])
+
+    async def wait_ready(self) -> None:
+        """Until the fills under way finish (tests and benchmarks use this)."""
+        while self._filling:
+            await asyncio.gather(*list(self._filling), return_exceptions=True)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._filling):
+            task.cancel()
+        await asyncio.gather(*self._filling, return_exceptions=True)
+        boxes = [box for kind in KINDS for box in self._ready[kind]]
+        self._ready = {kind: [] for kind in KINDS}
+        await asyncio.gather(*(self.provisioner.destroy(b) for b in boxes), return_exceptions=True)
+
+    def _pending(self, kind: str) -> int:
+        return sum(1 for task in self._filling if task.get_name() == f"pool-{kind}")
+
+    def _spawn(self, kind: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._make(kind), name=f"pool-{kind}")
+        self._filling.add(task)
+        task.add_done_callback(self._filling.discard)
+
+    async def _make(self, kind: str) -> None:
+        identity = Identity(instance=self.instance, pool=kind)
+        try:
+            box = await self.provisioner.create(identity, kind == "egress", POOLED)
+        except (EngineError, FirewallError, OSError) as e:  # run cold until the next fill
+            log.warning("sandbox.pool.fill_failed", kind=kind, error=str(e)[:300])
+            return
+        try:
+            ready = await self._warm(box)
+        except BaseException:
+            await self.provisioner.destroy(box)
+            raise
+        if not ready or self._closed:
+            await self.provisioner.destroy(box)
+            return
+        box.phases.clear()
+        self._ready[kind].append(box)
+
+    async def _warm(self, box: Box) -> bool:
+        """Start the box and wait until its entrypoint has imported everything."""
+        try:
+            await self.provisioner.attach_and_start(box)
+            assert box.channel is not None
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                if await box.channel.ready():
+                    return True
+        except (EngineError, OSError, TimeoutError) as e:
+            log.warning("sandbox.pool.start_failed", error=str(e)[:300])
+            return False
+        log.warning("sandbox.pool.start_failed", error="the entrypoint exited before ready")
+        return False

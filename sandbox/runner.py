@@ -1,0 +1,304 @@
+"""Runs one tool action in a fresh, hardened, throwaway container.
+
+Usage (the graph's execute node)::
+
+    runner = await SandboxRunner.start(config)   # connect, verify image, reap, warm the pool
+    outcome = await runner.run(request, on_progress=post)
+    outcome.result                               # a ToolResult; never an exception
+    await runner.close()
+
+``run`` never raises for action or container failures: time-outs, memory exhaustion, output
+floods, crashes, a missing image and engine errors all come back as an error ``ToolResult``
+with one clear sentence (sandbox/messages.py). Secrets travel only in the request written to
+the container's stdin; they are never in the container's env, args, labels or logs, and the
+runner scrubs them from anything it reports.
+
+The container is always removed. When a result arrives, the removal (and the network's) runs in
+the background so the caller is not kept waiting; :meth:`settle` and :meth:`close` wait for it,
+and :meth:`start` reaps whatever a crashed predecessor of the same instance left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from pydantic import ValidationError
+
+from sandbox import messages
+from sandbox.box import Box, Provisioner, slug
+from sandbox.config import SandboxConfig
+from sandbox.engine import Engine, EngineError
+from sandbox.firewall import Firewall, FirewallError
+from sandbox.hardening import ENTRYPOINT, Identity, instance_filter
+from sandbox.image import image_tag
+from sandbox.pool import WarmPool
+from sandbox.protocol import SandboxOutcome, SandboxRequest
+from sandbox.stream import Exchange
+from tools.base import ToolResult
+from tools.secrets import REDACTOR, Redactor
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[str], Awaitable[None]]
+DRAIN_TIMEOUT_S = 10.0
+
+
+class SandboxRunner:
+    def __init__(self, config: SandboxConfig, engine: Engine, firewall: Firewall, image: str):
+        self.config = config
+        self.engine = engine
+        self.firewall = firewall
+        self.image = image
+        self.provisioner = Provisioner(engine, firewall, config, image)
+        self.pool = WarmPool(self.provisioner, config.instance, config.warm_pool)
+        self._image_ok = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @classmethod
+    async def start(cls, config: SandboxConfig) -> SandboxRunner:
+        """Connect to the engine, check the image, reap leftovers, start warming the pool.
+
+        An unreachable engine raises :class:`~sandbox.engine.EngineError` (the app cannot
+        work without it); a missing image does not: ``run`` reports it on every call until the
+        image is built, and :attr:`image_problem` tells the app at boot.
+        """
+        engine = await Engine.connect(config.engine_url)
+        firewall = Firewall(config.instance, enabled=config.firewall)
+        runner = cls(config, engine, firewall, config.image or image_tag())
+        await firewall.start()
+        reaped = await runner.reap()
+        if await runner._check_image():
+            runner.pool.fill()
+        log.info("sandbox.started", image=runner.image, reaped=reaped,
+                 firewall=firewall.available, warm_pool=config.warm_pool)
+        return runner
+
+    @property
+    def image_problem(self) -> str | None:
+        return None if self._image_ok else messages.image_missing(self.image)
+
+    async def run(self, request: SandboxRequest, on_progress: Progress | None = None
+                  ) -> SandboxOutcome:
+        """Run ``request.toolset``/``request.action`` through the image's entrypoint."""
+        return await self.execute(request, ENTRYPOINT, on_progress)
+
+    async def execute(
+        self, request: SandboxRequest, command: list[str] | None, on_progress: Progress | None
+    ) -> SandboxOutcome:
+        """The one code path for every container: ``command`` None is the production
+        entrypoint (and may use the warm pool); tests pass a hostile program instead. The
+        request (with ``endpoints`` filled in) is written to stdin either way."""
+        began = time.perf_counter()
+        redactor = _redactor(request)
+        if problem := await self._refusal():
+            return _outcome(request, ToolResult.fail(_invocation(request), problem), began)
+        box: Box | None = None
+        try:
+            box = await self._box(request, command)
+            request = request.model_copy(update={"endpoints": box.endpoints})
+            outcome = await self._converse(box, request, redactor, on_progress, began)
+        except (EngineError, FirewallError, OSError) as e:
+            outcome = _outcome(request, ToolResult.fail(_invocation(request), _failure(e)), began)
+        finally:
+            if box is not None:
+                self._later(self.provisioner.destroy(box))
+        self._log(request, outcome)
+        return outcome
+
+    async def _refusal(self) -> str | None:
+        if self._closed:
+            return messages.runner_closed()
+        if not self._image_ok and await self._check_image():
+            self.pool.fill()
+        return self.image_problem
+
+    async def _check_image(self) -> bool:
+        self._image_ok = await self.engine.image_exists(self.image)
+        if not self._image_ok:
+            log.error("sandbox.image_missing", image=self.image)
+        return self._image_ok
+
+    async def _box(self, request: SandboxRequest, command: list[str] | None) -> Box:
+        egress = bool(request.egress)
+        box = self.pool.take(egress) if command is ENTRYPOINT else None
+        if box is not None:
+            self._later(self._rename(box, request))
+            try:
+                await self.provisioner.equip(box, request.egress)
+            except BaseException:
+                self._later(self.provisioner.destroy(box))
+                raise
+            return box
+        return await self._cold_box(request, command, egress)
+
+    async def _cold_box(self, request: SandboxRequest, command: list[str] | None, egress: bool
+                        ) -> Box:
+        identity = Identity(self.config.instance, request.run_id, request.call_id,
+                            _invocation(request))
+        box = await self.provisioner.create(identity, egress, command)
+        try:
+            await self.provisioner.equip(box, request.egress)
+            await self.provisioner.attach_and_start(box)
+        except BaseException:
+            self._later(self.provisioner.destroy(box))
+            raise
+        return box
+
+    async def _rename(self, box: Box, request: SandboxRequest) -> None:
+        name = f"opsbot-{self.config.instance}-{slug(request.call_id)}-{box.name[-10:]}"
+        try:
+            await self.engine.rename(box.container, name)
+        except EngineError as e:
+            log.info("sandbox.rename_failed", container=box.container[:12], error=str(e)[:200])
+
+    async def _converse(self, box: Box, request: SandboxRequest, redactor: Redactor,
+                        on_progress: Progress | None, began: float) -> SandboxOutcome:
+        assert box.channel is not None
+        timeout = self.config.timeout_for(request.timeout)
+        relay = _ProgressRelay(on_progress, redactor)
+        seen: Exchange | None = None
+        try:
+            with box.phase("exec"):
+                async with asyncio.timeout(timeout):
+                    seen = await box.channel.exchange(request.wire(),
+                                                      self.config.output_cap_bytes, relay.push)
+        except TimeoutError:
+            pass
+        finally:
+            await relay.drain()
+        if seen is None or seen.truncated:
+            await self.provisioner.kill(box)
+        result, exit_code = await self._verdict(box, seen, timeout, request, redactor)
+        return SandboxOutcome(
+            result=result, container_id=box.container, exit_code=exit_code,
+            duration_s=round(time.perf_counter() - began, 4), timed_out=seen is None,
+            output_truncated=bool(seen and seen.truncated), network=box.network_name,
+            phases=box.phases, pooled=box.pooled,
+            diagnostics=[redactor.redact(line) for line in seen.diagnostics] if seen else [],
+        )
+
+    async def _verdict(self, box: Box, seen: Exchange | None, timeout: float,
+                       request: SandboxRequest, redactor: Redactor
+                       ) -> tuple[ToolResult, int | None]:
+        invocation = _invocation(request)
+        if seen is None:
+            return ToolResult.fail(invocation, messages.timed_out(timeout)), None
+        if seen.truncated:
+            return ToolResult.fail(invocation, messages.output_cut(self.config.output_cap_bytes)), None
+        if seen.result_line is not None:
+            return _parse(seen.result_line, invocation, redactor), None
+        exit_code = await self.engine.wait(box.container)
+        state = await self.engine.state(box.container)
+        if state.get("OOMKilled"):
+            return ToolResult.fail(invocation, messages.out_of_memory(self.config.memory_mb)), exit_code
+        last = redactor.redact(seen.diagnostics[-1]) if seen.diagnostics else ""
+        return ToolResult.fail(invocation, messages.no_result(exit_code, last[:300])), exit_code
+
+    def _later(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait until every finished run's container and network are gone."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def reap(self) -> int:
+        """Remove containers, networks and firewall rules of this instance that no live run or
+        pooled box owns (what a crashed predecessor left). Returns how many objects went."""
+        filters = instance_filter(self.config.instance)
+        containers = set(await self.engine.containers(filters)) - self.provisioner.containers
+        await asyncio.gather(*(self.engine.remove(c) for c in containers))
+        networks = set(await self.engine.networks(filters)) - self.provisioner.networks
+        for network in networks:
+            await self.engine.remove_network(network)
+        if not self.provisioner.containers:
+            await self.firewall.reset()
+        if containers or networks:
+            log.warning("sandbox.reaped", containers=len(containers), networks=len(networks))
+        return len(containers) + len(networks)
+
+    async def close(self) -> None:
+        """Stop taking runs, empty the pool, wait for removals, drop the firewall chain."""
+        self._closed = True
+        await self.pool.close()
+        await self.settle()
+        await self.firewall.close()
+        self.engine.close()
+
+    def _log(self, request: SandboxRequest, outcome: SandboxOutcome) -> None:
+        log.info("sandbox.run", run_id=request.run_id, call_id=request.call_id,
+                 action=_invocation(request), status=outcome.result.status.value,
+                 container=(outcome.container_id or "")[:12], pooled=outcome.pooled,
+                 duration_s=outcome.duration_s, phases=outcome.phases,
+                 timed_out=outcome.timed_out, truncated=outcome.output_truncated)
+
+
+class _ProgressRelay:
+    """Feeds progress lines to the caller's coroutine in order, without stalling the reader."""
+
+    def __init__(self, callback: Progress | None, redactor: Redactor):
+        self._callback = callback
+        self._redactor = redactor
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._deliver()) if callback else None
+
+    def push(self, text: str) -> None:
+        if self._task is not None:
+            self._queue.put_nowait(self._redactor.redact(text))
+
+    async def _deliver(self) -> None:
+        assert self._callback is not None
+        while True:
+            text = await self._queue.get()
+            try:
+                await self._callback(text)
+            except Exception as e:  # noqa: BLE001 - a failing sink must not fail the action
+                log.warning("sandbox.progress_failed", error=type(e).__name__)
+            finally:
+                self._queue.task_done()
+
+    async def drain(self) -> None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("sandbox.progress_slow", dropped=self._queue.qsize())
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _redactor(request: SandboxRequest) -> Redactor:
+    redactor = Redactor()
+    for secret in request.secrets.values():
+        redactor.add(secret.get_secret_value())
+    return redactor
+
+
+def _parse(line: bytes, invocation: str, redactor: Redactor) -> ToolResult:
+    try:
+        result = ToolResult.model_validate_json(line)
+    except ValidationError:
+        return ToolResult.fail(invocation, messages.malformed_result())
+    return ToolResult.model_validate(REDACTOR.redact_obj(redactor.redact_obj(
+        result.model_dump(mode="json"))))
+
+
+def _invocation(request: SandboxRequest) -> str:
+    return f"{request.toolset} {request.action}"
+
+
+def _failure(error: Exception) -> str:
+    if isinstance(error, EngineError):
+        return messages.engine_failed(error.step, error.explanation)
+    return messages.egress_failed(str(error))
+
+
+def _outcome(request: SandboxRequest, result: ToolResult, began: float) -> SandboxOutcome:
+    return SandboxOutcome(result=result, duration_s=round(time.perf_counter() - began, 4))
