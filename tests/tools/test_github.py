@@ -2,13 +2,16 @@
 
 import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
-from tests.fakes.github import GitHubEmulator, github_api  # noqa: F401  (fixture)
 from tools.base import ActionContext, Status, Tier
 from tools.catalog import Call, CallError, Catalog
 from tools.github import TOOLSET, GitHubConfig
+
+pytest_plugins = ["tests.fakes.github"]  # the `github_api` fixture
 
 TOKEN = "ghp_canary_5f1d0c7e9a2b4"
 
@@ -32,14 +35,18 @@ def run(emulator, action, token=TOKEN, endpoints=None, api_url=None, **params):
     cat = catalog(api_url or emulator.url, default_repos=("acme/api",))
     resolved = cat.resolve(Call(id="t", toolset="github", action=action, params=params))
     secrets = {"github_token": token} if token else {}
-    ctx = ActionContext(config=resolved.config.model_dump(), secrets=secrets, endpoints=endpoints or {})
+    ctx = ActionContext(
+        config=resolved.config.model_dump(), secrets=secrets, endpoints=endpoints or {}
+    )
     return resolved.action.run(resolved.params, ctx)
 
 
-def merged_pr(repo, changes, title="Raise limits"):
-    repo.commit(title, changes, branch="feature")
+def merged_pr(repo, *steps, title="Raise limits", method="merge"):
+    """A PR with one commit per change set in ``steps``, merged with ``method``."""
+    for i, changes in enumerate(steps):
+        repo.commit(f"{title} ({i + 1}/{len(steps)})", changes, branch="feature")
     number = repo.open_pull("feature", "main", title)
-    repo.merge_pull(number)
+    repo.merge_pull(number, method)
     return number
 
 
@@ -69,7 +76,9 @@ def test_no_open_prs_is_no_data(github_api, repo):
 
 
 def test_pr_shows_checks_and_files(github_api, repo):
-    head = repo.commit("Raise limits", {"conf/limits.yaml": "rps: 500\n", "new.txt": "x\n"}, branch="f")
+    head = repo.commit(
+        "Raise limits", {"conf/limits.yaml": "rps: 500\n", "new.txt": "x\n"}, branch="f"
+    )
     number = repo.open_pull("f", "main", "Raise limits")
     repo.add_check(head, "unit", conclusion="success")
     repo.add_check(head, "lint", conclusion="failure")
@@ -79,7 +88,8 @@ def test_pr_shows_checks_and_files(github_api, repo):
     assert result.data["verdict"] == "failing"
     assert result.data["head_sha"] == head
     assert {f["file"]: f["status"] for f in result.data["files"]} == {
-        "conf/limits.yaml": "modified", "new.txt": "added",
+        "conf/limits.yaml": "modified",
+        "new.txt": "added",
     }
     assert "lint=failure" in result.output and "ci/deploy-preview=success" in result.output
 
@@ -100,7 +110,9 @@ def test_commits_on_a_branch_follow_pagination(github_api, repo):
     result = run(github_api, "commits", limit=55)
     assert len(result.data) == 55
     assert result.data[0]["message"] == "change 59"
-    assert any(r.query.get("page") == "2" for r in github_api.calls("GET", "/repos/acme/api/commits"))
+    assert any(
+        r.query.get("page") == "2" for r in github_api.calls("GET", "/repos/acme/api/commits")
+    )
     repo.commit("on hotfix", {"h.txt": "h\n"}, branch="hotfix")
     assert run(github_api, "commits", branch="hotfix", limit=1).data[0]["message"] == "on hotfix"
 
@@ -164,13 +176,34 @@ def test_revert_pr_opens_a_draft_that_restores_the_files(github_api, repo):
     assert not github_api.calls("PUT", r".*/merge")
 
 
+@pytest.mark.parametrize("method", ["squash", "rebase"])
+def test_revert_undoes_every_commit_of_a_squash_or_rebase_merge(github_api, repo, method):
+    steps = [{"conf/limits.yaml": "rps: 200\n"}, {"conf/limits.yaml": "rps: 300\n", "b.txt": "b\n"}]
+    number = merged_pr(repo, *steps, method=method)
+    landed = repo.commits[repo.branches["main"]]
+    assert len(landed["parents"]) == 1 and repo.pulls[number]["merged"]
+    result = run(github_api, "revert_pr", number=number)
+    assert result.status is Status.OK, result.error
+    files = {p: repo.blobs[b].decode() for p, b in repo.files_at(result.data["branch"]).items()}
+    assert files == {"app.py": "VERSION = 1\n", "conf/limits.yaml": "rps: 100\n"}
+
+
+def test_revert_of_an_already_reverted_pr_is_no_data(github_api, repo):
+    number = merged_pr(repo, {"conf/limits.yaml": "rps: 9000\n"})
+    repo.commit("manual revert", {"conf/limits.yaml": "rps: 100\n"})
+    result = run(github_api, "revert_pr", number=number)
+    assert result.status is Status.NO_DATA and "already reverted" in result.output
+
+
 def test_revert_refuses_when_files_changed_since_the_merge(github_api, repo):
     number = merged_pr(repo, {"conf/limits.yaml": "rps: 9000\n"})
     repo.commit("tune again", {"conf/limits.yaml": "rps: 8000\n"})
     result = run(github_api, "revert_pr", number=number)
     assert result.status is Status.ERROR
     assert "conf/limits.yaml changed on `main` after the merge" in result.error
-    assert not github_api.calls("POST", r".*/git/refs") and not github_api.calls("POST", r".*/pulls")
+    assert not github_api.calls("POST", r".*/git/refs") and not github_api.calls(
+        "POST", r".*/pulls"
+    )
 
 
 def test_revert_refuses_unmerged_pr_and_existing_branch(github_api, repo):
@@ -178,7 +211,7 @@ def test_revert_refuses_unmerged_pr_and_existing_branch(github_api, repo):
     open_pr = repo.open_pull("f", "main", "WIP")
     assert "is not merged" in run(github_api, "revert_pr", number=open_pr).error
     number = merged_pr(repo, {"b": "2\n"})
-    repo.commit("taken", {"c": "3\n"}, branch="revert-pr-%d" % number)
+    repo.commit("taken", {"c": "3\n"}, branch=f"revert-pr-{number}")
     clash = run(github_api, "revert_pr", number=number)
     assert clash.error == "GitHub answered 422: Reference already exists"
 
@@ -195,7 +228,10 @@ def test_merge_merges_and_checks_base_and_head(github_api, repo):
     assert repo.pulls[number]["merged"] and repo.branches["main"] == result.data["sha"]
     put = github_api.calls("PUT", f"/repos/acme/api/pulls/{number}/merge")[0]
     assert json.loads(put.body)["sha"] == head
-    assert run(github_api, "merge", number=number, base="main").error == f"PR #{number} is already merged."
+    assert (
+        run(github_api, "merge", number=number, base="main").error
+        == f"PR #{number} is already merged."
+    )
 
 
 def test_merge_conflict_reports_githubs_message(github_api, repo):
@@ -207,15 +243,25 @@ def test_merge_conflict_reports_githubs_message(github_api, repo):
 
 
 def test_issue_is_opened_with_labels(github_api, repo):
-    result = run(github_api, "issue", title="Follow up INC-42", body="Root cause: limits", labels=["incident"])
+    result = run(
+        github_api,
+        "issue",
+        title="Follow up INC-42",
+        body="Root cause: limits",
+        labels=["incident"],
+    )
     assert result.status is Status.OK, result.error
     issue = repo.issues[result.data["number"]]
     assert issue["title"] == "Follow up INC-42" and issue["labels"] == ["incident"]
 
 
 def test_bad_or_missing_token_is_a_401_error_value(github_api, repo):
-    assert run(github_api, "repo", token="ghp_wrong").error == "GitHub answered 401: Bad credentials"
-    assert run(github_api, "repo", token=None).error == "GitHub answered 401: Requires authentication"
+    assert (
+        run(github_api, "repo", token="ghp_wrong").error == "GitHub answered 401: Bad credentials"
+    )
+    assert (
+        run(github_api, "repo", token=None).error == "GitHub answered 401: Requires authentication"
+    )
 
 
 def test_unknown_repo_is_404(github_api, repo):
@@ -235,8 +281,25 @@ def test_declared_endpoint_is_dialled_through_the_sandbox_mapping(github_api, re
     assert result.status is Status.OK, result.error
 
 
+def test_invocations_name_the_exact_request(github_api, repo):
+    assert run(github_api, "prs", base="main").invocation == (
+        "GET /repos/acme/api/pulls?state=open&base=main"
+    )
+    assert (
+        run(github_api, "file", path="app.py").invocation == "GET /repos/acme/api/contents/app.py"
+    )
+    failed = repo.add_run("CI", "main", conclusion="failure")
+    assert run(github_api, "rerun", run_id=failed).invocation == (
+        f"POST /repos/acme/api/actions/runs/{failed}/rerun-failed-jobs"
+    )
+
+
 def test_token_travels_only_in_the_authorization_header(github_api, repo):
-    results = [run(github_api, "repo"), run(github_api, "file", path="nope"), run(github_api, "issue", title="x")]
+    results = [
+        run(github_api, "repo"),
+        run(github_api, "file", path="nope"),
+        run(github_api, "issue", title="x"),
+    ]
     assert all(r.headers.get("Authorization") == f"token {TOKEN}" for r in github_api.requests)
     bodies = "\n".join(r.body + r.path + json.dumps(r.query) for r in github_api.requests)
     assert TOKEN in github_api.all_text() and TOKEN not in bodies
@@ -245,20 +308,38 @@ def test_token_travels_only_in_the_authorization_header(github_api, repo):
 
 def test_tiers_targets_egress_and_secrets():
     cat = catalog("https://api.github.com", default_repos=("acme/api",))
-    merge = cat.resolve(Call(id="1", toolset="github", action="merge", params={"number": 7, "base": "main"}))
+    merge = cat.resolve(
+        Call(id="1", toolset="github", action="merge", params={"number": 7, "base": "main"})
+    )
     assert merge.target.model_dump() == {
-        "kind": "github_repo", "name": "acme/api",
+        "kind": "github_repo",
+        "name": "acme/api",
         "attrs": {"repo": "acme/api", "owner": "acme", "branch": "main"},
     }
     assert merge.summary == "Merge PR #7 into `main` of the default repository (merge)"
     assert [str(e) for e in merge.egress] == ["api.github.com:443"]
-    assert [(s.name, s.path, s.key) for s in merge.secrets] == [("github_token", "static:GITHUB_TOKEN", "GITHUB_TOKEN")]
-    revert = cat.resolve(Call(id="2", toolset="github", action="revert_pr", params={"repo": "acme/web", "number": 3}))
+    assert [(s.name, s.path, s.key) for s in merge.secrets] == [
+        ("github_token", "static:GITHUB_TOKEN", "GITHUB_TOKEN")
+    ]
+    revert = cat.resolve(
+        Call(id="2", toolset="github", action="revert_pr", params={"repo": "acme/web", "number": 3})
+    )
     assert revert.target.attrs == {"repo": "acme/web", "owner": "acme", "branch": "revert-pr-3"}
-    assert revert.summary == "Open a draft PR in acme/web reverting merged PR #3 (branch `revert-pr-3`)"
+    assert (
+        revert.summary
+        == "Open a draft PR in acme/web reverting merged PR #3 (branch `revert-pr-3`)"
+    )
     assert {a.name: int(a.tier) for a in TOOLSET.actions} == {
-        "repo": 0, "prs": 0, "pr": 0, "commits": 0, "runs": 0, "file": 0,
-        "rerun": 3, "revert_pr": 2, "merge": 3, "issue": 2,
+        "repo": 0,
+        "prs": 0,
+        "pr": 0,
+        "commits": 0,
+        "runs": 0,
+        "file": 0,
+        "rerun": 3,
+        "revert_pr": 2,
+        "merge": 3,
+        "issue": 2,
     }
     assert merge.tier is Tier.SANDBOX_EXECUTE
 
@@ -278,7 +359,11 @@ def test_vault_token_and_enterprise_url():
         ("pr", {"repo": "a/b"}, "number: Field required"),
         ("pr", {"repo": "a/b", "number": 0}, "number: Input should be greater than or equal to 1"),
         ("merge", {"repo": "a/b", "number": 1}, "base: Field required"),
-        ("merge", {"repo": "a/b", "number": 1, "base": "main", "method": "yolo"}, "method: Input should be"),
+        (
+            "merge",
+            {"repo": "a/b", "number": 1, "base": "main", "method": "yolo"},
+            "method: Input should be",
+        ),
         ("commits", {"repo": "a/b", "branch": "-rf"}, "branch: String should match pattern"),
         ("runs", {"repo": "a/b", "extra": 1}, "extra: Extra inputs are not permitted"),
         ("revert", {"repo": "a/b"}, "Did you mean `revert_pr`?"),
@@ -286,7 +371,9 @@ def test_vault_token_and_enterprise_url():
 )
 def test_bad_calls_are_specific_sentences(action, params, message):
     with pytest.raises(CallError, match=message):
-        catalog("https://api.github.com").resolve(Call(id="t", toolset="github", action=action, params=params))
+        catalog("https://api.github.com").resolve(
+            Call(id="t", toolset="github", action=action, params=params)
+        )
 
 
 @pytest.mark.parametrize(
@@ -303,16 +390,13 @@ def test_bad_config_is_refused(config, message):
         GitHubConfig(**config)
 
 
-def test_emulator_answers_401_and_404_like_github():
-    import urllib.error
-    import urllib.request
-
-    with GitHubEmulator(token="t0ken") as emulator:
-        emulator.add_repo("acme/api")
-        with pytest.raises(urllib.error.HTTPError) as anon:
-            urllib.request.urlopen(f"{emulator.url}/repos/acme/api")
-        assert anon.value.code == 401
-        request = urllib.request.Request(f"{emulator.url}/repos/acme/zzz", headers={"Authorization": "Bearer t0ken"})
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(request)
-        assert missing.value.code == 404 and json.loads(missing.value.read())["message"] == "Not Found"
+def test_emulator_answers_401_and_404_like_github(github_api):
+    github_api.add_repo("acme/api")
+    with pytest.raises(urllib.error.HTTPError) as anon:
+        urllib.request.urlopen(f"{github_api.url}/repos/acme/api")
+    assert anon.value.code == 401
+    auth = {"Authorization": "Bearer ghp_emulator_token"}
+    request = urllib.request.Request(f"{github_api.url}/repos/acme/zzz", headers=auth)
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(request)
+    assert missing.value.code == 404 and json.loads(missing.value.read())["message"] == "Not Found"
