@@ -33,7 +33,9 @@ def slack_client(settings: Settings) -> AsyncWebClient:
     )
 
 
-def build_app(settings: Settings, deps: BotDeps, client: AsyncWebClient) -> AsyncApp:
+def build_app(
+    settings: Settings, deps: BotDeps, client: AsyncWebClient, incidents=None
+) -> AsyncApp:
     secret = settings.slack_signing_secret
     app = AsyncApp(
         client=client,
@@ -50,5 +52,5 @@ def build_app(settings: Settings, deps: BotDeps, client: AsyncWebClient) -> Asyn
             return BoltResponse(status=200, body="")
         return await next()
 
-    register_all(app, deps)
+    register_all(app, deps, incidents)
     return app

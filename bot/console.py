@@ -1,9 +1,9 @@
 """``opsbot chat``: the whole bot in a terminal, no Slack workspace needed.
 
 The same graph, policy, sandbox and audit as in Slack; the surface prints to the terminal and
-approval cards become a prompt. The person at the keyboard is the requester (``console``) and,
-when they answer the prompt, the approver (``console-approver``); with no ``OPSBOT_POLICY`` the
-console policy names ``console-approver`` as the approver of gated actions.
+approval cards become a prompt. The person at the keyboard is the requester (``UCONSOLE``) and,
+when they answer the prompt, the approver (``UCONSOLEAPPROVER``); with no ``OPSBOT_POLICY`` the
+console policy names that identity as the approver of gated actions.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from graph.surface import Checklist, Report, RunRef
 from graph.task import Source, Task
 from tools.secrets import REDACTOR
 
-REQUESTER = "console"
-APPROVER = "console-approver"
+REQUESTER = "UCONSOLE"  # the person at the keyboard, asking
+APPROVER = "UCONSOLEAPPROVER"  # the same person, answering an approval prompt
 CHANNEL = "console"
 _MARKUP = re.compile(r"<@([^>|]+)(?:\|[^>]*)?>|<!date\^\d+\^[^|]*\|([^>]*)>")
 

@@ -17,12 +17,17 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
+from slack_sdk.errors import SlackApiError
+
 from bot.app import build_app, slack_client
+from bot.errors import ConfigError
+from bot.runbooks import runbooks_for
 from bot.deps import BotDeps
 from bot.directory import Directory
 from bot.settings import Settings
 from bot.slack_surface import SlackSurface
-from bot.web import build_web, slack_handler
+from bot.incidents import Incidents
+from bot.web import build_web, pagerduty_handler, slack_handler
 from bot.wiring import Runtime, runtime
 
 log = structlog.get_logger("opsbot.server")
@@ -61,18 +66,22 @@ class RunningBot:
 
 @asynccontextmanager
 async def running_bot(
-    settings: Settings, host: str = "0.0.0.0", status_interval: float = 1.0, runbooks=None
+    settings: Settings, host: str = "0.0.0.0", status_interval: float = 1.0, runbooks=None,
+    incident_grace_s: float = 5.0,
 ) -> AsyncIterator[RunningBot]:
     client = slack_client(settings)
     surface = SlackSurface(client, interval=status_interval)
     async with runtime(settings, surface, runbooks=runbooks) as rt:
         directory = Directory(client, groups=policy_groups(rt.policy))
         deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.run_store, directory, rt.dedupe)
-        app = build_app(settings, deps, client)
+        incidents = Incidents(deps, team=await _team_id(client), grace_s=incident_grace_s)
+        app = build_app(settings, deps, client, incidents)
         secret = settings.slack_signing_secret
         slack = None if settings.socket_mode else slack_handler(
             app, secret.get_secret_value() if secret else None)
-        web_runner = web.AppRunner(build_web(slack, None), access_log=None)
+        pd_secret = settings.pagerduty_webhook_secret
+        pd = pagerduty_handler(pd_secret.get_secret_value(), rt.dedupe, incidents) if pd_secret else None
+        web_runner = web.AppRunner(build_web(slack, pd), access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)
         await site.start()
@@ -95,5 +104,14 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_bot(settings):
+    async with running_bot(settings, runbooks=runbooks_for(settings)):
         await stop.wait()
+
+
+async def _team_id(client) -> str:
+    """The workspace id (for thread ids of runs that start from a webhook)."""
+    try:
+        return (await client.auth_test()).get("team_id") or ""
+    except SlackApiError as e:
+        raise ConfigError(f"SLACK_BOT_TOKEN was refused by Slack ({e.response.get('error')}); "
+                          "copy the Bot User OAuth Token again.") from None

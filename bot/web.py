@@ -21,7 +21,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from bot import metrics
+from bot import metrics, pagerduty
 
 log = structlog.get_logger("opsbot.http")
 MAX_BODY = 256 * 1024  # Slack payloads are far smaller; a message's text is capped at 40k chars
@@ -63,6 +63,36 @@ def slack_handler(app: AsyncApp, signing_secret: str | None) -> Handler:
         return _count(await to_aiohttp_response(response), str(response.status))
 
     return handle
+
+
+def pagerduty_handler(secret: str, dedupe, incidents) -> Handler:
+    """``POST /webhooks/pagerduty``: verify, de-duplicate on ``X-Webhook-Id``, hand off, 2xx."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await read_body(request)
+        if isinstance(body, web.Response):
+            return _pd(body, "too_large")
+        signature = request.headers.get("X-PagerDuty-Signature")
+        if not body or not signature:
+            return _pd(json_error(400, "missing body or X-PagerDuty-Signature"), "unsigned")
+        if not pagerduty.valid_signature(secret, body, signature):
+            return _pd(json_error(403, "invalid X-PagerDuty-Signature"), "bad_signature")
+        try:
+            event = pagerduty.parse_webhook(body)
+        except pagerduty.WebhookError as e:
+            return _pd(web.json_response({"ok": True, "ignored": str(e)}, status=202), "ignored")
+        delivery = request.headers.get("X-Webhook-Id") or event.id
+        if delivery and not dedupe.first_time(f"pagerduty:{delivery}"):
+            return _pd(web.json_response({"ok": True, "duplicate": True}), "duplicate")
+        incidents.webhook(event)
+        return _pd(web.json_response({"ok": True}, status=202), "accepted")
+
+    return handle
+
+
+def _pd(response: web.Response, outcome: str) -> web.Response:
+    metrics.PAGERDUTY_EVENTS.labels(outcome=outcome).inc()
+    return response
 
 
 def _count(response: web.Response, outcome: str) -> web.Response:

@@ -27,7 +27,7 @@ from graph.policy import Policy, PolicyError, load_policy, parse_policy
 from graph.runs import RunManager
 from graph.store import Dedupe, RunStore, open_db
 from graph.surface import Surface
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxConfig, instance_key
 from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
 from tools.catalog import Catalog
@@ -39,10 +39,9 @@ log = structlog.get_logger("opsbot.wiring")
 CONSOLE_POLICY = """\
 version: 1
 groups:
-  console: {users: [console-approver]}
-rules:
-  - name: console-approvals
-    approvers: [console]
+  console: {users: [UCONSOLEAPPROVER]}
+defaults:
+  approvers: [console]
 """
 
 
@@ -86,7 +85,7 @@ def policy_for(settings: Settings, console: bool = False) -> Policy:
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
     return SandboxConfig(image=settings.sandbox_image, docker_host=settings.docker_host,
-                         instance=str(settings.data_dir.resolve()))
+                         instance=instance_key(settings.data_dir))
 
 
 def broker_for(settings: Settings) -> CredentialBroker:

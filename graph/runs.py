@@ -155,6 +155,35 @@ class RunManager:
                                            headline=f"cancelled by <@{user}>"))
         return f"Run `{run_id}` cancelled."
 
+    async def stop(self, run_id: str, reason: str) -> bool:
+        """End a run for a system reason (e.g. its incident resolved). True if it was live."""
+        found = self.runs.get(run_id)
+        if found is None or found[1].final:
+            return False
+        run, _ = found
+        self.audit.record("run.stop", run_id, None, reason=reason)
+        active = self._active.get(run_id)
+        if active is not None:
+            active.cancel()
+        pending = [a for a in self.approvals.for_run(run_id) if not a.status.final]
+        for request in pending:
+            await self._close(request, ApprovalStatus.CANCELLED)
+        if active is None and not pending:
+            await self._finish(run, Report(run_id=run_id, state=RunState.CANCELLED,
+                                           headline=reason))
+        return True
+
+    async def annotate(self, run_id: str, key: str, text: str, state: StepState) -> None:
+        """Add or update a line on a run's status message (e.g. the incident's status)."""
+        found = self.runs.get(run_id)
+        if found is None:
+            return
+        run, run_state = found
+        checklist = self._checklist(run)
+        checklist.state = run_state
+        checklist.step(key, text, state)
+        await self.surface.progress(run, checklist, final=run_state.final)
+
     def active(self, channel: str) -> list[tuple[RunRef, RunState, list[ApprovalRequest]]]:
         rows = self.runs.in_states(RunState.QUEUED, RunState.RUNNING, RunState.WAITING,
                                    channel=channel)

@@ -3,6 +3,7 @@
 from bot.listeners import actions, alerts, commands, mentions
 
 
-def register_all(app, deps) -> None:
-    for module in (commands, mentions, actions, alerts):
+def register_all(app, deps, incidents=None) -> None:
+    for module in (commands, mentions, actions):
         module.register(app, deps)
+    alerts.register(app, deps, incidents)
