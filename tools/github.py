@@ -7,7 +7,9 @@ Changes (tier 3, raised by policy for the default branch): ``rerun``, ``merge``.
 The API is reached through PyGithub with retries and throttling off and short timeouts, so a
 failing GitHub turns into an error result within seconds. The token is ``GITHUB_TOKEN`` from
 opsbot's settings by default (``token_secret="static:GITHUB_TOKEN"``) or a Vault path
-(``kv/data/github#token``); it arrives in ``ctx.secrets["github_token"]``.
+(``kv/data/github#token``); it arrives in ``ctx.secrets["github_token"]``. This module is the
+declarative part policy and approvals read (config, params, tiers, summaries, targets); what
+each action does against the API lives in ``tools/github_ops.py``.
 
 Usage (what the sandbox entrypoint does)::
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
@@ -36,9 +35,10 @@ from tools.catalog import CallError
 STACK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 MAX_OUTPUT_CHARS = 20_000
 NO_CLI = (
-    "the Pulumi CLI is not installed in the sandbox image; the automation API needs the "
+    "The Pulumi CLI is not installed in the sandbox image; the automation API needs the "
     "`pulumi` binary on PATH."
 )
+NO_SDK = "The Pulumi SDK (the `pulumi` Python package) is not installed in the sandbox image."
 SECRET = "[secret]"
 
 
@@ -107,6 +107,8 @@ class PulumiConfig(BaseModel):
 
 def project_name(work_dir: Path) -> str:
     """The project name declared in ``work_dir``'s Pulumi.yaml (or .yml)."""
+    import yaml  # not needed inside the sandbox, where the config already names the project
+
     for name in ("Pulumi.yaml", "Pulumi.yml"):
         path = work_dir / name
         if path.is_file():
@@ -194,13 +196,15 @@ def _last_error(message: str) -> str:
 
 def _guard(inv: str, fn: Callable[[], ToolResult]) -> ToolResult:
     """Run ``fn``; a missing CLI, unknown stack or failed command becomes an error result."""
-    from pulumi.automation import errors
-
+    try:
+        from pulumi.automation import errors
+    except ImportError:
+        return ToolResult.fail(inv, NO_SDK)
     try:
         return fn()
     except FileNotFoundError as e:
         if Path(str(e.filename or "")).name == "pulumi":
-            return ToolResult.fail(inv, NO_CLI[0].upper() + NO_CLI[1:])
+            return ToolResult.fail(inv, NO_CLI)
         return ToolResult.fail(inv, f"Missing file: {e.filename}.")
     except errors.InvalidVersionError as e:
         return ToolResult.fail(inv, f"The Pulumi CLI in the sandbox image is too old: {e}")
@@ -228,25 +232,44 @@ def _changes(ops: Any) -> dict[str, int]:
     return {getattr(op, "value", str(op)): int(n) for op, n in (ops or {}).items()}
 
 
+Body = Callable[[Any, Any, str, ActionContext], ToolResult]  # (stack, params, invocation, ctx)
+
+
+def _cli(
+    invocation: Callable[[Any], str], body: Body
+) -> Callable[[Any, ActionContext], ToolResult]:
+    """An action's ``run``: select the stack, call ``body``; failures become error values."""
+
+    def run(p: _Stack, ctx: ActionContext) -> ToolResult:
+        inv = invocation(p)
+        return _guard(inv, lambda: body(_select(p, ctx), p, inv, ctx))
+
+    return run
+
+
+def _none(inv: str, output: str) -> ToolResult:
+    return ToolResult(status="no_data", invocation=inv, output=output)
+
+
 def _stacks(p: StacksParams, ctx: ActionContext) -> ToolResult:
     inv = "pulumi stack ls --json"
 
     def go() -> ToolResult:
         config = PulumiConfig.model_validate(ctx.config)
+        found = [s for s in _workspace(ctx).list_stacks() if config.allows(s.name.split("/")[-1])]
         rows = [
             {
                 "name": s.name,
-                "resources": s.resource_count,
-                "last_update": s.last_update.isoformat() if s.last_update else None,
+                "resources": s.resource_count or 0,
+                "last_update": s.last_update.isoformat() if s.last_update else "never",
                 "updating": bool(s.update_in_progress),
             }
-            for s in _workspace(ctx).list_stacks()
-            if config.allows(s.name.rpartition("/")[2])
+            for s in found
         ]
         if not rows:
-            return ToolResult(status="no_data", invocation=inv, output="No stacks opsbot may use.")
+            return _none(inv, "No stacks opsbot may use.")
         lines = [
-            f"{r['name']}: {r['resources'] or 0} resources, last update {r['last_update'] or 'never'}"
+            f"{r['name']}: {r['resources']} resources, last update {r['last_update']}"
             + (" (update in progress)" if r["updating"] else "")
             for r in rows
         ]
@@ -255,105 +278,67 @@ def _stacks(p: StacksParams, ctx: ActionContext) -> ToolResult:
     return _guard(inv, go)
 
 
-def _outputs(p: OutputsParams, ctx: ActionContext) -> ToolResult:
-    inv = f"pulumi stack output --json --stack {p.stack}"
-
-    def go() -> ToolResult:
-        shown = {k: SECRET if v.secret else v.value for k, v in _select(p, ctx).outputs().items()}
-        if not shown:
-            return ToolResult(
-                status="no_data", invocation=inv, output=f"`{p.stack}` has no outputs."
-            )
-        return ToolResult.ok(inv, "\n".join(f"{k}: {v}" for k, v in sorted(shown.items())), shown)
-
-    return _guard(inv, go)
+def _outputs(stack: Any, p: OutputsParams, inv: str, ctx: ActionContext) -> ToolResult:
+    shown = {k: SECRET if v.secret else v.value for k, v in stack.outputs().items()}
+    if not shown:
+        return _none(inv, f"`{p.stack}` has no outputs.")
+    return ToolResult.ok(inv, "\n".join(f"{k}: {v}" for k, v in sorted(shown.items())), shown)
 
 
-def _history(p: HistoryParams, ctx: ActionContext) -> ToolResult:
-    inv = f"pulumi stack history --json --stack {p.stack} --page-size {p.limit}"
-
-    def go() -> ToolResult:
-        updates = _select(p, ctx).history(page_size=p.limit, page=1, show_secrets=False)
-        rows = [
-            {
-                "version": u.version,
-                "kind": u.kind,
-                "result": u.result,
-                "started": u.start_time.isoformat(),
-                "message": u.message,
-                "changes": _changes(u.resource_changes),
-            }
-            for u in updates
-        ]
-        if not rows:
-            return ToolResult(
-                status="no_data", invocation=inv, output=f"`{p.stack}` has no updates."
-            )
-        lines = [
-            f"v{r['version']} {r['kind']} {r['result']} {r['started']} {r['changes']}" for r in rows
-        ]
-        return ToolResult.ok(inv, "\n".join(lines), rows)
-
-    return _guard(inv, go)
+def _history(stack: Any, p: HistoryParams, inv: str, ctx: ActionContext) -> ToolResult:
+    rows = [
+        {
+            "version": u.version,
+            "kind": u.kind,
+            "result": u.result,
+            "started": u.start_time.isoformat(),
+            "message": u.message,
+            "changes": _changes(u.resource_changes),
+        }
+        for u in stack.history(page_size=p.limit, page=1, show_secrets=False)
+    ]
+    if not rows:
+        return _none(inv, f"`{p.stack}` has no updates.")
+    lines = [
+        f"v{r['version']} {r['kind']} {r['result']} {r['started']} {r['changes']}" for r in rows
+    ]
+    return ToolResult.ok(inv, "\n".join(lines), rows)
 
 
-def _preview(p: _Stack, ctx: ActionContext) -> ToolResult:
+def _preview(stack: Any, p: _Stack, inv: str, ctx: ActionContext) -> ToolResult:
     refresh = bool(getattr(p, "refresh", False))
-    inv = f"pulumi preview --stack {p.stack} --diff" + (" --refresh" if refresh else "")
-
-    def go() -> ToolResult:
-        result = _select(p, ctx).preview(
-            diff=True, refresh=refresh, color="never", on_output=ctx.progress
-        )
-        changes = _changes(result.change_summary)
-        return ToolResult.ok(inv, _capped(result.stdout), {"changes": changes})
-
-    return _guard(inv, go)
+    result = stack.preview(diff=True, refresh=refresh, color="never", on_output=ctx.progress)
+    return ToolResult.ok(inv, _capped(result.stdout), {"changes": _changes(result.change_summary)})
 
 
-def _update_result(inv: str, result: Any) -> ToolResult:
+def _updated(inv: str, result: Any) -> ToolResult:
     summary = result.summary
-    data = {
-        "result": summary.result,
-        "version": summary.version,
-        "changes": _changes(summary.resource_changes),
-    }
+    data = {"result": summary.result, "version": summary.version}
+    data["changes"] = _changes(summary.resource_changes)
     return ToolResult.ok(inv, _capped(result.stdout), data)
 
 
-def _refresh(p: RefreshParams, ctx: ActionContext) -> ToolResult:
-    inv = f"pulumi refresh --yes --stack {p.stack}"
-
-    def go() -> ToolResult:
-        stack = _select(p, ctx)
-        return _update_result(
-            inv, stack.refresh(color="never", on_output=ctx.progress, show_secrets=False)
-        )
-
-    return _guard(inv, go)
+def _refresh(stack: Any, p: RefreshParams, inv: str, ctx: ActionContext) -> ToolResult:
+    return _updated(inv, stack.refresh(color="never", on_output=ctx.progress, show_secrets=False))
 
 
-def _up(p: UpParams, ctx: ActionContext) -> ToolResult:
-    inv = f"pulumi up --yes --stack {p.stack}"
-
-    def go() -> ToolResult:
-        stack = _select(p, ctx)
-        result = stack.up(
-            message=p.message, color="never", on_output=ctx.progress, show_secrets=False
-        )
-        return _update_result(inv, result)
-
-    return _guard(inv, go)
+def _up(stack: Any, p: UpParams, inv: str, ctx: ActionContext) -> ToolResult:
+    options = {"color": "never", "on_output": ctx.progress, "show_secrets": False}
+    return _updated(inv, stack.up(message=p.message, **options))
 
 
-def _cancel(p: CancelParams, ctx: ActionContext) -> ToolResult:
-    inv = f"pulumi cancel --yes --stack {p.stack}"
+def _cancel(stack: Any, p: CancelParams, inv: str, ctx: ActionContext) -> ToolResult:
+    stack.cancel()
+    return ToolResult.ok(inv, f"Cancelled the running update of `{p.stack}`.")
 
-    def go() -> ToolResult:
-        _select(p, ctx).cancel()
-        return ToolResult.ok(inv, f"Cancelled the running update of `{p.stack}`.")
 
-    return _guard(inv, go)
+PREVIEW = _cli(
+    lambda p: (
+        f"pulumi preview --diff --stack {p.stack}"
+        + (" --refresh" if getattr(p, "refresh", False) else "")
+    ),
+    _preview,
+)
 
 
 ACTIONS: list[Action[Any]] = [
@@ -372,7 +357,7 @@ ACTIONS: list[Action[Any]] = [
         tier=Tier.OBSERVE,
         params=OutputsParams,
         summary=lambda p: f"Read the outputs of Pulumi stack `{p.stack}`",
-        run=_outputs,
+        run=_cli(lambda p: f"pulumi stack output --json --stack {p.stack}", _outputs),
         timeout=60,
     ),
     Action(
@@ -382,7 +367,10 @@ ACTIONS: list[Action[Any]] = [
         tier=Tier.OBSERVE,
         params=HistoryParams,
         summary=lambda p: f"Read the last {p.limit} updates of Pulumi stack `{p.stack}`",
-        run=_history,
+        run=_cli(
+            lambda p: f"pulumi stack history --json --page-size {p.limit} --stack {p.stack}",
+            _history,
+        ),
         timeout=60,
     ),
     Action(
@@ -394,7 +382,7 @@ ACTIONS: list[Action[Any]] = [
             f"Preview changes to Pulumi stack `{p.stack}`"
             + (" (after a refresh)" if p.refresh else "")
         ),
-        run=_preview,
+        run=PREVIEW,
         timeout=600,
     ),
     Action(
@@ -403,7 +391,7 @@ ACTIONS: list[Action[Any]] = [
         tier=Tier.SANDBOX_EXECUTE,
         params=RefreshParams,
         summary=lambda p: f"Refresh the state of Pulumi stack `{p.stack}`",
-        run=_refresh,
+        run=_cli(lambda p: f"pulumi refresh --yes --stack {p.stack}", _refresh),
         timeout=600,
     ),
     Action(
@@ -415,9 +403,9 @@ ACTIONS: list[Action[Any]] = [
         summary=lambda p: (
             f"Deploy (pulumi up) stack `{p.stack}`" + (f": {p.message}" if p.message else "")
         ),
-        run=_up,
+        run=_cli(lambda p: f"pulumi up --yes --stack {p.stack}", _up),
         timeout=1800,
-        preview=_preview,
+        preview=PREVIEW,
     ),
     Action(
         name="cancel",
@@ -425,7 +413,7 @@ ACTIONS: list[Action[Any]] = [
         tier=Tier.SANDBOX_EXECUTE,
         params=CancelParams,
         summary=lambda p: f"Cancel the running update of Pulumi stack `{p.stack}`",
-        run=_cancel,
+        run=_cli(lambda p: f"pulumi cancel --yes --stack {p.stack}", _cancel),
         timeout=60,
     ),
 ]

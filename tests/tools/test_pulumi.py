@@ -149,7 +149,7 @@ def test_missing_cli_is_a_clear_error_value(monkeypatch, tmp_path, action, param
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no `pulumi` binary anywhere
     result = run(action, config(), **params)
     assert result.status is Status.ERROR
-    assert result.error == NO_CLI[0].upper() + NO_CLI[1:]
+    assert result.error == NO_CLI
     assert result.error.startswith("The Pulumi CLI is not installed in the sandbox image")
 
 
