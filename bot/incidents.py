@@ -73,7 +73,7 @@ class Incidents:
         await self.deps.runs.annotate(run.run_id, "pagerduty", text, step)
         if event.status == "resolved" and state in (RunState.QUEUED, RunState.RUNNING,
                                                     RunState.WAITING):
-            await self.deps.runs.stop(run.run_id, f"incident resolved in PagerDuty{who}")
+            await self.deps.runs.end(run.run_id, f"incident resolved in PagerDuty{who}")
 
     async def _attached(self, alert: Alert, channel: str, ts: str) -> None:
         found = self.deps.run_store.for_alert(alert.id)

@@ -40,7 +40,7 @@ def policy_groups(policy) -> set[str]:
     def walk(value) -> None:
         if isinstance(value, dict):
             for key, inner in value.items():
-                if "groups" in key and isinstance(inner, (list, tuple)):
+                if isinstance(key, str) and "groups" in key and isinstance(inner, (list, tuple)):
                     found.update(str(g) for g in inner)
                 else:
                     walk(inner)

@@ -25,7 +25,7 @@ FIXES = {
     "SLACK_SIGNING_SECRET": "copy the Signing Secret from your Slack app's Basic Information page",
     "SLACK_APP_TOKEN": "create an app-level token (xapp-…) with connections:write under Basic "
                        "Information → App-Level Tokens",
-    "OPSBOT_PORT": "use a TCP port number between 1 and 65535",
+    "OPSBOT_PORT": "use a TCP port number between 1 and 65535 (0 picks a free one)",
     "REDIS_URL": "use a URL like redis://127.0.0.1:6379/0",
     "OPSBOT_WORKERS": "use a number of run workers between 1 and 64",
 }
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".opsbot"), validation_alias="OPSBOT_DATA_DIR")
     policy: Path | None = _env("OPSBOT_POLICY")
-    port: int = Field(3000, ge=1, le=65535, validation_alias="OPSBOT_PORT")
+    port: int = Field(3000, ge=0, le=65535, validation_alias="OPSBOT_PORT")
     sandbox_image: str | None = _env("OPSBOT_SANDBOX_IMAGE")
     database_url: str | None = _env("OPSBOT_DATABASE_URL")
     workers: int = Field(4, ge=1, le=64, validation_alias="OPSBOT_WORKERS")

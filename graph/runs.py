@@ -155,7 +155,7 @@ class RunManager:
                                            headline=f"cancelled by <@{user}>"))
         return f"Run `{run_id}` cancelled."
 
-    async def stop(self, run_id: str, reason: str) -> bool:
+    async def end(self, run_id: str, reason: str) -> bool:
         """End a run for a system reason (e.g. its incident resolved). True if it was live."""
         found = self.runs.get(run_id)
         if found is None or found[1].final:

@@ -125,6 +125,7 @@ class Harness:
 async def harness(settings: Settings, slack: SlackEmulator, runbooks: Any = None
                   ) -> AsyncIterator[Harness]:
     slack.add_channel(CHANNEL, "ops")
+    slack.set_usergroup("S0SRE", [GROUPIE])
     async with running_bot(settings, host="127.0.0.1", status_interval=0.05,
                            runbooks=runbooks) as bot:
         async with SlackClient(f"{bot.url}/slack/events") as client:

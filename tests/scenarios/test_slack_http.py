@@ -113,7 +113,7 @@ async def test_truncated_bodies_get_400(h, body):
 
 
 async def test_one_mebibyte_body_gets_413(h):
-    payload = slash_command("x" * (1024 * 1024), user=REQUESTER, channel=CHANNEL)
+    payload = slash_command("x" * (1024 * 1024), user=REQUESTER, channel=CHANNEL, slack=h.slack)
     delivery = await h.post(payload)
     assert delivery.status == 413
     assert h.bot.runtime.run_store.in_states(*_all_states()) == []
