@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
@@ -74,6 +74,7 @@ class _Marks:
     lines: dict[Path, int]
     items: set[Path]
     issues: list[Issue]
+    seen: set[int] = field(default_factory=set)  # node ids: an alias is walked once
 
     def line(self, path: Path) -> int:
         for end in range(len(path), 0, -1):
@@ -122,10 +123,7 @@ def _compose(text: str, source: str) -> tuple[Any, _Marks]:
             _walk(node, (), marks, loader)
         data = loader.construct_document(node) if node is not None else {}
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        issue = Issue(line, "", f"not valid YAML: {e.problem}")
-        raise PolicyError.from_issues(source, [issue]) from None
+        raise PolicyError.from_issues(source, [_syntax_issue(e)]) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -134,7 +132,18 @@ def _compose(text: str, source: str) -> tuple[Any, _Marks]:
     return data, marks
 
 
+def _syntax_issue(error: yaml.MarkedYAMLError) -> Issue:
+    mark = error.problem_mark or error.context_mark
+    context = ""
+    if error.context and error.context_mark:
+        context = f" ({error.context} that starts on line {error.context_mark.line + 1})"
+    return Issue(mark.line + 1 if mark else 1, "", f"not valid YAML: {error.problem}{context}")
+
+
 def _walk(node: yaml.Node, path: Path, marks: _Marks, loader: yaml.SafeLoader) -> None:
+    if id(node) in marks.seen:
+        return
+    marks.seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             marks.lines[path + (index,)] = item.start_mark.line + 1

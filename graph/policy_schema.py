@@ -13,7 +13,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    field_validator,
+    model_validator,
+)
 
 from tools.base import Tier
 
@@ -212,11 +219,12 @@ class DefaultsSpec(_Strict):
     expiry: dict[TierValue, Duration] = {}
     requester_may_approve: dict[TierValue, bool] = {}
 
-    @model_validator(mode="after")
-    def _never_self_at_4(self) -> DefaultsSpec:
-        if self.requester_may_approve.get(Tier.PRODUCTION):
-            raise ValueError("requester_may_approve: tier 4 never lets the requester approve")
-        return self
+    @field_validator("requester_may_approve")
+    @classmethod
+    def _never_self_at_4(cls, value: dict[Tier, bool]) -> dict[Tier, bool]:
+        if value.get(Tier.PRODUCTION):
+            raise ValueError("tier 4 never lets the requester approve; remove `4: true`")
+        return value
 
 
 class ChannelSpec(_Strict):
@@ -277,7 +285,8 @@ class RuleSpec(_Strict):
     def _one_kind(self) -> RuleSpec:
         given = [k for k in _EFFECTS if getattr(self, k) is not None]
         if self.deny is not None and given:
-            raise ValueError(f"a `deny` rule denies outright; remove {', '.join(given)}")
+            extra = ", ".join(f"`{k}`" for k in given)
+            raise ValueError(f"a `deny` rule denies outright; remove {extra}")
         if self.deny is not None and not self.deny.strip():
             raise ValueError("`deny` needs the sentence the user will see")
         if self.deny is None and not given:
