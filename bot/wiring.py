@@ -31,6 +31,8 @@ from sandbox.config import SandboxConfig, instance_key
 from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
 from tools.catalog import Catalog
+from tools.github import GitHubConfig
+from tools.pulumi import PulumiConfig
 from tools.redis import RedisConfig
 from tools.vault import CredentialBroker, VaultConfig, VaultError
 
@@ -62,14 +64,37 @@ class Runtime:
 def connector_configs(settings: Settings) -> dict[str, BaseModel]:
     """Each connector's config, for the connectors this deployment has configured."""
     configs: dict[str, BaseModel] = {}
-    try:
-        if settings.redis_url:
-            configs["redis"] = RedisConfig(url=settings.redis_url,
-                                           password_secret=settings.redis_password_secret)
-    except ValidationError as e:
-        name = "REDIS_URL" if e.errors()[0]["loc"][0] == "url" else "OPSBOT_REDIS_PASSWORD_SECRET"
-        raise ConfigError(f"{name} is invalid: {e.errors()[0]['msg'].removeprefix('Value error, ')}.") from None
+    if settings.redis_url:
+        configs["redis"] = _config(RedisConfig, {"url": "REDIS_URL",
+                                                 "password_secret": "OPSBOT_REDIS_PASSWORD_SECRET"},
+                                   url=settings.redis_url,
+                                   password_secret=settings.redis_password_secret)
+    if settings.github_token is not None:
+        configs["github"] = _config(GitHubConfig, {"api_url": "OPSBOT_GITHUB_API_URL"},
+                                    api_url=settings.github_api_url)
+    if settings.pulumi_dir is not None:
+        stacks = tuple(s.strip() for s in (settings.pulumi_stacks or "").split(",") if s.strip())
+        configs["pulumi"] = _config(
+            PulumiConfig, {"work_dir": "OPSBOT_PULUMI_DIR", "backend_url": "OPSBOT_PULUMI_BACKEND",
+                           "stacks": "OPSBOT_PULUMI_STACKS"},
+            work_dir=str(settings.pulumi_dir), backend_url=settings.pulumi_backend or "",
+            stacks=stacks, passphrase_secret=settings.pulumi_passphrase_secret)
     return configs
+
+
+def _config(model: type[BaseModel], names: dict[str, str], **values: Any) -> BaseModel:
+    """Build a connector config; a bad value is a ConfigError naming the variable."""
+    try:
+        return model(**values)
+    except (ValidationError, ValueError, OSError) as e:
+        if isinstance(e, ValidationError):
+            first = e.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            message = first["msg"].removeprefix("Value error, ")
+        else:
+            field, message = "", str(e)
+        name = names.get(field, next(iter(names.values())))
+        raise ConfigError(f"{name} is invalid: {message}.") from None
 
 
 def policy_for(settings: Settings, console: bool = False) -> Policy:

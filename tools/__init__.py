@@ -4,10 +4,10 @@ The registry is an explicit list (no directory scan). Add a connector by importi
 ``TOOLSET`` here.
 """
 
-from tools import redis
+from tools import github, pulumi, redis
 from tools.base import Action, Toolset
 
-TOOLSETS: tuple[Toolset, ...] = (redis.TOOLSET,)
+TOOLSETS: tuple[Toolset, ...] = (redis.TOOLSET, github.TOOLSET, pulumi.TOOLSET)
 
 
 def find(toolset: str, action: str) -> Action | None:
