@@ -7,6 +7,7 @@ process exit code, so an operator can check a policy in CI before deploying it a
     check("policy.yml")                  # prints "ok: 4 rules" -> 0, or file:line errors -> 1
     explain("redis flushdb db=0", user="U123", channel="#incident-db",
             policy_path="policy.yml", redis_url="redis://prod-cache-1:6379/0")   # -> 0
+    explain(args, settings)              # the CLI's argparse namespace + Settings
 
 ``explain`` parses the command with the typed-command parser, resolves it against the
 registered connectors with their default configs (``--redis-url`` overrides Redis's), and
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -42,20 +44,26 @@ def check(path: str) -> int:
 
 
 def explain(
-    command: str,
+    command: str | Any,
+    settings: Any = None,
     *,
-    user: str,
-    channel: str,
-    policy_path: str | None = None,
+    user: str = "",
+    channel: str = "",
+    channel_name: str = "",
+    policy_path: str | Path | None = None,
     redis_url: str | None = None,
     groups: Sequence[str] = (),
 ) -> int:
     """Print the decision for ``command`` typed by ``user`` in ``channel``; 0 unless input is bad.
 
-    ``channel`` is a channel id (C…/G…, or D… for a DM), ``#name`` or ``dm``; ``groups`` are
-    the requester's Slack user-group ids (the bot resolves them from Slack; here you say them);
+    Call it with explicit arguments, or as ``explain(args, settings)`` with the CLI's argparse
+    namespace (see :func:`explain_namespace`). ``channel`` is a channel id (C…/G…, or D… for a
+    DM), ``#name`` or ``dm``; ``channel_name`` adds the name to an id; ``groups`` are the
+    requester's Slack user-group ids (the bot resolves them from Slack; here you say them);
     ``policy_path`` is ``OPSBOT_POLICY`` (None: the built-in default policy).
     """
+    if not isinstance(command, str):
+        return explain_namespace(command, settings)
     try:
         policy = load_policy(policy_path)
         catalog = explain_catalog(redis_url)
@@ -64,9 +72,28 @@ def explain(
         print(e, file=sys.stderr)
         return 1
     requester = Requester(user=user, groups=frozenset(groups))
-    decision = evaluate(policy, catalog, call, requester, parse_channel(channel))
+    where = parse_channel(channel, channel_name)
+    decision = evaluate(policy, catalog, call, requester, where)
     print("\n".join(_report(decision, policy, catalog, call)))
     return 0
+
+
+def explain_namespace(args: Any, settings: Any = None) -> int:
+    """``opsbot policy explain`` from argparse: ``text``, ``--user``, ``--channel``,
+    ``--channel-name``, ``--groups S1,S2``, ``--policy``, ``--redis-url``; ``settings`` supplies
+    ``OPSBOT_POLICY`` and ``REDIS_URL`` when the flags are absent."""
+    groups = getattr(args, "groups", "") or ""
+    if isinstance(groups, str):
+        groups = [g.strip() for g in groups.split(",") if g.strip()]
+    return explain(
+        getattr(args, "text", None) or args.command,
+        user=args.user,
+        channel=args.channel,
+        channel_name=getattr(args, "channel_name", "") or "",
+        policy_path=getattr(args, "policy", None) or getattr(settings, "policy", None),
+        redis_url=getattr(args, "redis_url", None) or getattr(settings, "redis_url", None),
+        groups=groups,
+    )
 
 
 def explain_catalog(redis_url: str | None = None) -> Catalog:
@@ -86,13 +113,13 @@ def explain_catalog(redis_url: str | None = None) -> Catalog:
     return Catalog(TOOLSETS, configs)
 
 
-def parse_channel(text: str) -> Channel:
-    """``dm``, ``#name``, a DM id (D…) or a channel id, as the bot would see it."""
+def parse_channel(text: str, name: str = "") -> Channel:
+    """``dm``, ``#name``, a DM id (D…) or a channel id (plus its ``name``), as the bot sees it."""
     if text == "dm":
         return Channel(id="D0EXPLAIN", is_dm=True)
     if text.startswith("#"):
         return Channel(id="C0EXPLAIN", name=text[1:])
-    return Channel(id=text, is_dm=text.startswith("D"))
+    return Channel(id=text, name=name.lstrip("#"), is_dm=text.startswith("D"))
 
 
 def _call(command: str, catalog: Catalog) -> Call:
@@ -129,14 +156,3 @@ def _action_lines(catalog: Catalog, call: Call) -> list[str]:
         return []
     return [f"action:   {resolved.summary}", f"target:   {resolved.target}"]
 
-
-def explain_namespace(args: Any) -> int:
-    """Adapter for an argparse namespace with command, user, channel, policy, redis_url, group."""
-    return explain(
-        args.command,
-        user=args.user,
-        channel=args.channel,
-        policy_path=getattr(args, "policy", None),
-        redis_url=getattr(args, "redis_url", None),
-        groups=getattr(args, "group", None) or (),
-    )

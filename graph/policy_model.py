@@ -155,6 +155,12 @@ class Policy(BaseModel):
             channel = Channel(id="", name=channel) if named else Channel(id=channel)
         return any(channel_matches(p, channel) for p in self.incident_channels)
 
+    def slack_groups(self) -> set[str]:
+        """Every Slack user-group id the policy names (whose membership the bot must resolve)."""
+        rules = [self.approvers, self.requesters]
+        rules += [r for rule in self.rules for r in (rule.approvers, rule.requesters)]
+        return {g for r in rules if r is not None for g in r.groups}
+
     def is_pagerduty_bot(self, bot_id: str) -> bool:
         return bot_id in self.pagerduty_bot_ids
 

@@ -168,6 +168,7 @@ def test_incident_channels_match_ids_and_known_names() -> None:
     assert not policy.is_incident_channel(Channel(id="C09"))  # name unknown: ids only
     assert not policy.is_incident_channel(Channel(id="C09", name="general"))
     assert not Policy().is_incident_channel("C01INCIDENT")
+    assert policy.slack_groups() == {"S01SRETEAM"}
     assert policy.is_pagerduty_bot("B01PAGERDT") and not policy.is_pagerduty_bot("B02OTHER")
 
 
@@ -264,3 +265,24 @@ def test_explain_channel_forms() -> None:
     assert parse_channel("D0123").is_dm
     assert parse_channel("#incident-db").name == "incident-db"
     assert parse_channel("C0123") == Channel(id="C0123")
+
+
+def test_the_opsbot_cli_runs_check_and_explain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through ``opsbot policy ...`` itself: OPSBOT_POLICY and REDIS_URL come from settings."""
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("OPSBOT_POLICY", str(EXAMPLE))
+    monkeypatch.setenv("REDIS_URL", PROD_REDIS)
+    assert main(["policy", "check", str(FIXTURES / "broken" / "bad_duration.yml")]) == 1
+    assert capsys.readouterr().err.startswith(f"{FIXTURES / 'broken' / 'bad_duration.yml'}:5: ")
+    argv = ["policy", "explain", "redis flushdb", "--user", "U01ALICE", "--channel", "C0123",
+            "--channel-name", "incident-db", "--groups", "S01ONCALL1,S01OTHER"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("decision: APPROVE\n")
+    assert "target:   redis prod-cache-1:6379/0\n" in out
+    assert "channel:  matched channels entry `#incident-*`\n" in out
+    assert f"rule:     prod-redis-changes ({EXAMPLE})\n" in out
