@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Callable
 
@@ -56,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--channel-name", default="")
     explain.add_argument("--groups", default="", help="comma-separated Slack user-group ids")
     explain.add_argument("--policy", default=None, help="policy file (default: OPSBOT_POLICY)")
+    explain.add_argument("--redis-url", default=None, help="Redis target (default: REDIS_URL)")
 
     audit = _add(sub, "audit", _audit, "print a run's audit trail")
     audit.add_argument("run", nargs="?")
@@ -118,7 +118,7 @@ def _policy_check(args, settings: Settings) -> int:
 def _policy_explain(args, settings: Settings) -> int:
     from bot import policy_cmd
 
-    return policy_cmd.explain(args, settings)
+    return policy_cmd.explain_namespace(args, settings)
 
 
 def _audit(args, settings: Settings) -> int:

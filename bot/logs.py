@@ -20,8 +20,18 @@ def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return REDACTOR.redact_obj(event)
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is *now* (test runners swap it; a captured file may close)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", stream: Any = None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _Stderr()
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -22,6 +22,7 @@ METHOD_SCOPES = {
     "conversations_info": ["channels:read", "groups:read"],
     "files_upload_v2": ["files:write"],
     "views_open": [],
+    "auth_test": [],
 }
 EVENT_SCOPES = {
     "app_mention": ["app_mentions:read"],
