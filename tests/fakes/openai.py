@@ -125,6 +125,11 @@ class OpenAIEmulator:
         """What ``ChatOpenAI(base_url=...)`` and ``OPENAI_BASE_URL`` expect."""
         return f"http://127.0.0.1:{self._thread.port}/v1"
 
+    def env(self, model: str = MODEL) -> dict[str, str]:
+        """opsbot's environment for talking to this emulator (DESIGN §6 names)."""
+        return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": self.api_key,
+                "OPSBOT_MODEL": model}
+
     def push(self, *steps: Step) -> None:
         """Append steps; each chat request consumes one (a :class:`Delay` adds to the next)."""
         with self._lock:

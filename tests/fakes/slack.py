@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 import pytest
 from aiohttp import web
 
+from tests.fakes.payloads import SIGNING_SECRET
 from tests.fakes.server import ServerThread, strings_in, wait_until, wait_until_sync
 from tests.fakes.slack_blocks import MESSAGE_MAX_BLOCKS, block_errors, error_fields
 from tests.fakes.slack_methods import METHODS, Params, apply_response
@@ -137,6 +138,12 @@ class SlackEmulator:
         """What ``AsyncWebClient(base_url=...)`` and ``OPSBOT_SLACK_API_URL`` expect."""
         return f"{self.origin}/api/"
 
+    def env(self, socket_mode: bool = False) -> dict[str, str]:
+        """opsbot's environment for talking to this emulator (DESIGN §6 names)."""
+        env = {"OPSBOT_SLACK_API_URL": self.base_url, "SLACK_BOT_TOKEN": self.bot_token,
+               "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+        return {**env, "SLACK_APP_TOKEN": self.app_token} if socket_mode else env
+
     # workspace set-up --------------------------------------------------------------------
 
     def add_user(self, user_id: str, name: str, real_name: str = "", email: str = "",
@@ -160,9 +167,14 @@ class SlackEmulator:
                     attachments: list[Any] | None = None) -> str:
         """Put a message someone else wrote into the workspace; returns its ts."""
         with self._lock:
+            try:
+                channel_id = self.workspace.channel(channel).id
+            except ApiFailure:
+                raise ValueError(f"The emulated workspace has no channel {channel!r}; "
+                                 "add_channel() it first.") from None
             ts = ts or self.workspace.next_ts()
-            self.workspace.add(Message(self.workspace.channel(channel).id, ts, text, user,
-                                       bot_id, thread_ts, blocks or [], attachments or []))
+            self.workspace.add(Message(channel_id, ts, text, user, bot_id, thread_ts,
+                                       blocks or [], attachments or []))
             return ts
 
     def response_url(self, channel: str | None = None, user: str | None = None,

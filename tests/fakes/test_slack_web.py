@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -126,6 +127,12 @@ async def test_strict_workspace_rejects_unknown_ids() -> None:
         assert (await error_of(client.chat_postMessage(channel="C1", text="x")))["error"] == (
             "channel_not_found")
         assert (await error_of(client.users_info(user="U1")))["error"] == "user_not_found"
+        with pytest.raises(ValueError, match="no channel 'C1'; add_channel"):
+            strict.add_message("C1", "hi")
+        strict.add_channel("C1", "ops")
+        posted = await client.chat_postMessage(channel="#ops", text="by name")
+        assert posted["channel"] == "C1"
+        assert strict.env()["OPSBOT_SLACK_API_URL"] == strict.base_url
 
 
 @pytest.mark.parametrize(
@@ -314,3 +321,8 @@ async def test_wait_for_reports_what_happened_on_timeout(
     with pytest.raises(TimeoutError, match=r"chat.postMessage\(ok\)×1"):
         await slack.wait_for(lambda: slack.messages("C2"), timeout=0.05)
     assert slack.wait_for_sync(lambda: slack.calls("chat.postMessage"))
+
+
+def test_blocking_clients_work_too(slack: SlackEmulator) -> None:
+    WebClient(base_url=slack.base_url, token=BOT_TOKEN).chat_postMessage(channel="C1", text="sync")
+    assert slack.wait_for_sync(lambda: slack.messages("C1"))[0].text == "sync"
