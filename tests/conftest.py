@@ -9,4 +9,6 @@ pytest_plugins = [
     "tests.services.docker",
     "tests.services.openbao",
     "tests.services.postgres",
+    "tests.fakes.slack",
+    "tests.fakes.openai",
 ]

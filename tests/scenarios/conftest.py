@@ -2,12 +2,12 @@
 
 import pytest
 
-from tests.fakes.slack import SlackEmulator, slack_emulator  # noqa: F401 (fixture)
+from tests.fakes.slack import SlackEmulator
 from tests.scenarios.harness import harness, settings_for
 
 
 @pytest.fixture
-async def h(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path):  # noqa: F811
+async def h(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path):
     settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data")
     async with harness(settings, slack_emulator) as running:
         yield running

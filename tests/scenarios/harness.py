@@ -41,11 +41,12 @@ defaults:
 RUN_ID = re.compile(r"`(r-[0-9a-f]{8})`")
 
 
-def settings_for(slack: SlackEmulator, redis_url: str, data_dir: Path, **more: Any) -> Settings:
+def settings_for(slack: SlackEmulator, redis_url: str, data_dir: Path, policy_text: str = POLICY,
+                 **more: Any) -> Settings:
     data_dir.mkdir(parents=True, exist_ok=True)
     policy = data_dir / "policy.yml"
     if not policy.exists():
-        policy.write_text(POLICY)
+        policy.write_text(policy_text)
     values = dict(slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
                   slack_api_url=slack.base_url, redis_url=redis_url, data_dir=data_dir,
                   policy=policy, port=0, workers=2)
