@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 
 import structlog
 
@@ -27,6 +28,9 @@ from sandbox.stream import Channel
 from tools.base import Endpoint
 
 log = structlog.get_logger(__name__)
+
+SUBNET_PREFIX = 28
+SUBNET_ATTEMPTS = 8
 
 
 @dataclass
@@ -76,31 +80,54 @@ class Provisioner:
     async def create(
         self, identity: Identity, egress: bool, command: list[str] | None = ENTRYPOINT
     ) -> Box:
-        """A created (not started) container, on its own confined network when ``egress``."""
+        """A created (not started) container, on its own confined network when ``egress``.
+
+        Cancellation-safe: a Docker call already sent finishes in its thread whatever happens
+        to the awaiting task, so the work runs shielded and, if the caller is cancelled or
+        anything fails, whatever it made is destroyed before the error propagates."""
         token = secrets.token_hex(5)
         label = identity.pool and f"pool-{identity.pool}" or slug(identity.call_id)
-        name = f"opsbot-{identity.instance}-{label}-{token}"
-        box = Box(container="", name=name, pooled=bool(identity.pool))
+        box = Box(container="", name=f"opsbot-{identity.instance}-{label}-{token}",
+                  pooled=bool(identity.pool))
+        work = asyncio.ensure_future(self._build(box, identity, egress, command, token))
         try:
-            if egress:
-                with box.phase("network"):
-                    box.network = await self._network(identity, token)
-            spec = container_spec(self.config, self.image, identity, name, box.network_name,
-                                  command)
-            with box.phase("create"):
-                box.container = await self.engine.create(spec)
-            self.containers.add(box.container)
+            await asyncio.shield(work)
         except BaseException:
+            await asyncio.gather(work, return_exceptions=True)
             await self.destroy(box)
             raise
         return box
 
-    async def _network(self, identity: Identity, token: str) -> NetworkInfo:
+    async def _build(self, box: Box, identity: Identity, egress: bool,
+                     command: list[str] | None, token: str) -> None:
+        if egress:
+            with box.phase("network"):
+                await self._network(box, identity, token)
+        spec = container_spec(self.config, self.image, identity, box.name, box.network_name,
+                              command)
+        with box.phase("create"):
+            box.container = await self.engine.create(spec)
+        self.containers.add(box.container)
+
+    async def _network(self, box: Box, identity: Identity, token: str) -> None:
         name = f"opsbot-{identity.instance}-{token}"
-        network = await self.engine.create_network(name, f"ob{token}", identity.labels())
-        self.networks.add(network.id)
-        await self.firewall.confine(network.bridge, network.gateway, [])
-        return network
+        for attempt in range(SUBNET_ATTEMPTS):
+            try:
+                box.network = await self.engine.create_network(
+                    name, f"ob{token}", identity.labels(), self._subnet())
+                break
+            except EngineError as e:
+                if "overlap" not in e.explanation or attempt == SUBNET_ATTEMPTS - 1:
+                    raise
+        assert box.network is not None
+        self.networks.add(box.network.id)
+        await self.firewall.confine(box.network.bridge, box.network.gateway, [])
+
+    def _subnet(self) -> IPv4Network:
+        """A random /28 of the configured range (a clash with a live network is retried)."""
+        pool = self.config.egress_subnets
+        index = secrets.randbelow(2 ** (SUBNET_PREFIX - pool.prefixlen))
+        return IPv4Network((int(pool.network_address) + index * 16, SUBNET_PREFIX))
 
     async def equip(self, box: Box, egress: Sequence[Endpoint]) -> None:
         """Open forwarders for the declared endpoints and admit them through the firewall."""
@@ -121,7 +148,13 @@ class Provisioner:
             await self.engine.start(box.container)
 
     async def kill(self, box: Box) -> None:
-        """Stop the box now (time-out, output flood); failure is logged, removal follows."""
+        """Stop the box now (time-out, output flood); failure is logged, removal follows.
+
+        The attach connection is closed first: the engine does not finish stopping a
+        container while its output is still waiting to be copied to an attached client that
+        has stopped reading (a flood would otherwise hold ``kill`` until the API timeout)."""
+        if box.attachment is not None:
+            box.attachment.close()
         if box.container:
             await self._guard("kill", self.engine.kill(box.container))
 

@@ -10,9 +10,10 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+from ipaddress import IPv4Network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 
@@ -51,6 +52,19 @@ class SandboxConfig(BaseModel):
     firewall: bool = Field(
         True, description="Add iptables rules so egress containers reach only their forwarders."
     )
+    egress_subnets: IPv4Network = Field(
+        IPv4Network("198.18.0.0/15"),
+        description="Range carved into /28 networks, one per egress container. The default is "
+        "the benchmarking range, which real hosts do not route; it also keeps egress networks "
+        "out of Docker's small default address pools (about 30 networks).",
+    )
+
+    @field_validator("egress_subnets")
+    @classmethod
+    def _room_for_networks(cls, value: IPv4Network) -> IPv4Network:
+        if value.prefixlen > 24:
+            raise ValueError("must be at least a /24 (it is split into /28 networks)")
+        return value
 
     @property
     def engine_url(self) -> str:

@@ -18,10 +18,12 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import Any, TypeVar
 
 import docker
 from docker.errors import APIError, DockerException
+from docker.types import IPAMConfig, IPAMPool
 
 from sandbox.hardening import ContainerSpec
 
@@ -149,16 +151,19 @@ class Engine:
     async def rename(self, container: str, name: str) -> None:
         await self.call("rename the container", self.api.rename, container, name)
 
-    async def create_network(self, name: str, bridge: str, labels: dict[str, str]) -> NetworkInfo:
-        """An internal bridge network (no route out) whose host-side bridge is ``bridge``."""
+    async def create_network(
+        self, name: str, bridge: str, labels: dict[str, str], subnet: IPv4Network
+    ) -> NetworkInfo:
+        """An internal bridge network (no route out) on ``subnet``, host side named ``bridge``,
+        with the subnet's first address as the gateway (the bridge's address on the host)."""
+        gateway = str(next(subnet.hosts()))
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=gateway)])
 
         def create() -> NetworkInfo:
             created = self.api.create_network(
                 name, driver="bridge", internal=True, labels=labels, check_duplicate=True,
-                options={"com.docker.network.bridge.name": bridge},
+                options={"com.docker.network.bridge.name": bridge}, ipam=ipam,
             )
-            info = self.api.inspect_network(created["Id"])
-            gateway = info["IPAM"]["Config"][0]["Gateway"].split("/")[0]
             return NetworkInfo(created["Id"], name, bridge, gateway)
 
         return await self.call("create the sandbox network", create)

@@ -100,6 +100,11 @@ def _run(request: SandboxRequest, emit) -> ToolResult:
         endpoints=request.endpoints,
         progress=emit,
     )
+    if request.preview:
+        if action.preview is None:
+            return ToolResult.fail(invocation, f"`{invocation}` has no preview.")
+        emit(f"Previewing `{invocation}` in the sandbox")
+        return _guarded(action.preview, params, ctx, invocation)
     emit(f"Running `{invocation}` in the sandbox")
     return _guarded(action.run, params, ctx, invocation)
 

@@ -30,6 +30,7 @@ class SandboxRequest(BaseModel):
     # host:port as declared -> host:port the container must dial instead (set by the runner)
     endpoints: dict[str, str] = Field(default_factory=dict)
     timeout: float = 30.0
+    preview: bool = False  # run the action's dry run (Action.preview) instead of the action
 
     def wire(self) -> bytes:
         """The stdin payload: the only place secret values are revealed."""

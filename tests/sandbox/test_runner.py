@@ -1,0 +1,210 @@
+"""The real runner against a real Docker engine and a real redis-server.
+
+Container settings are asserted from ``docker inspect`` captured while the action runs (from
+the progress callback, which the runner awaits before it removes anything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import docker
+import pytest
+from structlog.testing import capture_logs
+
+from sandbox.config import SandboxConfig
+from sandbox.hardening import LABEL
+from sandbox.protocol import SandboxRequest
+from sandbox.runner import SandboxRunner
+from tests.services.docker import session_instance
+from tests.services.redis import start_redis
+from tools.base import Endpoint, Status
+
+pytestmark = pytest.mark.docker
+
+HARDENING_KEYS = ("ReadonlyRootfs", "CapDrop", "SecurityOpt", "Memory", "MemorySwap",
+                  "NanoCpus", "PidsLimit", "Tmpfs", "LogConfig", "Privileged", "Ulimits")
+
+
+def redis_request(server, call_id: str, **extra) -> SandboxRequest:
+    return SandboxRequest(
+        run_id="run-1", call_id=call_id, toolset="redis", action="info",
+        params={"section": "server"}, config={"url": server.url},
+        egress=[Endpoint(host=server.host, port=server.port)], **extra,
+    )
+
+
+def snapshot(client: docker.DockerClient, call_id: str) -> dict:
+    """Inspect of the call's container and its network, taken while the action runs."""
+    [container] = client.containers.list(all=True, filters={"label": f"{LABEL}.call_id={call_id}"})
+    network_name = container.attrs["HostConfig"]["NetworkMode"]
+    network = client.networks.get(network_name).attrs if network_name != "none" else None
+    return {"container": container.attrs, "network": network}
+
+
+def leftovers(client: docker.DockerClient, call_id: str) -> list[str]:
+    label = {"label": f"{LABEL}.call_id={call_id}"}
+    return [c.name for c in client.containers.list(all=True, filters=label)] + [
+        n.name for n in client.networks.list(filters=label)
+    ]
+
+
+@pytest.fixture
+async def cold_runner(sandbox_image):
+    runner = await SandboxRunner.start(
+        SandboxConfig(instance=session_instance("-c"), image=sandbox_image, warm_pool=0)
+    )
+    yield runner
+    await runner.close()
+
+
+async def test_redis_info_runs_hardened_and_leaves_nothing(cold_runner, redis_server,
+                                                           docker_client):
+    seen: dict = {}
+    progress: list[str] = []
+
+    async def on_progress(text: str) -> None:
+        progress.append(text)
+        seen.update(await asyncio.to_thread(snapshot, docker_client, "info-1"))
+
+    outcome = await cold_runner.run(redis_request(redis_server, "info-1"), on_progress)
+
+    assert outcome.result.status is Status.OK, outcome.result.error
+    assert "redis_version:" in outcome.result.output
+    assert progress == ["Running `redis info` in the sandbox"]
+    host = seen["container"]["HostConfig"]
+    assert host["NetworkMode"] == outcome.network != "none"
+    assert seen["network"]["Internal"] is True
+    assert seen["container"]["Config"]["User"] == "65534:65534"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Privileged"] is False
+    assert host["Memory"] == host["MemorySwap"] == 256 << 20
+    assert host["PidsLimit"] == 128 and host["NanoCpus"] == 10**9
+    assert "size=64m" in host["Tmpfs"]["/tmp"] and "noexec" in host["Tmpfs"]["/tmp"]
+    assert host["LogConfig"]["Type"] == "none"
+    assert seen["container"]["Config"]["Labels"][f"{LABEL}.action"] == "redis info"
+    assert set(outcome.phases) >= {"network", "create", "attach", "start", "exec"}
+    await cold_runner.settle()
+    assert leftovers(docker_client, "info-1") == []
+
+
+async def test_warm_pool_container_has_the_same_hardening(sandbox_runner, cold_runner,
+                                                          redis_server, docker_client):
+    await sandbox_runner.pool.wait_ready()
+    pooled_filter = {"label": [f"{LABEL}.instance={sandbox_runner.config.instance}",
+                               f"{LABEL}.pool=egress"]}
+    [pooled] = docker_client.containers.list(filters=pooled_filter)
+    seen: dict = {}
+
+    async def on_progress(text: str) -> None:
+        seen.update(await asyncio.to_thread(snapshot, docker_client, "cold-1"))
+
+    await cold_runner.run(redis_request(redis_server, "cold-1"), on_progress)
+    cold = seen["container"]["HostConfig"]
+    assert {k: pooled.attrs["HostConfig"][k] for k in HARDENING_KEYS} == {
+        k: cold[k] for k in HARDENING_KEYS
+    }
+    assert pooled.attrs["Config"]["User"] == seen["container"]["Config"]["User"]
+    assert docker_client.networks.get(pooled.attrs["HostConfig"]["NetworkMode"]).attrs["Internal"]
+
+    outcome = await sandbox_runner.run(redis_request(redis_server, "warm-1"))
+    assert outcome.pooled and outcome.result.status is Status.OK, outcome.result.error
+    assert "redis_version:" in outcome.result.output
+    await sandbox_runner.settle()
+    assert pooled.id not in {c.id for c in docker_client.containers.list(all=True)}
+    await sandbox_runner.pool.wait_ready()
+    assert sandbox_runner.pool.ready("egress") == 1
+
+
+async def test_canary_secret_reaches_the_action_and_nowhere_else(
+    cold_runner, docker_client, tmp_path
+):
+    canary = "canary-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:24]
+    proc, server = start_redis(tmp_path, password=canary)
+    try:
+        request = redis_request(server, "secret-1", secrets={"redis_password": canary})
+        request.config["password_secret"] = "kv/data/redis/test#password"
+        seen: dict = {}
+
+        async def on_progress(text: str) -> None:
+            seen.update(await asyncio.to_thread(snapshot, docker_client, "secret-1"))
+            container = docker_client.containers.get(seen["container"]["Id"])
+            with pytest.raises(docker.errors.APIError):
+                container.logs()  # log driver "none": Docker keeps no copy of any output
+
+        with capture_logs() as logs:
+            outcome = await cold_runner.run(request, on_progress)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    assert outcome.result.status is Status.OK, outcome.result.error  # AUTH used the canary
+    inspected = json.dumps(seen)
+    assert seen["container"]["Config"]["Env"] and canary not in inspected
+    assert canary not in json.dumps(seen["container"]["Config"]["Labels"])
+    assert canary not in " ".join(seen["container"]["Args"] + seen["container"]["Config"]["Cmd"])
+    assert canary not in outcome.model_dump_json() and canary not in repr(logs)
+
+
+ECHO_HASH = """
+import hashlib, json, sys
+request = json.loads(sys.stdin.read())
+secret = request["secrets"]["token"]
+print(json.dumps({"status": "ok", "invocation": "echo",
+                  "output": hashlib.sha256(secret.encode()).hexdigest()}))
+"""
+
+
+async def test_action_sees_the_secret_it_was_given(cold_runner):
+    canary = "canary-8f1d2c7e0b9a4f63"
+    request = SandboxRequest(run_id="r", call_id="echo-1", toolset="test", action="echo",
+                             secrets={"token": canary})
+    outcome = await cold_runner.execute(request, ["python3", "-c", ECHO_HASH], None)
+    assert outcome.result.output == hashlib.sha256(canary.encode()).hexdigest()
+
+
+PROGRESSIVE = """
+import json, sys, time
+sys.stdin.read()
+for step in ("connecting", "reading", "summarising"):
+    sys.stderr.write(json.dumps({"progress": step}) + "\\n")
+    sys.stderr.flush()
+    time.sleep(0.6)
+print(json.dumps({"status": "ok", "invocation": "slow", "output": "done"}))
+"""
+
+
+async def test_progress_arrives_while_the_action_runs(cold_runner):
+    arrivals: list[tuple[str, float]] = []
+
+    async def on_progress(text: str) -> None:
+        arrivals.append((text, time.monotonic()))
+
+    request = SandboxRequest(run_id="r", call_id="progress-1", toolset="test", action="slow")
+    outcome = await cold_runner.execute(request, ["python3", "-c", PROGRESSIVE], on_progress)
+    finished = time.monotonic()
+    assert outcome.result.output == "done"
+    assert [text for text, _ in arrivals] == ["connecting", "reading", "summarising"]
+    assert finished - arrivals[0][1] > 1.0  # the first line came well before the end
+    assert arrivals[1][1] - arrivals[0][1] > 0.4  # one by one, not in a batch at the end
+
+
+async def test_missing_image_is_one_sentence_not_an_exception():
+    runner = await SandboxRunner.start(
+        SandboxConfig(instance=session_instance("-m"), image="opsbot-sandbox:000000000000",
+                      warm_pool=1)
+    )
+    try:
+        outcome = await runner.run(SandboxRequest(run_id="r", call_id="c", toolset="redis",
+                                                  action="info"))
+    finally:
+        await runner.close()
+    assert outcome.result.status is Status.ERROR
+    assert outcome.result.error == (
+        "The sandbox image opsbot-sandbox:000000000000 was not found: run `opsbot sandbox build`."
+    )
+    assert runner.image_problem == outcome.result.error
