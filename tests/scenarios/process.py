@@ -1,0 +1,293 @@
+"""opsbot as a real operating-system process, for scenarios that stop it the hard way.
+
+``BotProcess`` runs ``python -m bot.cli serve`` (or the ``opsbot`` console script) with an
+environment that names only the emulators and services a test started (DESIGN §6 variable
+names, nothing inherited from the developer's shell, and ``.env`` out of reach because the
+working directory is the data directory). It waits for the ``listening`` log line and for
+``GET /healthz``, keeps the JSON log lines the bot writes on stderr, and can stop it with
+SIGTERM (graceful) or SIGKILL (a crash).
+
+Usage::
+
+    async def test_x(bot_processes, slack_emulator, redis_server, sandbox_image, tmp_path):
+        env = bot_env(slack_emulator, tmp_path / "data", redis_server.url, sandbox_image)
+        bot = await bot_processes.start(env)
+        async with SlackClient(bot.events_url) as client: ...
+        await bot.kill()                            # SIGKILL, like an OOM kill
+        again = await bot_processes.start(env)      # same OPSBOT_DATA_DIR: recovers
+        AuditFile(again.data_dir).rows("sandbox.exec")
+
+``bot_processes`` kills whatever is still running at the end of the test and removes the
+containers and networks of every data directory it ran, so a failed test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import docker
+import pytest
+
+from sandbox.config import SandboxConfig, instance_key
+from sandbox.hardening import instance_filter
+from sandbox.runner import SandboxRunner
+from tests.fakes.slack import SlackEmulator
+from tests.scenarios.harness import CHANNEL, GROUPIE, POLICY, Harness
+
+ROOT = Path(__file__).resolve().parents[2]
+# Variables opsbot reads (DESIGN §6) or that would change its behaviour: never inherited.
+FOREIGN = ("SLACK_", "OPSBOT_", "VAULT_", "BAO_", "OPENAI_", "GITHUB_TOKEN", "REDIS_URL",
+           "DOCKER_HOST", "QDRANT_URL", "PAGERDUTY_", "PULUMI_")
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+def bot_env(slack: SlackEmulator, data_dir: Path, redis_url: str, image: str, *,
+            socket_mode: bool = False, policy: str = POLICY, **more: str) -> dict[str, str]:
+    """The environment of an opsbot process wired to ``slack`` and a Redis, with the team policy.
+
+    ``more`` adds or overrides variables by their real names (``VAULT_ADDR=...``).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    policy_file = data_dir / "policy.yml"
+    policy_file.write_text(policy)
+    slack.add_channel(CHANNEL, "ops")
+    slack.set_usergroup("S0SRE", [GROUPIE])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+    env.update(slack.env(socket_mode=socket_mode))
+    env.update({"REDIS_URL": redis_url, "OPSBOT_DATA_DIR": str(data_dir),
+                "OPSBOT_POLICY": str(policy_file), "OPSBOT_PORT": "0",
+                "OPSBOT_SANDBOX_IMAGE": image, "OPSBOT_WORKERS": "2",
+                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    env.update(more)
+    return env
+
+
+class BotExited(RuntimeError):
+    """The bot process ended before it was ready; the message carries its log tail."""
+
+
+@dataclass
+class BotProcess:
+    """One ``opsbot serve`` process; ``start`` it, talk to ``url``, then stop or kill it."""
+
+    env: dict[str, str]
+    console_script: bool = False
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        stamp = time.strftime("%H%M%S") + f"-{time.monotonic_ns() % 10**6}"
+        self.log_path = self.data_dir / f"stderr-{stamp}.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["OPSBOT_DATA_DIR"])
+
+    @property
+    def instance(self) -> str:
+        """The sandbox instance key: names every container and network this bot makes."""
+        return instance_key(self.data_dir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.url}/slack/events"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "start() the bot first"
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        if self.console_script:
+            return [str(Path(sys.executable).parent / "opsbot"), "serve"]
+        return [sys.executable, "-m", "bot.cli", "serve"]
+
+    async def start(self, timeout: float = START_TIMEOUT_S) -> BotProcess:
+        """Spawn the process and return once ``/healthz`` answers 200."""
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(), env=self.env, cwd=self.data_dir, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        self.port = await self._wait(self._listening_port, deadline, "log `listening`")
+        await self._wait(self._healthy, deadline, "answer GET /healthz")
+        return self
+
+    async def _wait(self, probe, deadline: float, what: str) -> Any:
+        while True:
+            found = await probe()
+            if found:
+                return found
+            if self.proc is None or self.proc.poll() is not None:
+                raise BotExited(f"opsbot exited ({self.returncode}) before it could {what}:\n"
+                                f"{self.tail()}")
+            if time.monotonic() > deadline:
+                raise BotExited(f"opsbot did not {what} in time:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+
+    async def _listening_port(self) -> int:
+        return next((int(e["port"]) for e in self.logs() if e.get("event") == "listening"), 0)
+
+    async def _healthy(self) -> bool:
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+                async with session.get(f"{self.url}/healthz") as response:
+                    return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    async def terminate(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        return await self.stop(signal.SIGTERM, timeout)
+
+    async def kill(self) -> int:
+        """SIGKILL: no clean-up code runs, exactly like a crash or an OOM kill."""
+        return await self.stop(signal.SIGKILL, STOP_TIMEOUT_S)
+
+    async def stop(self, sig: signal.Signals, timeout: float = STOP_TIMEOUT_S) -> int:
+        if not self.alive:
+            return self.returncode if self.returncode is not None else 0
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"opsbot ignored {sig.name} for {timeout} s:\n{self.tail()}")
+            await asyncio.sleep(0.02)
+        return self.proc.returncode
+
+    def stderr(self) -> str:
+        """Everything the process wrote (stdout and stderr share the file)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (non-JSON lines are skipped; see ``stderr``)."""
+        events = []
+        for line in self.stderr().splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.stderr().splitlines()[-lines:])
+
+
+@dataclass
+class ProcessHarness(Harness):
+    """The scenario harness's helpers (command, card, click, report) aimed at a process."""
+
+    bot: BotProcess  # type: ignore[assignment]
+
+
+class AuditFile:
+    """Reads a bot's SQLite data file from outside the process, as an operator would."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / "opsbot.sqlite"
+
+    def _query(self, sql: str, args: list[Any]) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(self.path, timeout=10)
+        try:
+            conn.row_factory = sqlite3.Row
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def rows(self, kind: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit rows of one kind (for one run), oldest first, ``data`` decoded."""
+        sql, args = "select * from audit where kind = ?", [kind]
+        if run_id is not None:
+            sql, args = sql + " and run_id = ?", [kind, run_id]
+        return [{**dict(r), "data": json.loads(r["data"])} for r in self._query(sql + " order by id", args)]
+
+    def run_state(self, run_id: str) -> str | None:
+        found = self._query("select state from runs where id = ?", [run_id])
+        return found[0]["state"] if found else None
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """The Docker objects labelled with one opsbot instance."""
+
+    containers: dict[str, dict[str, Any]]  # id -> attrs as listed
+    networks: set[str]
+
+    @property
+    def pooled(self) -> set[str]:
+        return {cid for cid, c in self.containers.items() if c["Labels"].get("opsbot.pool")}
+
+    @property
+    def empty(self) -> bool:
+        return not self.containers and not self.networks
+
+
+def leftovers(client: docker.DockerClient, instance: str) -> Leftovers:
+    """Every container (running or not) and network of ``instance``, from the Docker API."""
+    filters = {"label": ["opsbot=1", *instance_filter(instance)["label"]]}
+    containers = client.api.containers(all=True, filters=filters)
+    networks = client.api.networks(filters=filters)
+    return Leftovers({c["Id"]: c for c in containers}, {n["Id"] for n in networks})
+
+
+async def reap_instance(instance: str, image: str) -> None:
+    """Remove what a bot of ``instance`` left (a runner's start reaps, its close empties)."""
+    runner = await SandboxRunner.start(SandboxConfig(instance=instance, image=image, warm_pool=0))
+    await runner.close()
+
+
+class BotProcesses:
+    """Starts bot processes for one test and cleans up after all of them."""
+
+    def __init__(self) -> None:
+        self.started: list[BotProcess] = []
+
+    async def start(self, env: dict[str, str], console_script: bool = False) -> BotProcess:
+        bot = BotProcess(env, console_script=console_script)
+        self.started.append(bot)
+        return await bot.start()
+
+    async def close(self) -> None:
+        for bot in self.started:
+            if bot.alive:
+                await bot.kill()
+        for instance, image in {(b.instance, b.env["OPSBOT_SANDBOX_IMAGE"]) for b in self.started}:
+            await reap_instance(instance, image)
+
+
+@pytest.fixture
+async def bot_processes() -> AsyncIterator[BotProcesses]:
+    processes = BotProcesses()
+    try:
+        yield processes
+    finally:
+        await processes.close()

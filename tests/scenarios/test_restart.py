@@ -1,0 +1,69 @@
+"""A pending approval outlives the opsbot process: stop it (politely or not), start a new one on
+the same OPSBOT_DATA_DIR, click Approve, and the action runs exactly once."""
+
+import asyncio
+import signal
+
+import pytest
+
+from tests.fakes.payloads import SlackClient
+from tests.fakes.slack import SlackEmulator, slack_emulator  # noqa: F401 (fixture)
+from tests.scenarios.harness import APPROVER, CHANNEL, RUN_ID
+from tests.scenarios.process import (  # noqa: F401 (fixture)
+    AuditFile,
+    BotProcess,
+    BotProcesses,
+    ProcessHarness,
+    bot_env,
+    bot_processes,
+)
+
+pytestmark = pytest.mark.docker
+
+
+async def _wait_state(audit: AuditFile, run_id: str, state: str, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while audit.run_state(run_id) != state:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"run {run_id} is {audit.run_state(run_id)!r}, not {state!r}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_approval_survives_a_restart(stop, bot_processes: BotProcesses,  # noqa: F811
+                                           slack_emulator: SlackEmulator,  # noqa: F811
+                                           redis_server, redis_db, sandbox_image, tmp_path):
+    redis_db.set("session:1", "a")
+    redis_db.set("session:2", "b")
+    env = bot_env(slack_emulator, tmp_path / "data", redis_server.url, sandbox_image)
+    first = await bot_processes.start(env)
+    async with SlackClient(first.events_url) as client:
+        h = ProcessHarness(first, slack_emulator, client)
+        assert (await h.command("redis flushdb")).status == 200
+        thread = await h.run_thread()
+        card = await h.card(thread)
+    run_id = RUN_ID.search(h.slack.message(CHANNEL, thread).text).group(1)
+    audit = AuditFile(first.data_dir)
+    await _wait_state(audit, run_id, "waiting")
+
+    code = await first.stop(stop)
+    assert code == (0 if stop is signal.SIGTERM else -signal.SIGKILL)
+    assert redis_db.dbsize() == 2, "nothing ran before the approval"
+
+    second = await bot_processes.start(env)
+    assert second.port != 0 and audit.run_state(run_id) == "waiting", "recovery left it waiting"
+    async with SlackClient(second.events_url) as client:
+        h = ProcessHarness(second, slack_emulator, client)
+        assert (await h.click(card, APPROVER)).status == 200
+        report = await h.report(thread)
+
+    assert "Flushed the database (2 keys removed)" in report.text
+    assert redis_db.dbsize() == 0
+    decided = h.card_state(card)
+    assert all(b["type"] != "actions" for b in decided.blocks), "the buttons are gone"
+    assert f"Approved* by <@{APPROVER}>" in decided.blocks[-1]["text"]["text"]
+    await asyncio.sleep(1.0)  # a duplicate resume would show up here
+    assert len(audit.rows("sandbox.exec", run_id)) == 1
+    assert [r["data"]["status"] for r in audit.rows("approval.decision", run_id)] == ["approved"]
+    assert audit.run_state(run_id) == "done"
+    assert not [m for m in h.slack.thread(CHANNEL, thread) if "interrupted" in m.text]
