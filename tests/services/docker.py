@@ -82,13 +82,22 @@ def _stale_instances(client: docker.DockerClient) -> set[str]:
         *(c.labels for c in client.containers.list(all=True, filters={"label": LABEL})),
         *(n.attrs.get("Labels") or {} for n in client.networks.list(filters={"label": LABEL})),
     ]
+    instances = {label.get(f"{LABEL}.instance", "") for label in labels} | _chain_instances()
     stale = set()
-    for label in labels:
-        instance = label.get(f"{LABEL}.instance", "")
+    for instance in instances:
         match = STALE_INSTANCE.match(instance)
         if match and not Path(f"/proc/{match.group(1)}").exists():
             stale.add(instance)
     return stale
+
+
+def _chain_instances() -> set[str]:
+    """Instances that still have a firewall chain (a chain can outlive every container)."""
+    if shutil.which("iptables") is None:
+        return set()
+    listing = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True, check=False)
+    return {line.split()[1].removeprefix("OPSBOT-") for line in listing.stdout.splitlines()
+            if line.startswith("-N OPSBOT-")}
 
 
 async def reap_stale_test_instances(client: docker.DockerClient, image: str) -> None:

@@ -1,0 +1,168 @@
+"""The sandbox's parts without a container: stream decoding over a real socket pair, the
+egress forwarder against a real Redis, the entrypoint in-process and as a process, config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+import redis
+from pydantic import ValidationError
+
+from sandbox import messages
+from sandbox.config import SandboxConfig, instance_key
+from sandbox.egress import endpoints_map, open_forwarders
+from sandbox.entrypoint import handle
+from sandbox.image import ROOT
+from sandbox.protocol import SandboxRequest
+from sandbox.stream import Channel, FrameParser, LineSplitter
+from tools.base import Endpoint, Status
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def test_frames_survive_arbitrary_chunking():
+    wire = frame(2, b'{"progress": "a"}\n') + frame(1, b'{"status"') + frame(1, b': "ok"}\n')
+    parser = FrameParser()
+    frames = [f for i in range(0, len(wire), 5) for f in parser.feed(wire[i:i + 5])]
+    assert frames == [(2, b'{"progress": "a"}\n'), (1, b'{"status"'), (1, b': "ok"}\n')]
+
+
+def test_line_splitter_keeps_partials_and_cuts_floods():
+    lines = LineSplitter()
+    assert lines.feed(b"one\ntw") == [b"one"]
+    assert lines.feed(b"o\n") == [b"two"]
+    assert lines.feed(b"x" * 100_000) == []
+    assert len(lines.feed(b"\n")[0]) == 4000
+
+
+@pytest.fixture
+def pair():
+    ours, theirs = socket.socketpair()
+    yield Channel(ours), theirs
+    ours.close()
+    theirs.close()
+
+
+async def test_channel_reads_ready_progress_and_stops_at_the_result(pair):
+    channel, container = pair
+    container.sendall(frame(2, b'{"ready": true}\n'))
+    assert await channel.ready()
+    progress: list[str] = []
+    container.sendall(frame(2, b'{"progress": "step 1"}\nplain diagnostic\n')
+                      + frame(1, b'{"status": "ok", "invocation": "x", "output": "y"}\n')
+                      + frame(1, b"ignored after the result"))
+    seen = await channel.exchange(b"request\n", 1000, progress.append)
+    assert container.recv(100) == b"request\n"
+    assert container.recv(100) == b""  # half-closed: the container's stdin sees EOF
+    assert progress == ["step 1"]
+    assert seen.diagnostics == ["plain diagnostic"]
+    assert json.loads(seen.result_line) == {"status": "ok", "invocation": "x", "output": "y"}
+    assert not seen.eof and not seen.truncated
+
+
+async def test_channel_cuts_a_flood_and_reports_a_silent_exit(pair):
+    channel, container = pair
+    container.sendall(frame(1, b"x" * 3000))
+    flood = await channel.exchange(b"{}", 1000, lambda text: None)
+    assert flood.truncated and len(flood.stdout) == 1000 and flood.result_line is None
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    silent = await Channel(ours).exchange(b"{}", 1000, lambda text: None)
+    ours.close()
+    assert silent.eof and silent.result_line is None
+
+
+async def test_forwarder_relays_to_exactly_its_endpoint(redis_server, redis_db):
+    redis_db.set("k", "v")
+    endpoint = Endpoint(host=redis_server.host, port=redis_server.port)
+    forwarders = await open_forwarders("127.0.0.1", [endpoint, endpoint])
+    assert len(forwarders) == 1  # one listener per distinct endpoint
+    mapped = endpoints_map(forwarders)[str(endpoint)]
+    host, _, port = mapped.rpartition(":")
+    client = redis.Redis(host=host, port=int(port), socket_timeout=5)
+    assert await asyncio.to_thread(client.get, "k") == b"v"
+    client.close()
+    await forwarders[0].close()
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=2)
+
+
+async def test_forwarder_to_a_dead_endpoint_closes_the_connection():
+    [forwarder] = await open_forwarders("127.0.0.1", [Endpoint(host="127.0.0.1", port=1)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", forwarder.port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await forwarder.close()
+
+
+def request(**fields) -> bytes:
+    body = {"run_id": "r", "call_id": "c", "toolset": "redis", "action": "get"} | fields
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("raw,error", [
+    (b"not json", "The sandbox got a malformed request"),
+    (request(action="nope"), "This sandbox image has no action `redis nope`; rebuild it"),
+    (request(params={"key": ""}), "Bad parameters: key: String should have at least 1 char"),
+    (request(params={"key": "k"}, config={"url": "http://x"}),
+     "The action crashed: ValidationError"),
+])
+def test_entrypoint_turns_every_failure_into_a_result(raw, error):
+    result = handle(raw, lambda text: None)
+    assert result.status is Status.ERROR and result.error.startswith(error), result.error
+
+
+def test_entrypoint_scrubs_secret_values_from_the_result(redis_server, redis_db):
+    redis_db.set("leak", "the password is hunter2-secret")
+    progress: list[str] = []
+    raw = request(params={"key": "leak"}, config={"url": redis_server.url},
+                  secrets={"other": "hunter2-secret"})
+    result = handle(raw, progress.append)
+    assert result.status is Status.OK
+    assert result.output == "the password is [redacted]"
+    assert progress == ["Running `redis get` in the sandbox"]
+
+
+def test_entrypoint_process_writes_one_result_line(redis_server, redis_db):
+    redis_db.set("k", "v")
+    raw = request(params={"key": "k"}, config={"url": redis_server.url})
+    done = subprocess.run([sys.executable, "-m", "sandbox.entrypoint"], input=raw, cwd=ROOT,
+                          capture_output=True, timeout=60, check=True)
+    [line] = done.stdout.splitlines()
+    assert json.loads(line)["output"] == "v"
+    stderr = [json.loads(text) for text in done.stderr.splitlines()]
+    assert stderr == [{"ready": True}, {"progress": "Running `redis get` in the sandbox"}]
+
+
+def test_wire_is_the_only_place_secrets_are_revealed():
+    req = SandboxRequest(run_id="r", call_id="c", toolset="t", action="a",
+                         secrets={"token": "s3cr3t-value"})
+    assert "s3cr3t-value" not in repr(req) + req.model_dump_json()
+    assert json.loads(req.wire())["secrets"] == {"token": "s3cr3t-value"}
+
+
+def test_config_limits_and_instance_keys(tmp_path):
+    config = SandboxConfig()
+    assert config.timeout_for(20) == 20 and config.timeout_for(0) == 30
+    assert SandboxConfig(max_timeout_s=60).timeout_for(600) == 60
+    assert instance_key(tmp_path) == instance_key(tmp_path / "." ) != instance_key(tmp_path / "x")
+    assert SandboxConfig(instance=instance_key(tmp_path)).instance.startswith("i")
+    with pytest.raises(ValidationError, match="instance"):
+        SandboxConfig(instance="Bad_Name")
+    with pytest.raises(ValidationError, match="user"):
+        SandboxConfig(user="0:0")
+    with pytest.raises(ValidationError, match="at least a /24"):
+        SandboxConfig(egress_subnets="10.0.0.0/28")
+
+
+@pytest.mark.parametrize("n,text", [(1_000_000, "1 MB"), (1 << 20, "1 MiB"), (1500, "1500 bytes"),
+                                    (64_000, "64 kB")])
+def test_sizes_read_naturally(n, text):
+    assert messages.size(n) == text
