@@ -155,4 +155,3 @@ def _action_lines(catalog: Catalog, call: Call) -> list[str]:
     except CallError:
         return []
     return [f"action:   {resolved.summary}", f"target:   {resolved.target}"]
-

@@ -53,9 +53,21 @@ from tools.base import Tier, Toolset
 from tools.catalog import Call, CallError, Catalog, Resolved
 
 __all__ = [
-    "Channel", "ChannelRule", "Decision", "Issue", "Match", "Policy", "PolicyError",
-    "Requester", "RequesterRule", "Rule", "Verdict", "compile_policy", "evaluate",
-    "load_policy", "parse_policy",
+    "Channel",
+    "ChannelRule",
+    "Decision",
+    "Issue",
+    "Match",
+    "Policy",
+    "PolicyError",
+    "Requester",
+    "RequesterRule",
+    "Rule",
+    "Verdict",
+    "compile_policy",
+    "evaluate",
+    "load_policy",
+    "parse_policy",
 ]
 
 
@@ -84,6 +96,7 @@ class Decision(BaseModel):
     base_tier: Tier | None = None  # the action's own tier; None when the call didn't resolve
     channel_rule: str | None = None  # the `channels` entry that applied, if any
 
+
 def load_policy(
     path: str | Path | None, toolsets: Sequence[Toolset[Any]] | None = TOOLSETS
 ) -> Policy:
@@ -107,6 +120,7 @@ def parse_policy(
 ) -> Policy:
     """Like :func:`load_policy` for YAML already in memory; ``source`` names it in errors."""
     return compile_policy(read_spec(text, source, toolsets), source)
+
 
 @dataclass(frozen=True)
 class _Case:

@@ -101,10 +101,11 @@ def _unreachable_rules(spec: PolicyFile) -> Iterator[Found]:
         earlier = next((i for i in range(j) if _covers(spec.rules[i].match, later.match)), None)
         if earlier is not None:
             name = spec.rules[earlier].name
-            yield ("rules", j), (
+            message = (
                 f"rule `{later.name}` can never match: rules[{earlier}] (`{name}`) comes first "
                 f"and matches everything it does (first match wins); move it above `{name}`"
             )
+            yield ("rules", j), message
 
 
 def _covers(a: MatchSpec, b: MatchSpec) -> bool:
@@ -130,10 +131,11 @@ def _duplicate_channels(spec: PolicyFile) -> Iterator[Found]:
     first: dict[str, int] = {}
     for k, entry in enumerate(spec.channels):
         if entry.match in first:
-            yield ("channels", k, "match"), (
+            message = (
                 f"`{entry.match}` is already matched by channels[{first[entry.match]}], "
                 "so this entry never applies (first match wins)"
             )
+            yield ("channels", k, "match"), message
         first.setdefault(entry.match, k)
 
 
@@ -145,8 +147,9 @@ def _target_kinds(spec: PolicyFile) -> Iterator[Found]:
                 continue
             close = difflib.get_close_matches(pattern, TARGET_KINDS, n=1, cutoff=0.75)
             if close:
-                yield ("rules", i, "match", "target", "kind"), (
-                    f"`{pattern}` is not a target kind (did you mean `{close[0]}`?)"
+                yield (
+                    ("rules", i, "match", "target", "kind"),
+                    (f"`{pattern}` is not a target kind (did you mean `{close[0]}`?)"),
                 )
 
 

@@ -93,9 +93,7 @@ class _Marks:
         return Issue(self.line(path), self.where(path), message)
 
 
-def read_spec(
-    text: str, source: str, toolsets: Sequence[Toolset[Any]] | None = None
-) -> PolicyFile:
+def read_spec(text: str, source: str, toolsets: Sequence[Toolset[Any]] | None = None) -> PolicyFile:
     """Validate policy YAML; raise :class:`PolicyError` listing every problem with its line.
 
     ``toolsets`` are the connectors this opsbot has: rule patterns that match none of their

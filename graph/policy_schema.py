@@ -116,17 +116,17 @@ def _id(pattern: re.Pattern[str], what: str, fix: str):
 def _channel(value: Any) -> str:
     if value is None:
         raise ValueError(
-            "is empty; if you wrote an unquoted #name, quote it (\"#incident-*\"): "
+            'is empty; if you wrote an unquoted #name, quote it ("#incident-*"): '
             "in YAML an unquoted # starts a comment"
         )
     if isinstance(value, str) and (
         value == "dm" or _CHANNEL_NAME.match(value) or _CHANNEL_ID.match(value)
     ):
         return value
-    hint = f" (did you mean \"#{value.lower()}\"?)" if isinstance(value, str) else ""
+    hint = f' (did you mean "#{value.lower()}"?)' if isinstance(value, str) else ""
     raise ValueError(
         f"{show(value)} is not a channel pattern{hint}; write a channel id (C…), "
-        "a quoted #name glob like \"#incident-*\", or dm"
+        'a quoted #name glob like "#incident-*", or dm'
     )
 
 
