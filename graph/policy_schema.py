@@ -131,6 +131,8 @@ def _channel(value: Any) -> str:
 
 
 def _patterns(value: Any) -> tuple[str, ...]:
+    if value is None:
+        raise ValueError("is empty; give a glob pattern or a list of them")
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
