@@ -38,7 +38,7 @@ class Forwarder:
         self.endpoint = endpoint
         self.address = ""
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def listen(self, listen_host: str) -> str:
         self._server = await asyncio.start_server(self._accept, host=listen_host, port=0)
@@ -51,14 +51,11 @@ class Forwarder:
         return int(self.address.rpartition(":")[2])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+        self._writers.add(writer)
         try:
             await self._relay(reader, writer)
         finally:
-            if task is not None:
-                self._tasks.discard(task)
+            self._writers.discard(writer)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -70,18 +67,20 @@ class Forwarder:
             await _close(writer)
             return
         up_reader, up_writer = upstream
+        self._writers.add(up_writer)
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
+            self._writers.discard(up_writer)
             await _close(up_writer)
             await _close(writer)
 
     async def close(self) -> None:
+        """Stop listening and cut every relayed connection (both sides see it end at once)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.transport.abort()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -59,11 +59,14 @@ def owned(client: docker.DockerClient, instance: str) -> dict[str, list[str]]:
     }
 
 
+def iptables_listing(*chain: str) -> str:
+    return subprocess.run(["iptables", "-w", "-S", *chain], capture_output=True, text=True,
+                          check=False).stdout
+
+
 def firewall_rules(instance: str) -> list[str]:
-    chain = Firewall(instance).chain
-    listing = subprocess.run(["iptables", "-w", "-S", chain], capture_output=True, text=True,
-                             check=False)
-    return [line for line in listing.stdout.splitlines() if line.startswith("-A ")]
+    listing = iptables_listing(Firewall(instance).chain)
+    return [line for line in listing.splitlines() if line.startswith("-A ")]
 
 
 async def test_sigkilled_runner_is_reaped_by_its_successor(sandbox_image, redis_server,
@@ -93,6 +96,5 @@ async def test_sigkilled_runner_is_reaped_by_its_successor(sandbox_image, redis_
         assert await successor.reap() == 0
     finally:
         await successor.close()
-    chains = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True,
-                            check=False).stdout
+    chains = await asyncio.to_thread(iptables_listing)
     assert f"-N {Firewall(instance).chain}\n" not in chains
