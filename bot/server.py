@@ -33,25 +33,6 @@ from bot.wiring import Runtime, runtime
 log = structlog.get_logger("opsbot.server")
 
 
-def policy_groups(policy) -> set[str]:
-    """Every Slack user-group id the policy mentions (for membership look-ups)."""
-    found: set[str] = set()
-
-    def walk(value) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                if isinstance(key, str) and "groups" in key and isinstance(inner, (list, tuple)):
-                    found.update(str(g) for g in inner)
-                else:
-                    walk(inner)
-        elif isinstance(value, (list, tuple)):
-            for inner in value:
-                walk(inner)
-
-    walk(policy.model_dump())
-    return found
-
-
 @dataclass
 class RunningBot:
     app: AsyncApp
@@ -72,7 +53,7 @@ async def running_bot(
     client = slack_client(settings)
     surface = SlackSurface(client, interval=status_interval)
     async with runtime(settings, surface, runbooks=runbooks) as rt:
-        directory = Directory(client, groups=policy_groups(rt.policy))
+        directory = Directory(client, groups=rt.policy.slack_groups())
         deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.run_store, directory, rt.dedupe)
         incidents = Incidents(deps, team=await _team_id(client), grace_s=incident_grace_s)
         app = build_app(settings, deps, client, incidents)
