@@ -31,17 +31,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -51,6 +54,9 @@ from pydantic import (
     model_validator,
 )
 
+import tools
+from tools.base import Action
+from tools.catalog import describe_validation
 from tools.embeddings import Embedder, EmbeddingError, MiniLM, OpenAIEmbedder
 
 log = structlog.get_logger(__name__)
@@ -61,11 +67,15 @@ SNIPPET_CHARS = 300
 CANDIDATES = 40
 ALERT_BOOST = 0.15
 SERVICE_BOOST = 0.05
+LEXICAL_BOOST = 0.1
 UPSERT_BATCH = 128
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_COMMAND = re.compile(r"^[a-z][a-z0-9_-]* [a-z][a-z0-9_-]*( [^\n]*)?$")
 _TERM = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
+_WORD = re.compile(r"[a-z0-9][a-z0-9_\-]*[a-z0-9]")
+_STOP_WORDS = """the and for are was were this that with from not can how what why does did our
+you your after since keeps keep its has have who where when there they them all any just now"""
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 class RunbookError(RuntimeError):
@@ -97,6 +107,50 @@ class RunbookConfig(BaseModel):
         return self
 
 
+def command_problem(command: str) -> str | None:
+    """Why ``command`` is not a runnable opsbot command (registered action, valid params)."""
+    try:
+        words = shlex.split(command)
+    except ValueError as e:
+        return f"`{command}` cannot be split into words ({e})"
+    action = tools.find(words[0], words[1]) if len(words) >= 2 else None
+    if action is None:
+        return f"`{command}` does not start with a registered opsbot `<toolset> <action>`"
+    problem = _params_problem(action, words[2:])
+    return f"`{command}`: {problem}" if problem else None
+
+
+def _params_problem(action: Action[Any], args: list[str]) -> str | None:
+    """As the typed command parser reads them: key=value pairs, bare values fill required."""
+    params: dict[str, Any] = {}
+    bare = []
+    try:
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if not eq:
+                bare.append(arg)
+                continue
+            params[key] = json.loads(value) if value[:1] in "[{" else value
+        fields = action.params.model_fields
+        params |= zip([n for n, f in fields.items() if f.is_required() and n not in params], bare)
+        action.params.model_validate(params)
+    except ValidationError as e:
+        return describe_validation(e)
+    except ValueError as e:
+        return f"a value is not valid JSON ({e})"
+    return None
+
+
+def _check_command(command: str) -> str:
+    problem = command_problem(command)
+    if problem:
+        raise ValueError(problem)
+    return command
+
+
+Command = Annotated[str, AfterValidator(_check_command)]
+
+
 class RunbookMeta(BaseModel):
     """The front matter of one runbook. Unknown keys are errors, so typos don't vanish."""
 
@@ -106,7 +160,7 @@ class RunbookMeta(BaseModel):
     services: list[str] = []
     alerts: list[str] = []
     tags: list[str] = []
-    commands: list[str] = []
+    commands: list[Command] = []
 
     @field_validator("services", "alerts", "tags", mode="before")
     @classmethod
@@ -114,16 +168,6 @@ class RunbookMeta(BaseModel):
         """``services: redis`` means ``[redis]``; ``tags: [500, 502]`` means strings."""
         items = [value] if isinstance(value, str | int | float) else value
         return [_number_text(v) for v in items] if isinstance(items, list) else items
-
-    @field_validator("commands")
-    @classmethod
-    def _typed_commands(cls, commands: list[str]) -> list[str]:
-        for command in commands:
-            if not _COMMAND.match(command):
-                raise ValueError(
-                    f"`{command}` is not an opsbot command like `redis info section=memory`"
-                )
-        return commands
 
 
 def _number_text(value: Any) -> Any:
@@ -215,8 +259,9 @@ def _meta(source: str) -> RunbookMeta:
         return RunbookMeta.model_validate(data)
     except ValidationError as e:
         first = e.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "front matter"
-        raise _FileError(_line_of(node, first["loc"]), f"`{where}`: {first['msg']}") from None
+        where = "".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise _FileError(_line_of(node, first["loc"]), f"`{where}`: {message}") from None
 
 
 def _yaml_error(e: yaml.MarkedYAMLError) -> _FileError:
@@ -319,7 +364,7 @@ class RunbookIndex:
             raise RunbookError(f"There is no runbook directory at {directory}.")
         report = IngestReport()
         chunks = list(self._read_all(directory, report))
-        with self._lock:
+        with self._lock, _embedding_errors():
             self._ensure_collection()
             existing = self._existing_hashes()
             self._upsert(chunks, existing, report)
@@ -338,7 +383,8 @@ class RunbookIndex:
             raise RunbookError("Search for what? The query is empty.")
         if not 1 <= limit <= 20:
             raise RunbookError(f"`limit` must be between 1 and 20, not {limit}.")
-        vector = self._embed([query])[0].tolist()
+        with _embedding_errors():
+            vector = self._embedder.embed([query])[0].tolist()
         with self._lock:
             if not self._client.collection_exists(self.config.collection):
                 return []
@@ -398,7 +444,7 @@ class RunbookIndex:
         todo = [c for c in chunks if existing.get(c.id) != c.payload(model)["hash"]]
         for start in range(0, len(todo), UPSERT_BATCH):
             batch = todo[start : start + UPSERT_BATCH]
-            vectors = self._embed([c.embed_text for c in batch])
+            vectors = self._embedder.embed([c.embed_text for c in batch])
             points = [
                 models.PointStruct(id=c.id, vector=v.tolist(), payload=c.payload(model))
                 for c, v in zip(batch, vectors, strict=True)
@@ -413,12 +459,6 @@ class RunbookIndex:
         if ids:
             self._client.delete(self.config.collection, models.PointIdsList(points=ids))
 
-    def _embed(self, texts: list[str]) -> Any:
-        try:
-            return self._embedder.embed(texts)
-        except EmbeddingError as e:
-            raise RunbookError(str(e)) from None
-
     def _check_model(self, points: list[Any]) -> None:
         model = (points[0].payload or {}).get("model") if points else None
         if model and model != self._embedder.name:
@@ -426,6 +466,15 @@ class RunbookIndex:
                 f"The runbook index was built with {model} but opsbot now embeds with "
                 f"{self._embedder.name}; run `opsbot runbooks ingest` again."
             )
+
+
+@contextmanager
+def _embedding_errors() -> Iterator[None]:
+    """An embedding backend failure is a user-facing :class:`RunbookError`."""
+    try:
+        yield
+    except EmbeddingError as e:
+        raise RunbookError(str(e)) from None
 
 
 def _connect(config: RunbookConfig) -> Any:
@@ -448,25 +497,37 @@ def _connect(config: RunbookConfig) -> Any:
 
 
 def _rank(query: str, points: list[Any], limit: int, boost: bool) -> list[RunbookHit]:
-    """Best chunk per runbook, with an optional bonus for exact alert / service names."""
+    """Best chunk per runbook, plus (``boost``) the lexical bonuses of :func:`_bonus`."""
     terms = {t.strip("._-") for t in _TERM.findall(query.lower())}
+    words = _words(query)
     best: dict[str, tuple[float, dict[str, Any]]] = {}
     for point in points:
         payload = point.payload or {}
-        score = point.score + (_bonus(terms, payload) if boost else 0.0)
+        score = point.score + (_bonus(terms, words, payload) if boost else 0.0)
         if payload["path"] not in best or score > best[payload["path"]][0]:
             best[payload["path"]] = (score, payload)
     ranked = sorted(best.values(), key=lambda pair: pair[0], reverse=True)[:limit]
     return [_hit(score, payload) for score, payload in ranked]
 
 
-def _bonus(terms: set[str], payload: dict[str, Any]) -> float:
-    bonus = 0.0
+def _bonus(terms: set[str], words: set[str], payload: dict[str, Any]) -> float:
+    """Exact alert / service names, and the share of query words found in the section.
+
+    The dense model is weak on rare tokens (``EAI_AGAIN``, ``maxmemory``, alert names); on the
+    hand-written pairs this lifts top-1 from 0.87 to 0.91+ and top-3 to 1.0 (see
+    ``tests/tools/test_retrieval_quality.py``).
+    """
+    section = _words(f"{payload['title']} {payload['heading']} {payload['text']}")
+    bonus = LEXICAL_BOOST * len(words & section) / max(1, len(words))
     if any(a.lower() in terms for a in payload.get("alerts", [])):
         bonus += ALERT_BOOST
     if any(s.lower() in terms for s in payload.get("services", [])):
         bonus += SERVICE_BOOST
     return bonus
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
 
 
 def _hit(score: float, p: dict[str, Any]) -> RunbookHit:
