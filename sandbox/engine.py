@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
+import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,10 +110,10 @@ class Engine:
         handle = await self.call("attach to the container", self.api.attach_socket,
                                  container, params=params)
         sock = getattr(handle, "_sock", handle)
-        if not isinstance(sock, socket.socket):
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
             handle.close()
-            raise EngineError("attach to the container",
-                              "the sandbox needs a unix:// or tcp:// DOCKER_HOST")
+            raise EngineError("attach to the container", "the sandbox needs a unix:// or "
+                              "plain tcp:// DOCKER_HOST (not ssh:// or TLS)")
         return Attachment(handle, sock)
 
     async def start(self, container: str) -> None:

@@ -38,6 +38,8 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
+from sandbox.config import LOCAL_ENGINE
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / "sandbox" / ".build"
 REPOSITORY = "opsbot-sandbox"
@@ -81,14 +83,18 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 
 def build_image(
-    log: Log = print, client: docker.DockerClient | None = None, root: Path = ROOT
+    log: Log = print,
+    client: docker.DockerClient | None = None,
+    root: Path = ROOT,
+    docker_host: str | None = None,
 ) -> str:
     """Build the image for the current code unless it exists; return its tag.
 
     Blocking and long on a fresh machine (~1 min); seconds after a code change. Safe to call
-    from several processes at once: builds are serialised with a file lock.
+    from several processes at once: builds are serialised with a file lock. ``docker_host``
+    is DOCKER_HOST (default: the local engine). Failures raise :class:`ImageBuildError`.
     """
-    client = client or docker.DockerClient(base_url="unix:///var/run/docker.sock")
+    client = client or docker.DockerClient(base_url=docker_host or LOCAL_ENGINE)
     tag = image_tag(root)
     with _build_lock():
         if image_exists(client, tag):
