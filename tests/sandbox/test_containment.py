@@ -70,6 +70,11 @@ CASES = {
     "tcp-internet": Case("connect('1.1.1.1', 443)", UNREACHABLE, True),
     "tcp-without-egress": Case("connect(CFG['docker0'], CFG['listener_port'])",
                                ("Network is unreachable",)),
+    "ipv6-to-the-host": Case(
+        "if open('/proc/net/if_inet6').read().strip(): escaped('has IPv6 addresses')\n"
+        "s = socket.socket(socket.AF_INET6); s.settimeout(5)\n"
+        "s.connect(('fe80::1', CFG['listener_port'], 0, 2)); escaped('IPv6 connect')",
+        ("Cannot assign requested address",), True),
     "dns-public-name": Case("socket.getaddrinfo('example.com', 443); escaped('resolved')",
                             ("Temporary failure in name resolution",
                              "Name or service not known"), True),
