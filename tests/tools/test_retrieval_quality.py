@@ -81,8 +81,8 @@ def test_top3_hit_rate_of_the_offline_model(index: RunbookIndex, record_property
     summary = "\n".join(
         [
             f"retrieval quality over {len(PAIRS)} hand-written queries (all-MiniLM-L6-v2, offline)",
-            boosted.line("with alert/service boost"),
-            plain.line("dense only             "),
+            boosted.line("hybrid (dense + alert, service and word-overlap bonus)"),
+            plain.line("dense only"),
             "not ranked first (with boost):",
             *boosted.misses,
         ]
