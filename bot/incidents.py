@@ -1,11 +1,16 @@
 """Exactly one investigation per PagerDuty incident, whichever way the incident arrives.
 
 The Slack post (in an incident channel) and the v3 webhook race. Both claim the incident id in
-the persisted dedupe table; the first claim starts the run, everything later attaches to it.
-A webhook waits a short grace period first, so that when PagerDuty also posts in Slack, the
-investigation lands in that post's thread; with no post, it starts in the first incident
-channel the policy names by id. Acknowledge / resolve update the run's status message; a
-resolve stops a run that is still investigating.
+the persisted dedupe table; the first claim starts the run, everything later (repeated posts,
+redeliveries, re-triggers) attaches to it and is audited as ``alert.attached``.
+
+A webhook ``incident.triggered`` for an incident without a run waits a short grace period
+first, so that when PagerDuty also posts in Slack, the investigation lands in that post's
+thread; with no post, it starts in the first incident channel the policy names by id. A
+re-trigger of an incident that has a run is applied at once, in order with later events. ``acknowledged`` / ``resolved`` update the run's
+status message; a resolve stops a run that is still investigating. Status events that arrive
+while a trigger is still in its grace period are held and applied when the run starts, and an
+incident resolved before its investigation started gets none.
 """
 
 from __future__ import annotations
@@ -21,66 +26,113 @@ from graph.task import Alert, Source, Task
 
 log = structlog.get_logger("opsbot.incidents")
 PAGERDUTY_USER = "PAGERDUTY"
+LIVE = (RunState.QUEUED, RunState.RUNNING, RunState.WAITING)
 
 
 class Incidents:
+    """Turns PagerDuty's two ingress paths into one run per incident (see the module doc)."""
+
     def __init__(self, deps: BotDeps, team: str = "", grace_s: float = 5.0):
         self.deps = deps
         self.team = team
         self.grace_s = grace_s
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_grace: set[str] = set()
+        self._early: dict[str, WebhookEvent] = {}  # incident -> latest status before its run
 
     async def posted(self, alert: Alert, channel: str, ts: str, team: str) -> None:
         """PagerDuty's Slack app announced ``alert`` in ``channel`` (message ``ts``)."""
         if not await self._claim(alert.id):
-            await self._attached(alert, channel, ts)
+            self._attached(alert.id, "slack post", channel=channel, ts=ts)
             return
-        await self.deps.submit(Task(source=Source.ALERT, team=team, channel=channel,
-                                    user=PAGERDUTY_USER, text=alert.title, thread_ts=ts,
-                                    message_ts=ts, alert=alert))
+        await self._start(Task(source=Source.ALERT, team=team, channel=channel,
+                               user=PAGERDUTY_USER, text=alert.title, thread_ts=ts,
+                               message_ts=ts, alert=alert))
 
     def webhook(self, event: WebhookEvent) -> None:
         """Handle a verified webhook after the HTTP response (PagerDuty wants 2xx in 5 s)."""
-        task = asyncio.create_task(self._webhook(event))
+        task = asyncio.create_task(self._webhook(event), name=f"pagerduty-{event.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settle(self) -> None:
+        """Wait for webhook handling in progress (tests, graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def _webhook(self, event: WebhookEvent) -> None:
-        if event.type in START_EVENTS:
-            await asyncio.sleep(self.grace_s)
-            await self._start_from_webhook(event.alert)
-        if event.status:
-            await self._status(event)
+        try:
+            if event.type in START_EVENTS:
+                await self._triggered(event)
+            elif event.status:
+                await self._status(event)
+        except Exception:  # noqa: BLE001 - the HTTP answer is long gone; log, never lose silently
+            log.exception("pagerduty webhook handling failed", incident=event.alert.id,
+                          event=event.type)
 
-    async def _start_from_webhook(self, alert: Alert) -> None:
-        channel = self._default_channel()
-        if channel is None:
-            log.warning("no incident channel id in the policy; webhook incident not investigated",
-                        incident=alert.id)
+    async def _triggered(self, event: WebhookEvent) -> None:
+        incident = event.alert.id
+        if self.deps.run_store.for_alert(incident) is not None:
+            await self._start_from_webhook(event)  # a re-trigger: in order with what follows
             return
-        if await self._claim(alert.id):
-            await self.deps.submit(Task(source=Source.ALERT, team=self.team, channel=channel,
-                                        user=PAGERDUTY_USER, text=alert.title, alert=alert))
+        self._in_grace.add(incident)
+        try:
+            await asyncio.sleep(self.grace_s)
+            await self._start_from_webhook(event)
+        finally:
+            self._in_grace.discard(incident)
+            self._early.pop(incident, None)
 
-    async def _status(self, event: WebhookEvent) -> None:
-        found = self.deps.run_store.for_alert(event.alert.id)
+    async def _start_from_webhook(self, event: WebhookEvent) -> None:
+        incident = event.alert.id
+        channel = self._default_channel()
+        if channel is None and self.deps.run_store.for_alert(incident) is None:
+            log.warning("no incident channel id in the policy; webhook incident not investigated",
+                        incident=incident)
+            return
+        if not await self._claim(incident):
+            self._attached(incident, "webhook", event=event.type)
+            await self._status(event, "re-triggered")
+            return
+        await self._start(Task(source=Source.ALERT, team=self.team, channel=channel or "",
+                               user=PAGERDUTY_USER, text=event.alert.title, alert=event.alert))
+
+    async def _start(self, task: Task) -> None:
+        incident = task.alert.id if task.alert else ""
+        early = self._early.get(incident)
+        if early is not None and early.status == "resolved":
+            log.info("incident resolved before its investigation started", incident=incident)
+            self.deps.runs.audit.record("alert.skipped", None, PAGERDUTY_USER, incident=incident,
+                                        reason="resolved before the investigation started")
+            return
+        await self.deps.submit(task)
+        early = self._early.pop(incident, None)  # including any that came in during submit
+        if early is not None:
+            await self._status(early)
+
+    async def _status(self, event: WebhookEvent, label: str | None = None) -> None:
+        incident = event.alert.id
+        found = self.deps.run_store.for_alert(incident)
         if found is None:
+            if incident in self._in_grace:
+                self._early[incident] = event
             return
         run, state = found
         who = f" by {event.agent}" if event.agent else ""
-        text = f"PagerDuty: incident {event.status}{who}"
+        self.deps.runs.audit.record("alert.status", run.run_id, PAGERDUTY_USER,
+                                    incident=incident, status=event.status, agent=event.agent)
         step = StepState.OK if event.status == "resolved" else StepState.RUNNING
-        await self.deps.runs.annotate(run.run_id, "pagerduty", text, step)
-        if event.status == "resolved" and state in (RunState.QUEUED, RunState.RUNNING,
-                                                    RunState.WAITING):
+        await self.deps.runs.annotate(run.run_id, "pagerduty",
+                                      f"PagerDuty: incident {label or event.status}{who}", step)
+        if event.status == "resolved" and state in LIVE:
             await self.deps.runs.end(run.run_id, f"incident resolved in PagerDuty{who}")
 
-    async def _attached(self, alert: Alert, channel: str, ts: str) -> None:
-        found = self.deps.run_store.for_alert(alert.id)
+    def _attached(self, incident: str, via: str, **where: str) -> None:
+        found = self.deps.run_store.for_alert(incident)
         run_id = found[0].run_id if found else None
-        log.info("incident already under investigation", incident=alert.id, run_id=run_id)
-        self.deps.runs.audit.record("alert.attached", run_id, PAGERDUTY_USER, incident=alert.id,
-                                    channel=channel, ts=ts)
+        log.info("incident already under investigation", incident=incident, run_id=run_id)
+        self.deps.runs.audit.record("alert.attached", run_id, PAGERDUTY_USER, incident=incident,
+                                    via=via, **where)
 
     async def _claim(self, incident: str) -> bool:
         """True for exactly one caller per incident, ever (runs outlive the dedupe window)."""

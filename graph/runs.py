@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +34,7 @@ from graph.task import Task, new_run_id
 
 log = structlog.get_logger("opsbot.runs")
 Job = Callable[[], Awaitable[None]]
+ENDED_KEPT = 256  # checklists of finished runs kept for late annotations (PagerDuty status)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RunManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._checklists: dict[str, Checklist] = {}
+        self._ended: OrderedDict[str, Checklist] = OrderedDict()  # so late annotations keep steps
         self._active: dict[str, asyncio.Task[Any]] = {}
 
     # lifecycle ----------------------------------------------------------------------------
@@ -293,7 +295,9 @@ class RunManager:
         await self.surface.report(run, report)
         self.audit.record("report", run.run_id, state=report.state.value,
                           headline=report.headline, calls=[c.model_dump() for c in report.calls])
-        self._checklists.pop(run.run_id, None)
+        self._ended[run.run_id] = self._checklists.pop(run.run_id, checklist)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
 
     async def _interrupted(self, run: RunRef) -> None:
         self.runs.set_state(run.run_id, RunState.INTERRUPTED)
@@ -369,6 +373,8 @@ class RunManager:
     # helpers ------------------------------------------------------------------------------
 
     def _checklist(self, run: RunRef) -> Checklist:
+        if run.run_id in self._ended:
+            return self._ended[run.run_id]
         if run.run_id not in self._checklists:
             self._checklists[run.run_id] = Checklist(run_id=run.run_id, headline=_headline(run.task))
         return self._checklists[run.run_id]

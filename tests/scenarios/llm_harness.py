@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ import aiohttp
 import pytest
 
 from bot.runbooks import AsyncRunbooks
+from bot.server import running_bot
 from tests.fakes.openai import API_KEY, OpenAIEmulator
-from tests.fakes.payloads import app_mention, message_event
+from tests.fakes.payloads import SlackClient, app_mention, message_event
 from tests.fakes.slack import SlackEmulator
-from tests.scenarios.harness import APPROVER, CHANNEL, LEAD, Harness, harness, settings_for
+from tests.scenarios.harness import APPROVER, CHANNEL, GROUPIE, LEAD, Harness, settings_for
 from tools.runbooks import RunbookConfig, RunbookIndex
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
@@ -44,6 +46,7 @@ INCIDENTS = "C0INCIDENT"
 PD_SECRET = "pd-webhook-secret-for-tests"
 PD_BOT = "B0PDMODERN"
 PD_CLASSIC_BOT = "B0PDCLASSIC"
+GRACE_S = 0.3  # production waits 5 s for PagerDuty's Slack post before using the webhook
 LLM_POLICY = f"""\
 version: 1
 groups:
@@ -123,11 +126,20 @@ def llm_settings(slack: SlackEmulator, redis_url: str, tmp_path: Path, llm: Open
                         pagerduty_webhook_secret=PD_SECRET, **keys, **more)
 
 
-def llm_harness(slack: SlackEmulator, redis_url: str, tmp_path: Path,
-                llm: OpenAIEmulator | None, runbooks: AsyncRunbooks | None, **more: Any):
+@asynccontextmanager
+async def llm_harness(slack: SlackEmulator, redis_url: str, tmp_path: Path,
+                      llm: OpenAIEmulator | None, runbooks: AsyncRunbooks | None,
+                      incident_grace_s: float = GRACE_S, **more: Any) -> AsyncIterator[Harness]:
+    """Like :func:`~tests.scenarios.harness.harness`, plus the incident channel and a short
+    grace period before a webhook-only incident starts its investigation."""
+    slack.add_channel(CHANNEL, "ops")
     slack.add_channel(INCIDENTS, "incident-cache")
+    slack.set_usergroup("S0SRE", [GROUPIE])
     settings = llm_settings(slack, redis_url, tmp_path, llm, **more)
-    return harness(settings, slack, runbooks=runbooks)
+    async with running_bot(settings, host="127.0.0.1", status_interval=0.05, runbooks=runbooks,
+                           incident_grace_s=incident_grace_s) as bot:
+        async with SlackClient(f"{bot.url}/slack/events") as client:
+            yield Harness(bot, slack, client)
 
 
 # driving ---------------------------------------------------------------------------------
@@ -185,12 +197,18 @@ def pd_signature(body: bytes, secret: str = PD_SECRET) -> str:
 
 
 async def send_webhook(h: Harness, event: dict[str, Any], webhook_id: str | None = None,
-                       signature: str | None = None) -> int:
-    """POST one v3 event to the bot's ``/webhooks/pagerduty``; returns the HTTP status."""
+                       signature: str | None = None, secret: str = PD_SECRET) -> int:
+    """POST one v3 event to the bot's ``/webhooks/pagerduty``; returns the HTTP status.
+
+    ``signature`` replaces the computed header (``""`` leaves it out); ``secret`` signs with
+    another secret.
+    """
     body = json.dumps(event).encode()
     headers = {"Content-Type": "application/json",
-               "X-Webhook-Id": webhook_id or secrets.token_hex(8),
-               "X-PagerDuty-Signature": signature or pd_signature(body)}
+               "X-Webhook-Id": webhook_id or secrets.token_hex(8)}
+    signed = pd_signature(body, secret) if signature is None else signature
+    if signed:
+        headers["X-PagerDuty-Signature"] = signed
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{h.bot.url}/webhooks/pagerduty", data=body,
                                 headers=headers) as response:
