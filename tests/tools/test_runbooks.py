@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -512,3 +513,57 @@ def test_switching_to_an_embedder_of_another_size_is_a_clear_error(
         )
     finally:
         remote.close()
+
+
+def test_a_directory_without_valid_runbooks_leaves_the_index_alone(tmp_path: Path, make_index):
+    index = make_index()
+    index.ingest(small_set(tmp_path / "runbooks"))
+    wrong = tmp_path / "docs"
+    wrong.mkdir()
+    (wrong / "notes.md").write_text("# just notes\n")
+    report = index.ingest(wrong)
+    assert report.errors == [
+        "docs/notes.md line 1: no front matter: the file must start with a `---` line.",
+        f"No runbook in {wrong} could be ingested; nothing changed.",
+    ]
+    assert (report.files, report.removed, point_count(index)) == (0, 0, 4)
+
+
+class GatedEmbedder:
+    """MiniLM whose ingest batches (texts with a newline) wait at a gate, like a slow model."""
+
+    def __init__(self, inner: MiniLM):
+        self.inner, self.name = inner, inner.name
+        self.gate, self.waiting = threading.Event(), threading.Event()
+        self.gate.set()
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if any("\n" in t for t in texts):
+            self.waiting.set()
+            assert self.gate.wait(10), "the test never opened the gate"
+        return self.inner.embed(texts)
+
+
+def test_searches_do_not_wait_for_an_ingest_to_finish_embedding(tmp_path: Path, minilm: MiniLM):
+    docs = small_set(tmp_path / "runbooks")
+    embedder = GatedEmbedder(minilm)
+    index = RunbookIndex(RunbookConfig(data_dir=tmp_path / "data"), embedder)
+    try:
+        index.ingest(docs)
+        embedder.gate.clear()
+        (docs / "disk.md").write_text((docs / "disk.md").read_text() + "\nCheck inodes too.\n")
+        with ThreadPoolExecutor(2) as pool:
+            ingest = pool.submit(index.ingest, docs)
+            assert embedder.waiting.wait(10)
+            search = pool.submit(index.search, "getaddrinfo EAI_AGAIN", 1)
+            assert search.result(timeout=10)[0].path == "runbooks/team/dns.md"
+            assert not ingest.done()
+            embedder.gate.set()
+            assert ingest.result(timeout=10).embedded == 1
+    finally:
+        embedder.gate.set()
+        index.close()

@@ -106,7 +106,8 @@ class RunbookIndex:
 
     def __init__(self, config: RunbookConfig, embedder: Embedder | None = None):
         self.config = config
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # around every Qdrant client call
+        self._ingest_lock = threading.Lock()  # one ingest at a time
         self._embedder = embedder or make_embedder(config)
         self._client = _connect(config)
 
@@ -115,18 +116,26 @@ class RunbookIndex:
             self._client.close()
 
     def ingest(self, directory: Path) -> IngestReport:
-        """Make the collection mirror ``directory``; see the module docstring."""
+        """Make the collection mirror ``directory``; see :mod:`tools.runbooks`.
+
+        Searches keep working during an ingest: embedding happens outside the client lock.
+        A directory without a single valid runbook leaves the index untouched (a typo in the
+        path must not empty it); the report says so.
+        """
         started = time.perf_counter()
         if not directory.is_dir():
             raise RunbookError(f"There is no runbook directory at {directory}.")
         report = IngestReport()
         chunks = list(self._read_all(directory, report))
-        with self._lock, _embedding_errors():
-            self._ensure_collection()
-            existing = self._existing_hashes()
+        if report.files == 0:
+            report.errors.append(f"No runbook in {directory} could be ingested; nothing changed.")
+            return report
+        with self._ingest_lock, _embedding_errors():
+            existing = self._prepare()
             self._upsert(chunks, existing, report)
             stale = set(existing) - {c.id for c in chunks}
-            self._delete(stale)
+            with self._lock:
+                self._delete(stale)
         report.chunks, report.removed = len(chunks), len(stale)
         report.seconds = time.perf_counter() - started
         log.info("runbooks.ingested", files=report.files, chunks=report.chunks,
@@ -167,21 +176,24 @@ class RunbookIndex:
             report.files += 1
             yield from chunks
 
-    def _ensure_collection(self) -> None:
+    def _prepare(self) -> dict[str, str]:
+        """Create or check the collection; the hash of every stored chunk by point id."""
         from qdrant_client import models
 
         name, dim = self.config.collection, self._embedder.dim
-        if not self._client.collection_exists(name):
-            params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
-            self._client.create_collection(name, vectors_config=params)
-            return
-        size = self._client.get_collection(name).config.params.vectors.size  # type: ignore[union-attr]
-        if size != dim:
-            raise RunbookError(
-                f"The Qdrant collection `{name}` holds {size}-dimensional vectors but "
-                f"{self._embedder.name} makes {dim}; set a different collection name "
-                f"or delete the old collection."
-            )
+        with self._lock:
+            if not self._client.collection_exists(name):
+                params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                self._client.create_collection(name, vectors_config=params)
+            vectors = self._client.get_collection(name).config.params.vectors
+            size = vectors.size  # type: ignore[union-attr]  (one unnamed vector, as created)
+            if size != dim:
+                raise RunbookError(
+                    f"The Qdrant collection `{name}` holds {size}-dimensional vectors but "
+                    f"{self._embedder.name} makes {dim}; set a different collection name "
+                    f"or delete the old collection."
+                )
+            return self._existing_hashes()
 
     def _existing_hashes(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -206,7 +218,8 @@ class RunbookIndex:
                 models.PointStruct(id=c.id, vector=v.tolist(), payload=c.payload(model))
                 for c, v in zip(batch, vectors, strict=True)
             ]
-            self._client.upsert(self.config.collection, points=points)
+            with self._lock:
+                self._client.upsert(self.config.collection, points=points)
         report.embedded = len(todo)
 
     def _delete(self, ids: Iterable[str]) -> None:
