@@ -31,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 KINDS = ("none", "egress")
 READY_TIMEOUT_S = 60.0
+PATIENCE_S = 3.0  # how long a run waits for a fill under way before going cold
 
 
 class WarmPool:
@@ -40,6 +41,7 @@ class WarmPool:
         self.size = size
         self._ready: dict[str, list[Box]] = {kind: [] for kind in KINDS}
         self._filling: set[asyncio.Task[None]] = set()
+        self._arrival = asyncio.Event()
         self._closed = False
 
     def fill(self) -> None:
@@ -49,9 +51,26 @@ class WarmPool:
             for _ in range(max(missing, 0)):
                 self._spawn(kind)
 
-    def take(self, egress: bool) -> Box | None:
-        """A ready box of the right kind (and a replacement under way), or None."""
+    async def take(self, egress: bool, patience: float = PATIENCE_S) -> Box | None:
+        """A ready box of the right kind (a replacement is started), or None.
+
+        When none is ready but one is being prepared, wait for it (up to ``patience``): it is
+        further along than a cold start would be, and a cold start would only compete with
+        it for the CPU."""
         kind = KINDS[egress]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while (box := self._take_ready(kind)) is None and self._pending(kind) and not (
+            self._closed
+        ):
+            arrival = self._arrival
+            try:
+                await asyncio.wait_for(arrival.wait(), deadline - loop.time())
+            except TimeoutError:
+                return None
+        return box
+
+    def _take_ready(self, kind: str) -> Box | None:
         ready = self._ready[kind]
         while ready:
             box = ready.pop(0)
@@ -91,7 +110,13 @@ class WarmPool:
     def _spawn(self, kind: str) -> None:
         task = asyncio.get_running_loop().create_task(self._make(kind), name=f"pool-{kind}")
         self._filling.add(task)
-        task.add_done_callback(self._filling.discard)
+        task.add_done_callback(self._filled)
+
+    def _filled(self, task: asyncio.Task[None]) -> None:
+        """Wake runs waiting for a box (whether this fill succeeded or not)."""
+        self._filling.discard(task)
+        self._arrival.set()
+        self._arrival = asyncio.Event()
 
     async def _make(self, kind: str) -> None:
         identity = Identity(instance=self.instance, pool=kind)

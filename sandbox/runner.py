@@ -124,7 +124,7 @@ class SandboxRunner:
 
     async def _box(self, request: SandboxRequest, command: list[str] | None) -> Box:
         egress = bool(request.egress)
-        box = self.pool.take(egress) if command is ENTRYPOINT else None
+        box = await self.pool.take(egress) if command is ENTRYPOINT else None
         if box is not None:
             self._later(self._rename(box, request))
             try:

@@ -116,7 +116,7 @@ async def test_warm_pool_container_has_the_same_hardening(sandbox_runner, cold_r
     assert outcome.pooled and outcome.result.status is Status.OK, outcome.result.error
     assert "redis_version:" in outcome.result.output
     await sandbox_runner.settle()
-    assert pooled.id not in {c.id for c in docker_client.containers.list(all=True)}
+    assert docker_client.containers.list(all=True, filters={"id": pooled.id}) == []
     await sandbox_runner.pool.wait_ready()
     assert sandbox_runner.pool.ready("egress") == 1
 

@@ -79,7 +79,8 @@ def session_instance(suffix: str = "") -> str:
 
 def _stale_instances(client: docker.DockerClient) -> set[str]:
     labels = [
-        *(c.labels for c in client.containers.list(all=True, filters={"label": LABEL})),
+        *(c.attrs.get("Labels") or {}
+          for c in client.containers.list(all=True, sparse=True, filters={"label": LABEL})),
         *(n.attrs.get("Labels") or {} for n in client.networks.list(filters={"label": LABEL})),
     ]
     instances = {label.get(f"{LABEL}.instance", "") for label in labels} | _chain_instances()
