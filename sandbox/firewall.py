@@ -79,7 +79,8 @@ class Firewall:
             await self._restore([self._accept(bridge, gateway, port) for port in ports])
 
     def _accept(self, bridge: str, gateway: str, port: int) -> str:
-        return f"-I {self.chain} 1 -i {bridge} -d {gateway}/32 -p tcp -m tcp --dport {port} -j ACCEPT"
+        return (f"-I {self.chain} 1 -i {bridge} -d {gateway}/32 -p tcp -m tcp --dport {port} "
+                "-j ACCEPT")
 
     async def release(self, bridge: str) -> None:
         """Delete every rule of ``bridge``."""

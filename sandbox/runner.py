@@ -188,13 +188,14 @@ class SandboxRunner:
         if seen is None:
             return ToolResult.fail(invocation, messages.timed_out(timeout)), None
         if seen.truncated:
-            return ToolResult.fail(invocation, messages.output_cut(self.config.output_cap_bytes)), None
+            cut = messages.output_cut(self.config.output_cap_bytes)
+            return ToolResult.fail(invocation, cut), None
         if seen.result_line is not None:
             return _parse(seen.result_line, invocation, redactor), None
         exit_code = await self.engine.wait(box.container)
-        state = await self.engine.state(box.container)
-        if state.get("OOMKilled"):
-            return ToolResult.fail(invocation, messages.out_of_memory(self.config.memory_mb)), exit_code
+        if (await self.engine.state(box.container)).get("OOMKilled"):
+            oom = messages.out_of_memory(self.config.memory_mb)
+            return ToolResult.fail(invocation, oom), exit_code
         last = redactor.redact(seen.diagnostics[-1]) if seen.diagnostics else ""
         return ToolResult.fail(invocation, messages.no_result(exit_code, last[:300])), exit_code
 
