@@ -1,7 +1,20 @@
 """Block Kit for run reports: pure functions, every field inside Slack's limits.
 
-A report that would not fit (section text 3,000, ~12,000 characters of blocks in total) keeps a
-shortened body in the message and the full text goes into a file in the thread.
+A report is a title, the answer (split into 3,000-character sections), one section per tool
+call with its output, and a footer naming the cited runbooks and the LLM usage. When anything
+had to be shortened to fit (a call's output past ``CALL_OUTPUT``, or the whole message past
+``MESSAGE_BUDGET`` characters or 50 blocks) the message says so and the full text is returned
+too, for the caller to attach as a file in the thread (``files.uploadV2``).
+
+Tool output and the model's answer are untrusted text: ``&``, ``<`` and ``>`` are escaped, so
+an output containing ``<!channel>`` or a crafted link shows as text instead of pinging anyone.
+
+Usage::
+
+    message, full = report_message(report)
+    await client.chat_postMessage(channel=c, thread_ts=t, **message)
+    if full is not None:
+        await client.files_upload_v2(channel=c, thread_ts=t, content=full, filename="report.md")
 """
 
 from __future__ import annotations
@@ -10,10 +23,14 @@ from typing import Any
 
 from graph.surface import CallReport, Report, RunState
 
-SECTION = 3000
-MESSAGE_BUDGET = 11_000  # Slack rejects far fewer than 50 x 3,000 chars (msg_blocks_too_long)
+SECTION = 3000  # section text
+MAX_BLOCKS = 50
+MESSAGE_BUDGET = 11_000  # Slack refuses far less than 50 x 3,000 characters (msg_blocks_too_long)
 CALL_OUTPUT = 1500
+FOOTER = 2000  # context element text
+TEXT = 3900  # the notification / fallback ``text``
 MARKER = "… (truncated)"
+ATTACHED = "_Shortened to fit in Slack: the full report is attached as a file below._"
 STATE_ICONS = {
     RunState.DONE: ":white_check_mark:",
     RunState.FAILED: ":x:",
@@ -27,29 +44,29 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(MARKER)] + MARKER
 
 
+def escape(text: str) -> str:
+    """Slack mrkdwn escaping for untrusted text (the only three characters Slack escapes)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def report_message(report: Report) -> tuple[dict[str, Any], str | None]:
-    """The report as ``{"text", "blocks"}``, plus the full text when it had to be shortened."""
+    """The report as ``{"text", "blocks"}``, plus the full text when something was shortened."""
     full = report_text(report)
-    blocks = [_section(_title(report))]
-    if report.answer:
-        blocks += [_section(part) for part in _split(report.answer, SECTION)]
-    for call in report.calls:
-        blocks.append(_section(_call(call, CALL_OUTPUT)))
-    footer = _footer(report)
-    if footer:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(footer, 2000)}]})
-    if _size(blocks) <= MESSAGE_BUDGET and len(blocks) <= 50:
-        return {"text": clip(full, 3900), "blocks": blocks}, None
-    short = [_section(_title(report)),
-             _section(clip(report.answer or "The full report is attached.", SECTION)),
-             _section("_The full report is too long for one message; it is attached as a file._")]
-    return {"text": clip(full, 3900), "blocks": short}, full
+    for limit in (CALL_OUTPUT, 0):
+        blocks = _blocks(report, limit)
+        if _fits(blocks):
+            shortened = any(len(c.output) > limit for c in report.calls)
+            if not shortened:
+                return {"text": clip(full, TEXT), "blocks": blocks}, None
+            return {"text": clip(full, TEXT), "blocks": _with_note(blocks)}, full
+    return {"text": clip(full, TEXT), "blocks": _minimal(report)}, full
 
 
 def report_text(report: Report) -> str:
+    """The whole report as mrkdwn text, nothing shortened (the file attachment's content)."""
     parts = [_title(report)]
     if report.answer:
-        parts.append(report.answer)
+        parts.append(escape(report.answer))
     parts += [_call(c, None) for c in report.calls]
     footer = _footer(report)
     if footer:
@@ -57,38 +74,90 @@ def report_text(report: Report) -> str:
     return "\n\n".join(parts)
 
 
+def _blocks(report: Report, output_limit: int) -> list[dict[str, Any]]:
+    blocks = [_section(_title(report))]
+    if report.answer:
+        blocks += [_section(part) for part in split(escape(report.answer), SECTION)]
+    blocks += [_section(_call(call, output_limit)) for call in report.calls]
+    footer = _footer(report)
+    if footer:
+        blocks.append(_context(footer))
+    return blocks
+
+
+def _minimal(report: Report) -> list[dict[str, Any]]:
+    """Title, as much of the answer as fits, one line per call: for huge answers."""
+    lines = "\n".join(_call(c, 0) for c in report.calls)
+    room = MESSAGE_BUDGET - len(_title(report)) - len(ATTACHED) - min(len(lines), SECTION)
+    answer = clip(escape(report.answer), max(room, 200)) if report.answer else ""
+    blocks = [_section(_title(report))]
+    blocks += [_section(part) for part in split(answer, SECTION)][: MAX_BLOCKS - 4]
+    if lines:
+        blocks.append(_section(lines))
+    return _with_note(blocks)
+
+
+def _with_note(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [*blocks[: MAX_BLOCKS - 1], _section(ATTACHED)]
+
+
+def _fits(blocks: list[dict[str, Any]]) -> bool:
+    # one block and the note's length are kept free for ATTACHED
+    return len(blocks) < MAX_BLOCKS and _size(blocks) + len(ATTACHED) <= MESSAGE_BUDGET
+
+
 def _title(report: Report) -> str:
     icon = STATE_ICONS.get(report.state, "")
     headline = f" — {report.headline}" if report.headline else ""
-    return f"{icon} *Run `{report.run_id}` {report.state.value}*{headline}"
+    return clip(f"{icon} *Run `{report.run_id}` {report.state.value}*{headline}", SECTION)
 
 
 def _call(call: CallReport, limit: int | None) -> str:
+    """One call: summary, status, note, invocation and (up to ``limit``) its output."""
     icon = CALL_ICONS.get(call.status, "•")
     note = f" _({call.note})_" if call.note else ""
-    head = f"{icon} *{call.summary}* — {call.status}{note}"
-    if call.invocation:
-        head += f"\n`{call.invocation}`"
-    output = call.output if limit is None else clip(call.output, limit)
-    return head + (f"\n```{output}```" if output else "")
+    head = f"{icon} *{escape(call.summary)}* — {call.status}{note}"
+    if call.invocation and limit != 0:
+        head += f"\n`{escape(call.invocation)}`"
+    output = call.output if limit is None else clip(call.output, limit) if limit else ""
+    return head + (f"\n```{escape(output)}```" if output else "")
 
 
 def _footer(report: Report) -> str:
     bits = []
     if report.citations:
-        bits.append("Runbooks: " + ", ".join(f"{c.title} (`{c.path}`)" for c in report.citations))
+        bits.append("Runbooks: " + ", ".join(f"{escape(c.title)} (`{escape(c.path)}`)"
+                                             for c in report.citations))
     if report.usage:
         bits.append(f"LLM usage: {report.usage}")
     return " · ".join(bits)
 
 
-def _split(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+def split(text: str, size: int) -> list[str]:
+    """Pieces of at most ``size`` characters, cut at a line break when there is one."""
+    parts = []
+    while len(text) > size:
+        cut = text.rfind("\n", size // 2, size)
+        if cut <= 0:
+            cut = size
+            entity = text.rfind("&", cut - 5, cut)  # don't cut an escape like &amp; in two
+            cut = entity if entity > 0 and ";" not in text[entity:cut] else cut
+        parts.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    return [*parts, text] if text or not parts else parts
 
 
 def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION)}}
 
 
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, FOOTER)}]}
+
+
 def _size(blocks: list[dict[str, Any]]) -> int:
-    return sum(len(b.get("text", {}).get("text", "")) for b in blocks)
+    total = 0
+    for block in blocks:
+        total += len(block.get("text", {}).get("text", ""))
+        total += sum(len(e.get("text", "")) for e in block.get("elements", []))
+    return total

@@ -1,10 +1,15 @@
 """The Slack side of a run: one status message edited in place, cards, the report.
 
-Status edits are coalesced per message (at most one ``chat.update`` per ``interval``); the last
-state always lands because ``final=True`` flushes under the same lock that orders every edit.
-429s are absorbed by slack_sdk's ``AsyncRateLimitErrorRetryHandler`` (it sleeps ``Retry-After``),
-so a rate-limit storm delays messages but never drops or duplicates them. Every outgoing string
-passes through the redactor.
+Status edits are coalesced per message: at most one ``chat.update`` per ``interval`` (1 s in
+production; Slack's ``chat.update`` is Tier 3, shared by every run in the workspace). Progress
+never waits for Slack: intermediate states are sent by a background flusher, so a slow or
+rate-limited Slack delays the message, not the investigation. ``final=True`` waits until the
+last state has landed (still respecting the interval), under the same lock that orders every
+edit, so nothing is lost and edits never arrive out of order.
+
+429s are absorbed by slack_sdk's ``AsyncRateLimitErrorRetryHandler`` (``bot/app.py``; it sleeps
+``Retry-After`` and retries), so a rate-limit storm delays messages but never drops or
+duplicates them. Every outgoing string passes through the redactor.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from approvals.cards import approval_card
 from approvals.models import ApprovalRequest
-from bot.blocks import clip, report_message
+from bot.blocks import TEXT, clip, report_message, report_text
 from graph.surface import Checklist, Report, RunRef, RunState
+from graph.task import Source
 from tools.secrets import REDACTOR
 
 log = structlog.get_logger("opsbot.slack")
@@ -32,47 +38,64 @@ REACTIONS = {
     RunState.CANCELLED: "heavy_multiplication_x",
     RunState.INTERRUPTED: "warning",
 }
+STATUS_TEXT = 3900  # chat.update refuses text over 4,000 characters
 
 
 class StatusMessage:
-    """Coalesces edits of one message: ≤ 1 ``chat.update`` per interval, last state always sent."""
+    """One message edited in place: ≤ 1 ``chat.update`` per ``interval``, the last state always
+    sent.
+
+    Usage::
+
+        status = StatusMessage(client, channel, ts, interval=1.0)
+        await status.show("step 1")              # returns at once; sent in the background
+        await status.show("done", final=True)    # returns once "done" is in Slack
+    """
 
     def __init__(self, client: AsyncWebClient, channel: str, ts: str, interval: float):
         self.client, self.channel, self.ts, self.interval = client, channel, ts, interval
         self._latest = self._sent = ""
-        self._last = 0.0
+        self._last = 0.0  # monotonic time of the last edit
         self._lock = asyncio.Lock()
-        self._timer: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def show(self, text: str, final: bool = False) -> None:
         self._latest = text
-        wait = self.interval - (time.monotonic() - self._last)
-        if final or wait <= 0:
-            await self.flush()
-        elif self._timer is None or self._timer.done():
-            self._timer = asyncio.create_task(self._later(wait))
+        if final:
+            await self._send_latest()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_in_background())
 
-    async def flush(self) -> None:
-        async with self._lock:
-            text = self._latest
-            if text == self._sent:
-                return
-            await self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
-            self._sent, self._last = text, time.monotonic()
-
-    async def _later(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _flush_in_background(self) -> None:
         try:
-            await self.flush()
+            while self._latest != self._sent:
+                await self._send_latest()
         except SlackApiError as e:
             log.warning("status update failed", error=e.response.get("error"))
+        except Exception as e:  # noqa: BLE001 - a background edit must not die unseen
+            log.warning("status update failed", error=type(e).__name__)
+
+    async def _send_latest(self) -> None:
+        async with self._lock:
+            if self._latest == self._sent:
+                return
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - self._last)))
+            text = self._latest
+            try:
+                await self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+            finally:
+                self._last = time.monotonic()
+            self._sent = text
 
 
 class SlackSurface:
+    """:class:`graph.surface.Surface` for Slack: status message, approval cards, reports."""
+
     def __init__(self, client: AsyncWebClient, interval: float = 1.0):
         self.client = client
         self.interval = interval
         self._status: dict[str, StatusMessage] = {}
+        self._reaction: dict[str, str] = {}
 
     async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
         text = self._status_text(run, checklist)
@@ -107,8 +130,16 @@ class SlackSurface:
                                           **REDACTOR.redact_obj(approval_card(request)))
 
     async def report(self, run: RunRef, report: Report) -> None:
+        """The report in the thread; the full text as a file when it had to be shortened."""
         message, full = report_message(report)
-        await self._post(channel=run.task.channel, thread_ts=run.thread_ts, **message)
+        try:
+            await self._post(channel=run.task.channel, thread_ts=run.thread_ts, **message)
+        except SlackApiError as e:  # never lose a report to a layout Slack refuses
+            log.warning("report refused; sending it as text and a file",
+                        error=e.response.get("error"))
+            full = report_text(report)
+            await self._post(channel=run.task.channel, thread_ts=run.thread_ts,
+                             text=clip(full, TEXT))
         if full is not None:
             await self.client.files_upload_v2(
                 channel=run.task.channel, thread_ts=run.thread_ts,
@@ -130,15 +161,21 @@ class SlackSurface:
         return self._status.get(run.run_id)
 
     def _status_text(self, run: RunRef, checklist: Checklist) -> str:
-        asked = f"<@{run.task.user}> asked" if run.task.source != "alert" else "PagerDuty alert"
-        return clip(f"{asked}\n{checklist.render()}", 3900)
+        asked = "PagerDuty alert" if run.task.source == Source.ALERT else f"<@{run.task.user}> asked"
+        return clip(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 
     async def _react(self, run: RunRef, state: RunState) -> None:
+        """Show the run's state on the triggering message: one reaction, replaced as it moves."""
         name = REACTIONS.get(state)
-        if not name or not run.task.message_ts:
+        if not name or not run.task.message_ts or self._reaction.get(run.run_id) == name:
             return
+        previous = self._reaction.pop(run.run_id, None)
+        where = {"channel": run.task.channel, "timestamp": run.task.message_ts}
         try:
-            await self.client.reactions_add(channel=run.task.channel, timestamp=run.task.message_ts,
-                                            name=name)
+            if previous:
+                await self.client.reactions_remove(name=previous, **where)
+            await self.client.reactions_add(name=name, **where)
         except SlackApiError as e:
-            log.info("reaction not added", error=e.response.get("error"))
+            log.info("reaction not changed", error=e.response.get("error"))
+        if not state.final:
+            self._reaction[run.run_id] = name
