@@ -171,11 +171,32 @@ class Nodes:
             if call["id"] in done:
                 continue
             review = state["reviews"][call["id"]]
-            node = "approval" if review["verdict"] == Verdict.APPROVE else "execute"
+            node = "execute"
+            if review["verdict"] == Verdict.APPROVE:
+                node = "preview" if self._previewable(call) else "approval"
             branch: Branch = {"run_id": state["run_id"], "task": state["task"], "call": call,
                               "review": review}
             sends.append(Send(node, branch))
         return sends or "observe"
+
+    def _previewable(self, call: dict[str, Any]) -> bool:
+        try:
+            return self.deps.catalog.resolve(Call.model_validate(call)).action.preview is not None
+        except CallError:
+            return False
+
+    # preview (side effects allowed, never interrupts) ----------------------------------------
+
+    async def preview(self, branch: Branch) -> Command:
+        """Run the action's dry run in the sandbox so the approver sees what would change."""
+        call = Call.model_validate(branch["call"])
+        resolved = self.deps.catalog.resolve(call)
+        emit({"step": call.id, "text": resolved.summary, "state": StepState.RUNNING,
+              "detail": "preparing a preview for the approver"})
+        result = await self._run_sandboxed(branch, resolved, preview=True)
+        text = result.output if result.status is Status.OK else f"(no preview: {result.text})"
+        review = {**branch["review"], "preview": _clip(text, 2800)}
+        return Command(goto=Send("approval", {**branch, "review": review}))
 
     # approval (interrupt only) ------------------------------------------------------------
 
@@ -218,7 +239,7 @@ class Nodes:
         emit({"step": call.id, "text": resolved.summary, "state": StepState.RUNNING})
         return await self._run_sandboxed(branch, resolved), _approved_note(branch)
 
-    async def _run_sandboxed(self, branch: Branch, resolved) -> ToolResult:
+    async def _run_sandboxed(self, branch: Branch, resolved, preview: bool = False) -> ToolResult:
         run_id, call = branch["run_id"], resolved.call
         lease = None
         try:
@@ -229,7 +250,7 @@ class Nodes:
                 run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,
                 action=resolved.action.name, params=resolved.params.model_dump(mode="json"),
                 config=resolved.config.model_dump(mode="json"), secrets=dict(lease.values),
-                egress=resolved.egress, timeout=resolved.action.timeout,
+                egress=resolved.egress, timeout=resolved.action.timeout, preview=preview,
             )
 
             async def progress(line: str) -> None:
@@ -247,7 +268,8 @@ class Nodes:
                 self.deps.audit.record("credential.revoke", run_id, call_id=call.id,
                                        **lease.audit())
         self.deps.audit.record(
-            "sandbox.exec", run_id, call_id=call.id, action=call.ref,
+            "sandbox.preview" if preview else "sandbox.exec", run_id, call_id=call.id,
+            action=call.ref,
             params=resolved.params.model_dump(mode="json"), hash=resolved.hash,
             container=outcome.container_id, exit_code=outcome.exit_code,
             duration_s=round(outcome.duration_s, 3), timed_out=outcome.timed_out,

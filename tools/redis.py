@@ -236,6 +236,35 @@ def _flushall(p: FlushParams, ctx: ActionContext) -> ToolResult:
     return _guard(inv, go, p, ctx)
 
 
+def _del_preview(p: DelParams, ctx: ActionContext) -> ToolResult:
+    inv = "EXISTS/TYPE " + " ".join(p.keys)
+
+    def go(r) -> ToolResult:
+        lines = []
+        for key in p.keys:
+            kind = r.type(key)
+            ttl = r.ttl(key) if kind != "none" else -2
+            expiry = f", expires in {ttl} s" if ttl >= 0 else ""
+            lines.append(f"{key}: {'missing' if kind == 'none' else kind}{expiry}")
+        present = sum(1 for line in lines if not line.endswith("missing"))
+        return ToolResult.ok(inv, f"{present} of {len(p.keys)} keys exist:\n" + "\n".join(lines))
+
+    return _guard(inv, go, p, ctx)
+
+
+def _flush_preview(p: FlushParams, ctx: ActionContext) -> ToolResult:
+    inv = "INFO keyspace"
+
+    def go(r) -> ToolResult:
+        keyspace = r.info("keyspace")
+        sample = [k for _, k in zip(range(5), r.scan_iter(count=100))]
+        dbs = ", ".join(f"{db}: {v.get('keys', 0)} keys" for db, v in keyspace.items()) or "empty"
+        return ToolResult.ok(inv, f"Server keyspace: {dbs}\nThis database has {r.dbsize()} keys, "
+                                  f"e.g. {', '.join(sample) or '(none)'}")
+
+    return _guard(inv, go, p, ctx)
+
+
 ACTIONS: list[Action[Any]] = [
     Action(
         name="info",
@@ -283,6 +312,7 @@ ACTIONS: list[Action[Any]] = [
         + (" …" if len(p.keys) > 5 else ""),
         run=_del,
         timeout=30,
+        preview=_del_preview,
     ),
     Action(
         name="flushdb",
@@ -293,6 +323,7 @@ ACTIONS: list[Action[Any]] = [
         + (f" {p.db}" if p.db is not None else ""),
         run=_flushdb,
         timeout=60,
+        preview=_flush_preview,
     ),
     Action(
         name="flushall",
@@ -302,6 +333,7 @@ ACTIONS: list[Action[Any]] = [
         summary=lambda p: "Delete every key in every Redis database on the server",
         run=_flushall,
         timeout=60,
+        preview=_flush_preview,
     ),
 ]
 

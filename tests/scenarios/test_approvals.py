@@ -176,7 +176,8 @@ async def test_audit_tells_the_whole_story(h, redis_db, monkeypatch, capsys):
     assert await asyncio.to_thread(main, ["audit", run_id]) == 0
     lines = capsys.readouterr().out.splitlines()
     kinds = [line.split()[1] for line in lines]
-    assert kinds == ["task", "policy", "approval.request", "approval.vote", "approval.decision",
+    assert kinds == ["task", "policy", "credential.lease", "credential.revoke", "sandbox.preview",
+                     "approval.request", "approval.vote", "approval.decision",
                      "credential.lease", "credential.revoke", "sandbox.exec", "report"]
     text = "\n".join(lines)
     assert f"task               by {REQUESTER}" in text

@@ -33,6 +33,8 @@ async def test_flushdb_approved_runs_once_in_a_hardened_container(h, redis_db):
     thread = await h.run_thread()
     card = await h.card(thread)
     assert "Delete every key in the Redis database" in card.blocks[0]["text"]["text"]
+    preview = next(b["text"]["text"] for b in card.blocks if "*Preview*" in b.get("text", {}).get("text", ""))
+    assert "This database has 2 keys" in preview, "the approver sees the dry run"
     assert redis_db.dbsize() == 2, "nothing runs before approval"
     await h.click(card, APPROVER)
     report = await h.report(thread)

@@ -97,3 +97,18 @@ def test_hash_binds_params_and_target(catalog):
 def test_password_in_url_is_refused():
     with pytest.raises(ValueError, match="must not contain a password"):
         RedisConfig(url="redis://:hunter2@127.0.0.1:6379/0")
+
+
+def test_previews_show_what_would_change(catalog, redis_db):
+    redis_db.set("user:1", "a")
+    redis_db.set("user:2", "b", ex=300)
+    resolved = catalog.resolve(Call(id="t", toolset="redis", action="del",
+                                    params={"keys": ["user:1", "user:2", "nope"]}))
+    ctx = ActionContext(config=resolved.config.model_dump())
+    preview = resolved.action.preview(resolved.params, ctx)
+    assert preview.output.startswith("2 of 3 keys exist:")
+    assert "user:2: string, expires in" in preview.output and "nope: missing" in preview.output
+    flush = catalog.resolve(Call(id="t", toolset="redis", action="flushdb", params={}))
+    text = flush.action.preview(flush.params, ctx).output
+    assert "This database has 2 keys" in text and "db0: 2 keys" in text
+    assert redis_db.dbsize() == 2, "a preview changes nothing"
