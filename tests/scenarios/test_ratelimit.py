@@ -1,0 +1,101 @@
+"""Issue 5, streaming progress under Slack's rate limits: status edits are coalesced, never block
+the run, honour ``Retry-After`` on 429, and the last state and the report always land — in
+order and exactly once.
+"""
+
+import asyncio
+import time
+
+import pytest
+
+from bot.app import slack_client
+from bot.settings import Settings
+from bot.slack_surface import StatusMessage
+from tests.fakes.openai import Delay, text, tool_call
+from tests.fakes.slack import BOT_TOKEN
+from tests.scenarios.llm_harness import hl, llm_api, mention, runbook_search  # noqa: F401
+
+CHANNEL = "C0STATUS"
+
+
+@pytest.fixture
+async def status(slack_emulator):
+    slack_emulator.add_channel(CHANNEL, "status")
+    client = slack_client(Settings(slack_bot_token=BOT_TOKEN,
+                                   slack_api_url=slack_emulator.base_url))
+    posted = await client.chat_postMessage(channel=CHANNEL, text="starting")
+    return lambda interval: StatusMessage(client, CHANNEL, posted["ts"], interval)
+
+
+def gaps(calls) -> list[float]:
+    return [b.at - a.at for a, b in zip(calls, calls[1:])]
+
+
+async def test_edits_are_coalesced_to_one_per_interval_and_the_last_state_lands(
+        slack_emulator, status):
+    message = status(0.4)
+    for i in range(40):
+        await message.show(f"step {i}")
+        await asyncio.sleep(0.02)
+    await message.show("final", final=True)
+
+    updates = slack_emulator.calls("chat.update")
+    assert 2 <= len(updates) <= 4, [u.params["text"] for u in updates]
+    assert all(gap >= 0.38 for gap in gaps(updates)), gaps(updates)
+    assert updates[-1].params["text"] == "final"
+    assert slack_emulator.messages(CHANNEL)[0].text == "final"
+
+
+async def test_a_slow_slack_never_blocks_the_run(slack_emulator, status):
+    slack_emulator.delay("chat.update", 0.5)
+    message = status(0.05)
+    began = time.monotonic()
+    for i in range(20):
+        await message.show(f"step {i}")
+    assert time.monotonic() - began < 0.1
+    await message.show("final", final=True)
+    assert slack_emulator.messages(CHANNEL)[0].text == "final"
+
+
+async def test_final_state_waits_out_429s_and_lands_once(slack_emulator, status):
+    slack_emulator.rate_limit("chat.update", times=2, retry_after=1)
+    message = status(0.05)
+    began = time.monotonic()
+    await message.show("final", final=True)
+    assert time.monotonic() - began >= 2.0, "Retry-After: 1 was honoured twice"
+    updates = slack_emulator.calls("chat.update")
+    assert [u.status for u in updates] == [429, 429, 200]
+    assert all(gap >= 0.95 for gap in gaps(updates))
+    assert slack_emulator.messages(CHANNEL)[0].text == "final"
+
+
+@pytest.mark.docker
+async def test_a_429_storm_during_a_run_delays_but_never_drops_reorders_or_duplicates(
+        hl, llm_api, redis_db):
+    slack = hl.slack
+    slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    slack.rate_limit("chat.update", times=3, retry_after=1)
+    llm_api.push(tool_call("redis__info", {"section": "server"}), Delay(1.0),
+                 text("Redis is up and answering."))
+    thread = await mention(hl, "is redis up?")
+    await llm_api.wait_for(lambda: len(llm_api.requests()) >= 2, 30)
+    slack.rate_limit("chat.postMessage", times=1, retry_after=1)  # hits the report
+    report = await hl.report(thread, timeout=60)
+    await asyncio.sleep(0.3)
+
+    replies = [m for m in slack.thread("C0OPS", thread) if m.ts != thread]
+    assert len(replies) == 2, [m.text[:60] for m in replies]
+    status_message, last = replies
+    assert last.ts == report.ts and "Redis is up and answering." in report.text
+    assert "· done" in status_message.text and "✅ Read Redis INFO (server)" in status_message.text
+
+    posts = slack.calls("chat.postMessage")
+    updates = [u for u in slack.calls("chat.update") if u.params.get("ts") == status_message.ts]
+    assert [p.status for p in posts] == [429, 200, 429, 200], "one status, one report, no dupes"
+    assert sum(u.status == 429 for u in updates) == 3
+    for calls in (posts, updates):
+        for limited, retry in zip(calls, calls[1:]):
+            if limited.status == 429:
+                assert retry.at - limited.at >= 0.95, "Retry-After honoured"
+    final_update = max(u.at for u in updates if u.status == 200 and "· done" in u.params["text"])
+    assert final_update < posts[-1].at, "the final status lands before the report"
