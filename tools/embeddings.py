@@ -257,6 +257,8 @@ class OpenAIEmbedder:
         return self._dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dim or 0), np.float32)
         rows: list[list[float]] = []
         for start in range(0, len(texts), OPENAI_BATCH):
             rows += self._request(list(texts[start : start + OPENAI_BATCH]))

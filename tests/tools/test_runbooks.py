@@ -567,3 +567,11 @@ def test_searches_do_not_wait_for_an_ingest_to_finish_embedding(tmp_path: Path, 
     finally:
         embedder.gate.set()
         index.close()
+
+
+def test_ingesting_dot_names_paths_after_the_directory(tmp_path: Path, make_index, monkeypatch):
+    small_set(tmp_path / "runbooks")
+    monkeypatch.chdir(tmp_path / "runbooks")
+    index = make_index()
+    assert index.ingest(Path(".")).files == 3
+    assert index.search("EAI_AGAIN", 1)[0].path == "runbooks/team/dns.md"

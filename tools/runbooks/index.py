@@ -164,7 +164,7 @@ class RunbookIndex:
         for file in sorted(directory.rglob("*.md")):
             if file.name.lower() == "readme.md" or not file.is_file():
                 continue
-            name = f"{directory.name}/{file.relative_to(directory).as_posix()}"
+            name = f"{directory.resolve().name}/{file.relative_to(directory).as_posix()}"
             try:
                 chunks = chunk_file(name, file.read_text(encoding="utf-8"))
             except RunbookFileError as e:
