@@ -1,0 +1,244 @@
+"""The agent loop inside the real graph, fast: the real ``ChatOpenAI`` against the OpenAI
+emulator, the compiled graph with an in-memory checkpointer, the real catalog, policy, audit
+log and credential broker. Only the executor is a stand-in (``CannedExecutor`` answers like
+the sandbox would, instantly, and counts calls); ``tests/scenarios/test_llm.py`` runs the same
+loop through the Docker sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from bot.settings import Settings
+from bot.wiring import llm_for
+from graph.agent import Agent, tool_name
+from graph.audit import AuditLog
+from graph.build import build_graph
+from graph.deps import GraphDeps, Limits
+from graph.policy import parse_policy
+from graph.store import open_db
+from graph.task import Source, Task
+from sandbox.protocol import SandboxOutcome, SandboxRequest
+from tests.fakes.openai import OpenAIEmulator, http_error, text, tool_call, tool_results
+from tools import TOOLSETS
+from tools.base import ToolResult
+from tools.catalog import Catalog
+from tools.redis import RedisConfig
+from tools.secrets import REDACTOR
+from tools.vault import CredentialBroker
+
+POLICY = """\
+version: 1
+groups:
+  sre: {users: [UAPPR1]}
+defaults:
+  autonomous_max_tier: 2
+  approvers: [sre]
+rules:
+  - name: never-flushall
+    match: {toolset: redis, action: flushall}
+    deny: "flushall is never allowed from chat."
+"""
+_ids = itertools.count()
+
+
+class CannedExecutor:
+    """Answers each action with canned output (no container) and records what ran."""
+
+    def __init__(self, outputs: dict[str, str] | None = None, seconds: float = 0.0):
+        self.outputs = outputs or {}
+        self.seconds = seconds
+        self.ran: list[str] = []
+        self.previewed: list[str] = []
+
+    async def run(self, request: SandboxRequest, on_progress=None) -> SandboxOutcome:
+        await asyncio.sleep(self.seconds)
+        if getattr(request, "preview", False):  # a dry run for the approver's card
+            self.previewed.append(f"{request.toolset} {request.action}")
+        else:
+            self.ran.append(f"{request.toolset} {request.action}")
+        output = self.outputs.get(request.action, f"{request.action}: fine")
+        return SandboxOutcome(result=ToolResult.ok(request.action.upper(), output))
+
+
+class Hits:
+    """A runbook searcher with one fixed hit (the real index is exercised in scenarios)."""
+
+    class Hit:
+        title, path, score = "Redis memory pressure", "runbooks/redis-memory-pressure.md", 0.9
+        snippet, commands = "Check `redis info section=memory`.", ["redis info section=memory"]
+
+    async def search(self, query: str, limit: int = 3):
+        return [self.Hit()]
+
+
+@pytest.fixture
+def llm_api():
+    with OpenAIEmulator() as emulator:
+        yield emulator
+
+
+def make_graph(llm_api: OpenAIEmulator, tmp_path, executor: CannedExecutor | None = None,
+               **limits: Any):
+    settings = Settings(openai_api_key=llm_api.api_key, openai_base_url=llm_api.base_url)
+    deps = GraphDeps(
+        catalog=Catalog(TOOLSETS, {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}),
+        policy=parse_policy(POLICY), executor=executor or CannedExecutor(),
+        broker=CredentialBroker(None), audit=AuditLog(open_db(tmp_path / "audit.sqlite")),
+        runbooks=Hits(), llm=llm_for(settings), model_name=settings.model,
+        limits=Limits(**limits),
+    )
+    return build_graph(deps, InMemorySaver()), deps
+
+
+async def run(graph, request: str = "why is redis slow?", thread: str | None = None):
+    task = Task(source=Source.MENTION, team="T1", channel="C1", user="UREQ1", text=request,
+                thread_ts=thread or f"1.{next(_ids)}")
+    config = {"configurable": {"thread_id": task.thread_id()}, "recursion_limit": 60}
+    inputs = {"run_id": f"r-{next(_ids):08d}", "task": task.model_dump(mode="json")}
+    await graph.ainvoke(inputs, config)
+    return config, await graph.aget_state(config)
+
+
+def told(llm_api: OpenAIEmulator, index: int) -> list[str]:
+    return [m["content"] for m in tool_results(llm_api.requests()[index].body)]
+
+
+def test_every_action_is_bound_as_a_tool_with_its_pydantic_schema(llm_api, tmp_path):
+    _, deps = make_graph(llm_api, tmp_path)
+    tools = {t["function"]["name"]: t["function"] for t in Agent(deps).tools()}
+    redis = next(t for t in TOOLSETS if t.name == "redis")
+    assert set(tools) == {tool_name("redis", a.name) for a in redis.actions}
+    assert tools["redis__del"]["parameters"] == redis.action("del").params.model_json_schema()
+    assert tools["redis__flushdb"]["description"].startswith("[tier 4] ")
+
+
+async def test_answer_report_carries_citations_usage_and_audit(llm_api, tmp_path):
+    llm_api.push(tool_call("redis__info", {"section": "memory"}), text("All fine."))
+    graph, deps = make_graph(llm_api, tmp_path)
+    _, state = await run(graph)
+    report = state.values["report"]
+    assert report["answer"] == "All fine."
+    assert report["citations"] == [{"title": "Redis memory pressure",
+                                    "path": "runbooks/redis-memory-pressure.md"}]
+    assert "tokens in 2 calls (gpt-4o-mini, ≈ $" in report["usage"]
+    rows = deps.audit.db.execute("select data from audit where kind = 'llm.call'").fetchall()
+    calls = [json.loads(r[0]) for r in rows]
+    assert [c["tool_calls"] for c in calls] == [["redis__info"], []]
+    assert sum(c["total_tokens"] for c in calls) == state.values["tokens"] > 0
+
+
+async def test_token_cap_stops_before_the_next_model_call(llm_api, tmp_path):
+    llm_api.push(tool_call("redis__info", {}), text("never asked"))
+    graph, _ = make_graph(llm_api, tmp_path, max_tokens=100)
+    _, state = await run(graph)
+    answer = state.values["report"]["answer"]
+    assert answer.startswith("Stopped: this run hit its tokens (100) cap.")
+    assert "• INFO: ok — info: fine" in answer
+    assert len(llm_api.requests()) == 1
+
+
+async def test_round_cap(llm_api, tmp_path):
+    llm_api.respond_with(lambda request: tool_call("redis__slowlog", {"count": 5}))
+    executor = CannedExecutor()
+    graph, _ = make_graph(llm_api, tmp_path, executor, max_tool_rounds=2)
+    _, state = await run(graph)
+    assert "hit its tool rounds (2) cap" in state.values["report"]["answer"]
+    assert executor.ran == ["redis slowlog"] * 2 and len(llm_api.requests()) == 2
+
+
+async def test_wall_time_cap_counts_opsbot_working(llm_api, tmp_path):
+    llm_api.push(tool_call("redis__info", {}), text("never asked"))
+    graph, _ = make_graph(llm_api, tmp_path, CannedExecutor(seconds=0.6), max_wall_s=0.5)
+    _, state = await run(graph)
+    assert "hit its wall time (0 s) cap" in state.values["report"]["answer"]
+    assert len(llm_api.requests()) == 1
+
+
+async def test_wall_time_spent_waiting_for_an_approver_is_not_counted(llm_api, tmp_path):
+    llm_api.push(tool_call("redis__flushdb", {}), text("Flushed after approval."))
+    executor = CannedExecutor()
+    graph, _ = make_graph(llm_api, tmp_path, executor, max_wall_s=0.5)
+    config, state = await run(graph)
+    (pending,) = state.interrupts
+    await asyncio.sleep(0.8)  # the approver takes their time
+    decision = {"status": "approved", "by": ["UAPPR1"], "hash": pending.value["review"]["hash"]}
+    await graph.ainvoke(Command(resume={pending.id: decision}), config)
+    report = (await graph.aget_state(config)).values["report"]
+    assert report["answer"] == "Flushed after approval." and executor.ran == ["redis flushdb"]
+
+
+async def test_tool_output_is_truncated_for_the_model_with_a_note(llm_api, tmp_path):
+    llm_api.push(tool_call("redis__get", {"key": "big"}), text("big"))
+    executor = CannedExecutor({"get": "y" * 500})
+    graph, _ = make_graph(llm_api, tmp_path, executor, tool_output_chars=100)
+    await run(graph)
+    (result,) = told(llm_api, 1)
+    assert "y" * 100 in result and "y" * 101 not in result
+    assert "[truncated: 400 more characters not shown" in result
+
+
+async def test_secrets_are_redacted_from_everything_the_model_sees(llm_api, tmp_path):
+    canary = "canary-agent-7f3e9a1c2b"
+    REDACTOR.add(canary)
+    llm_api.push(tool_call("redis__get", {"key": "password"}), text("ok"))
+    graph, _ = make_graph(llm_api, tmp_path, CannedExecutor({"get": f"pw={canary}"}))
+    await run(graph, f"the password {canary} leaked, check it")
+    assert canary not in llm_api.all_text()
+    assert "pw=[redacted]" in told(llm_api, 1)[0]
+
+
+async def test_policy_denials_and_unknown_tools_are_fed_back(llm_api, tmp_path):
+    llm_api.push([tool_call("redis__flushall", {}), tool_call("redis_info", {})],
+                 text("I can't flush everything; checking differently."))
+    executor = CannedExecutor()
+    graph, _ = make_graph(llm_api, tmp_path, executor)
+    _, state = await run(graph)
+    denied, unknown = told(llm_api, 1)
+    assert denied.startswith("denied (denied by policy)")
+    assert "flushall is never allowed from chat." in denied
+    assert "Unknown toolset `redis_info`" in unknown and "Did you mean `redis`?" in unknown
+    assert executor.ran == [] and "checking differently" in state.values["report"]["answer"]
+
+
+async def test_parallel_calls_run_the_safe_one_now_and_the_gated_one_once(llm_api, tmp_path):
+    llm_api.push([tool_call("redis__info", {}), tool_call("redis__flushdb", {})], text("done"))
+    executor = CannedExecutor()
+    graph, _ = make_graph(llm_api, tmp_path, executor)
+    config, state = await run(graph)
+    assert executor.ran == ["redis info"] and len(state.interrupts) == 1
+    (pending,) = state.interrupts
+    decision = {"status": "approved", "by": ["UAPPR1"], "hash": pending.value["review"]["hash"]}
+    await graph.ainvoke(Command(resume={pending.id: decision}), config)
+    await graph.ainvoke(Command(resume={pending.id: decision}), config)  # a duplicate resume
+    assert executor.ran == ["redis info", "redis flushdb"]
+    assert len(told(llm_api, 1)) == 2 and len(llm_api.requests()) == 2
+
+
+async def test_a_follow_up_in_the_thread_sees_the_earlier_turn(llm_api, tmp_path):
+    llm_api.push(tool_call("redis__info", {}), text("First answer."), text("Second answer."))
+    graph, _ = make_graph(llm_api, tmp_path)
+    await run(graph, "first question", thread="9.1")
+    _, state = await run(graph, "second question", thread="9.1")
+    said = [m.get("content") or "" for m in llm_api.requests()[2].body["messages"]]
+    assert any("first question" in s for s in said) and "First answer." in said
+    assert "second question" in said[-1]
+    assert state.values["report"]["answer"] == "Second answer."
+
+
+async def test_the_model_endpoint_failing_is_a_sentence_not_a_crash(llm_api, tmp_path):
+    llm_api.push(http_error(500), http_error(500))
+    graph, _ = make_graph(llm_api, tmp_path)
+    began = time.monotonic()
+    _, state = await run(graph)
+    assert state.values["report"]["answer"].startswith("The LLM endpoint failed (HTTP 500)")
+    assert time.monotonic() - began < 10
+
