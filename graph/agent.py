@@ -52,8 +52,15 @@ class Agent:
 
     def __init__(self, deps: GraphDeps):
         self.deps = deps
+        self._tools: list[dict[str, Any]] | None = None
 
     def tools(self) -> list[dict[str, Any]]:
+        """The OpenAI tool definitions, built once (JSON-schema generation costs ~10 ms)."""
+        if self._tools is None:
+            self._tools = self._definitions()
+        return self._tools
+
+    def _definitions(self) -> list[dict[str, Any]]:
         return [
             {
                 "type": "function",
@@ -84,8 +91,10 @@ class Agent:
             return {**update, "messages": new, "calls": [], "answer": reply}
         return {**update, "messages": [*new, reply], **self._plan(state, reply, update["usage"])}
 
-    def route(self, state: GraphState) -> str:
-        """To policy when the model asked for tools (even only malformed ones), else report."""
+    async def route(self, state: GraphState) -> str:
+        """To policy when the model asked for tools (even only malformed ones), else report.
+
+        Async only so LangGraph calls it in the loop instead of hopping to a worker thread."""
         messages = state.get("messages", [])
         last = messages[-1] if messages else None
         asked = isinstance(last, AIMessage) and (last.tool_calls or last.invalid_tool_calls)
