@@ -95,7 +95,7 @@ class SlackSurface:
         self.client = client
         self.interval = interval
         self._status: dict[str, StatusMessage] = {}
-        self._reaction: dict[str, str] = {}
+        self._reactions: dict[str, set[str]] = {}
 
     async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
         text = self._status_text(run, checklist)
@@ -165,17 +165,16 @@ class SlackSurface:
         return clip(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 
     async def _react(self, run: RunRef, state: RunState) -> None:
-        """Show the run's state on the triggering message: one reaction, replaced as it moves."""
+        """Show the run's state on the triggering message (each reaction added once)."""
         name = REACTIONS.get(state)
-        if not name or not run.task.message_ts or self._reaction.get(run.run_id) == name:
+        if not name or not run.task.message_ts or name in self._reactions.get(run.run_id, ()):
             return
-        previous = self._reaction.pop(run.run_id, None)
-        where = {"channel": run.task.channel, "timestamp": run.task.message_ts}
         try:
-            if previous:
-                await self.client.reactions_remove(name=previous, **where)
-            await self.client.reactions_add(name=name, **where)
+            await self.client.reactions_add(channel=run.task.channel,
+                                            timestamp=run.task.message_ts, name=name)
         except SlackApiError as e:
-            log.info("reaction not changed", error=e.response.get("error"))
-        if not state.final:
-            self._reaction[run.run_id] = name
+            log.info("reaction not added", error=e.response.get("error"))
+        if state.final:
+            self._reactions.pop(run.run_id, None)
+        else:
+            self._reactions.setdefault(run.run_id, set()).add(name)
