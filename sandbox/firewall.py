@@ -5,7 +5,9 @@ through the bridge: the gateway IP and every other host address, so any service 
 0.0.0.0 (a database, the Docker API on tcp, opsbot's own HTTP port). Each run's bridge is
 named (``com.docker.network.bridge.name``) so rules can match it with ``-i``:
 
-* ``ACCEPT`` to ``<gateway>:<port>`` for each of the run's forwarders;
+* ``ACCEPT`` to ``<gateway>:<port>`` for each of the run's forwarders, and ``REJECT`` to that
+  port from anywhere else (another container, a host process): a forwarder serves its own
+  network only;
 * ``REJECT`` everything else arriving from the bridge (TCP with a reset, so a blocked connect
   fails at once with "Connection refused" instead of hanging).
 
@@ -66,7 +68,7 @@ class Firewall:
         """Reject everything from ``bridge`` except TCP to ``gateway`` on ``ports``."""
         if not self.available:
             return
-        lines = [self._accept(bridge, gateway, port) for port in ports]
+        lines = [rule for port in ports for rule in self._admit(bridge, gateway, port)]
         lines += [
             f"-A {self.chain} -i {bridge} -p tcp -j REJECT --reject-with tcp-reset",
             f"-A {self.chain} -i {bridge} -j REJECT --reject-with icmp-port-unreachable",
@@ -76,11 +78,13 @@ class Firewall:
     async def allow(self, bridge: str, gateway: str, ports: list[int]) -> None:
         """Open forwarder ports on an already confined bridge (warm pool networks)."""
         if self.available and ports:
-            await self._restore([self._accept(bridge, gateway, port) for port in ports])
+            await self._restore([rule for port in ports
+                                 for rule in self._admit(bridge, gateway, port)])
 
-    def _accept(self, bridge: str, gateway: str, port: int) -> str:
-        return (f"-I {self.chain} 1 -i {bridge} -d {gateway}/32 -p tcp -m tcp --dport {port} "
-                "-j ACCEPT")
+    def _admit(self, bridge: str, gateway: str, port: int) -> list[str]:
+        target = f"-d {gateway}/32 -p tcp -m tcp --dport {port}"
+        return [f"-I {self.chain} 1 -i {bridge} {target} -j ACCEPT",
+                f"-I {self.chain} 1 ! -i {bridge} {target} -j REJECT --reject-with tcp-reset"]
 
     async def release(self, bridge: str) -> None:
         """Delete every rule of ``bridge``."""

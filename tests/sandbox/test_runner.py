@@ -208,3 +208,35 @@ async def test_missing_image_is_one_sentence_not_an_exception():
         "The sandbox image opsbot-sandbox:000000000000 was not found: run `opsbot sandbox build`."
     )
     assert runner.image_problem == outcome.result.error
+
+
+SHOW_FORWARDER = """
+import json, socket, sys, time
+request = json.loads(sys.stdin.read())
+address = next(iter(request["endpoints"].values()))
+sys.stderr.write(json.dumps({"progress": address}) + "\\n")
+sys.stderr.flush()
+time.sleep(1)
+host, _, port = address.rpartition(":")
+socket.create_connection((host, int(port)), timeout=5).close()
+print(json.dumps({"status": "ok", "invocation": "probe", "output": "forwarder reachable"}))
+"""
+
+
+async def test_a_forwarder_serves_only_its_own_container(cold_runner, redis_server):
+    attempts: list[str] = []
+
+    async def from_the_host(address: str) -> None:
+        host, _, port = address.rpartition(":")
+        try:
+            await asyncio.open_connection(host, int(port))
+            attempts.append("connected")
+        except ConnectionRefusedError:
+            attempts.append("refused")
+
+    request = SandboxRequest(run_id="r", call_id="forwarder-1", toolset="test", action="probe",
+                             egress=[Endpoint(host=redis_server.host, port=redis_server.port)])
+    outcome = await cold_runner.execute(request, ["python3", "-c", SHOW_FORWARDER],
+                                        from_the_host)
+    assert outcome.result.output == "forwarder reachable", outcome.result.error
+    assert attempts == ["refused"]
