@@ -12,7 +12,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
@@ -177,7 +177,7 @@ class Provisioner:
             box.attachment.close()
         await close_forwarders(box.forwarders)
 
-    async def _guard(self, what: str, step) -> None:
+    async def _guard(self, what: str, step: Awaitable[None]) -> None:
         try:
             await step
         except (EngineError, OSError, RuntimeError) as e:

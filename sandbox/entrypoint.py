@@ -21,9 +21,10 @@ import importlib
 import json
 import os
 import sys
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO, TextIO
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 import tools
 from sandbox.protocol import SandboxRequest
@@ -32,6 +33,8 @@ from tools.catalog import describe_validation
 from tools.secrets import Redactor
 
 PRELOAD = ("redis", "requests", "hvac", "yaml", "github")
+
+Emit = Callable[[str], None]
 
 
 def main() -> int:
@@ -62,7 +65,7 @@ def _preload() -> None:
             continue
 
 
-def _progress_writer(stream):  # -> Callable[[str], None]
+def _progress_writer(stream: TextIO) -> Emit:
     def write(text: str) -> None:
         stream.write(json.dumps({"progress": str(text)}) + "\n")
         stream.flush()
@@ -70,7 +73,7 @@ def _progress_writer(stream):  # -> Callable[[str], None]
     return write
 
 
-def handle(raw: bytes, emit) -> ToolResult:
+def handle(raw: bytes, emit: Emit) -> ToolResult:
     """Parse, validate and run; a bad request or a crash is an error result, never a raise."""
     try:
         request = SandboxRequest.model_validate_json(raw)
@@ -84,7 +87,7 @@ def handle(raw: bytes, emit) -> ToolResult:
     return ToolResult.model_validate(redactor.redact_obj(result.model_dump(mode="json")))
 
 
-def _run(request: SandboxRequest, emit) -> ToolResult:
+def _run(request: SandboxRequest, emit: Emit) -> ToolResult:
     invocation = f"{request.toolset} {request.action}"
     action = tools.find(request.toolset, request.action)
     if action is None:
@@ -109,7 +112,8 @@ def _run(request: SandboxRequest, emit) -> ToolResult:
     return _guarded(action.run, params, ctx, invocation)
 
 
-def _guarded(run, params, ctx: ActionContext, invocation: str) -> ToolResult:
+def _guarded(run: Callable[..., Any], params: BaseModel, ctx: ActionContext, invocation: str
+             ) -> ToolResult:
     try:
         result = run(params, ctx)
     except MemoryError:
