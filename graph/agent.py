@@ -11,8 +11,9 @@ Hard caps (tool rounds, wall time, tokens) are checked before every model call; 
 ends the run with an answer naming the cap and listing what was found so far. Wall time counts
 opsbot's own work: a round that waited for a human approval does not count against it.
 
-Every model call is audited (``llm.call``: tokens, estimated cost, seconds, tools asked for);
-the run's totals go into the report.
+Every model call is audited (``llm.call``: tokens, estimated cost, seconds, tools asked for),
+and so are the run's totals when the agent gives its final word (``llm.run``); the totals are
+also shown in the report.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class Agent:
         ]
 
     async def step(self, state: GraphState) -> dict[str, Any]:
+        update = await self._step(state)
+        if update.get("answer"):
+            self._audit_run(state, update)
+        return update
+
+    async def _step(self, state: GraphState) -> dict[str, Any]:
         new: list[Any] = self._tool_messages(state)
         update: dict[str, Any] = {"usage": _tick(state.get("usage") or {}, state)}
         if state.get("rounds", 0) == 0 and not state.get("calls"):
@@ -131,6 +138,16 @@ class Agent:
             output_tokens=used.get("output_tokens", 0), total_tokens=used.get("total_tokens", 0),
             cost_usd=cost(self.deps.model_name, used), seconds=round(seconds, 3),
             tool_calls=[tc["name"] for tc in reply.tool_calls],
+        )
+
+    def _audit_run(self, state: GraphState, update: dict[str, Any]) -> None:
+        """The run's LLM totals, once, when the agent gives its final word."""
+        used = update.get("usage") or {}
+        self.deps.audit.record(
+            "llm.run", state["run_id"], model=self.deps.model_name, calls=used.get("calls", 0),
+            input_tokens=used.get("input_tokens", 0), output_tokens=used.get("output_tokens", 0),
+            total_tokens=used.get("total_tokens", 0), cost_usd=cost(self.deps.model_name, used),
+            busy_s=round(used.get("busy_ms", 0) / 1000, 3), cap=update.get("cap") or None,
         )
 
     async def _opening(self, state: GraphState) -> tuple[HumanMessage, list[dict[str, str]]]:

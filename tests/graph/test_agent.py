@@ -134,6 +134,11 @@ async def test_answer_report_carries_citations_usage_and_audit(llm_api, tmp_path
     calls = [json.loads(r[0]) for r in rows]
     assert [c["tool_calls"] for c in calls] == [["redis__info"], []]
     assert sum(c["total_tokens"] for c in calls) == state.values["tokens"] > 0
+    (total,) = [json.loads(r[0]) for r in deps.audit.db.execute(
+        "select data from audit where kind = 'llm.run'").fetchall()]
+    assert total["calls"] == 2 and total["total_tokens"] == state.values["tokens"]
+    assert total["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls))
+    assert total["cap"] is None
 
 
 async def test_token_cap_stops_before_the_next_model_call(llm_api, tmp_path):

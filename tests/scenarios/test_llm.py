@@ -222,6 +222,18 @@ async def test_long_tool_output_is_truncated_for_the_model_with_a_note(hl, llm_a
     assert len(told) < 6_500
 
 
+async def test_a_long_answer_lands_shortened_with_the_full_report_attached(hl, llm_api):
+    findings = "\n".join(f"finding {i}: " + "evidence " * 12 for i in range(300))  # ~35k chars
+    llm_api.push(text(findings))
+    thread = await mention(hl, "write me everything you know")
+    report = await hl.report(thread)
+    assert "the full report is attached as a file" in report.blocks[-1]["text"]["text"]
+    file = (await hl.slack.wait_for(lambda: hl.slack.files(), 20))[0]
+    assert findings in file.content.decode()
+    shared = [m for m in hl.slack.thread(CHANNEL, thread) if m.files]
+    assert len(shared) == 1 and shared[0].ts > report.ts
+
+
 async def test_llm_endpoint_failure_ends_the_run_with_a_sentence(hl, llm_api):
     llm_api.push(http_error(500), http_error(500))
     thread = await mention(hl, "what is wrong?")
