@@ -77,7 +77,7 @@ class Agent:
 
     async def step(self, state: GraphState) -> dict[str, Any]:
         update = await self._step(state)
-        if update.get("answer"):
+        if not (update.get("calls") or update.get("results")):  # the agent's final word
             self._audit_run(state, update)
         return update
 
