@@ -122,14 +122,18 @@ class BotProcess:
 
     async def start(self, timeout: float = START_TIMEOUT_S) -> BotProcess:
         """Spawn the process and return once ``/healthz`` answers 200."""
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(), env=self.env, cwd=self.data_dir, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = self._spawn()
         deadline = time.monotonic() + timeout
         self.port = await self._wait(self._listening_port, deadline, "log `listening`")
         await self._wait(self._healthy, deadline, "answer GET /healthz")
         return self
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Its own session, so a signal meant for pytest never reaches the bot, and back."""
+        with self.log_path.open("wb") as log:
+            return subprocess.Popen(self.command(), env=self.env, cwd=self.data_dir,
+                                    stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
 
     async def _wait(self, probe, deadline: float, what: str) -> Any:
         while True:
@@ -148,9 +152,10 @@ class BotProcess:
 
     async def _healthy(self) -> bool:
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-                async with session.get(f"{self.url}/healthz") as response:
-                    return response.status == 200
+            timeout = aiohttp.ClientTimeout(total=2)
+            async with aiohttp.ClientSession(timeout=timeout) as session, \
+                    session.get(f"{self.url}/healthz") as response:
+                return response.status == 200
         except aiohttp.ClientError:
             return False
 

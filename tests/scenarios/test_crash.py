@@ -63,7 +63,7 @@ def _bridges(client: docker.DockerClient, networks: set[str]) -> set[str]:
 
 
 def _firewall_rules() -> str:
-    done = subprocess.run(["iptables", "-S"], capture_output=True, text=True)
+    done = subprocess.run(["iptables", "-S"], check=True, capture_output=True, text=True)
     return done.stdout
 
 

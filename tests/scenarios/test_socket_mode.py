@@ -50,6 +50,6 @@ async def test_redis_info_over_socket_mode(bot_processes: BotProcesses,  # noqa:
     answer = await slack.socket.wait_for_ack(helped, timeout=10)
     assert "`redis info" in answer.payload["text"], "a typed answer rides on the ack itself"
     assert slack.socket.frames() == [], "nothing but acks went up the socket"
-    async with aiohttp.ClientSession() as session:
-        async with session.post(bot.events_url, data=b"{}") as response:
-            assert response.status == 404, "no HTTP Slack endpoint in Socket Mode"
+    async with aiohttp.ClientSession() as session, \
+            session.post(bot.events_url, data=b"{}") as response:
+        assert response.status == 404, "no HTTP Slack endpoint in Socket Mode"

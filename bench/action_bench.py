@@ -1,0 +1,295 @@
+"""One read-only action end to end: run queue → policy → credentials from OpenBao → sandbox
+container → result → report, against bare ``docker run --rm <image> true``.
+
+Run as root on a machine with Docker, redis-server and the test extra installed (``bao``)::
+
+    .venv/bin/python bench/action_bench.py [--samples 30]
+
+What runs is opsbot's own pipeline, built the way ``bot/wiring.py`` builds it (RunManager,
+LangGraph graph with its SQLite checkpointer, SQLite audit and run store, the policy engine,
+the Vault broker, the Docker sandbox), for the typed command ``redis info section=server``
+against a Redis with ``requirepass`` whose password exists only in an OpenBao dev server, read
+by a child token minted for each action and revoked after it. The only stand-in is the surface
+(Slack): a no-op that tells the bench when the report is posted. One sample = submit → report.
+
+Rows, interleaved sample by sample so that machine noise hits all of them alike:
+  * bare: ``docker run --rm <image> true`` through the docker CLI (no hardening, no network,
+    no I/O), the baseline;
+  * cold: ``warm_pool=0``; the action creates its egress network, container, forwarder and
+    firewall rules, then runs;
+  * warm: ``warm_pool=2``, the pool refilled between actions (a chat bot's pace).
+Targets (issue 3): cold p50 ≤ 1.5 × bare p50; warm p50 ≤ 0.5 × bare p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import structlog
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from approvals.store import ApprovalStore
+from graph.audit import AuditLog
+from graph.build import build_graph
+from graph.deps import GraphDeps, Limits
+from graph.policy import Policy
+from graph.runs import RunManager
+from graph.store import RunStore, open_db
+from graph.surface import Report, RunRef, RunState
+from graph.task import Source, Task
+from sandbox.config import SandboxConfig
+from sandbox.image import build_image
+from sandbox.protocol import SandboxOutcome, SandboxRequest
+from sandbox.runner import SandboxRunner
+from tests.services.openbao import start_openbao
+from tests.services.redis import start_redis
+from tools import TOOLSETS
+from tools.catalog import Catalog
+from tools.redis import RedisConfig
+from tools.vault import PARENT_POLICY, CredentialBroker, VaultConfig
+
+COMMAND = "redis info section=server"
+SECRET = "kv/data/redis/prod"
+TARGETS = {"cold": 1.5, "warm": 0.5}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 30 samples is the slowest one)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Spans:
+    """Where one action's time went, recorded by the timing wrappers below."""
+
+    mint: float = 0.0
+    revoke: float = 0.0
+    sandbox: float = 0.0
+    outcome: SandboxOutcome | None = None
+
+
+class TimedExecutor:
+    """The real runner behind graph.deps.Executor, noting each run's time and outcome."""
+
+    def __init__(self, runner: SandboxRunner, spans: Callable[[], Spans]):
+        self.runner, self.spans = runner, spans
+
+    async def run(self, request: SandboxRequest, on_progress=None) -> SandboxOutcome:
+        began = time.perf_counter()
+        outcome = await self.runner.run(request, on_progress=on_progress)
+        self.spans().sandbox, self.spans().outcome = time.perf_counter() - began, outcome
+        return outcome
+
+
+class TimedBroker:
+    """The real broker behind graph.deps.Broker, noting mint and revoke times."""
+
+    def __init__(self, broker: CredentialBroker, spans: Callable[[], Spans]):
+        self.broker, self.spans = broker, spans
+
+    async def mint(self, run_id, call_id, secrets, ttl_s):
+        began = time.perf_counter()
+        lease = await self.broker.mint(run_id, call_id, secrets, ttl_s)
+        self.spans().mint = time.perf_counter() - began
+        return lease
+
+    async def revoke(self, lease) -> None:
+        began = time.perf_counter()
+        await self.broker.revoke(lease)
+        self.spans().revoke = time.perf_counter() - began
+
+
+@dataclass
+class BenchSurface:
+    """A surface that posts nothing and resolves a future when a run's report arrives."""
+
+    done: dict[str, asyncio.Future[Report]] = field(default_factory=dict)
+
+    def waiter(self, run_id: str) -> asyncio.Future[Report]:
+        return self.done.setdefault(run_id, asyncio.get_running_loop().create_future())
+
+    async def open_run(self, run: RunRef, checklist) -> RunRef:
+        return run.model_copy(update={"thread_ts": run.run_id, "status_ts": run.run_id})
+
+    async def progress(self, run, checklist, final: bool = False) -> None:
+        return None
+
+    async def ask_approval(self, run, request) -> str | None:
+        raise AssertionError("a tier-0 action must not ask for approval")
+
+    async def update_approval(self, run, request) -> None:
+        return None
+
+    async def report(self, run: RunRef, report: Report) -> None:
+        self.waiter(run.run_id).set_result(report)
+
+    async def say(self, run, text: str) -> None:
+        return None
+
+
+@dataclass
+class Pipeline:
+    """opsbot's run pipeline over one sandbox runner."""
+
+    manager: RunManager
+    surface: BenchSurface
+    runner: SandboxRunner
+    spans: list[Spans] = field(default_factory=list)
+
+    async def action(self) -> float:
+        """Submit the command and wait for its report; returns seconds, checks the result."""
+        self.spans.append(Spans())
+        began = time.perf_counter()
+        run = await self.manager.submit(Task(source=Source.CONSOLE, team="T0", channel="C0",
+                                             user="U0", text=COMMAND))
+        report = await asyncio.wait_for(self.surface.waiter(run.run_id), 120)
+        elapsed = time.perf_counter() - began
+        call = report.calls[0] if report.calls else None
+        if report.state is not RunState.DONE or call is None or "redis_version:" not in call.output:
+            raise SystemExit(f"the action failed: {report.model_dump_json()}")
+        return elapsed
+
+
+@asynccontextmanager
+async def pipeline(workdir: Path, config: SandboxConfig, catalog: Catalog,
+                   broker: CredentialBroker) -> AsyncIterator[Pipeline]:
+    async with AsyncExitStack() as stack:
+        runner = await SandboxRunner.start(config)
+        stack.push_async_callback(runner.close)
+        saver = await stack.enter_async_context(
+            AsyncSqliteSaver.from_conn_string(str(workdir / "checkpoints.sqlite")))
+        db = open_db(workdir / "opsbot.sqlite")
+        audit, surface = AuditLog(db), BenchSurface()
+        spans: list[Spans] = []
+        deps = GraphDeps(catalog=catalog, policy=Policy(), audit=audit, limits=Limits(),
+                         executor=TimedExecutor(runner, lambda: spans[-1]),
+                         broker=TimedBroker(broker, lambda: spans[-1]))
+        manager = RunManager(build_graph(deps, saver), RunStore(db), ApprovalStore(db), audit,
+                             surface, workers=1)
+        await manager.start()
+        stack.push_async_callback(manager.stop)
+        yield Pipeline(manager, surface, runner, spans)
+
+
+async def bare_docker_run(image: str) -> float:
+    began = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec("docker", "run", "--rm", image, "true")
+    if await proc.wait() != 0:
+        raise SystemExit(f"docker run --rm {image} true failed")
+    return time.perf_counter() - began
+
+
+async def quiet(*pipelines: Pipeline) -> None:
+    """Let removals finish and pools refill, so every sample starts from the same state."""
+    for p in pipelines:
+        await p.runner.settle()
+        await p.runner.pool.wait_ready()
+
+
+async def measure(image: str, workdir: Path, catalog: Catalog, broker: CredentialBroker,
+                  samples: int) -> dict[str, tuple[list[float], list[Spans]]]:
+    cold_cfg = SandboxConfig(instance="benchactcold", image=image, warm_pool=0)
+    warm_cfg = SandboxConfig(instance="benchactwarm", image=image, warm_pool=2)
+    (workdir / "cold").mkdir()
+    (workdir / "warm").mkdir()
+    async with pipeline(workdir / "cold", cold_cfg, catalog, broker) as cold, \
+            pipeline(workdir / "warm", warm_cfg, catalog, broker) as warm:
+        rows: dict[str, list[float]] = {"bare": [], "cold": [], "warm": []}
+        steps: dict[str, Callable[[], Awaitable[float]]] = {
+            "bare": lambda: bare_docker_run(image), "cold": cold.action, "warm": warm.action}
+        for name, step in steps.items():  # warm-up: imports, first connections, page cache
+            await quiet(cold, warm)
+            await step()
+        cold.spans.clear()
+        warm.spans.clear()
+        for _ in range(samples):
+            for name, step in steps.items():
+                await quiet(cold, warm)
+                rows[name].append(await step())
+        return {"bare": (rows["bare"], []), "cold": (rows["cold"], cold.spans),
+                "warm": (rows["warm"], warm.spans)}
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f}"
+
+
+def report(results: dict[str, tuple[list[float], list[Spans]]], samples: int) -> None:
+    base = statistics.median(results["bare"][0])
+    print(f"\n`/ops {COMMAND}` end to end, {samples} samples per row; ratio = p50 / bare p50\n")
+    print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'target':>7} {'pooled':>7}")
+    names = {"bare": "bare: docker run --rm <image> true",
+             "cold": "opsbot action, cold (warm_pool=0)",
+             "warm": "opsbot action, warm pool (refilled)"}
+    for key, (times, spans) in results.items():
+        p50 = statistics.median(times)
+        target = TARGETS.get(key)
+        verdict = "" if target is None else f"≤{target:.1f} " + ("ok" if p50 / base <= target else "MISS")
+        pooled = f"{sum(bool(s.outcome and s.outcome.pooled) for s in spans)}/{len(spans)}" if spans else ""
+        print(f"{names[key]:46} {_ms(p50)} {_ms(percentile(times, 0.99))} {p50 / base:5.2f}x "
+              f"{verdict:>7} {pooled:>7}")
+    for key in ("cold", "warm"):
+        breakdown(key, *results[key])
+
+
+def breakdown(key: str, times: list[float], spans: list[Spans]) -> None:
+    """Median ms per stage of the critical path (sandbox phases from the runner's outcome)."""
+    parts: dict[str, list[float]] = {}
+    for total, s in zip(times, spans, strict=True):
+        outcome = s.outcome
+        phases = outcome.phases if outcome else {}
+        stages = {"vault mint": s.mint, **{f"sandbox {k}": v for k, v in phases.items()},
+                  "sandbox other": s.sandbox - sum(phases.values()), "vault revoke": s.revoke,
+                  "queue+policy+graph+audit": total - s.mint - s.sandbox - s.revoke}
+        for name, value in stages.items():
+            parts.setdefault(name, []).append(value)
+    shown = "  ".join(f"{name} {statistics.median(v) * 1000:.1f}" for name, v in parts.items())
+    print(f"\n{key}, median ms per stage:\n  {shown}")
+
+
+def parent_token(vault) -> str:
+    client = vault.client()
+    client.sys.create_or_update_acl_policy("opsbot-parent", PARENT_POLICY)
+    return client.auth.token.create(policies=["opsbot-parent"], ttl="1h")["auth"]["client_token"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=30)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    image = build_image(log=lambda line: print(line, file=sys.stderr))
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "bao").mkdir()
+        (workdir / "redis").mkdir()
+        bao_proc, vault = start_openbao(workdir / "bao")
+        redis_proc, redis_server = start_redis(workdir / "redis", password="bench-redis-password")
+        try:
+            vault.put(SECRET, password=redis_server.password)
+            broker = CredentialBroker(VaultConfig(addr=vault.addr, token=parent_token(vault)))
+            catalog = Catalog(TOOLSETS, {"redis": RedisConfig(
+                url=redis_server.url, password_secret=f"{SECRET}#password")})
+            results = asyncio.run(measure(image, workdir, catalog, broker, args.samples))
+        finally:
+            redis_proc.kill()
+            bao_proc.kill()
+    report(results, args.samples)
+
+
+if __name__ == "__main__":
+    main()
