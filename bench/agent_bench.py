@@ -197,7 +197,8 @@ def emulator_script(rounds: int, width: int) -> Callable[[dict[str, Any]], Any]:
     from tests.fakes.openai import text, tool_call
 
     def answer(request: dict[str, Any]) -> Any:
-        done = sum(1 for m in request["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
+        done = sum(1 for m in request["messages"]
+                   if m["role"] == "assistant" and m.get("tool_calls"))
         if done >= rounds:
             return text("Memory is fine.")
         return [tool_call("redis__info", {"section": "memory"}) for _ in range(width)]

@@ -7,10 +7,12 @@ redeliveries, re-triggers) attaches to it and is audited as ``alert.attached``.
 A webhook ``incident.triggered`` for an incident without a run waits a short grace period
 first, so that when PagerDuty also posts in Slack, the investigation lands in that post's
 thread; with no post, it starts in the first incident channel the policy names by id. A
-re-trigger of an incident that has a run is applied at once, in order with later events. ``acknowledged`` / ``resolved`` update the run's
-status message; a resolve stops a run that is still investigating. Status events that arrive
-while a trigger is still in its grace period are held and applied when the run starts, and an
-incident resolved before its investigation started gets none.
+re-trigger of an incident that has a run is applied at once, in order with later events.
+
+``acknowledged`` / ``resolved`` update the run's status message (also after the run ended); a
+resolve stops a run that is still investigating. Status events that arrive while a trigger is
+still in its grace period are held and applied when the run starts, and an incident resolved
+before its investigation started gets none.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Incidents:
                 await self._triggered(event)
             elif event.status:
                 await self._status(event)
-        except Exception:  # noqa: BLE001 - the HTTP answer is long gone; log, never lose silently
+        except Exception:  # the HTTP answer is long gone: log it, never lose it silently
             log.exception("pagerduty webhook handling failed", incident=event.alert.id,
                           event=event.type)
 

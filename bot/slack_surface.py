@@ -161,7 +161,8 @@ class SlackSurface:
         return self._status.get(run.run_id)
 
     def _status_text(self, run: RunRef, checklist: Checklist) -> str:
-        asked = "PagerDuty alert" if run.task.source == Source.ALERT else f"<@{run.task.user}> asked"
+        alert = run.task.source == Source.ALERT
+        asked = "PagerDuty alert" if alert else f"<@{run.task.user}> asked"
         return clip(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 
     async def _react(self, run: RunRef, state: RunState) -> None:

@@ -59,8 +59,8 @@ def test_a_small_report_is_one_message_exactly_like_this():
         "Memory is fine.",
         "✅ *Read Redis INFO (memory)* — ok\n`INFO memory`\n```used_memory:1024```",
         "⛔ *Read Redis INFO (memory)* — denied _(denied by <@UAPPR1>: not now)_\n`INFO memory`",
-        "Runbooks: Redis memory pressure (`runbooks/redis-memory.md`) · LLM usage: 1,234 tokens "
-        "in 2 calls (gpt-4o-mini, ≈ $0.0004)",
+        ("Runbooks: Redis memory pressure (`runbooks/redis-memory.md`) · LLM usage: 1,234 tokens "
+         "in 2 calls (gpt-4o-mini, ≈ $0.0004)"),
     ]
     assert message["blocks"][-1]["type"] == "context"
     assert_valid(message)

@@ -6,9 +6,12 @@ pointing at a scripted :class:`~tests.fakes.openai.OpenAIEmulator`, ``PAGERDUTY_
 set, an incident channel in the policy, and the runbooks from ``runbooks/`` searched through
 the real :class:`~bot.runbooks.AsyncRunbooks` (ingested once per session).
 
-Usage in a scenario module::
+Usage in a scenario module (fixtures are bound by assignment, so each module sees them)::
 
-    from tests.scenarios.llm_harness import hl, llm_api, runbook_search  # noqa: F401
+    from tests.scenarios import llm_harness
+    from tests.scenarios.llm_harness import mention
+
+    hl, llm_api, runbook_search = llm_harness.hl, llm_harness.llm_api, llm_harness.runbook_search
 
     async def test_x(hl, llm_api, redis_db):
         llm_api.push(tool_call("redis__info", {}), text("fine"))
@@ -35,7 +38,7 @@ import pytest
 
 from bot.runbooks import AsyncRunbooks
 from bot.server import running_bot
-from tests.fakes.openai import API_KEY, OpenAIEmulator
+from tests.fakes.openai import OpenAIEmulator
 from tests.fakes.payloads import SlackClient, app_mention, message_event
 from tests.fakes.slack import SlackEmulator
 from tests.scenarios.harness import APPROVER, CHANNEL, GROUPIE, LEAD, Harness, settings_for
@@ -60,29 +63,37 @@ pagerduty_bot_ids: [{PD_BOT}, {PD_CLASSIC_BOT}]
 """
 
 
+_SHARED: dict[str, AsyncRunbooks] = {}
+
+
 @pytest.fixture(scope="session")
 def runbook_search(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                   ) -> Iterator[AsyncRunbooks]:
-    """The shipped runbooks, ingested once; searched like the bot does in production.
+                   ) -> AsyncRunbooks:
+    """The shipped runbooks, ingested once per session (even when several modules import this
+    fixture) and searched like the bot does in production.
 
     Embedding 80 chunks costs seconds of CPU, so the finished index is kept in pytest's cache
     under a hash of ``runbooks/`` and copied into this session's tmp dir when it matches
     (ingest then re-embeds nothing). Without the cache plugin it is built from scratch.
     """
-    data_dir = tmp_path_factory.mktemp("runbooks")
-    cached = _cached_index(request.config)
+    if "index" not in _SHARED:
+        _SHARED["index"] = _ingested(request.config, tmp_path_factory.mktemp("runbooks"))
+    return _SHARED["index"]
+
+
+def _ingested(pytest_config: pytest.Config, data_dir: Path) -> AsyncRunbooks:
+    cached = _cached_index(pytest_config)
     if cached is not None and cached.is_dir():
         shutil.copytree(cached, data_dir, dirs_exist_ok=True)
     config = RunbookConfig(data_dir=data_dir)
     index = RunbookIndex(config)
     report = index.ingest(RUNBOOKS)
     index.close()
-    assert not report.errors, report.errors
+    if report.errors:
+        pytest.fail(f"the shipped runbooks did not ingest: {report.errors}")
     if cached is not None and not cached.is_dir():
         _store(data_dir, cached)
-    search = AsyncRunbooks(config)
-    yield search
-    search.close()
+    return AsyncRunbooks(config)
 
 
 def _cached_index(config: pytest.Config) -> Path | None:
@@ -114,7 +125,7 @@ def llm_api() -> Iterator[OpenAIEmulator]:
 @pytest.fixture
 async def hl(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path,
              llm_api: OpenAIEmulator, runbook_search: AsyncRunbooks) -> AsyncIterator[Harness]:
-    async with llm_harness(slack_emulator, redis_server.url, tmp_path, llm_api, runbook_search,
+    async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, llm_api, runbook_search,
                            sandbox_image=sandbox_image) as running:
         yield running
 
@@ -127,7 +138,7 @@ def llm_settings(slack: SlackEmulator, redis_url: str, tmp_path: Path, llm: Open
 
 
 @asynccontextmanager
-async def llm_harness(slack: SlackEmulator, redis_url: str, tmp_path: Path,
+async def running_llm_bot(slack: SlackEmulator, redis_url: str, tmp_path: Path,
                       llm: OpenAIEmulator | None, runbooks: AsyncRunbooks | None,
                       incident_grace_s: float = GRACE_S, **more: Any) -> AsyncIterator[Harness]:
     """Like :func:`~tests.scenarios.harness.harness`, plus the incident channel and a short
@@ -136,10 +147,12 @@ async def llm_harness(slack: SlackEmulator, redis_url: str, tmp_path: Path,
     slack.add_channel(INCIDENTS, "incident-cache")
     slack.set_usergroup("S0SRE", [GROUPIE])
     settings = llm_settings(slack, redis_url, tmp_path, llm, **more)
-    async with running_bot(settings, host="127.0.0.1", status_interval=0.05, runbooks=runbooks,
-                           incident_grace_s=incident_grace_s) as bot:
-        async with SlackClient(f"{bot.url}/slack/events") as client:
-            yield Harness(bot, slack, client)
+    async with (
+        running_bot(settings, host="127.0.0.1", status_interval=0.05, runbooks=runbooks,
+                    incident_grace_s=incident_grace_s) as bot,
+        SlackClient(f"{bot.url}/slack/events") as client,
+    ):
+        yield Harness(bot, slack, client)
 
 
 # driving ---------------------------------------------------------------------------------
@@ -209,7 +222,8 @@ async def send_webhook(h: Harness, event: dict[str, Any], webhook_id: str | None
     signed = pd_signature(body, secret) if signature is None else signature
     if signed:
         headers["X-PagerDuty-Signature"] = signed
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{h.bot.url}/webhooks/pagerduty", data=body,
-                                headers=headers) as response:
-            return response.status
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{h.bot.url}/webhooks/pagerduty", data=body, headers=headers) as response,
+    ):
+        return response.status

@@ -12,20 +12,19 @@ import pytest
 
 from tests.fakes.openai import http_error, text, tool_call, tool_results
 from tests.fakes.payloads import pagerduty_alert
+from tests.scenarios import llm_harness
 from tests.scenarios.harness import APPROVER, CHANNEL, REQUESTER
-from tests.scenarios.llm_harness import (  # noqa: F401 (fixtures)
+from tests.scenarios.llm_harness import (
     INCIDENTS,
-    hl,
-    llm_api,
-    llm_harness,
     mention,
     reply_in_thread,
     reports,
-    runbook_search,
+    running_llm_bot,
 )
 from tools.secrets import REDACTOR
 
 pytestmark = pytest.mark.docker
+hl, llm_api, runbook_search = llm_harness.hl, llm_harness.llm_api, llm_harness.runbook_search
 
 
 def executions(h, action: str | None = None) -> list[str]:
@@ -70,7 +69,8 @@ async def test_mention_investigates_with_redis_info_and_cites_a_runbook(hl, llm_
     first, second = sent(llm_api, 0), sent(llm_api, 1)
     tools = {t["function"]["name"] for t in llm_api.requests()[0].body["tools"]}
     assert {"redis__info", "redis__slowlog", "redis__flushdb"} <= tools
-    assert "why is redis evicting keys?" in first[1]["content"] and "<@UBOT>" not in first[1]["content"]
+    asked = first[1]["content"]
+    assert "why is redis evicting keys?" in asked and "<@UBOT>" not in asked
     assert 'path="runbooks/redis-memory-pressure.md"' in first[1]["content"]
     assert "used_memory:" in tool_texts(second)[0]
     assert executions(hl) == ["redis info"]
@@ -280,7 +280,7 @@ async def test_injected_alert_cannot_run_flushdb_without_a_human(hl, llm_api, re
 
 @pytest.fixture
 async def no_llm(slack_emulator, redis_server, sandbox_image, tmp_path, runbook_search):
-    async with llm_harness(slack_emulator, redis_server.url, tmp_path, None, runbook_search,
+    async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, None, runbook_search,
                            sandbox_image=sandbox_image) as running:
         yield running
 

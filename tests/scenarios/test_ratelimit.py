@@ -4,6 +4,7 @@ order and exactly once.
 """
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -13,7 +14,10 @@ from bot.settings import Settings
 from bot.slack_surface import StatusMessage
 from tests.fakes.openai import Delay, text, tool_call
 from tests.fakes.slack import BOT_TOKEN
-from tests.scenarios.llm_harness import hl, llm_api, mention, runbook_search  # noqa: F401
+from tests.scenarios import llm_harness
+from tests.scenarios.llm_harness import mention
+
+hl, llm_api, runbook_search = llm_harness.hl, llm_harness.llm_api, llm_harness.runbook_search
 
 CHANNEL = "C0STATUS"
 
@@ -28,7 +32,7 @@ async def status(slack_emulator):
 
 
 def gaps(calls) -> list[float]:
-    return [b.at - a.at for a, b in zip(calls, calls[1:])]
+    return [b.at - a.at for a, b in itertools.pairwise(calls)]
 
 
 async def test_edits_are_coalesced_to_one_per_interval_and_the_last_state_lands(
@@ -94,7 +98,7 @@ async def test_a_429_storm_during_a_run_delays_but_never_drops_reorders_or_dupli
     assert [p.status for p in posts] == [429, 200, 429, 200], "one status, one report, no dupes"
     assert sum(u.status == 429 for u in updates) == 3
     for calls in (posts, updates):
-        for limited, retry in zip(calls, calls[1:]):
+        for limited, retry in itertools.pairwise(calls):
             if limited.status == 429:
                 assert retry.at - limited.at >= 0.95, "Retry-After honoured"
     final_update = max(u.at for u in updates if u.status == 200 and "· done" in u.params["text"])
