@@ -139,14 +139,11 @@ async def test_an_incident_resolved_during_the_grace_period_is_not_investigated(
     assert [a["incident"] for a in audited(hl, "alert.skipped")] == ["Q1ABCDEF"]
 
 
-@pytest.mark.parametrize("how, status", [
-    ({"secret": "not-the-secret"}, 403),
-    ({"signature": "v1=" + "0" * 64}, 403),
-    ({"signature": "v0=" + "0" * 64}, 403),
-    ({"signature": ""}, 400),
-])
-async def test_bad_webhook_signatures_are_rejected_and_start_nothing(hl, llm_api, how, status):
-    assert await send_webhook(hl, incident_event("incident.triggered"), **how) == status
+async def test_bad_webhook_signatures_are_rejected_and_start_nothing(hl, llm_api):
+    cases = [({"secret": "not-the-secret"}, 403), ({"signature": "v1=" + "0" * 64}, 403),
+             ({"signature": "v0=" + "0" * 64}, 403), ({"signature": ""}, 400)]
+    for how, status in cases:
+        assert await send_webhook(hl, incident_event("incident.triggered"), **how) == status, how
     await asyncio.sleep(GRACE_S + 0.3)
     assert runs(hl) == [] and llm_api.requests() == []
     assert hl.slack.messages(INCIDENTS) == []
