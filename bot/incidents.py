@@ -57,11 +57,6 @@ class Incidents:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def settle(self) -> None:
-        """Wait for webhook handling in progress (tests, graceful shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
     async def _webhook(self, event: WebhookEvent) -> None:
         try:
             if event.type in START_EVENTS:
