@@ -102,9 +102,13 @@ def _chat(args, settings: Settings) -> int:
 
 
 def _sandbox_build(args, settings: Settings) -> int:
-    from sandbox.image import build_image
+    from sandbox.image import ImageBuildError, build_image
 
-    tag = build_image(log=print)
+    try:
+        tag = build_image(log=print, docker_host=settings.docker_host)
+    except ImageBuildError as e:
+        print(f"opsbot: the sandbox image could not be built: {e}", file=sys.stderr)
+        return 1
     print(f"built {tag}")
     return 0
 

@@ -6,6 +6,8 @@ import json
 import docker
 import pytest
 
+from sandbox.config import instance_key
+
 from tests.fakes.payloads import Signature, app_mention, slash_command, url_verification
 from tests.scenarios.harness import APPROVER, CHANNEL, LEAD, OUTSIDER, REQUESTER
 
@@ -27,8 +29,9 @@ async def test_redis_info_replies_in_thread_with_real_output(h, redis_db):
 async def test_flushdb_approved_runs_once_in_a_hardened_container(h, redis_db):
     redis_db.set("session:1", "a")
     redis_db.set("session:2", "b")
-    seen: list[dict] = []
-    watcher = asyncio.create_task(_watch_sandbox_containers(seen))
+    seen: dict[str, dict] = {}
+    instance = instance_key(h.bot.runtime.settings.data_dir)
+    watcher = asyncio.create_task(_watch_sandbox_containers(seen, instance))
     await h.command("redis flushdb")
     thread = await h.run_thread()
     card = await h.card(thread)
@@ -44,13 +47,17 @@ async def test_flushdb_approved_runs_once_in_a_hardened_container(h, redis_db):
     decided = h.card_state(card)
     assert all(b["type"] != "actions" for b in decided.blocks)
     assert f"Approved* by <@{APPROVER}>" in decided.blocks[-1]["text"]["text"]
-    assert seen, "the action ran in a sandbox container"
-    host = seen[0]["HostConfig"]
+    row = h.bot.runtime.audit.db.execute(
+        "select data from audit where kind = 'sandbox.exec'").fetchone()
+    container = json.loads(row[0])["container"]
+    attrs = next((a for cid, a in seen.items() if cid.startswith(container)), None)
+    assert attrs is not None, f"the action's container {container} was seen running"
+    host = attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in " ".join(host["SecurityOpt"])
-    assert seen[0]["Config"]["User"] not in ("", "0", "root")
+    assert attrs["Config"]["User"] not in ("", "0", "root")
     assert host["Memory"] > 0 and host["PidsLimit"] > 0
-    networks = seen[0]["NetworkSettings"]["Networks"]
+    networks = attrs["NetworkSettings"]["Networks"]
     assert "bridge" not in networks and "host" not in networks
     assert h.bot.runtime.audit.story(_run_id(report.text))  # audited
 
@@ -159,21 +166,21 @@ def _run_id(text: str) -> str:
     return RUN_ID.search(text).group(1)
 
 
-async def _watch_sandbox_containers(seen: list[dict]) -> None:
-    """Inspect opsbot containers while they exist (they are removed right after the action)."""
+async def _watch_sandbox_containers(seen: dict[str, dict], instance: str) -> None:
+    """Inspect this bot's containers while they exist (each is removed right after its action;
+    warm-pool containers are started before any request, so they are found by instance)."""
     client = docker.from_env()
-    ids: set[str] = set()
     try:
         while True:
-            for c in await asyncio.to_thread(client.containers.list, filters={"label": "opsbot=1"}):
-                if c.id not in ids and c.attrs["State"]["Running"]:
+            listed = await asyncio.to_thread(
+                client.api.containers, filters={"label": f"opsbot.instance={instance}"})
+            for c in listed:
+                if c["Id"] not in seen:
                     try:
-                        attrs = await asyncio.to_thread(client.api.inspect_container, c.id)
+                        seen[c["Id"]] = await asyncio.to_thread(client.api.inspect_container,
+                                                                c["Id"])
                     except docker.errors.NotFound:
                         continue
-                    if attrs["Config"]["Labels"].get("opsbot.action"):
-                        ids.add(c.id)
-                        seen.append(attrs)
             await asyncio.sleep(0.02)
     finally:
         client.close()
