@@ -95,7 +95,7 @@ class SlackSurface:
         self.client = client
         self.interval = interval
         self._status: dict[str, StatusMessage] = {}
-        self._reactions: dict[str, set[str]] = {}
+        self._reactions: dict[str, str] = {}
 
     async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
         text = self._status_text(run, checklist)
@@ -166,16 +166,19 @@ class SlackSurface:
         return clip(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 
     async def _react(self, run: RunRef, state: RunState) -> None:
-        """Show the run's state on the triggering message (each reaction added once)."""
+        """Show the run's state on the triggering message: one reaction, swapped as it moves."""
         name = REACTIONS.get(state)
-        if not name or not run.task.message_ts or name in self._reactions.get(run.run_id, ()):
+        shown = self._reactions.get(run.run_id)
+        if not name or not run.task.message_ts or name == shown:
             return
+        where = {"channel": run.task.channel, "timestamp": run.task.message_ts}
         try:
-            await self.client.reactions_add(channel=run.task.channel,
-                                            timestamp=run.task.message_ts, name=name)
+            await self.client.reactions_add(name=name, **where)
+            if shown:
+                await self.client.reactions_remove(name=shown, **where)
         except SlackApiError as e:
-            log.info("reaction not added", error=e.response.get("error"))
+            log.info("reaction not changed", error=e.response.get("error"))
         if state.final:
             self._reactions.pop(run.run_id, None)
         else:
-            self._reactions.setdefault(run.run_id, set()).add(name)
+            self._reactions[run.run_id] = name

@@ -138,7 +138,7 @@ class Nodes:
 
     # policy -------------------------------------------------------------------------------
 
-    def policy(self, state: GraphState) -> dict[str, Any]:
+    async def policy(self, state: GraphState) -> dict[str, Any]:
         task = task_of(state)
         requester = Requester(user=task.user, groups=task.user_groups)
         channel = Channel(id=task.channel, name=task.channel_name, is_dm=task.is_dm)
@@ -200,7 +200,7 @@ class Nodes:
 
     # approval (interrupt only) ------------------------------------------------------------
 
-    def approval(self, branch: Branch) -> Command:
+    async def approval(self, branch: Branch) -> Command:
         answer = interrupt({"kind": "approval", "run_id": branch["run_id"],
                             "call": branch["call"], "review": branch["review"]})
         if answer.get("status") == "approved" and answer.get("hash") == branch["review"]["hash"]:
@@ -280,7 +280,7 @@ class Nodes:
 
     # observe / report ---------------------------------------------------------------------
 
-    def observe(self, state: GraphState) -> dict[str, Any]:
+    async def observe(self, state: GraphState) -> dict[str, Any]:
         return {}
 
     def after_observe(self, state: GraphState) -> str:
@@ -291,12 +291,14 @@ class Nodes:
             return "agent"
         return "report"
 
-    def report(self, state: GraphState) -> dict[str, Any]:
+    async def report(self, state: GraphState) -> dict[str, Any]:
         results = state.get("results", {})
         reviews = state.get("reviews", {})
         calls = [_call_report(reviews.get(cid, {}), results.get(cid)) for cid in state.get("run_calls", [])]
         failed = any(c.status in ("error",) for c in calls)
         run_state = RunState.FAILED if failed and not state.get("answer") else RunState.DONE
+        if state.get("cancelled"):
+            run_state = RunState.CANCELLED
         report = Report(
             run_id=state["run_id"], state=run_state, headline=state.get("headline", ""),
             answer=state.get("answer", ""), calls=calls,

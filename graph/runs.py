@@ -27,6 +27,7 @@ from approvals.models import ApprovalRequest, ApprovalStatus
 from approvals.rules import ApproverRule
 from approvals.store import ApprovalStore, VoteOutcome
 from graph.audit import AuditLog
+from graph.commands import clean
 from graph.nodes import GraphState
 from graph.store import RunStore
 from graph.surface import Checklist, Report, RunRef, RunState, StepState, Surface
@@ -77,6 +78,7 @@ class RunManager:
         self._checklists: dict[str, Checklist] = {}
         self._ended: OrderedDict[str, Checklist] = OrderedDict()  # so late annotations keep steps
         self._active: dict[str, asyncio.Task[Any]] = {}
+        self._stop_reasons: dict[str, str] = {}
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class RunManager:
         self.audit.record("run.cancel", run_id, user)
         active = self._active.get(run_id)
         if active is not None:
+            self._stop_reasons[run_id] = f"cancelled by <@{user}>"
             active.cancel()
         for request in pending:
             await self._close(request, ApprovalStatus.CANCELLED)
@@ -166,6 +169,7 @@ class RunManager:
         self.audit.record("run.stop", run_id, None, reason=reason)
         active = self._active.get(run_id)
         if active is not None:
+            self._stop_reasons[run_id] = reason
             active.cancel()
         pending = [a for a in self.approvals.for_run(run_id) if not a.status.final]
         for request in pending:
@@ -248,8 +252,9 @@ class RunManager:
             except asyncio.CancelledError:
                 if not inner.cancelled() or asyncio.current_task().cancelling():
                     raise  # opsbot is shutting down, not a user cancel
+                reason = self._stop_reasons.pop(run.run_id, "cancelled while running")
                 await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
-                                               headline="cancelled while running"))
+                                               headline=reason))
                 return
             except Exception as e:  # noqa: BLE001 - a failed run is reported, never lost
                 ref = hashlib.sha1(f"{run.run_id}{e!r}".encode()).hexdigest()[:8]
@@ -317,6 +322,9 @@ class RunManager:
             card_ts = await self.surface.ask_approval(run, request)
             if card_ts:
                 self.approvals.set_card(request.id, card_ts)
+                current = self.approvals.get(request.id)
+                if current is not None and current.status.final:  # decided while posting
+                    await self.surface.update_approval(run, current)
             self.audit.record("approval.request", run.run_id, run.task.user,
                               approval=request.id, action=request.canonical, hash=request.action_hash,
                               approvers=request.rule.model_dump(mode="json"),
@@ -416,7 +424,7 @@ def _reason(task: Task, review: dict[str, Any]) -> str:
     if task.alert is not None:
         return f"Proposed while investigating PagerDuty incident {task.alert.id}. {why}"
     if task.text:
-        return f"Requested with `{task.text[:300]}`. {why}"
+        return f"Requested with `{clean(task.text)[:300]}`. {why}"
     return why
 
 

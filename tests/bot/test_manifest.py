@@ -18,6 +18,7 @@ METHOD_SCOPES = {
     "chat_update": ["chat:write"],
     "chat_postEphemeral": ["chat:write"],
     "reactions_add": ["reactions:write"],
+    "reactions_remove": ["reactions:write"],
     "usergroups_users_list": ["usergroups:read"],
     "conversations_info": ["channels:read", "groups:read"],
     "files_upload_v2": ["files:write"],

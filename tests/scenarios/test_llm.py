@@ -228,7 +228,7 @@ async def test_a_long_answer_lands_shortened_with_the_full_report_attached(hl, l
     thread = await mention(hl, "write me everything you know")
     report = await hl.report(thread)
     assert "the full report is attached as a file" in report.blocks[-1]["text"]["text"]
-    file = (await hl.slack.wait_for(lambda: hl.slack.files(), 20))[0]
+    file = (await hl.slack.wait_for(lambda: [f for f in hl.slack.files() if f.content], 20))[0]
     assert findings in file.content.decode()
     shared = [m for m in hl.slack.thread(CHANNEL, thread) if m.files]
     assert len(shared) == 1 and shared[0].ts > report.ts
