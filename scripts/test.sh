@@ -2,5 +2,5 @@
 # Installs what the tests need (scripts/install.sh), then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install.sh
+OPSBOT_EXTRAS='[test]' ./scripts/install.sh
 exec .venv/bin/pytest -q "$@"

