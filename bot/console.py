@@ -26,9 +26,17 @@ CHANNEL = "console"
 _MARKUP = re.compile(r"<@([^>|]+)(?:\|[^>]*)?>|<!date\^\d+\^[^|]*\|([^>]*)>")
 
 
+_EMOJI = {":white_check_mark:": "✅", ":x:": "❌", ":warning:": "⚠️",
+          ":heavy_multiplication_x:": "✖️", ":hourglass:": "⌛", ":no_entry:": "⛔"}
+_BOLD = re.compile(r"(?<![\w*])\*(\S[^*\n]*?)\*(?![\w*])")
+
+
 def plain(text: str) -> str:
-    """Slack mrkdwn → terminal text."""
+    """Slack mrkdwn → terminal text: mentions, dates, emoji codes, bold and code fences."""
     text = _MARKUP.sub(lambda m: m.group(1) or m.group(2) or "", text)
+    for code, emoji in _EMOJI.items():
+        text = text.replace(code, emoji)
+    text = _BOLD.sub(r"\1", text.replace("```", "\n"))
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
@@ -57,6 +65,8 @@ class ConsoleSurface:
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
         self.write(f"  ✋ approval needed: {request.summary} on {request.target} "
                    f"(tier {request.tier}; {request.reason})")
+        if request.preview:
+            self.write("  preview:\n    " + request.preview.replace("\n", "\n    "))
         await self.pending.put(request)
         return None
 

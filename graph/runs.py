@@ -107,6 +107,7 @@ class RunManager:
     async def _worker(self) -> None:
         while True:
             job = await self._queue.get()
+            structlog.contextvars.clear_contextvars()
             try:
                 await job()
             except Exception:  # noqa: BLE001 - a broken run must not kill the worker
@@ -215,8 +216,7 @@ class RunManager:
     # driving the graph --------------------------------------------------------------------
 
     async def _run(self, run: RunRef) -> None:
-        structlog.contextvars.bind_contextvars(run_id=run.run_id, user=run.task.user,
-                                               channel=run.task.channel)
+        _bind(run)
         checklist = self._checklist(run)
         checklist.state = RunState.RUNNING
         run = await self.surface.open_run(run, checklist)
@@ -239,6 +239,7 @@ class RunManager:
 
     async def _drive(self, run: RunRef, inputs: Any, only_if_pending: str | None = None) -> None:
         config = {"configurable": {"thread_id": run.thread_id}, "recursion_limit": self.recursion_limit}
+        _bind(run)
         async with self._locks[run.thread_id]:
             if only_if_pending is not None:
                 snapshot = await self.graph.aget_state(config)
@@ -403,6 +404,12 @@ class RunManager:
                               verdict=review["verdict"], tier=review["tier"], rule=review["rule"],
                               reason=review["reason"], action=review.get("canonical"),
                               hash=review.get("hash"))
+
+
+def _bind(run: RunRef) -> None:
+    """Every log line of this job carries the run, its requester and channel."""
+    structlog.contextvars.bind_contextvars(run_id=run.run_id, user=run.task.user,
+                                           channel=run.task.channel)
 
 
 def _tampered(request: ApprovalRequest | None, click: Click) -> str:

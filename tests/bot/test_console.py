@@ -1,0 +1,41 @@
+"""``opsbot chat``: the real bot in a terminal (a subprocess fed on stdin), real Redis and sandbox."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+
+def chat(stdin: str, env: dict[str, str], timeout: float = 120) -> str:
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "chat"], input=stdin, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.fixture
+def env(redis_server, sandbox_image, tmp_path):
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SLACK_", "OPSBOT_", "OPENAI_", "VAULT_"))}
+    return {**clean, "REDIS_URL": redis_server.url, "OPSBOT_DATA_DIR": str(tmp_path / "data"),
+            "OPSBOT_LOG_LEVEL": "warning"}
+
+
+def test_console_runs_typed_commands_and_asks_at_a_prompt(env, redis_db):
+    redis_db.set("session:1", "x")
+    out = chat("help\nredis get session:1\nredis flushdb\nn\nredis flushdb\ny\n", env)
+    assert "`redis info [db=…] [section=…]`" in out  # help, generated from the toolsets
+    assert "✅ Read Redis key `session:1`" in out and "\nx\n" in out
+    assert "approval needed: Delete every key in the Redis database" in out
+    assert "denied at the console" in out
+    assert "Flushed the database (1 keys removed)" in out
+    assert redis_db.dbsize() == 0
+
+
+def test_console_explains_unknown_input(env):
+    out = chat("rdis info\nwhy is redis slow?\n", env)
+    assert "Unknown command `rdis`. Did you mean `redis`?" in out
+    assert "No LLM is configured" in out
