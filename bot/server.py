@@ -62,7 +62,7 @@ async def running_bot(
             app, secret.get_secret_value() if secret else None)
         pd_secret = settings.pagerduty_webhook_secret
         pd = pagerduty_handler(pd_secret.get_secret_value(), rt.dedupe, incidents) if pd_secret else None
-        web_runner = web.AppRunner(build_web(slack, pd), access_log=None)
+        web_runner = web.AppRunner(build_web(slack, pd, lambda: _health(rt)), access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)
         await site.start()
@@ -87,6 +87,10 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with running_bot(settings, runbooks=runbooks_for(settings)):
         await stop.wait()
+
+
+def _health(rt: Runtime) -> dict[str, str]:
+    return {"sandbox_image": rt.sandbox.image_problem or "ok"}
 
 
 async def _team_id(client) -> str:

@@ -100,17 +100,27 @@ def _count(response: web.Response, outcome: str) -> web.Response:
     return response
 
 
+HEALTH = web.AppKey("health", Callable[[], dict[str, Any]])
+
+
 async def healthz(request: web.Request) -> web.Response:
-    checks: dict[str, Any] = request.app.get("health", {})
-    return web.json_response({"ok": True, **checks})
+    """200 while the process serves; ``degraded`` lists what keeps actions from running."""
+    checks = request.app[HEALTH]() if HEALTH in request.app else {}
+    problems = {k: v for k, v in checks.items() if v != "ok"}
+    return web.json_response({"ok": True, "degraded": problems, "checks": checks})
 
 
 async def prometheus(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_web(slack: Handler | None, pagerduty: Handler | None) -> web.Application:
+def build_web(
+    slack: Handler | None, pagerduty: Handler | None,
+    health: Callable[[], dict[str, Any]] | None = None,
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
+    if health is not None:
+        app[HEALTH] = health
     if slack is not None:
         app.router.add_post("/slack/events", slack)
     if pagerduty is not None:

@@ -148,7 +148,9 @@ async def test_healthz_and_metrics(h):
 
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{h.bot.url}/healthz") as r:
-            assert r.status == 200 and (await r.json())["ok"] is True
+            body = await r.json()
+            assert r.status == 200 and body["ok"] is True and body["degraded"] == {}
+            assert body["checks"] == {"sandbox_image": "ok"}
         await h.command("help")
         async with session.get(f"{h.bot.url}/metrics") as r:
             assert 'opsbot_slack_requests_total{outcome="200"}' in await r.text()
