@@ -163,6 +163,7 @@ async def test_injection_in_free_text_without_llm_runs_nothing(h, redis_db):
     assert redis_db.dbsize() == 1 and executions(h) == 0
 
 
+@pytest.mark.usefixtures("logging_restored")
 async def test_audit_tells_the_whole_story(h, redis_db, monkeypatch, capsys):
     from bot.cli import main
 

@@ -4,7 +4,6 @@ import io
 import json
 
 import pytest
-import structlog
 
 from bot import logs
 from tests.scenarios.harness import CHANNEL, REQUESTER
@@ -13,12 +12,10 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def captured():
-    config = structlog.get_config()
+def captured(logging_restored):
     buffer = io.StringIO()
     logs.configure("info", stream=buffer)
-    yield buffer
-    structlog.configure(**config)
+    return buffer
 
 
 async def test_run_log_lines_carry_run_user_and_channel(captured, h, redis_db):
