@@ -97,6 +97,15 @@ class Settings(BaseSettings):
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
 
+    def check_scale_out(self) -> None:
+        """Scale-out storage is named in the design but not built yet: say so, don't ignore it."""
+        if self.database_url:
+            raise ConfigError(
+                "OPSBOT_DATABASE_URL is set, but this opsbot keeps runs, approvals, audit and "
+                "checkpoints in SQLite under OPSBOT_DATA_DIR (scale-out on PostgreSQL is not "
+                "implemented yet); unset OPSBOT_DATABASE_URL."
+            )
+
     def check_slack(self) -> None:
         """Slack needs a signing secret in HTTP mode; Socket Mode does not."""
         if self.slack_enabled and not self.socket_mode and self.slack_signing_secret is None:
@@ -116,6 +125,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as e:
         raise ConfigError(_sentence(e)) from None
     settings.check_slack()
+    settings.check_scale_out()
     return settings
 
 

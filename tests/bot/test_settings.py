@@ -6,7 +6,7 @@ from bot.errors import ConfigError
 from bot.settings import load_settings
 
 CLEAN = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "OPSBOT_PORT",
-         "OPSBOT_WORKERS", "OPSBOT_DATA_DIR", "REDIS_URL", "OPSBOT_SLACK_API_URL", "VAULT_ADDR"]
+         "OPSBOT_WORKERS", "OPSBOT_DATA_DIR", "OPSBOT_DATABASE_URL", "REDIS_URL", "OPSBOT_SLACK_API_URL", "VAULT_ADDR"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +26,7 @@ def clean_env(monkeypatch, tmp_path):
         ({"OPSBOT_PORT": "http"}, "OPSBOT_PORT is invalid: Input should be a valid integer"),
         ({"OPSBOT_PORT": "70000"}, "OPSBOT_PORT is invalid: Input should be less than or equal to 65535; use a TCP port"),
         ({"OPSBOT_WORKERS": "0"}, "OPSBOT_WORKERS is invalid"),
+        ({"OPSBOT_DATABASE_URL": "postgresql://db/opsbot"}, "OPSBOT_DATABASE_URL is set, but this opsbot keeps"),
     ],
 )
 def test_bad_config_is_one_sentence(monkeypatch, env, message):
