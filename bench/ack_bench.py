@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp
+import docker
 
+from sandbox.config import SandboxConfig, instance_key
+from sandbox.hardening import instance_filter
 from sandbox.image import build_image
 from tests.fakes.payloads import FORM, SIGNING_SECRET, sign, slash_command
 from tests.fakes.slack import BOT_TOKEN
@@ -53,6 +57,7 @@ from tests.scenarios.process import FOREIGN, BotProcess
 from tests.services.redis import start_redis
 
 TARGET = 1.5
+POOL_BOXES = 2 * SandboxConfig().warm_pool  # the "none" and "egress" kinds
 ROWS = (("bare", "bare slack-bolt AsyncApp, empty /ops", "redis info"),
         ("opsbot", "opsbot /ops help (answer in the ack)", "help"),
         ("opsbot", "opsbot /ops redis info (ack, then a run)", "redis info"))
@@ -69,6 +74,8 @@ def serve_emulator() -> None:
         slack.set_usergroup("S0SRE", [GROUPIE])
         print(slack.origin, flush=True)
         sys.stdin.read()  # until the bench closes our stdin
+        calls = Counter(c.method for c in slack.calls())
+        print(f"Slack Web API calls received: {dict(calls.most_common())}", file=sys.stderr)
 
 
 def serve_bare(api_url: str) -> None:
@@ -105,9 +112,12 @@ def helper(*args: str) -> Iterator[str]:
         yield line
     finally:
         if proc.stdin:
-            proc.stdin.close()
-        proc.terminate()
-        proc.wait(10)
+            proc.stdin.close()  # the helper's cue to report and exit
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def opsbot_env(api_url: str, data_dir: Path, redis_url: str, image: str) -> dict[str, str]:
@@ -159,20 +169,34 @@ async def load(url: str, text: str, origin: str, total: int, clients: int) -> li
     return latencies
 
 
+def runs_in_flight(data_dir: Path) -> int:
+    conn = sqlite3.connect(data_dir / "opsbot.sqlite", timeout=10)
+    try:
+        return conn.execute("select count(*) from runs where state in "
+                            "('queued', 'running')").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def sandbox_busy(data_dir: Path) -> bool:
+    """Containers being removed or a warm pool not yet full (2 ready boxes of each kind)."""
+    client = docker.from_env()
+    try:
+        mine = client.api.containers(all=True, filters=instance_filter(instance_key(data_dir)))
+    finally:
+        client.close()
+    pooled = [c for c in mine if c["Labels"].get("opsbot.pool") and c["State"] == "running"]
+    return len(mine) != len(pooled) or len(pooled) < POOL_BOXES
+
+
 async def drained(data_dir: Path, timeout: float = 900) -> None:
-    """Until opsbot has no queued or running run (its background work is done)."""
+    """Until opsbot is idle: no queued or running run, no container being removed, pool full."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        conn = sqlite3.connect(data_dir / "opsbot.sqlite", timeout=10)
-        try:
-            busy = conn.execute("select count(*) from runs where state in "
-                                "('queued', 'running')").fetchone()[0]
-        finally:
-            conn.close()
-        if not busy:
+        if not runs_in_flight(data_dir) and not sandbox_busy(data_dir):
             return
         await asyncio.sleep(0.2)
-    raise SystemExit(f"opsbot still had runs in flight after {timeout} s")
+    raise SystemExit(f"opsbot was still busy after {timeout} s")
 
 
 async def measure(urls: dict[str, str], origin: str, data_dir: Path, levels: list[int],
@@ -243,7 +267,7 @@ def show_slow_steps(bot: BotProcess) -> None:
         print("  none")
 
 
-IDLE = "{method 'poll' of 'select.epoll' objects}"
+IDLE = "select.epoll"  # the loop waiting for I/O: not CPU
 BUILTINS = (("sqlite3", "sqlite3 (C)"), ("fork_exec", "subprocess spawn (C)"),
             ("socket", "sockets (C)"), ("pydantic", "pydantic-core (C)"), ("lock", "thread locks"))
 
@@ -251,7 +275,7 @@ BUILTINS = (("sqlite3", "sqlite3 (C)"), ("fork_exec", "subprocess spawn (C)"),
 def component(filename: str, name: str) -> str:
     """Which part of the system a profiled function belongs to."""
     if filename == "~":
-        if name == IDLE:
+        if IDLE in name:
             return "idle"
         return next((label for key, label in BUILTINS if key in name), "other C built-ins")
     path = Path(filename)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -228,9 +229,11 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f}"
 
 
-def report(results: dict[str, tuple[list[float], list[Spans]]], samples: int) -> None:
+def report(results: dict[str, tuple[list[float], list[Spans]]], samples: int,
+           load: tuple[float, float]) -> None:
     base = statistics.median(results["bare"][0])
-    print(f"\n`/ops {COMMAND}` end to end, {samples} samples per row; ratio = p50 / bare p50\n")
+    print(f"\n`/ops {COMMAND}` end to end, {samples} samples per row; ratio = p50 / bare p50; "
+          f"load average {load[0]:.1f} before, {load[1]:.1f} after, {os.cpu_count()} CPUs\n")
     print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'target':>7} {'pooled':>7}")
     names = {"bare": "bare: docker run --rm <image> true",
              "cold": "opsbot action, cold (warm_pool=0)",
@@ -273,6 +276,7 @@ def main() -> None:
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     image = build_image(log=lambda line: print(line, file=sys.stderr))
+    before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "bao").mkdir()
@@ -288,7 +292,7 @@ def main() -> None:
         finally:
             redis_proc.kill()
             bao_proc.kill()
-    report(results, args.samples)
+    report(results, args.samples, (before, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":
