@@ -98,11 +98,26 @@ class RunManager:
         await asyncio.wait_for(self._queue.join(), timeout)
 
     async def recover(self) -> None:
-        """Re-queue runs that never started; report runs that died mid-flight."""
+        """Re-queue runs that never started; report runs that died mid-flight.
+
+        A run whose checkpoint shows it had already stopped at its approvals (the process died
+        between posting a card and recording "waiting") is still waiting: its cards are
+        re-posted where missing, and a click resumes it as usual.
+        """
         for run, _ in self.runs.in_states(RunState.QUEUED):
             self._queue.put_nowait(lambda run=run: self._run(run))
         for run, _ in self.runs.in_states(RunState.RUNNING):
-            await self._interrupted(run)
+            config = self._config(run)
+            if await self._stopped_at_approvals(config):
+                _bind(run)
+                await self._settle(run, config)
+            else:
+                await self._interrupted(run)
+
+    async def _stopped_at_approvals(self, config: dict[str, Any]) -> bool:
+        snapshot = await self.graph.aget_state(config)
+        return bool(snapshot.interrupts) and all(
+            t.interrupts or t.result is not None for t in snapshot.tasks)
 
     async def _worker(self) -> None:
         while True:
@@ -238,7 +253,7 @@ class RunManager:
                           only_if_pending=request.interrupt_id)
 
     async def _drive(self, run: RunRef, inputs: Any, only_if_pending: str | None = None) -> None:
-        config = {"configurable": {"thread_id": run.thread_id}, "recursion_limit": self.recursion_limit}
+        config = self._config(run)
         _bind(run)
         async with self._locks[run.thread_id]:
             if only_if_pending is not None:
@@ -380,6 +395,10 @@ class RunManager:
         return 1
 
     # helpers ------------------------------------------------------------------------------
+
+    def _config(self, run: RunRef) -> dict[str, Any]:
+        return {"configurable": {"thread_id": run.thread_id},
+                "recursion_limit": self.recursion_limit}
 
     def _checklist(self, run: RunRef) -> Checklist:
         if run.run_id in self._ended:

@@ -189,3 +189,22 @@ async def test_audit_tells_the_whole_story(h, redis_db, monkeypatch, capsys):
     story = json.loads(capsys.readouterr().out)
     assert {row["run_id"] for row in story} == {run_id} and len(story) == len(lines)
     assert await asyncio.to_thread(main, ["audit", "r-nothere"]) == 1
+
+
+async def test_recovery_keeps_a_run_that_died_right_after_posting_its_card(h, redis_db):
+    """The process died after the card was posted but before the run was marked waiting."""
+    from graph.surface import RunState
+
+    thread, card = await pending_flush(h, redis_db)
+    store = h.bot.runtime.run_store
+    (run, state), = store.in_states(RunState.WAITING)
+    store.set_state(run.run_id, RunState.RUNNING)  # the state the crash left behind
+    await h.bot.runtime.runs.recover()
+    assert store.get(run.run_id)[1] is RunState.WAITING
+    assert not [m for m in h.slack.thread(CHANNEL, thread) if "interrupted" in m.text]
+    cards = [m for m in h.slack.thread(CHANNEL, thread)
+             if any(b.get("block_id", "").startswith("approval:") for b in m.blocks)]
+    assert len(cards) == 1, "the card is not posted twice"
+    await h.click(card, APPROVER)
+    await h.report(thread)
+    assert redis_db.dbsize() == 0 and executions(h) == 1
