@@ -7,6 +7,7 @@ module per surface.
 
 from __future__ import annotations
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -20,11 +21,13 @@ from bot.listeners import register_all
 from bot.settings import Settings
 
 
-def slack_client(settings: Settings) -> AsyncWebClient:
+def slack_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The Web API client; pass one long-lived ``session`` so calls reuse connections."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return AsyncWebClient(
         token=token,
         base_url=settings.slack_api_url,
+        session=session,
         timeout=15,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
@@ -41,7 +44,9 @@ def build_app(
         client=client,
         signing_secret=secret.get_secret_value() if secret else None,
         request_verification_enabled=not settings.socket_mode,
-        process_before_response=False,
+        # Listeners only ack and hand off (BotDeps.spawn), so answering after the listener
+        # returns is fast; Bolt's other mode polls for the ack every 10 ms.
+        process_before_response=True,
     )
 
     @app.middleware

@@ -1,8 +1,16 @@
-"""What the Slack listeners and HTTP handlers need, built once by ``bot/wiring.py``."""
+"""What the Slack listeners and HTTP handlers need, built once by ``bot/server.py``.
+
+Listeners ack, validate, and hand anything slow (Web API look-ups, queueing a run, recording a
+click) to :meth:`BotDeps.spawn`, so Slack's HTTP request is answered in about a millisecond.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+import structlog
 
 from bot.directory import Directory
 from bot.settings import Settings
@@ -11,6 +19,8 @@ from graph.runs import RunManager
 from graph.store import Dedupe, RunStore
 from graph.task import Task
 from tools.catalog import Catalog
+
+log = structlog.get_logger("opsbot.bot")
 
 
 @dataclass
@@ -22,6 +32,25 @@ class BotDeps:
     run_store: RunStore
     directory: Directory
     dedupe: Dedupe
+    _work: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+
+    def spawn(self, work: Awaitable[object]) -> None:
+        """Run ``work`` after the ack; failures are logged, never lost silently."""
+        task = asyncio.create_task(self._guarded(work))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+
+    async def drain(self, timeout: float = 10) -> None:
+        """Let handed-off work finish (shutdown, tests)."""
+        if self._work:
+            await asyncio.wait(list(self._work), timeout=timeout)
+
+    @staticmethod
+    async def _guarded(work: Awaitable[object]) -> None:
+        try:
+            await work
+        except Exception:  # noqa: BLE001 - logged with its traceback; the listener already acked
+            log.exception("handed-off work failed")
 
     async def submit(self, task: Task):
         """Fill in what policy needs to know about the requester and channel, then queue."""

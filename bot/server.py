@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import aiohttp
 import structlog
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -50,9 +51,10 @@ async def running_bot(
     settings: Settings, host: str = "0.0.0.0", status_interval: float = 1.0, runbooks=None,
     incident_grace_s: float = 5.0,
 ) -> AsyncIterator[RunningBot]:
-    client = slack_client(settings)
+    session = aiohttp.ClientSession()
+    client = slack_client(settings, session)
     surface = SlackSurface(client, interval=status_interval)
-    async with runtime(settings, surface, runbooks=runbooks) as rt:
+    async with session, runtime(settings, surface, runbooks=runbooks) as rt:
         directory = Directory(client, groups=rt.policy.slack_groups())
         deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.run_store, directory, rt.dedupe)
         incidents = Incidents(deps, team=await _team_id(client), grace_s=incident_grace_s)
@@ -78,6 +80,7 @@ async def running_bot(
             if socket_handler is not None:
                 await socket_handler.close_async()
             await web_runner.cleanup()
+            await deps.drain()
 
 
 async def serve(settings: Settings) -> None:

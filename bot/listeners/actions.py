@@ -21,48 +21,59 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
     @app.action(APPROVE_ACTION)
     async def approve(ack, body, client) -> None:
         await ack()
-        where = _where(body)
-        parsed = parse_button_value(_value(body))
-        if parsed is None or where is None:
-            await _tell(client, body, messages.BAD_BUTTON)
-            return
-        user = body["user"]["id"]
-        click = Click(approval_id=parsed[0], shown_hash=parsed[1], user=user,
-                      groups=await deps.directory.groups_of(user), approve=True,
-                      channel=where[0], message_ts=where[1])
-        await _tell(client, body, await deps.runs.click(click))
+        deps.spawn(_approve(deps, body, client))
 
     @app.action(DENY_ACTION)
     async def deny(ack, body, client) -> None:
         await ack()
-        parsed, where = parse_button_value(_value(body)), _where(body)
-        request = deps.runs.approvals.get(parsed[0]) if parsed else None
-        if request is None or where is None:
-            await _tell(client, body, messages.BAD_BUTTON if parsed is None else messages.DENY_GONE)
-            return
-        view = deny_reason_view(request)
-        view["private_metadata"] = json.dumps(
-            {"approval": parsed[0], "hash": parsed[1], "channel": where[0], "message_ts": where[1]}
-        )
-        await client.views_open(trigger_id=body["trigger_id"], view=view)
+        deps.spawn(_open_deny_modal(deps, body, client))
 
     @app.view(DENY_VIEW)
     async def deny_reason(ack, body, view, client) -> None:
         await ack()
-        try:
-            meta = json.loads(view["private_metadata"])
-            approval, shown, channel, ts = (meta["approval"], meta["hash"], meta["channel"],
-                                            meta.get("message_ts"))
-        except (ValueError, KeyError, TypeError):
-            return
-        values = view.get("state", {}).get("values", {})
-        reason = (values.get("reason", {}).get("reason", {}).get("value") or "").strip()
-        user = body["user"]["id"]
-        click = Click(approval_id=approval, shown_hash=shown, user=user,
-                      groups=await deps.directory.groups_of(user), approve=False,
-                      channel=channel, message_ts=ts, reason=reason[:500])
-        message = await deps.runs.click(click)
-        await client.chat_postEphemeral(channel=channel, user=user, text=message)
+        deps.spawn(_deny(deps, body, view, client))
+
+
+async def _approve(deps: BotDeps, body: dict, client) -> None:
+    where, parsed = _where(body), parse_button_value(_value(body))
+    if parsed is None or where is None:
+        await _tell(client, body, messages.BAD_BUTTON)
+        return
+    user = body["user"]["id"]
+    click = Click(approval_id=parsed[0], shown_hash=parsed[1], user=user,
+                  groups=await deps.directory.groups_of(user), approve=True,
+                  channel=where[0], message_ts=where[1])
+    await _tell(client, body, await deps.runs.click(click))
+
+
+async def _open_deny_modal(deps: BotDeps, body: dict, client) -> None:
+    """Deny asks for an optional reason first; the decision is taken on submit."""
+    parsed, where = parse_button_value(_value(body)), _where(body)
+    request = deps.runs.approvals.get(parsed[0]) if parsed else None
+    if request is None or where is None:
+        await _tell(client, body, messages.BAD_BUTTON if parsed is None else messages.DENY_GONE)
+        return
+    view = deny_reason_view(request)
+    view["private_metadata"] = json.dumps(
+        {"approval": parsed[0], "hash": parsed[1], "channel": where[0], "message_ts": where[1]}
+    )
+    await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+
+async def _deny(deps: BotDeps, body: dict, view: dict, client) -> None:
+    try:
+        meta = json.loads(view["private_metadata"])
+        approval, shown, channel, ts = (meta["approval"], meta["hash"], meta["channel"],
+                                        meta.get("message_ts"))
+    except (ValueError, KeyError, TypeError):
+        return
+    values = view.get("state", {}).get("values", {})
+    reason = (values.get("reason", {}).get("reason", {}).get("value") or "").strip()
+    user = body["user"]["id"]
+    click = Click(approval_id=approval, shown_hash=shown, user=user,
+                  groups=await deps.directory.groups_of(user), approve=False,
+                  channel=channel, message_ts=ts, reason=reason[:500])
+    await client.chat_postEphemeral(channel=channel, user=user, text=await deps.runs.click(click))
 
 
 def _value(body: dict) -> str:

@@ -22,9 +22,9 @@ def register(app: AsyncApp, deps: BotDeps, incidents=None) -> None:
     async def message(event, body, context) -> None:
         team = body.get("team_id") or ""
         if event.get("bot_id"):
-            await _maybe_alert(event, team)
+            deps.spawn(_maybe_alert(event, team))
         elif _is_follow_up(event, context.get("bot_user_id")):
-            await _follow_up(event, team)
+            deps.spawn(_follow_up(event, team))
 
     async def _maybe_alert(event: dict, team: str) -> None:
         if incidents is None or not _from_pagerduty(event, deps):

@@ -30,13 +30,16 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             await ack(response_type="ephemeral", text=messages.runs_list(deps.runs.active(channel)))
         elif isinstance(parsed, commands.Cancel):
             await ack()
-            groups = await deps.directory.groups_of(user)
-            await respond(response_type="ephemeral",
-                          text=await deps.runs.cancel(parsed.run_id, user, groups))
+            deps.spawn(_cancel(deps, respond, parsed.run_id, user))
         else:
             await ack()
-            await deps.submit(Task(
+            deps.spawn(deps.submit(Task(
                 source=Source.SLASH, team=command.get("team_id") or "", channel=channel,
                 channel_name=command.get("channel_name") or "", user=user, text=text,
                 is_dm=(command.get("channel_name") == "directmessage"),
-            ))
+            )))
+
+
+async def _cancel(deps: BotDeps, respond, run_id: str, user: str) -> None:
+    groups = await deps.directory.groups_of(user)
+    await respond(response_type="ephemeral", text=await deps.runs.cancel(run_id, user, groups))

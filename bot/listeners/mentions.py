@@ -13,8 +13,8 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
     async def mention(event, body) -> None:
         if not event.get("user") or not event.get("channel") or not event.get("ts"):
             return
-        await deps.submit(Task(
+        deps.spawn(deps.submit(Task(
             source=Source.MENTION, team=body.get("team_id") or "", channel=event["channel"],
             user=event["user"], text=event.get("text") or "",
             thread_ts=event.get("thread_ts") or event["ts"], message_ts=event["ts"],
-        ))
+        )))
