@@ -59,6 +59,7 @@ from tests.services.redis import start_redis
 TARGET = 1.5
 POOL_BOXES = 2 * SandboxConfig().warm_pool  # the "none" and "egress" kinds
 ROWS = (("bare", "bare slack-bolt AsyncApp, empty /ops", "redis info"),
+        ("bare-fast", "  same, process_before_response=True", "redis info"),
         ("opsbot", "opsbot /ops help (answer in the ack)", "help"),
         ("opsbot", "opsbot /ops redis info (ack, then a run)", "redis info"))
 Results = dict[tuple[int, int], list[float]]  # (clients, row) -> latencies in seconds
@@ -78,13 +79,13 @@ def serve_emulator() -> None:
         print(f"Slack Web API calls received: {dict(calls.most_common())}", file=sys.stderr)
 
 
-def serve_bare(api_url: str) -> None:
+def serve_bare(api_url: str, fast: bool = False) -> None:
     from aiohttp import web
     from slack_bolt.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
 
     app = AsyncApp(client=AsyncWebClient(token=BOT_TOKEN, base_url=api_url),
-                   signing_secret=SIGNING_SECRET)
+                   signing_secret=SIGNING_SECRET, process_before_response=fast)
 
     @app.command("/ops")
     async def ops(ack) -> None:
@@ -214,7 +215,7 @@ async def measure(urls: dict[str, str], origin: str, data_dir: Path, levels: lis
     return results
 
 
-async def run(env: dict[str, str], origin: str, bare_port: str, levels: list[int],
+async def run(env: dict[str, str], origin: str, bare_ports: tuple[str, str], levels: list[int],
               args: argparse.Namespace) -> Results:
     bot = BotProcess(env)
     if args.profile:
@@ -222,7 +223,9 @@ async def run(env: dict[str, str], origin: str, bare_port: str, levels: list[int
         bot.profile = args.profile
     await bot.start()
     try:
-        urls = {"bare": f"http://127.0.0.1:{bare_port}/slack/events", "opsbot": bot.events_url}
+        urls = {"bare": f"http://127.0.0.1:{bare_ports[0]}/slack/events",
+                "bare-fast": f"http://127.0.0.1:{bare_ports[1]}/slack/events",
+                "opsbot": bot.events_url}
         return await measure(urls, origin, Path(env["OPSBOT_DATA_DIR"]), levels, args.requests,
                              args.rounds)
     finally:
@@ -315,19 +318,23 @@ def main() -> None:
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_emulator() if args.serve[0] == "emulator" else serve_bare(args.serve[1])
+        if args.serve[0] == "emulator":
+            serve_emulator()
+        else:
+            serve_bare(args.serve[1], fast=args.serve[0] == "bare-fast")
         return
     levels = [int(n) for n in args.levels.split(",")]
     image = build_image(log=lambda line: print(line, file=sys.stderr))
     before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, helper("emulator") as origin, \
-            helper("bare", f"{origin}/api/") as bare_port:
+            helper("bare", f"{origin}/api/") as bare_port, \
+            helper("bare-fast", f"{origin}/api/") as fast_port:
         (Path(tmp) / "redis").mkdir()
         redis_proc, redis_server = start_redis(Path(tmp) / "redis")
         try:
             env = opsbot_env(f"{origin}/api/", Path(tmp), redis_server.url, image)
             env.update({"PYTHONASYNCIODEBUG": "1"} if args.loop_debug else {})
-            results = asyncio.run(run(env, origin, bare_port, levels, args))
+            results = asyncio.run(run(env, origin, (bare_port, fast_port), levels, args))
         finally:
             redis_proc.kill()
     report(results, levels, (before, os.getloadavg()[0]))
