@@ -15,7 +15,8 @@ from typing import TextIO
 
 from approvals.models import ApprovalRequest
 from bot.blocks import report_text
-from graph.runs import Click, RunManager
+from graph.desk import Click
+from graph.runs import RunManager
 from graph.surface import Checklist, Report, RunRef
 from graph.task import Source, Task
 from tools.secrets import REDACTOR
@@ -107,7 +108,7 @@ async def _settle(manager: RunManager, surface: ConsoleSurface, stdin: TextIO) -
             click = Click(approval_id=request.id, shown_hash=request.action_hash, user=APPROVER,
                           groups=frozenset(), approve=approve, channel=CHANNEL, message_ts=None,
                           reason="" if approve else "denied at the console")
-            surface.write(f"  {await manager.click(click)}")
+            surface.write(f"  {await manager.desk.click(click)}")
 
 
 def _prompt(text: str, stdin: TextIO) -> str | None:

@@ -171,7 +171,7 @@ async def runtime(
                              workers=settings.workers, recursion_limit=deps.limits.recursion_limit)
         await manager.start()
         stack.push_async_callback(manager.stop)
-        sweeper = asyncio.create_task(manager.sweeper(), name="approval-sweeper")
+        sweeper = asyncio.create_task(manager.desk.sweeper(), name="approval-sweeper")
         stack.callback(sweeper.cancel)
         log.info("opsbot ready", toolsets=sorted(catalog.configs), data_dir=str(settings.data_dir))
         yield Runtime(settings, catalog, policy, manager, run_store, approvals, audit,

@@ -15,8 +15,7 @@ import asyncio
 import hashlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -24,10 +23,9 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from approvals.rules import ApproverRule
-from approvals.store import ApprovalStore, VoteOutcome
+from approvals.store import ApprovalStore
 from graph.audit import AuditLog
-from graph.commands import clean
+from graph.desk import ApprovalDesk
 from graph.nodes import GraphState
 from graph.store import RunStore
 from graph.surface import Checklist, Report, RunRef, RunState, StepState, Surface
@@ -36,20 +34,6 @@ from graph.task import Task, new_run_id
 log = structlog.get_logger("opsbot.runs")
 Job = Callable[[], Awaitable[None]]
 ENDED_KEPT = 256  # checklists of finished runs kept for late annotations (PagerDuty status)
-
-
-@dataclass(frozen=True)
-class Click:
-    """An Approve/Deny click as the surface saw it (values are untrusted)."""
-
-    approval_id: str
-    shown_hash: str
-    user: str
-    groups: frozenset[str]
-    approve: bool
-    channel: str
-    message_ts: str | None
-    reason: str = ""
 
 
 class RunManager:
@@ -66,11 +50,10 @@ class RunManager:
     ):
         self.graph = graph
         self.runs = runs
-        self.approvals = approvals
         self.audit = audit
         self.surface = surface
         self.recursion_limit = recursion_limit
-        self.clock = clock
+        self.desk = ApprovalDesk(approvals, runs, audit, surface, clock, self._queue_resume)
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -79,6 +62,14 @@ class RunManager:
         self._ended: OrderedDict[str, Checklist] = OrderedDict()  # so late annotations keep steps
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._stop_reasons: dict[str, str] = {}
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.desk.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], datetime]) -> None:
+        self.desk.clock = clock
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -141,19 +132,6 @@ class RunManager:
         self._queue.put_nowait(lambda: self._run(run))
         return run
 
-    async def click(self, click: Click) -> str:
-        """Record an Approve/Deny click; returns the sentence for the clicker."""
-        request = self.approvals.get(click.approval_id)
-        problem = _tampered(request, click)
-        if problem:
-            self.audit.record("approval.rejected", request.run_id if request else None,
-                              click.user, approval=click.approval_id, reason=problem)
-            return problem
-        outcome = self.approvals.vote(click.approval_id, click.user, click.groups, click.approve,
-                                      self.clock(), click.reason)
-        await self._after_vote(outcome, click)
-        return outcome.message
-
     async def cancel(self, run_id: str, user: str, groups: frozenset[str]) -> str:
         found = self.runs.get(run_id)
         if found is None:
@@ -161,19 +139,10 @@ class RunManager:
         run, state = found
         if state.final:
             return f"Run `{run_id}` already ended ({state.value})."
-        pending = [a for a in self.approvals.for_run(run_id) if not a.status.final]
-        if user != run.task.user and not any(_may_decide(a.rule, user, groups) for a in pending):
+        if user != run.task.user and not self.desk.may_decide(run_id, user, groups):
             return "Only the requester or one of the run's approvers can cancel it."
         self.audit.record("run.cancel", run_id, user)
-        active = self._active.get(run_id)
-        if active is not None:
-            self._stop_reasons[run_id] = f"cancelled by <@{user}>"
-            active.cancel()
-        for request in pending:
-            await self._close(request, ApprovalStatus.CANCELLED)
-        if not pending and active is None:
-            await self._finish(run, Report(run_id=run_id, state=RunState.CANCELLED,
-                                           headline=f"cancelled by <@{user}>"))
+        await self._stop(run, f"cancelled by <@{user}>")
         return f"Run `{run_id}` cancelled."
 
     async def end(self, run_id: str, reason: str) -> bool:
@@ -183,17 +152,19 @@ class RunManager:
             return False
         run, _ = found
         self.audit.record("run.stop", run_id, None, reason=reason)
-        active = self._active.get(run_id)
-        if active is not None:
-            self._stop_reasons[run_id] = reason
-            active.cancel()
-        pending = [a for a in self.approvals.for_run(run_id) if not a.status.final]
-        for request in pending:
-            await self._close(request, ApprovalStatus.CANCELLED)
-        if active is None and not pending:
-            await self._finish(run, Report(run_id=run_id, state=RunState.CANCELLED,
-                                           headline=reason))
+        await self._stop(run, reason)
         return True
+
+    async def _stop(self, run: RunRef, reason: str) -> None:
+        """Cancel what is running, close pending approvals (their resumes end the run)."""
+        active = self._active.get(run.run_id)
+        if active is not None:
+            self._stop_reasons[run.run_id] = reason
+            active.cancel()
+        closed = await self.desk.close_run(run.run_id, ApprovalStatus.CANCELLED)
+        if active is None and not closed:
+            await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                           headline=reason))
 
     async def annotate(self, run_id: str, key: str, text: str, state: StepState) -> None:
         """Add or update a line on a run's status message (e.g. the incident's status)."""
@@ -209,24 +180,7 @@ class RunManager:
     def active(self, channel: str) -> list[tuple[RunRef, RunState, list[ApprovalRequest]]]:
         rows = self.runs.in_states(RunState.QUEUED, RunState.RUNNING, RunState.WAITING,
                                    channel=channel)
-        return [(run, state, [a for a in self.approvals.for_run(run.run_id)
-                              if a.status is ApprovalStatus.PENDING]) for run, state in rows]
-
-    async def sweep(self) -> int:
-        """Expire pending approvals past their expiry; update cards and end the waits."""
-        now, count = self.clock(), 0
-        for request in self.approvals.pending():
-            if request.expired(now):
-                count += await self._close(request, ApprovalStatus.EXPIRED)
-        return count
-
-    async def sweeper(self, every_s: float = 30) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.sweep()
-            except Exception:  # noqa: BLE001
-                log.exception("approval sweep failed")
+        return [(run, state, self.desk.pending(run.run_id)) for run, state in rows]
 
     # driving the graph --------------------------------------------------------------------
 
@@ -298,7 +252,9 @@ class RunManager:
         snapshot = await self.graph.aget_state(config)
         if snapshot.interrupts:
             for interrupt in snapshot.interrupts:
-                await self._ask(run, interrupt.id, interrupt.value)
+                request = await self.desk.ask(run, interrupt.id, interrupt.value)
+                self._checklist(run).step(request.call_id, request.summary, StepState.WAITING,
+                                          f"waiting for approval by {request.rule.describe()}")
             self.runs.set_state(run.run_id, RunState.WAITING)
             checklist = self._checklist(run)
             checklist.state = RunState.WAITING
@@ -330,69 +286,8 @@ class RunManager:
         checklist.state = RunState.INTERRUPTED
         await self.surface.progress(run, checklist, final=True)
 
-    # approvals ----------------------------------------------------------------------------
-
-    async def _ask(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> None:
-        request = self.approvals.create(self._request(run, interrupt_id, value))
-        if request.card_ts is None and request.status is ApprovalStatus.PENDING:
-            card_ts = await self.surface.ask_approval(run, request)
-            if card_ts:
-                self.approvals.set_card(request.id, card_ts)
-                current = self.approvals.get(request.id)
-                if current is not None and current.status.final:  # decided while posting
-                    await self.surface.update_approval(run, current)
-            self.audit.record("approval.request", run.run_id, run.task.user,
-                              approval=request.id, action=request.canonical, hash=request.action_hash,
-                              approvers=request.rule.model_dump(mode="json"),
-                              expires_at=request.expires_at.isoformat())
-        self._checklist(run).step(request.call_id, request.summary, StepState.WAITING,
-                                  f"waiting for approval by {request.rule.describe()}")
-
-    def _request(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> ApprovalRequest:
-        review, call = value["review"], value["call"]
-        now = self.clock()
-        return ApprovalRequest(
-            id="a-" + hashlib.sha256(f"{run.thread_id}|{interrupt_id}".encode()).hexdigest()[:12],
-            run_id=run.run_id, thread_id=run.thread_id, call_id=call["id"],
-            interrupt_id=interrupt_id, action_hash=review["hash"], canonical=review["canonical"],
-            summary=review["summary"], target=review["target"], tier=review["tier"],
-            requester=run.task.user, reason=_reason(run.task, review),
-            preview=review.get("preview"), rule=ApproverRule.model_validate(review["approval"]),
-            policy_rule=review["rule"], channel=run.task.channel, thread_ts=run.thread_ts or "",
-            created_at=now, expires_at=now + timedelta(seconds=review["expires_in_s"]),
-        )
-
-    async def _after_vote(self, outcome: VoteOutcome, click: Click) -> None:
-        request = outcome.request
-        if request is None or not (outcome.accepted or outcome.decided):
-            return
-        found = self.runs.get(request.run_id)
-        if found is None:
-            return
-        run, _ = found
-        if outcome.accepted:
-            self.audit.record("approval.vote", run.run_id, click.user, approval=request.id,
-                              approve=click.approve, reason=click.reason)
-        await self.surface.update_approval(run, request)
-        if outcome.decided:
-            self.audit.record("approval.decision", run.run_id, click.user, approval=request.id,
-                              status=request.status.value, by=request.deciders,
-                              hash=request.action_hash)
-            self._queue.put_nowait(lambda: self._resume(run, request))
-
-    async def _close(self, request: ApprovalRequest, status: ApprovalStatus) -> int:
-        closed = self.approvals.close(request.id, status, self.clock())
-        if closed is None:
-            return 0
-        found = self.runs.get(closed.run_id)
-        if found is None:
-            return 1
-        run, _ = found
-        self.audit.record("approval.decision", run.run_id, None, approval=closed.id,
-                          status=status.value)
-        await self.surface.update_approval(run, closed)
-        self._queue.put_nowait(lambda: self._resume(run, closed))
-        return 1
+    def _queue_resume(self, run: RunRef, request: ApprovalRequest) -> None:
+        self._queue.put_nowait(lambda: self._resume(run, request))
 
     # helpers ------------------------------------------------------------------------------
 
@@ -429,29 +324,6 @@ def _bind(run: RunRef) -> None:
     """Every log line of this job carries the run, its requester and channel."""
     structlog.contextvars.bind_contextvars(run_id=run.run_id, user=run.task.user,
                                            channel=run.task.channel)
-
-
-def _tampered(request: ApprovalRequest | None, click: Click) -> str:
-    if request is None:
-        return "That approval request does not exist; nothing was changed."
-    if request.channel != click.channel or request.action_hash != click.shown_hash:
-        return "That button does not match its approval request; nothing was changed."
-    if request.card_ts and click.message_ts and click.message_ts != request.card_ts:
-        return "That button does not match its approval request; nothing was changed."
-    return ""
-
-
-def _may_decide(rule: ApproverRule, user: str, groups: frozenset[str]) -> bool:
-    return user in rule.users or bool(groups & set(rule.groups))
-
-
-def _reason(task: Task, review: dict[str, Any]) -> str:
-    why = review.get("reason", "")
-    if task.alert is not None:
-        return f"Proposed while investigating PagerDuty incident {task.alert.id}. {why}"
-    if task.text:
-        return f"Requested with `{clean(task.text)[:300]}`. {why}"
-    return why
 
 
 def _headline(task: Task) -> str:

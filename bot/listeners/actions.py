@@ -14,7 +14,7 @@ from slack_bolt.async_app import AsyncApp
 from approvals.cards import APPROVE_ACTION, DENY_ACTION, DENY_VIEW, deny_reason_view, parse_button_value
 from bot import messages
 from bot.deps import BotDeps
-from graph.runs import Click
+from graph.desk import Click
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
@@ -43,13 +43,13 @@ async def _approve(deps: BotDeps, body: dict, client) -> None:
     click = Click(approval_id=parsed[0], shown_hash=parsed[1], user=user,
                   groups=await deps.directory.groups_of(user), approve=True,
                   channel=where[0], message_ts=where[1])
-    await _tell(client, body, await deps.runs.click(click))
+    await _tell(client, body, await deps.runs.desk.click(click))
 
 
 async def _open_deny_modal(deps: BotDeps, body: dict, client) -> None:
     """Deny asks for an optional reason first; the decision is taken on submit."""
     parsed, where = parse_button_value(_value(body)), _where(body)
-    request = deps.runs.approvals.get(parsed[0]) if parsed else None
+    request = deps.runs.desk.approvals.get(parsed[0]) if parsed else None
     if request is None or where is None:
         await _tell(client, body, messages.BAD_BUTTON if parsed is None else messages.DENY_GONE)
         return
@@ -73,7 +73,7 @@ async def _deny(deps: BotDeps, body: dict, view: dict, client) -> None:
     click = Click(approval_id=approval, shown_hash=shown, user=user,
                   groups=await deps.directory.groups_of(user), approve=False,
                   channel=channel, message_ts=ts, reason=reason[:500])
-    await client.chat_postEphemeral(channel=channel, user=user, text=await deps.runs.click(click))
+    await client.chat_postEphemeral(channel=channel, user=user, text=await deps.runs.desk.click(click))
 
 
 def _value(body: dict) -> str:

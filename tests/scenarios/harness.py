@@ -72,10 +72,15 @@ class Harness:
         return [m for m in self.slack.messages(self.channel) if not m.is_reply]
 
     async def run_thread(self, index: int = -1, timeout: float = 20) -> str:
-        """The ts of a run's status message (the thread root for slash-command runs)."""
-        roots = await self.slack.wait_for(lambda: [m for m in self.top_level() if "opsbot" in m.text],
-                                          timeout)
-        return roots[index].ts
+        """The ts of a run's status message (the thread root for slash-command runs); with
+        ``index >= 0``, waits until that many runs have posted theirs."""
+        need = index + 1 if index >= 0 else 1
+
+        def roots():
+            found = [m for m in self.top_level() if "opsbot" in m.text]
+            return found if len(found) >= need else None
+
+        return (await self.slack.wait_for(roots, timeout))[index].ts
 
     async def report(self, thread_ts: str, timeout: float = 60) -> Message:
         def find():

@@ -77,12 +77,12 @@ async def test_sweeper_expires_untouched_cards_and_ends_the_run(h, redis_db):
     manager = h.bot.runtime.runs
     real_clock = manager.clock
     manager.clock = lambda: real_clock() + timedelta(hours=2)
-    assert await manager.sweep() == 1
+    assert await manager.desk.sweep() == 1
     report = await h.report(thread)
     assert "expired" in report.text and redis_db.dbsize() == 1
     decided = h.card_state(card)
     assert all(b["type"] != "actions" for b in decided.blocks)
-    assert await manager.sweep() == 0
+    assert await manager.desk.sweep() == 0
 
 
 @pytest.mark.parametrize("tamper", ["other-approval", "other-channel", "modified-action", "garbage"])

@@ -66,7 +66,7 @@ async def test_canary_secret_appears_nowhere(
         await h.command(f"redis get {KEY}")
         typed = await h.report(await h.run_thread())
         await h.command(f"why does {KEY} look wrong?")
-        planned = await h.report(await h.run_thread(-1))
+        planned = await h.report(await h.run_thread(1))
 
     assert f"GET {KEY}" in typed.text and MASK in typed.text, "the value came back, scrubbed"
     assert "done" in planned.text and "did not repeat it" in planned.text
