@@ -212,7 +212,7 @@ async def measure(image: str, workdir: Path, catalog: Catalog, broker: Credentia
         rows: dict[str, list[float]] = {"bare": [], "cold": [], "warm": []}
         steps: dict[str, Callable[[], Awaitable[float]]] = {
             "bare": lambda: bare_docker_run(image), "cold": cold.action, "warm": warm.action}
-        for name, step in steps.items():  # warm-up: imports, first connections, page cache
+        for step in steps.values():  # warm-up: imports, first connections, page cache
             await quiet(cold, warm)
             await step()
         cold.spans.clear()

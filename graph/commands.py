@@ -24,12 +24,12 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.catalog import CallError, Catalog
+from tools.catalog import CallError, Catalog, parse_params
 
 MAX_TEXT = 4000
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
 _MENTION = re.compile(r"<[@#!][^>]*>")
-_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
+_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")  # key=value, as opposed to prose with an "="
 KEYWORDS = ("help", "runs", "cancel")
 
 
@@ -87,7 +87,8 @@ def parse(text: str, catalog: Catalog) -> Command:
     except ValueError as e:
         head = text.split()[0].lower() if text.split() else ""
         if head in catalog.toolsets or head in KEYWORDS:
-            raise ParseError(f"I couldn't split that into words ({e}); check your quotes.") from None
+            message = f"I couldn't split that into words ({e}); check your quotes."
+            raise ParseError(message) from None
         return FreeText(text)  # prose with an apostrophe, not a command
     if not words:
         return Help()
@@ -133,53 +134,11 @@ def _action(toolset_name: str, words: list[str], catalog: Catalog) -> RunAction:
             f"`{toolset.name}` has no action `{name}`.{hint} "
             f"Available: {', '.join(f'`{n}`' for n in names)}."
         )
-    return RunAction(toolset.name, action.name, _params(action.params, args, toolset.name, name))
-
-
-def _params(model: Any, args: list[str], toolset: str, action: str) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    positional: list[str] = []
-    for word in args:
-        key, eq, value = word.partition("=")
-        if eq and _KEY.match(key):
-            if key in params:
-                raise ParseError(f"`{key}` is given twice.")
-            params[key] = _value(value)
-        else:
-            positional.append(word)
-    if positional:
-        _fill_positional(model, positional, params, f"{toolset} {action}")
-    return params
-
-
-def _fill_positional(model: Any, values: list[str], params: dict[str, Any], ref: str) -> None:
-    slots = [n for n, f in model.model_fields.items() if f.is_required() and n not in params]
-    if not slots:
-        raise ParseError(
-            f"`{ref}` takes no bare values; use key=value (got `{' '.join(values)}`)."
-        )
-    for i, name in enumerate(slots):
-        if i >= len(values):
-            break
-        is_list = getattr(model.model_fields[name].annotation, "__origin__", None) is list
-        if is_list:
-            params[name] = values[i:]
-            return
-        params[name] = values[i]
-    if len(values) > len(slots):
-        extra = " ".join(values[len(slots):])
-        raise ParseError(f"`{ref}` got unexpected extra values: `{extra}`.")
-
-
-def _value(raw: str) -> Any:
-    if raw[:1] in "[{":
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            if raw[0] == "[" and raw[-1] == "]":  # [a,b]: the shell ate the quotes
-                return [item.strip() for item in raw[1:-1].split(",") if item.strip()]
-            raise ParseError(f"`{raw[:40]}` looks like JSON but isn't valid JSON.") from None
-    return raw
+    try:
+        params = parse_params(action.params, args, f"{toolset.name} {action.name}")
+    except CallError as e:
+        raise ParseError(str(e)) from None
+    return RunAction(toolset.name, action.name, params)
 
 
 def _show(value: Any) -> str:

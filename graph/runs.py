@@ -303,7 +303,7 @@ class RunManager:
         return self._checklists[run.run_id]
 
     def _waiting_in_thread(self, run: RunRef) -> str:
-        for other, state in self.runs.in_states(RunState.WAITING):
+        for other, _ in self.runs.in_states(RunState.WAITING):
             if other.thread_id == run.thread_id and other.run_id != run.run_id:
                 return (f"run `{other.run_id}` in this thread is waiting for approval; decide it "
                         f"or `/ops cancel {other.run_id}` first")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tools.base import Action, Endpoint, SecretRef, Target, Tier, Toolset
+
+
+_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 class CallError(ValueError):
@@ -129,6 +133,50 @@ class Catalog:
             egress=toolset.egress(action, params, config),
             secrets=toolset.secrets(action, params, config),
         )
+
+
+def parse_params(model: type[BaseModel], args: list[str], ref: str) -> dict[str, Any]:
+    """Typed arguments as people write them: ``key=value`` pairs, and bare values that fill the
+    action's required parameters in order (a list parameter takes the rest). Values stay
+    strings for pydantic to coerce, except ``[...]`` / ``{...}`` JSON. ``ref`` names the action
+    in error sentences."""
+    params: dict[str, Any] = {}
+    bare: list[str] = []
+    for word in args:
+        key, eq, value = word.partition("=")
+        if eq and _KEY.match(key):
+            if key in params:
+                raise CallError(f"`{key}` is given twice.")
+            params[key] = _value(value)
+        else:
+            bare.append(word)
+    if bare:
+        _fill_bare(model, bare, params, ref)
+    return params
+
+
+def _fill_bare(model: type[BaseModel], values: list[str], params: dict[str, Any], ref: str) -> None:
+    slots = [n for n, f in model.model_fields.items() if f.is_required() and n not in params]
+    if not slots:
+        raise CallError(f"`{ref}` takes no bare values; use key=value (got `{' '.join(values)}`).")
+    for i, name in enumerate(slots[: len(values)]):
+        if getattr(model.model_fields[name].annotation, "__origin__", None) is list:
+            params[name] = values[i:]
+            return
+        params[name] = values[i]
+    if len(values) > len(slots):
+        raise CallError(f"`{ref}` got unexpected extra values: `{' '.join(values[len(slots):])}`.")
+
+
+def _value(raw: str) -> Any:
+    if raw[:1] not in ("[", "{"):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        if raw[0] == "[" and raw[-1] == "]":  # [a,b]: the shell ate the quotes
+            return [item.strip() for item in raw[1:-1].split(",") if item.strip()]
+        raise CallError(f"`{raw[:40]}` looks like JSON but isn't valid JSON.") from None
 
 
 def describe_validation(error: ValidationError) -> str:

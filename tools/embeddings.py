@@ -248,7 +248,9 @@ def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise EmbeddingError(f"The embedding model file {path} is missing or unreadable ({e}).")
+        raise EmbeddingError(
+            f"The embedding model file {path} is missing or unreadable ({e})."
+        ) from None
 
 
 class OpenAIEmbedder:

@@ -8,6 +8,7 @@ minted per action, never held by opsbot.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -258,7 +259,7 @@ def _flush_preview(p: FlushParams, ctx: ActionContext) -> ToolResult:
 
     def go(r) -> ToolResult:
         keyspace = r.info("keyspace")
-        sample = [k for _, k in zip(range(5), r.scan_iter(count=100))]
+        sample = list(itertools.islice(r.scan_iter(count=100), 5))
         dbs = ", ".join(f"{db}: {v.get('keys', 0)} keys" for db, v in keyspace.items()) or "empty"
         return ToolResult.ok(inv, f"Server keyspace: {dbs}\nThis database has {r.dbsize()} keys, "
                                   f"e.g. {', '.join(sample) or '(none)'}")

@@ -9,7 +9,6 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 
 from approvals.cards import (
     APPROVE_ACTION,

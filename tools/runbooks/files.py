@@ -26,7 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 import tools
 from tools.base import Action
-from tools.catalog import describe_validation
+from tools.catalog import CallError, describe_validation, parse_params
 
 NAMESPACE = uuid.UUID("5b0d8f6e-8a4c-4f0e-9a57-0c2f4d1e7a10")
 MAX_CHUNK_CHARS = 1000
@@ -48,23 +48,13 @@ def command_problem(command: str) -> str | None:
 
 
 def _params_problem(action: Action[Any], args: list[str]) -> str | None:
-    """As the typed command parser reads them: key=value pairs, bare values fill required."""
-    params: dict[str, Any] = {}
-    bare = []
+    """Read the arguments exactly as the typed command parser does, then validate them."""
     try:
-        for arg in args:
-            key, eq, value = arg.partition("=")
-            if not eq:
-                bare.append(arg)
-                continue
-            params[key] = json.loads(value) if value[:1] in "[{" else value
-        fields = action.params.model_fields
-        params |= zip([n for n, f in fields.items() if f.is_required() and n not in params], bare)
-        action.params.model_validate(params)
+        action.params.model_validate(parse_params(action.params, args, action.name))
+    except CallError as e:
+        return str(e)
     except ValidationError as e:
         return describe_validation(e)
-    except ValueError as e:
-        return f"a value is not valid JSON ({e})"
     return None
 
 
