@@ -13,6 +13,11 @@ Rows:
   * warm: ``warm_pool=2``, the pool given time to refill between runs (a chat bot's pace);
   * warm back-to-back: no pause, so refills compete with runs for the CPU and the pool can
     run dry (then the run goes cold).
+
+Firewall (``--firewall-rounds``, root only): the iptables work of one egress run (confine the
+bridge, admit a forwarder port, release) on a made-up bridge name, measured as wall time, CPU
+time of the event-loop thread, and the longest stall of a 1 ms heartbeat on the loop (how long
+nothing else could run). ``--firewall-only`` skips the container rows.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox.config import SandboxConfig
+from sandbox.firewall import Firewall
 from sandbox.image import build_image
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.runner import SandboxRunner
@@ -95,7 +102,8 @@ async def measure(image: str, port: int, samples: int) -> dict[str, object]:
     bare = [await bare_docker_run(image) for _ in range(samples)]
     cold = await SandboxRunner.start(SandboxConfig(instance="bench-cold", image=image,
                                                    warm_pool=0))
-    cold_times, cold_outcomes = await timed_runs(cold, port, samples, cold.settle)
+    with LoopLag() as cold_lag:
+        cold_times, cold_outcomes = await timed_runs(cold, port, samples, cold.settle)
     settle_began = time.perf_counter()
     await cold.run(request(port, -1))
     await cold.settle()
@@ -112,7 +120,66 @@ async def measure(image: str, port: int, samples: int) -> dict[str, object]:
     burst_times, burst_outcomes = await timed_runs(warm, port, samples, nothing)
     await warm.close()
     return {"bare": bare, "cold": (cold_times, cold_outcomes), "warm": (warm_times, warm_outcomes),
-            "burst": (burst_times, burst_outcomes), "teardown": teardown_total}
+            "burst": (burst_times, burst_outcomes), "teardown": teardown_total,
+            "cold_lag": cold_lag.lags}
+
+
+class LoopLag:
+    """How late a 1 ms sleep wakes up: time the loop spent unable to run anything else."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            await asyncio.sleep(0.001)
+            self.lags.append(loop.time() - began - 0.001)
+
+    def __enter__(self) -> Self:
+        self._task = asyncio.ensure_future(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def firewall_round(firewall: Firewall, n: int) -> None:
+    bridge, gateway = f"obbench{n % 1000:03d}", "198.18.255.1"
+    await firewall.confine(bridge, gateway, [])
+    await firewall.allow(bridge, gateway, [40000 + n % 1000])
+    await firewall.release(bridge)
+
+
+async def measure_firewall(rounds: int) -> dict[str, list[float]]:
+    firewall = Firewall("bench-fw")
+    if not await firewall.start():
+        raise SystemExit("the firewall bench needs root and iptables")
+    wall, cpu = [], []
+    try:
+        for n in range(rounds):
+            began, began_cpu = time.perf_counter(), time.thread_time()
+            await firewall_round(firewall, n)
+            cpu.append(time.thread_time() - began_cpu)
+            wall.append(time.perf_counter() - began)
+        with LoopLag() as lag:
+            for n in range(rounds):
+                await firewall_round(firewall, n)
+    finally:
+        await firewall.close()
+    return {"wall": wall, "cpu": cpu, "lag": lag.lags}
+
+
+def report_firewall(results: dict[str, list[float]], rounds: int) -> None:
+    print(f"\nfirewall work of one egress run, {rounds} rounds (confine, allow, release):")
+    for name, key in (("wall time per round", "wall"), ("event-loop thread CPU per round", "cpu"),
+                      ("heartbeat lateness (loop stall)", "lag")):
+        values = results[key]
+        print(f"  {name:34} p50 {statistics.median(values) * 1000:7.2f} ms  "
+              f"p99 {percentile(values, 0.99) * 1000:7.2f} ms  max {max(values) * 1000:7.2f} ms")
 
 
 def report(results: dict, samples: int) -> None:
@@ -137,12 +204,21 @@ def report(results: dict, samples: int) -> None:
     print("  " + "  ".join(f"{k} {statistics.median(v) * 1000:.1f}" for k, v in phases.items()))
     print(f"  then, off the critical path: run + removal of container and network "
           f"{results['teardown'] * 1000:.0f} ms")
+    lags = results["cold_lag"]
+    print(f"  1 ms heartbeat lateness during the cold rows (loop stalls): p99 "
+          f"{percentile(lags, 0.99) * 1000:.2f} ms, max {max(lags) * 1000:.2f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--firewall-rounds", type=int, default=100)
+    parser.add_argument("--firewall-only", action="store_true")
     args = parser.parse_args()
+    if args.firewall_rounds:
+        report_firewall(asyncio.run(measure_firewall(args.firewall_rounds)), args.firewall_rounds)
+    if args.firewall_only:
+        return
     image = build_image(log=lambda line: print(line, file=sys.stderr))
     with tempfile.TemporaryDirectory() as directory:
         proc, port = start_redis(directory)
