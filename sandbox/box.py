@@ -4,11 +4,19 @@ A :class:`Box` is one container, plus, when the action has egress, its own inter
 the firewall rules on that network's bridge and the forwarders for the declared endpoints.
 :class:`Provisioner` makes boxes (cold, or pre-started for the warm pool), gives them egress and
 destroys them, always in full: a box is never reused.
+
+Declared endpoint *names* (egress.py) must resolve to the box's gateway inside the container. A
+cold box gets them as Docker ``extra_hosts`` when it is created. A pooled box was created before
+any request, so the names are appended to its hosts file on the host (``HostsPath`` of
+``docker inspect``, bind-mounted as the container's ``/etc/hosts``, which glibc reads on every
+lookup). That needs root on the engine's host, like the firewall; when the write fails, runs
+with named endpoints go cold from then on (``Provisioner.pool_names``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import time
@@ -20,7 +28,13 @@ from ipaddress import IPv4Network
 import structlog
 
 from sandbox.config import SandboxConfig
-from sandbox.egress import Forwarder, close_forwarders, endpoints_map, open_forwarders
+from sandbox.egress import (
+    Forwarder,
+    close_forwarders,
+    endpoints_map,
+    named_hosts,
+    open_forwarders,
+)
 from sandbox.engine import Attachment, Engine, EngineError, NetworkInfo
 from sandbox.firewall import Firewall
 from sandbox.hardening import ENTRYPOINT, Identity, container_spec
@@ -42,6 +56,8 @@ class Box:
     attachment: Attachment | None = None
     channel: Channel | None = None
     pooled: bool = False
+    confined: bool = False  # the firewall rules of its network are in place
+    hosts_path: str | None = None  # pooled egress box: its hosts file, if opsbot may write it
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -66,6 +82,10 @@ def slug(text: str, limit: int = 24) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-.")[:limit] or "x"
 
 
+class HostsFileError(OSError):
+    """A pooled box's hosts file could not take the run's endpoint names."""
+
+
 class Provisioner:
     """Creates, equips and destroys boxes; owns the set of live containers and networks."""
 
@@ -76,11 +96,14 @@ class Provisioner:
         self.image = image
         self.containers: set[str] = set()
         self.networks: set[str] = set()
+        self.pool_names = True  # pooled boxes can take endpoint names (until a write fails)
 
     async def create(
-        self, identity: Identity, egress: bool, command: list[str] | None = ENTRYPOINT
+        self, identity: Identity, egress: bool, command: list[str] | None = ENTRYPOINT,
+        names: Sequence[str] = (),
     ) -> Box:
-        """A created (not started) container, on its own confined network when ``egress``.
+        """A created (not started) container, on its own network when ``egress``, with
+        ``names`` resolving to that network's gateway.
 
         Cancellation-safe: a Docker call already sent finishes in its thread whatever happens
         to the awaiting task, so the work runs shielded and, if the caller is cancelled or
@@ -89,7 +112,7 @@ class Provisioner:
         label = identity.pool and f"pool-{identity.pool}" or slug(identity.call_id)
         box = Box(container="", name=f"opsbot-{identity.instance}-{label}-{token}",
                   pooled=bool(identity.pool))
-        work = asyncio.ensure_future(self._build(box, identity, egress, command, token))
+        work = asyncio.ensure_future(self._build(box, identity, egress, command, token, names))
         try:
             await asyncio.shield(work)
         except BaseException:
@@ -99,12 +122,14 @@ class Provisioner:
         return box
 
     async def _build(self, box: Box, identity: Identity, egress: bool,
-                     command: list[str] | None, token: str) -> None:
+                     command: list[str] | None, token: str, names: Sequence[str]) -> None:
         if egress:
             with box.phase("network"):
                 await self._network(box, identity, token)
+        gateway = box.network.gateway if box.network else None
+        hosts = {name: gateway for name in names if gateway}
         spec = container_spec(self.config, self.image, identity, box.name, box.network_name,
-                              command)
+                              command, hosts)
         with box.phase("create"):
             box.container = await self.engine.create(spec)
         self.containers.add(box.container)
@@ -121,7 +146,8 @@ class Provisioner:
                     raise
         assert box.network is not None
         self.networks.add(box.network.id)
-        await self.firewall.confine(box.network.bridge, box.network.gateway, [])
+        if box.pooled:  # it starts long before it is equipped; a cold box is confined then
+            await self._confine(box, [])
 
     def _subnet(self) -> IPv4Network:
         """A random /28 of the configured range (a clash with a live network is retried)."""
@@ -130,17 +156,52 @@ class Provisioner:
         return IPv4Network((int(pool.network_address) + index * 16, SUBNET_PREFIX))
 
     async def equip(self, box: Box, egress: Sequence[Endpoint]) -> None:
-        """Open forwarders for the declared endpoints and admit them through the firewall."""
+        """Open forwarders for the declared endpoints and admit them through the firewall
+        (a pooled box also learns the endpoint names; a cold box got them at creation)."""
         if not egress:
             return
         assert box.network is not None, "egress needs a box created with egress=True"
         with box.phase("egress"):
-            box.forwarders = await open_forwarders(box.network.gateway, egress)
-            ports = [f.port for f in box.forwarders]
-            await self.firewall.allow(box.network.bridge, box.network.gateway, ports)
+            if box.pooled:
+                await self._name(box, named_hosts(egress))
+            box.forwarders = await open_forwarders(box.network.gateway, egress,
+                                                   self.config.upstreams)
+            await self._confine(box, [f.port for f in box.forwarders])
+
+    async def _confine(self, box: Box, ports: list[int]) -> None:
+        """The whole rule set in one change when the box has none yet, else just the ports."""
+        assert box.network is not None
+        bridge, gateway = box.network.bridge, box.network.gateway
+        if box.confined:
+            await self.firewall.allow(bridge, gateway, ports)
+        else:
+            await self.firewall.confine(bridge, gateway, ports)
+            box.confined = True
+
+    async def locate_hosts(self, box: Box) -> None:
+        """Find a started pooled box's hosts file, for :meth:`equip` to add names to."""
+        path = await self.engine.hosts_path(box.container)
+        box.hosts_path = path if path and os.access(path, os.W_OK) else None
+
+    async def _name(self, box: Box, names: Sequence[str]) -> None:
+        if not names:
+            return
+        assert box.network is not None
+        try:
+            if box.hosts_path is None:
+                raise PermissionError("not writable by opsbot (needs root on the engine's host)")
+            lines = "".join(f"{box.network.gateway}\t{name}\n" for name in names)
+            await asyncio.to_thread(_append, box.hosts_path, lines)
+        except OSError as e:
+            self.pool_names = False
+            log.warning("sandbox.pool.hosts_unwritable", path=box.hosts_path,
+                        error=str(e)[:200], consequence="named endpoints run cold")
+            raise HostsFileError(str(e)) from None
 
     async def attach_and_start(self, box: Box) -> None:
-        """Attach first, so no output can be missed, then start."""
+        """Attach first, so no output can be missed, then start (never unconfined)."""
+        if box.network is not None and not box.confined:
+            await self._confine(box, [])
         with box.phase("attach"):
             box.attachment = await self.engine.attach(box.container)
             box.channel = Channel(box.attachment.sock)
@@ -182,3 +243,9 @@ class Provisioner:
             await step
         except (EngineError, OSError, RuntimeError) as e:
             log.error("sandbox.teardown_failed", what=what, error=str(e)[:300])
+
+
+def _append(path: str, text: str) -> None:
+    """In place: the container's /etc/hosts is a bind mount of this very inode."""
+    with open(path, "a", encoding="ascii") as hosts:
+        hosts.write(text)

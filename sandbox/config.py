@@ -13,7 +13,9 @@ import hashlib
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, field_validator
+
+from sandbox.egress import HOST_NAME
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 
@@ -59,12 +61,32 @@ class SandboxConfig(BaseModel):
         "out of Docker's small default address pools (about 30 networks).",
     )
 
+    egress_hosts: dict[str, IPvAnyAddress] = Field(
+        default_factory=dict,
+        description="Host names the egress forwarders connect to at these addresses instead of "
+        "asking DNS (like curl --resolve): split-horizon names, or a made-up name given to a "
+        "local server in tests. The container still dials the name.",
+    )
+
     @field_validator("egress_subnets")
     @classmethod
     def _room_for_networks(cls, value: IPv4Network) -> IPv4Network:
         if value.prefixlen > 24:
             raise ValueError("must be at least a /24 (it is split into /28 networks)")
         return value
+
+    @field_validator("egress_hosts")
+    @classmethod
+    def _host_names(cls, value: dict[str, IPvAnyAddress]) -> dict[str, IPvAnyAddress]:
+        bad = [name for name in value if not HOST_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"keys must be DNS names, got {', '.join(map(repr, bad))}")
+        return value
+
+    @property
+    def upstreams(self) -> dict[str, str]:
+        """``egress_hosts`` as the forwarders use it: name -> address text."""
+        return {name: str(address) for name, address in self.egress_hosts.items()}
 
     @property
     def engine_url(self) -> str:

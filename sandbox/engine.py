@@ -141,6 +141,12 @@ class Engine:
         info = await self.call("inspect the container", self.api.inspect_container, container)
         return info["State"]
 
+    async def hosts_path(self, container: str) -> str:
+        """The host-side file the engine bind-mounts as the container's /etc/hosts (set once
+        the container has started; empty before)."""
+        info = await self.call("inspect the container", self.api.inspect_container, container)
+        return info.get("HostsPath") or ""
+
     async def wait(self, container: str, timeout: float = 10) -> int | None:
         try:
             done = await self.call("wait for the container", self.api.wait, container,

@@ -15,11 +15,14 @@ Why each setting (see also sandbox/README.md):
 * memory (swap disabled), CPU, pids, open files and core dumps (0: no memory image with
   credentials on disk) limited;
 * ``log_config=none``: Docker keeps no copy of the output (results may quote sensitive data);
-* ``dns_opt``: name lookups fail in a second instead of hanging (nothing outside resolves).
+* ``dns_opt``: name lookups fail in a second instead of hanging (nothing outside resolves);
+* ``extra_hosts``: the declared endpoint names that resolve to the run's gateway, where their
+  forwarders listen (egress.py); nothing else resolves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +77,9 @@ def container_spec(
     name: str,
     network: str = "none",
     command: list[str] | None = ENTRYPOINT,
+    hosts: Mapping[str, str] | None = None,
 ) -> ContainerSpec:
+    """``hosts``: extra ``/etc/hosts`` entries, name -> address."""
     create = {
         "image": image,
         "command": command,
@@ -88,7 +93,10 @@ def container_spec(
         "working_dir": "/tmp",
         "environment": {},
     }
-    return ContainerSpec(create=create, host=host_settings(config, network))
+    host = host_settings(config, network)
+    if hosts:
+        host["extra_hosts"] = dict(hosts)
+    return ContainerSpec(create=create, host=host)
 
 
 def host_settings(config: SandboxConfig, network: str) -> dict[str, Any]:

@@ -57,5 +57,10 @@ def egress_failed(detail: str) -> str:
             "the Docker engine on the same host as opsbot.")
 
 
+def bad_endpoint_host(host: str) -> str:
+    return (f"The declared endpoint host {host[:80]!r} is neither an IP address nor a valid DNS "
+            "name; fix the connector's configuration.")
+
+
 def runner_closed() -> str:
     return "The sandbox runner is shutting down; the action was not started."

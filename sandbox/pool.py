@@ -9,7 +9,8 @@ returned: the runner destroys it, and the pool starts a replacement in the backg
 
 There are two kinds, because a network namespace is fixed when a container starts:
 ``none`` (no network at all) and ``egress`` (alone on its own confined internal network, whose
-forwarders are opened when the box is taken).
+forwarders are opened when the box is taken; the declared endpoint names are then appended to
+its hosts file, see box.py).
 
 Pooled containers are created before any request exists, so their ``opsbot.run_id``,
 ``opsbot.call_id`` and ``opsbot.action`` labels are empty and ``opsbot.pool`` names the kind;
@@ -143,6 +144,8 @@ class WarmPool:
             assert box.channel is not None
             async with asyncio.timeout(READY_TIMEOUT_S):
                 if await box.channel.ready():
+                    if box.network is not None:
+                        await self.provisioner.locate_hosts(box)
                     return True
         except (EngineError, OSError, TimeoutError) as e:
             log.warning("sandbox.pool.start_failed", error=str(e)[:300])

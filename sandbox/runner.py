@@ -28,8 +28,9 @@ import structlog
 from pydantic import ValidationError
 
 from sandbox import messages
-from sandbox.box import Box, Provisioner, slug
+from sandbox.box import Box, HostsFileError, Provisioner, slug
 from sandbox.config import SandboxConfig
+from sandbox.egress import EgressError, named_hosts
 from sandbox.engine import Engine, EngineError
 from sandbox.firewall import Firewall, FirewallError
 from sandbox.hardening import ENTRYPOINT, Identity, instance_filter
@@ -101,7 +102,7 @@ class SandboxRunner:
             box = await self._box(request, command)
             request = request.model_copy(update={"endpoints": box.endpoints})
             outcome = await self._converse(box, request, redactor, on_progress, began)
-        except (EngineError, FirewallError, OSError) as e:
+        except (EngineError, FirewallError, EgressError, OSError) as e:
             outcome = _outcome(request, ToolResult.fail(_invocation(request), _failure(e)), began)
         finally:
             if box is not None:
@@ -123,23 +124,34 @@ class SandboxRunner:
         return self._image_ok
 
     async def _box(self, request: SandboxRequest, command: list[str] | None) -> Box:
-        egress = bool(request.egress)
-        box = await self.pool.take(egress) if command is ENTRYPOINT else None
-        if box is not None:
-            self._later(self._rename(box, request))
-            try:
-                await self.provisioner.equip(box, request.egress)
-            except BaseException:
-                self._later(self.provisioner.destroy(box))
-                raise
+        """A pooled box for the production entrypoint when one is ready (and, for named
+        endpoints, while pooled hosts files can be written), else a cold one."""
+        names = named_hosts(request.egress)
+        poolable = command is ENTRYPOINT and (not names or self.provisioner.pool_names)
+        if poolable and (box := await self._warm_box(request)) is not None:
             return box
-        return await self._cold_box(request, command, egress)
+        return await self._cold_box(request, command, names)
 
-    async def _cold_box(self, request: SandboxRequest, command: list[str] | None, egress: bool
-                        ) -> Box:
+    async def _warm_box(self, request: SandboxRequest) -> Box | None:
+        box = await self.pool.take(bool(request.egress))
+        if box is None:
+            return None
+        try:
+            await self.provisioner.equip(box, request.egress)
+        except HostsFileError:
+            self._later(self.provisioner.destroy(box))
+            return None
+        except BaseException:
+            self._later(self.provisioner.destroy(box))
+            raise
+        self._later(self._rename(box, request))
+        return box
+
+    async def _cold_box(self, request: SandboxRequest, command: list[str] | None,
+                        names: list[str]) -> Box:
         identity = Identity(self.config.instance, request.run_id, request.call_id,
                             _invocation(request))
-        box = await self.provisioner.create(identity, egress, command)
+        box = await self.provisioner.create(identity, bool(request.egress), command, names)
         try:
             await self.provisioner.equip(box, request.egress)
             await self.provisioner.attach_and_start(box)
@@ -298,6 +310,8 @@ def _invocation(request: SandboxRequest) -> str:
 def _failure(error: Exception) -> str:
     if isinstance(error, EngineError):
         return messages.engine_failed(error.step, error.explanation)
+    if isinstance(error, EgressError):
+        return str(error)
     return messages.egress_failed(str(error))
 
 

@@ -1,5 +1,6 @@
 """The sandbox's parts without a container: stream decoding over a real socket pair, the
-egress forwarder against a real Redis, the entrypoint in-process and as a process, config."""
+egress forwarder against a real Redis (by address and by name, as root and as nobody), the
+entrypoint in-process and as a process, config."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from sandbox import messages
 from sandbox.config import SandboxConfig, instance_key
-from sandbox.egress import endpoints_map, open_forwarders
+from sandbox.egress import endpoints_map, keeps_name, named_hosts, open_forwarders
 from sandbox.entrypoint import handle
 from sandbox.image import ROOT
 from sandbox.protocol import SandboxRequest
@@ -102,6 +103,62 @@ async def test_forwarder_to_a_dead_endpoint_closes_the_connection():
     await forwarder.close()
 
 
+@pytest.mark.parametrize("host,kept", [
+    ("api.github.com", True), ("redis", True), ("API.Example.test.", True),
+    ("127.0.0.1", False), ("::1", False), ("[::1]", False), ("localhost", False),
+    ("db.localhost", False),
+])
+def test_dns_names_keep_their_name_and_addresses_do_not(host, kept):
+    assert keeps_name(host) is kept
+    assert named_hosts([Endpoint(host=host, port=1)]) == ([host] if kept else [])
+
+
+async def test_named_forwarder_listens_on_the_declared_port_and_relays_to_the_override(
+    redis_server, redis_db
+):
+    """127.0.0.2 plays the gateway (all of 127/8 is loopback): redis holds 127.0.0.1:<port>,
+    the forwarder takes 127.0.0.2:<port>; a second name on that port gets a free one."""
+    redis_db.set("k", "by name")
+    port = redis_server.port
+    first, second = Endpoint(host="a.example.test", port=port), Endpoint(host="b.example.test",
+                                                                         port=port)
+    overrides = {"a.example.test": "127.0.0.1", "b.example.test": "127.0.0.1"}
+    forwarders = await open_forwarders("127.0.0.2", [first, second], overrides)
+    mapped = endpoints_map(forwarders)
+    assert forwarders[0].address == f"127.0.0.2:{port}"
+    assert mapped[str(first)] == f"a.example.test:{port}"
+    assert mapped[str(second)] == f"b.example.test:{forwarders[1].port}" != mapped[str(first)]
+    for forwarder in forwarders:
+        client = redis.Redis(host="127.0.0.2", port=forwarder.port, socket_timeout=5)
+        assert await asyncio.to_thread(client.get, "k") == b"by name"
+        client.close()
+    for forwarder in forwarders:
+        await forwarder.close()
+
+
+UNPRIVILEGED = """
+import asyncio, json
+from sandbox.egress import endpoints_map, open_forwarders
+from tools.base import Endpoint
+async def main():
+    forwarders = await open_forwarders("127.0.0.1", [Endpoint(host="api.github.com", port=443)])
+    print(json.dumps(endpoints_map(forwarders)))
+asyncio.run(main())
+"""
+
+
+def test_without_privilege_a_named_endpoint_keeps_its_name_on_a_free_port():
+    """Ports below 1024 need CAP_NET_BIND_SERVICE (root has it): a process without it, like a
+    non-root opsbot, gets a free port for the forwarder, and only the port changes."""
+    drop = ["setpriv", "--bounding-set", "-net_bind_service"]
+    done = subprocess.run([*drop, sys.executable, "-c", UNPRIVILEGED], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    [line] = [text for text in done.stdout.splitlines() if text.startswith("{")]
+    host, _, port = json.loads(line)["api.github.com:443"].rpartition(":")
+    assert host == "api.github.com" and int(port) >= 1024
+    assert "sandbox.egress.port_fallback" in done.stdout and "EACCES" in done.stdout
+
+
 def request(**fields) -> bytes:
     body = {"run_id": "r", "call_id": "c", "toolset": "redis", "action": "get"} | fields
     return json.dumps(body).encode()
@@ -160,6 +217,10 @@ def test_config_limits_and_instance_keys(tmp_path):
         SandboxConfig(user="0:0")
     with pytest.raises(ValidationError, match="at least a /24"):
         SandboxConfig(egress_subnets="10.0.0.0/28")
+    with pytest.raises(ValidationError, match="keys must be DNS names, got 'bad name'"):
+        SandboxConfig(egress_hosts={"bad name": "127.0.0.1"})
+    assert SandboxConfig(egress_hosts={"api.example.test": "::1"}).upstreams == {
+        "api.example.test": "::1"}
 
 
 @pytest.mark.parametrize("n,text", [(1_000_000, "1 MB"), (1 << 20, "1 MiB"), (1500, "1500 bytes"),

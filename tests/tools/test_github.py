@@ -7,6 +7,10 @@ import urllib.request
 
 import pytest
 
+from sandbox.config import SandboxConfig
+from sandbox.protocol import SandboxRequest
+from sandbox.runner import SandboxRunner
+from tests.services.docker import session_instance
 from tools.base import ActionContext, Status, Tier
 from tools.catalog import Call, CallError, Catalog
 from tools.github import TOOLSET, GitHubConfig
@@ -400,3 +404,30 @@ def test_emulator_answers_401_and_404_like_github(github_api):
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(request)
     assert missing.value.code == 404 and json.loads(missing.value.read())["message"] == "Not Found"
+
+
+@pytest.mark.docker
+async def test_in_the_sandbox_the_api_is_dialled_by_its_host_name(github_api, repo,
+                                                                   sandbox_image):
+    """The connector in a real sandbox container: the API's host name survives egress (the
+    URL PyGithub builds, and so TLS and the Host header, carry the name, not the gateway)."""
+    api_url = f"http://github.example.test:{github_api.port}"
+    call = Call(id="gh-name", toolset="github", action="repo", params={})
+    resolved = catalog(api_url, default_repos=("acme/api",)).resolve(call)
+    request = SandboxRequest(
+        run_id="gh", call_id="gh-name", toolset="github", action="repo",
+        params=resolved.params.model_dump(mode="json"),
+        config=resolved.config.model_dump(mode="json"), secrets={"github_token": TOKEN},
+        egress=resolved.egress,
+    )
+    runner = await SandboxRunner.start(SandboxConfig(
+        instance=session_instance("-gh"), image=sandbox_image, warm_pool=0,
+        egress_hosts={"github.example.test": "127.0.0.1"}))
+    try:
+        outcome = await runner.run(request)
+    finally:
+        await runner.close()
+    assert outcome.result.status is Status.OK, (outcome.result.error, outcome.diagnostics)
+    assert "acme/api" in outcome.result.output
+    assert {r.headers.get("Host") for r in github_api.requests} == {
+        f"github.example.test:{github_api.port}"}
