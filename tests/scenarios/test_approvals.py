@@ -197,7 +197,7 @@ async def test_recovery_keeps_a_run_that_died_right_after_posting_its_card(h, re
 
     thread, card = await pending_flush(h, redis_db)
     store = h.bot.runtime.run_store
-    (run, state), = store.in_states(RunState.WAITING)
+    (run, _), = await h.slack.wait_for(lambda: store.in_states(RunState.WAITING))
     store.set_state(run.run_id, RunState.RUNNING)  # the state the crash left behind
     await h.bot.runtime.runs.recover()
     assert store.get(run.run_id)[1] is RunState.WAITING
