@@ -41,7 +41,7 @@ from bot.server import running_bot
 from tests.fakes.openai import OpenAIEmulator
 from tests.fakes.payloads import SlackClient, app_mention, message_event
 from tests.fakes.slack import SlackEmulator
-from tests.scenarios.harness import APPROVER, CHANNEL, GROUPIE, LEAD, Harness, settings_for
+from tests.scenarios.harness import CHANNEL, GROUPIE, POLICY, Harness, settings_for
 from tools.runbooks import RunbookConfig, RunbookIndex
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
@@ -50,14 +50,7 @@ PD_SECRET = "pd-webhook-secret-for-tests"
 PD_BOT = "B0PDMODERN"
 PD_CLASSIC_BOT = "B0PDCLASSIC"
 GRACE_S = 0.3  # production waits 5 s for PagerDuty's Slack post before using the webhook
-LLM_POLICY = f"""\
-version: 1
-groups:
-  sre: {{users: [{APPROVER}, {LEAD}], slack_groups: [S0SRE]}}
-defaults:
-  autonomous_max_tier: 2
-  approvers: [sre]
-  requester_may_approve: {{3: true}}
+LLM_POLICY = POLICY + f"""\
 incident_channels: [{INCIDENTS}]
 pagerduty_bot_ids: [{PD_BOT}, {PD_CLASSIC_BOT}]
 """
