@@ -51,12 +51,12 @@ def parse_button_value(value: str) -> tuple[str, str] | None:
 
 def approval_card(request: ApprovalRequest) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
-        _section(f"*Approval needed:* {_escape(request.summary)}"),
+        _section(f"*Approval needed:* {escape(request.summary)}"),
         _fields(request),
-        _section(f"*Why:* {_escape(request.reason)}"),
+        _section(f"*Why:* {escape(request.reason)}"),
     ]
     if request.preview:
-        preview = truncate(_escape(request.preview), SECTION_LIMIT - 20)
+        preview = truncate(escape(request.preview), SECTION_LIMIT - 20)
         blocks.append(_section(f"*Preview*\n```{preview}```"))
     blocks.append(_params(request))
     if request.status is ApprovalStatus.PENDING:
@@ -76,7 +76,7 @@ def deny_reason_view(request: ApprovalRequest) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Deny"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            _section(f"Deny: {_escape(request.summary)}"),
+            _section(f"Deny: {escape(request.summary)}"),
             {
                 "type": "input",
                 "block_id": "reason",
@@ -102,7 +102,7 @@ def _fields(request: ApprovalRequest) -> dict[str, Any]:
     rule = request.rule
     got = len(request.approvals)
     items = [
-        f"*Target*\n{_escape(request.target)}",
+        f"*Target*\n{escape(request.target)}",
         f"*Tier*\n{request.tier} {TIER_NAMES.get(request.tier, '')}",
         f"*Requested by*\n<@{request.requester}>",
         f"*Who may approve*\n{rule.describe()}",
@@ -115,7 +115,7 @@ def _fields(request: ApprovalRequest) -> dict[str, Any]:
 def _params(request: ApprovalRequest) -> dict[str, Any]:
     params = json.dumps(request.canonical.get("params", {}), indent=1, sort_keys=True)
     text = truncate(f"params `{params}` · rule `{request.policy_rule}` · id `{request.id}`", 2000)
-    return {"type": "context", "elements": [_mrkdwn(_escape(text))]}
+    return {"type": "context", "elements": [_mrkdwn(escape(text))]}
 
 
 def _buttons(request: ApprovalRequest) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def _buttons(request: ApprovalRequest) -> dict[str, Any]:
     if request.tier >= 4:
         approve["confirm"] = {
             "title": {"type": "plain_text", "text": "Approve a production change?"},
-            "text": _mrkdwn(truncate(f"This will run: {_escape(request.summary)}", 300)),
+            "text": _mrkdwn(truncate(f"This will run: {escape(request.summary)}", 300)),
             "confirm": {"type": "plain_text", "text": "Approve"},
             "deny": {"type": "plain_text", "text": "Back"},
             "style": "danger",
@@ -150,7 +150,7 @@ def _outcome(request: ApprovalRequest) -> dict[str, Any]:
     by = f" by {who}" if who else ""
     when = f" {_when(request.decided_at)}" if request.decided_at else ""
     reason = request.denial_reason
-    why = f": {_escape(reason)}" if reason else ""
+    why = f": {escape(reason)}" if reason else ""
     return _section(f"{icon} *{request.status.value.capitalize()}*{by}{when}{why}")
 
 
@@ -168,6 +168,6 @@ def _mrkdwn(text: str) -> dict[str, str]:
     return {"type": "mrkdwn", "text": text}
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Slack's three control characters; keeps untrusted text from forming mentions or links."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from approvals.cards import escape, truncate
 from graph.surface import CallReport, Report, RunState
 
 SECTION = 3000  # section text
@@ -29,7 +30,6 @@ MESSAGE_BUDGET = 11_000  # Slack refuses far less than 50 x 3,000 characters (ms
 CALL_OUTPUT = 1500
 FOOTER = 2000  # context element text
 TEXT = 3900  # the notification / fallback ``text``
-MARKER = "… (truncated)"
 ATTACHED = "_Shortened to fit in Slack: the full report is attached as a file below._"
 STATE_ICONS = {
     RunState.DONE: ":white_check_mark:",
@@ -40,15 +40,6 @@ STATE_ICONS = {
 CALL_ICONS = {"ok": "✅", "no_data": "∅", "error": "❌", "denied": "⛔", "pending": "⏳"}
 
 
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - len(MARKER)] + MARKER
-
-
-def escape(text: str) -> str:
-    """Slack mrkdwn escaping for untrusted text (the only three characters Slack escapes)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def report_message(report: Report) -> tuple[dict[str, Any], str | None]:
     """The report as ``{"text", "blocks"}``, plus the full text when something was shortened."""
     full = report_text(report)
@@ -57,9 +48,9 @@ def report_message(report: Report) -> tuple[dict[str, Any], str | None]:
         if _fits(blocks):
             shortened = any(len(c.output) > limit for c in report.calls)
             if not shortened:
-                return {"text": clip(full, TEXT), "blocks": blocks}, None
-            return {"text": clip(full, TEXT), "blocks": _with_note(blocks)}, full
-    return {"text": clip(full, TEXT), "blocks": _minimal(report)}, full
+                return {"text": truncate(full, TEXT), "blocks": blocks}, None
+            return {"text": truncate(full, TEXT), "blocks": _with_note(blocks)}, full
+    return {"text": truncate(full, TEXT), "blocks": _minimal(report)}, full
 
 
 def report_text(report: Report) -> str:
@@ -89,7 +80,7 @@ def _minimal(report: Report) -> list[dict[str, Any]]:
     """Title, as much of the answer as fits, one line per call: for huge answers."""
     lines = "\n".join(_call(c, 0) for c in report.calls)
     room = MESSAGE_BUDGET - len(_title(report)) - len(ATTACHED) - min(len(lines), SECTION)
-    answer = clip(escape(report.answer), max(room, 200)) if report.answer else ""
+    answer = truncate(escape(report.answer), max(room, 200)) if report.answer else ""
     blocks = [_section(_title(report))]
     blocks += [_section(part) for part in split(answer, SECTION)][: MAX_BLOCKS - 4]
     if lines:
@@ -109,7 +100,7 @@ def _fits(blocks: list[dict[str, Any]]) -> bool:
 def _title(report: Report) -> str:
     icon = STATE_ICONS.get(report.state, "")
     headline = f" — {report.headline}" if report.headline else ""
-    return clip(f"{icon} *Run `{report.run_id}` {report.state.value}*{headline}", SECTION)
+    return truncate(f"{icon} *Run `{report.run_id}` {report.state.value}*{headline}", SECTION)
 
 
 def _call(call: CallReport, limit: int | None) -> str:
@@ -119,7 +110,7 @@ def _call(call: CallReport, limit: int | None) -> str:
     head = f"{icon} *{escape(call.summary)}* — {call.status}{note}"
     if call.invocation and limit != 0:
         head += f"\n`{escape(call.invocation)}`"
-    output = call.output if limit is None else clip(call.output, limit) if limit else ""
+    output = call.output if limit is None else truncate(call.output, limit) if limit else ""
     return head + (f"\n```{escape(output)}```" if output else "")
 
 
@@ -148,11 +139,11 @@ def split(text: str, size: int) -> list[str]:
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION)}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION)}}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, FOOTER)}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, FOOTER)}]}
 
 
 def _size(blocks: list[dict[str, Any]]) -> int:

@@ -22,9 +22,9 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvals.cards import approval_card
+from approvals.cards import approval_card, truncate
 from approvals.models import ApprovalRequest
-from bot.blocks import TEXT, clip, report_message, report_text
+from bot.blocks import TEXT, report_message, report_text
 from graph.surface import Checklist, Report, RunRef, RunState
 from graph.task import Source
 from tools.secrets import REDACTOR
@@ -139,7 +139,7 @@ class SlackSurface:
                         error=e.response.get("error"))
             full = report_text(report)
             await self._post(channel=run.task.channel, thread_ts=run.thread_ts,
-                             text=clip(full, TEXT))
+                             text=truncate(full, TEXT))
         if full is not None:
             await self.client.files_upload_v2(
                 channel=run.task.channel, thread_ts=run.thread_ts,
@@ -163,7 +163,7 @@ class SlackSurface:
     def _status_text(self, run: RunRef, checklist: Checklist) -> str:
         alert = run.task.source == Source.ALERT
         asked = "PagerDuty alert" if alert else f"<@{run.task.user}> asked"
-        return clip(f"{asked}\n{checklist.render()}", STATUS_TEXT)
+        return truncate(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 
     async def _react(self, run: RunRef, state: RunState) -> None:
         """Show the run's state on the triggering message: one reaction, swapped as it moves."""
