@@ -6,13 +6,10 @@ by ``opsbot policy check`` with the exact ``file:line: where: sentence`` and exi
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from bot.policy_cmd import check, explain, parse_channel
 from graph.policy import Channel, Policy, PolicyError, load_policy, parse_policy
@@ -270,18 +267,7 @@ def test_explain_channel_forms() -> None:
     assert parse_channel("C0123") == Channel(id="C0123")
 
 
-@pytest.fixture
-def global_logging_restored() -> Iterator[None]:
-    """``opsbot``'s main configures structlog and the root logger on the (captured) stderr."""
-    config, root = structlog.get_config(), logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.mark.usefixtures("global_logging_restored")
+@pytest.mark.usefixtures("logging_restored")
 def test_the_opsbot_cli_runs_check_and_explain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
