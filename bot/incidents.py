@@ -38,13 +38,12 @@ class Incidents:
         self.deps = deps
         self.team = team
         self.grace_s = grace_s
-        self._tasks: set[asyncio.Task[None]] = set()
         self._in_grace: set[str] = set()
         self._early: dict[str, WebhookEvent] = {}  # incident -> latest status before its run
 
     async def posted(self, alert: Alert, channel: str, ts: str, team: str) -> None:
         """PagerDuty's Slack app announced ``alert`` in ``channel`` (message ``ts``)."""
-        if not await self._claim(alert.id):
+        if not self._claim(alert.id):
             self._attached(alert.id, "slack post", channel=channel, ts=ts)
             return
         await self._start(Task(source=Source.ALERT, team=team, channel=channel,
@@ -53,19 +52,13 @@ class Incidents:
 
     def webhook(self, event: WebhookEvent) -> None:
         """Handle a verified webhook after the HTTP response (PagerDuty wants 2xx in 5 s)."""
-        task = asyncio.create_task(self._webhook(event), name=f"pagerduty-{event.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.deps.spawn(self._webhook(event))  # failures are logged by spawn
 
     async def _webhook(self, event: WebhookEvent) -> None:
-        try:
-            if event.type in START_EVENTS:
-                await self._triggered(event)
-            elif event.status:
-                await self._status(event)
-        except Exception:  # the HTTP answer is long gone: log it, never lose it silently
-            log.exception("pagerduty webhook handling failed", incident=event.alert.id,
-                          event=event.type)
+        if event.type in START_EVENTS:
+            await self._triggered(event)
+        elif event.status:
+            await self._status(event)
 
     async def _triggered(self, event: WebhookEvent) -> None:
         incident = event.alert.id
@@ -87,7 +80,7 @@ class Incidents:
             log.warning("no incident channel id in the policy; webhook incident not investigated",
                         incident=incident)
             return
-        if not await self._claim(incident):
+        if not self._claim(incident):
             self._attached(incident, "webhook", event=event.type)
             await self._status(event, "re-triggered")
             return
@@ -131,7 +124,7 @@ class Incidents:
         self.deps.runs.audit.record("alert.attached", run_id, PAGERDUTY_USER, incident=incident,
                                     via=via, **where)
 
-    async def _claim(self, incident: str) -> bool:
+    def _claim(self, incident: str) -> bool:
         """True for exactly one caller per incident, ever (runs outlive the dedupe window)."""
         if self.deps.run_store.for_alert(incident) is not None:
             return False
