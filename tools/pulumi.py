@@ -161,13 +161,22 @@ def _env(config: PulumiConfig, ctx: ActionContext) -> dict[str, str]:
     return env | {var: ctx.secrets[key] for key, var in names.items() if key in ctx.secrets}
 
 
-def _backend_via(config: PulumiConfig, ctx: ActionContext) -> str:
-    """The backend URL, dialled through the sandbox's mapping when it is remote."""
+def _backend_endpoint(config: PulumiConfig) -> Endpoint | None:
+    """The remote backend's host:port; None for a ``file://`` backend."""
     parts = urlsplit(config.backend_url)
     if parts.scheme == "file" or not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Endpoint(host=parts.hostname, port=port)
+
+
+def _backend_via(config: PulumiConfig, ctx: ActionContext) -> str:
+    """The backend URL, dialled through the sandbox's mapping when it is remote."""
+    endpoint = _backend_endpoint(config)
+    if endpoint is None:
         return config.backend_url
-    host, port = ctx.address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    return parts._replace(netloc=f"{host}:{port}").geturl()
+    host, port = ctx.address(endpoint.host, endpoint.port)
+    return urlsplit(config.backend_url)._replace(netloc=f"{host}:{port}").geturl()
 
 
 def _workspace(ctx: ActionContext):  # -> pulumi.automation.LocalWorkspace
@@ -433,14 +442,8 @@ def _target(action: Action[Any], params: BaseModel, config: PulumiConfig) -> Tar
 
 
 def _egress(action: Action[Any], params: BaseModel, config: PulumiConfig) -> list[Endpoint]:
-    parts = urlsplit(config.backend_url)
-    found = []
-    if parts.scheme != "file" and parts.hostname:
-        found.append(
-            Endpoint(
-                host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 80)
-            )
-        )
+    backend = _backend_endpoint(config)
+    found = [backend] if backend else []
     for pair in config.extra_egress:
         host, _, port = pair.rpartition(":")
         found.append(Endpoint(host=host, port=int(port)))

@@ -12,7 +12,7 @@ import pytest
 
 from tools.base import ActionContext, Status, Tier
 from tools.catalog import Call, CallError, Catalog
-from tools.pulumi import NO_CLI, TOOLSET, PulumiConfig
+from tools.pulumi import NO_CLI, TOOLSET, PulumiConfig, _env
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "pulumi"
 PASSPHRASE = "fixture-passphrase-51c0"
@@ -104,6 +104,21 @@ def test_egress_and_secrets():
         ("pulumi_passphrase", "kv/data/pulumi/dev", "passphrase"),
         ("pulumi_token", "static:PULUMI_ACCESS_TOKEN", "PULUMI_ACCESS_TOKEN"),
     ]
+
+
+def test_a_remote_backend_is_dialled_through_the_sandbox_mapping():
+    cloud = config(backend_url="https://api.pulumi.example/state")
+    mapped = {"api.pulumi.example:443": "10.9.0.1:8443"}
+    ctx = ActionContext(cloud.model_dump(), {"pulumi_passphrase": PASSPHRASE}, mapped)
+    assert _env(cloud, ctx) == {
+        "PULUMI_BACKEND_URL": "https://10.9.0.1:8443/state",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+    }
+    local = config()
+    assert _env(local, ActionContext(local.model_dump()))["PULUMI_BACKEND_URL"] == (
+        "file:///tmp/opsbot-state"
+    )
 
 
 @pytest.mark.parametrize(
