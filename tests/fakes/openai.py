@@ -56,7 +56,7 @@ from tests.fakes.openai_script import (
     tool_call,
     tool_results,
 )
-from tests.fakes.server import ServerThread, strings_in, wait_until, wait_until_sync
+from tests.fakes.server import ServerThread, strings_in, wait_until
 
 __all__ = [
     "API_KEY", "MODEL", "Delay", "HttpError", "OpenAIEmulator", "Reply", "Request", "Step",
@@ -157,9 +157,6 @@ class OpenAIEmulator:
 
     async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
         return await wait_until(predicate, timeout, self.describe)
-
-    def wait_for_sync(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        return wait_until_sync(predicate, timeout, self.describe)
 
     def describe(self) -> str:
         return (f"the OpenAI emulator saw {len(self.requests())} chat request(s), "

@@ -104,20 +104,6 @@ async def wait_until(
         await asyncio.sleep(POLL_INTERVAL)
 
 
-def wait_until_sync(
-    predicate: Callable[[], T], timeout: float, describe: Callable[[], str]
-) -> T:
-    """Blocking twin of :func:`wait_until` for tests that drive synchronous code."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout} s; {describe()}")
-        time.sleep(POLL_INTERVAL)
-
-
 def strings_in(value: Any) -> Iterator[str]:
     """Every string inside a JSON-like value, decoding strings that themselves hold JSON.
 

@@ -34,7 +34,7 @@ import pytest
 from aiohttp import web
 
 from tests.fakes.payloads import SIGNING_SECRET
-from tests.fakes.server import ServerThread, strings_in, wait_until, wait_until_sync
+from tests.fakes.server import ServerThread, strings_in, wait_until
 from tests.fakes.slack_blocks import MESSAGE_MAX_BLOCKS, block_errors, error_fields
 from tests.fakes.slack_methods import METHODS, Params, apply_response
 from tests.fakes.slack_workspace import (
@@ -266,9 +266,6 @@ class SlackEmulator:
     async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
         """Wait (without blocking the loop) until ``predicate()`` is truthy; return its value."""
         return await wait_until(predicate, timeout, self.describe)
-
-    def wait_for_sync(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        return wait_until_sync(predicate, timeout, self.describe)
 
     def describe(self) -> str:
         """A one-line summary of the calls so far, for assertion messages."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.server import ServerThread, wait_until, wait_until_sync
+from tests.fakes.server import ServerThread, wait_until
 from tests.fakes.slack_workspace import APP_ID
 
 ENVELOPE_TYPES = ("events_api", "slash_commands", "interactive")
@@ -140,10 +140,6 @@ class SocketModeServer:
     async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> Ack:
         return await wait_until(lambda: self._ack(envelope_id), timeout,
                                 lambda: self._describe(envelope_id))
-
-    def wait_for_ack_sync(self, envelope_id: str, timeout: float = 5.0) -> Ack:
-        return wait_until_sync(lambda: self._ack(envelope_id), timeout,
-                               lambda: self._describe(envelope_id))
 
     async def wait_for_connection(self, count: int = 1, timeout: float = 5.0) -> int:
         """Wait until ``count`` connections have been opened in total (hello sent)."""
