@@ -179,10 +179,9 @@ def _backend_via(config: PulumiConfig, ctx: ActionContext) -> str:
     return urlsplit(config.backend_url)._replace(netloc=f"{host}:{port}").geturl()
 
 
-def _workspace(ctx: ActionContext):  # -> pulumi.automation.LocalWorkspace
+def _workspace(config: PulumiConfig, ctx: ActionContext):  # -> pulumi.automation.LocalWorkspace
     from pulumi import automation as auto
 
-    config = PulumiConfig.model_validate(ctx.config)
     return auto.LocalWorkspace(work_dir=config.work_dir, env_vars=_env(config, ctx))
 
 
@@ -192,7 +191,7 @@ def _select(p: _Stack, ctx: ActionContext):  # -> pulumi.automation.Stack
     config = PulumiConfig.model_validate(ctx.config)
     if not config.allows(p.stack):
         raise CallError(f"Stack `{p.stack}` is not one opsbot may use.")
-    return auto.Stack.select(p.stack, _workspace(ctx))
+    return auto.Stack.select(p.stack, _workspace(config, ctx))
 
 
 def _last_error(message: str) -> str:
@@ -265,7 +264,8 @@ def _stacks(p: StacksParams, ctx: ActionContext) -> ToolResult:
 
     def go() -> ToolResult:
         config = PulumiConfig.model_validate(ctx.config)
-        found = [s for s in _workspace(ctx).list_stacks() if config.allows(s.name.split("/")[-1])]
+        stacks = _workspace(config, ctx).list_stacks()
+        found = [s for s in stacks if config.allows(s.name.split("/")[-1])]
         rows = [
             {
                 "name": s.name,
