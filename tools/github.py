@@ -363,7 +363,7 @@ ACTIONS: list[Action[Any]] = [
 ]
 
 
-def _branch(action: Action[Any], params: BaseModel) -> str | None:
+def _branch(params: BaseModel) -> str | None:
     if isinstance(params, RevertParams):
         return params.head
     return (
@@ -376,7 +376,7 @@ def _branch(action: Action[Any], params: BaseModel) -> str | None:
 def _target(action: Action[Any], params: BaseModel, config: GitHubConfig) -> Target:
     repo = repo_name(params, config)
     attrs = {"repo": repo, "owner": repo.split("/")[0]}
-    branch = _branch(action, params)
+    branch = _branch(params)
     return Target(
         kind="github_repo", name=repo, attrs=attrs | ({"branch": branch} if branch else {})
     )
