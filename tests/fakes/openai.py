@@ -31,9 +31,9 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Self, TypeVar
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -56,7 +56,7 @@ from tests.fakes.openai_script import (
     tool_call,
     tool_results,
 )
-from tests.fakes.server import ServerThread, strings_in, wait_until
+from tests.fakes.server import Emulator, strings_in
 
 __all__ = [
     "API_KEY", "MODEL", "Delay", "HttpError", "OpenAIEmulator", "Reply", "Request", "Step",
@@ -70,8 +70,6 @@ EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072}
 DEFAULT_DIMENSIONS = 1536
 WORD = re.compile(r"[a-z0-9]+")
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class Request:
@@ -84,7 +82,7 @@ class Request:
     at: float
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(Emulator):
     """OpenAI's HTTP API on loopback, answering chat requests from a script."""
 
     def __init__(self, script: Sequence[Step] | Script = (), api_key: str = API_KEY,
@@ -105,25 +103,12 @@ class OpenAIEmulator:
                         web.post("/v1/embeddings", self._embeddings),
                         web.get("/v1/models", self._models),
                         web.route("*", "/{tail:.*}", self._not_found)])
-        self._thread = ServerThread(app, "openai-emulator")
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._thread.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(app, "openai-emulator")
 
     @property
     def base_url(self) -> str:
         """What ``ChatOpenAI(base_url=...)`` and ``OPENAI_BASE_URL`` expect."""
-        return f"http://127.0.0.1:{self._thread.port}/v1"
+        return f"{self.origin}/v1"
 
     def env(self, model: str = MODEL) -> dict[str, str]:
         """opsbot's environment for talking to this emulator (DESIGN §6 names)."""
@@ -154,9 +139,6 @@ class OpenAIEmulator:
         with self._lock:
             bodies = [r.body for r in self._requests]
         return "\n".join(s for body in bodies for s in strings_in(body))
-
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        return await wait_until(predicate, timeout, self.describe)
 
     def describe(self) -> str:
         return (f"the OpenAI emulator saw {len(self.requests())} chat request(s), "

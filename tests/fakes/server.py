@@ -1,4 +1,5 @@
-"""The plumbing every emulator shares: an aiohttp server in its own thread, and waiting helpers.
+"""The plumbing every emulator shares: an aiohttp server in its own thread, its lifecycle, and
+waiting helpers.
 
 Each emulator runs on its own event loop in a daemon thread, so a test on pytest's session loop,
 a Bolt app on that same loop, and blocking code (a CLI, ``requests``) can all talk to it over real
@@ -10,6 +11,13 @@ Usage::
     port = thread.start()
     thread.submit(some_coroutine()).result(timeout=5)
     thread.stop()
+
+    class MyEmulator(Emulator):                 # start/stop, ``with``, origin, wait_for
+        def __init__(self):
+            super().__init__(web.Application(), "my-emulator")
+
+        def describe(self) -> str:
+            return "the emulator saw: ..."
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
@@ -84,6 +92,41 @@ class ServerThread:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
+
+
+class Emulator:
+    """Start and stop an emulator's server (also as a ``with`` block) and wait on what it saw.
+
+    Subclasses build their aiohttp app, pass it here, and say in :meth:`describe` what they have
+    seen, which ends every timeout message of :meth:`wait_for`.
+    """
+
+    def __init__(self, app: web.Application, name: str):
+        self._thread = ServerThread(app, name)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._thread.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._thread.port}"
+
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+        """Wait (without blocking the loop) until ``predicate()`` is truthy; return its value."""
+        return await wait_until(predicate, timeout, self.describe)
+
+    def describe(self) -> str:
+        raise NotImplementedError
 
 
 async def wait_until(

@@ -25,16 +25,16 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 import pytest
 from aiohttp import web
 
 from tests.fakes.payloads import SIGNING_SECRET
-from tests.fakes.server import ServerThread, strings_in, wait_until
+from tests.fakes.server import Emulator, strings_in
 from tests.fakes.slack_blocks import MESSAGE_MAX_BLOCKS, block_errors, error_fields
 from tests.fakes.slack_methods import METHODS, Params, apply_response
 from tests.fakes.slack_workspace import (
@@ -55,8 +55,6 @@ BOT_TOKEN = "xoxb-1-opsbot-test-token"
 APP_TOKEN = "xapp-1-A1-opsbot-test-token"
 CONNECTIONS_OPEN = "apps.connections.open"
 RESPONSE_URL_USES = 5  # Slack: a response_url works up to five times
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ class _Fault:
     seconds: float = 0.0
 
 
-class SlackEmulator:
+class SlackEmulator(Emulator):
     """Slack's Web API, response_url webhooks, file uploads and Socket Mode on one port."""
 
     def __init__(self, bot_token: str = BOT_TOKEN, app_token: str = APP_TOKEN,
@@ -110,28 +108,15 @@ class SlackEmulator:
             *self.socket.routes(),
         ])
         app.on_shutdown.append(self.socket.close_all)
-        self._thread = ServerThread(app, "slack-emulator")
+        super().__init__(app, "slack-emulator")
 
     # lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
-        self._thread.start()
+        super().start()
         self.workspace.origin = self.origin
         self.socket.attach(self._thread)
         return self
-
-    def stop(self) -> None:
-        self._thread.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self._thread.port}"
 
     @property
     def base_url(self) -> str:
@@ -262,10 +247,6 @@ class SlackEmulator:
             sources += [b.decode("utf-8", "replace") for b in self._uploads]
         sources += self.socket.ack_payloads()
         return "\n".join(s for source in sources for s in strings_in(source))
-
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        """Wait (without blocking the loop) until ``predicate()`` is truthy; return its value."""
-        return await wait_until(predicate, timeout, self.describe)
 
     def describe(self) -> str:
         """A one-line summary of the calls so far, for assertion messages."""
