@@ -209,14 +209,14 @@ class RunbookIndex:
     def _upsert(self, chunks: list[Chunk], existing: dict[str, str], report: IngestReport) -> None:
         from qdrant_client import models
 
-        model = self._embedder.name
-        todo = [c for c in chunks if existing.get(c.id) != c.payload(model)["hash"]]
+        payloads = [(c, c.payload(self._embedder.name)) for c in chunks]
+        todo = [(c, body) for c, body in payloads if existing.get(c.id) != body["hash"]]
         for start in range(0, len(todo), UPSERT_BATCH):
             batch = todo[start : start + UPSERT_BATCH]
-            vectors = self._embedder.embed([c.embed_text for c in batch])
+            vectors = self._embedder.embed([c.embed_text for c, _ in batch])
             points = [
-                models.PointStruct(id=c.id, vector=v.tolist(), payload=c.payload(model))
-                for c, v in zip(batch, vectors, strict=True)
+                models.PointStruct(id=c.id, vector=v.tolist(), payload=body)
+                for (c, body), v in zip(batch, vectors, strict=True)
             ]
             with self._lock:
                 self._client.upsert(self.config.collection, points=points)
