@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from tests.fakes.payloads import SlackClient
+from tests.fakes.server import wait_until
 from tests.fakes.slack import SlackEmulator, slack_emulator  # noqa: F401 (fixture)
 from tests.scenarios.harness import APPROVER, CHANNEL, RUN_ID
 from tests.scenarios.process import (  # noqa: F401 (fixture)
@@ -22,11 +23,8 @@ pytestmark = pytest.mark.docker
 
 
 async def _wait_state(audit: AuditFile, run_id: str, state: str, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while audit.run_state(run_id) != state:
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"run {run_id} is {audit.run_state(run_id)!r}, not {state!r}")
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: audit.run_state(run_id) == state, timeout,
+                     lambda: f"run {run_id} is {audit.run_state(run_id)!r}, not {state!r}")
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
