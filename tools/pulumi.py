@@ -10,6 +10,9 @@ directory (``work_dir``) and one state backend (``backend_url``, e.g. ``file:///
 The stack passphrase and a Pulumi Cloud token, when needed, come as secrets, never as config.
 Only stacks matching ``stacks`` (glob patterns) can be touched. Engine output streams line by
 line to ``ctx.progress``; secrets are never shown (``show_secrets=False``, masked outputs).
+This module is the declarative part policy and approvals read (config, params, tiers,
+summaries, targets); what each action does through the automation API lives in
+``tools/pulumi_ops.py``.
 
 Usage::
 
@@ -29,17 +32,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tools import pulumi_ops as ops
 from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
 from tools.catalog import CallError
 
 STACK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-MAX_OUTPUT_CHARS = 20_000
-NO_CLI = (
-    "The Pulumi CLI is not installed in the sandbox image; the automation API needs the "
-    "`pulumi` binary on PATH."
-)
-NO_SDK = "The Pulumi SDK (the `pulumi` Python package) is not installed in the sandbox image."
-SECRET = "[secret]"
 
 
 def _secret_ref(name: str, ref: str) -> SecretRef:
@@ -155,89 +152,13 @@ class CancelParams(_Stack):
     pass
 
 
-def _env(config: PulumiConfig, ctx: ActionContext) -> dict[str, str]:
-    env = {"PULUMI_BACKEND_URL": _backend_via(config, ctx), "PULUMI_SKIP_UPDATE_CHECK": "true"}
-    names = {"pulumi_passphrase": "PULUMI_CONFIG_PASSPHRASE", "pulumi_token": "PULUMI_ACCESS_TOKEN"}
-    return env | {var: ctx.secrets[key] for key, var in names.items() if key in ctx.secrets}
-
-
-def _backend_endpoint(config: PulumiConfig) -> Endpoint | None:
-    """The remote backend's host:port; None for a ``file://`` backend."""
-    parts = urlsplit(config.backend_url)
-    if parts.scheme == "file" or not parts.hostname:
-        return None
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Endpoint(host=parts.hostname, port=port)
-
-
-def _backend_via(config: PulumiConfig, ctx: ActionContext) -> str:
-    """The backend URL, dialled through the sandbox's mapping when it is remote."""
-    endpoint = _backend_endpoint(config)
-    if endpoint is None:
-        return config.backend_url
-    host, port = ctx.address(endpoint.host, endpoint.port)
-    return urlsplit(config.backend_url)._replace(netloc=f"{host}:{port}").geturl()
-
-
-def _workspace(config: PulumiConfig, ctx: ActionContext):  # -> pulumi.automation.LocalWorkspace
-    from pulumi import automation as auto
-
-    return auto.LocalWorkspace(work_dir=config.work_dir, env_vars=_env(config, ctx))
-
-
 def _select(p: _Stack, ctx: ActionContext):  # -> pulumi.automation.Stack
     from pulumi import automation as auto
 
     config = PulumiConfig.model_validate(ctx.config)
     if not config.allows(p.stack):
         raise CallError(f"Stack `{p.stack}` is not one opsbot may use.")
-    return auto.Stack.select(p.stack, _workspace(config, ctx))
-
-
-def _last_error(message: str) -> str:
-    """The useful part of a CLI failure: its ``error:`` lines, else the tail of stderr."""
-    stderr = message.rpartition("\n stderr: ")[2].strip() or message.strip()
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.lower().startswith("error:")]
-    return " ".join(errors or lines[-3:])[:1000] or "the Pulumi CLI failed without a message"
-
-
-def _guard(inv: str, fn: Callable[[], ToolResult]) -> ToolResult:
-    """Run ``fn``; a missing CLI, unknown stack or failed command becomes an error result."""
-    try:
-        from pulumi.automation import errors
-    except ImportError:
-        return ToolResult.fail(inv, NO_SDK)
-    try:
-        return fn()
-    except FileNotFoundError as e:
-        if Path(str(e.filename or "")).name == "pulumi":
-            return ToolResult.fail(inv, NO_CLI)
-        return ToolResult.fail(inv, f"Missing file: {e.filename}.")
-    except errors.InvalidVersionError as e:
-        return ToolResult.fail(inv, f"The Pulumi CLI in the sandbox image is too old: {e}")
-    except errors.StackNotFoundError as e:
-        return ToolResult.fail(inv, f"No such stack in the backend: {_last_error(str(e))}")
-    except errors.ConcurrentUpdateError:
-        return ToolResult.fail(inv, "Another update is running on this stack; try again later.")
-    except errors.CommandError as e:
-        return ToolResult.fail(inv, _last_error(str(e)))
-    except CallError as e:
-        return ToolResult.fail(inv, str(e))
-
-
-def _capped(text: str) -> str:
-    """The last MAX_OUTPUT_CHARS of engine output (the summary is at the end)."""
-    if len(text) <= MAX_OUTPUT_CHARS:
-        return text.strip()
-    return (
-        f"… ({len(text) - MAX_OUTPUT_CHARS} earlier characters)\n"
-        + text[-MAX_OUTPUT_CHARS:].strip()
-    )
-
-
-def _changes(ops: Any) -> dict[str, int]:
-    return {getattr(op, "value", str(op)): int(n) for op, n in (ops or {}).items()}
+    return auto.Stack.select(p.stack, ops.workspace(config, ctx))
 
 
 Body = Callable[[Any, Any, str, ActionContext], ToolResult]  # (stack, params, invocation, ctx)
@@ -250,95 +171,14 @@ def _cli(
 
     def run(p: _Stack, ctx: ActionContext) -> ToolResult:
         inv = invocation(p)
-        return _guard(inv, lambda: body(_select(p, ctx), p, inv, ctx))
+        return ops.guard(inv, lambda: body(_select(p, ctx), p, inv, ctx))
 
     return run
 
 
-def _none(inv: str, output: str) -> ToolResult:
-    return ToolResult(status="no_data", invocation=inv, output=output)
-
-
 def _stacks(p: StacksParams, ctx: ActionContext) -> ToolResult:
     inv = "pulumi stack ls --json"
-
-    def go() -> ToolResult:
-        config = PulumiConfig.model_validate(ctx.config)
-        stacks = _workspace(config, ctx).list_stacks()
-        found = [s for s in stacks if config.allows(s.name.split("/")[-1])]
-        rows = [
-            {
-                "name": s.name,
-                "resources": s.resource_count or 0,
-                "last_update": s.last_update.isoformat() if s.last_update else "never",
-                "updating": bool(s.update_in_progress),
-            }
-            for s in found
-        ]
-        if not rows:
-            return _none(inv, "No stacks opsbot may use.")
-        lines = [
-            f"{r['name']}: {r['resources']} resources, last update {r['last_update']}"
-            + (" (update in progress)" if r["updating"] else "")
-            for r in rows
-        ]
-        return ToolResult.ok(inv, "\n".join(lines), rows)
-
-    return _guard(inv, go)
-
-
-def _outputs(stack: Any, p: OutputsParams, inv: str, ctx: ActionContext) -> ToolResult:
-    shown = {k: SECRET if v.secret else v.value for k, v in stack.outputs().items()}
-    if not shown:
-        return _none(inv, f"`{p.stack}` has no outputs.")
-    return ToolResult.ok(inv, "\n".join(f"{k}: {v}" for k, v in sorted(shown.items())), shown)
-
-
-def _history(stack: Any, p: HistoryParams, inv: str, ctx: ActionContext) -> ToolResult:
-    rows = [
-        {
-            "version": u.version,
-            "kind": u.kind,
-            "result": u.result,
-            "started": u.start_time.isoformat(),
-            "message": u.message,
-            "changes": _changes(u.resource_changes),
-        }
-        for u in stack.history(page_size=p.limit, page=1, show_secrets=False)
-    ]
-    if not rows:
-        return _none(inv, f"`{p.stack}` has no updates.")
-    lines = [
-        f"v{r['version']} {r['kind']} {r['result']} {r['started']} {r['changes']}" for r in rows
-    ]
-    return ToolResult.ok(inv, "\n".join(lines), rows)
-
-
-def _preview(stack: Any, p: _Stack, inv: str, ctx: ActionContext) -> ToolResult:
-    refresh = bool(getattr(p, "refresh", False))
-    result = stack.preview(diff=True, refresh=refresh, color="never", on_output=ctx.progress)
-    return ToolResult.ok(inv, _capped(result.stdout), {"changes": _changes(result.change_summary)})
-
-
-def _updated(inv: str, result: Any) -> ToolResult:
-    summary = result.summary
-    data = {"result": summary.result, "version": summary.version}
-    data["changes"] = _changes(summary.resource_changes)
-    return ToolResult.ok(inv, _capped(result.stdout), data)
-
-
-def _refresh(stack: Any, p: RefreshParams, inv: str, ctx: ActionContext) -> ToolResult:
-    return _updated(inv, stack.refresh(color="never", on_output=ctx.progress, show_secrets=False))
-
-
-def _up(stack: Any, p: UpParams, inv: str, ctx: ActionContext) -> ToolResult:
-    options = {"color": "never", "on_output": ctx.progress, "show_secrets": False}
-    return _updated(inv, stack.up(message=p.message, **options))
-
-
-def _cancel(stack: Any, p: CancelParams, inv: str, ctx: ActionContext) -> ToolResult:
-    stack.cancel()
-    return ToolResult.ok(inv, f"Cancelled the running update of `{p.stack}`.")
+    return ops.guard(inv, lambda: ops.stacks(PulumiConfig.model_validate(ctx.config), inv, ctx))
 
 
 PREVIEW = _cli(
@@ -346,7 +186,7 @@ PREVIEW = _cli(
         f"pulumi preview --diff --stack {p.stack}"
         + (" --refresh" if getattr(p, "refresh", False) else "")
     ),
-    _preview,
+    ops.preview,
 )
 
 
@@ -366,7 +206,7 @@ ACTIONS: list[Action[Any]] = [
         tier=Tier.OBSERVE,
         params=OutputsParams,
         summary=lambda p: f"Read the outputs of Pulumi stack `{p.stack}`",
-        run=_cli(lambda p: f"pulumi stack output --json --stack {p.stack}", _outputs),
+        run=_cli(lambda p: f"pulumi stack output --json --stack {p.stack}", ops.outputs),
         timeout=60,
     ),
     Action(
@@ -378,7 +218,7 @@ ACTIONS: list[Action[Any]] = [
         summary=lambda p: f"Read the last {p.limit} updates of Pulumi stack `{p.stack}`",
         run=_cli(
             lambda p: f"pulumi stack history --json --page-size {p.limit} --stack {p.stack}",
-            _history,
+            ops.history,
         ),
         timeout=60,
     ),
@@ -400,7 +240,7 @@ ACTIONS: list[Action[Any]] = [
         tier=Tier.SANDBOX_EXECUTE,
         params=RefreshParams,
         summary=lambda p: f"Refresh the state of Pulumi stack `{p.stack}`",
-        run=_cli(lambda p: f"pulumi refresh --yes --stack {p.stack}", _refresh),
+        run=_cli(lambda p: f"pulumi refresh --yes --stack {p.stack}", ops.refresh),
         timeout=600,
     ),
     Action(
@@ -412,7 +252,7 @@ ACTIONS: list[Action[Any]] = [
         summary=lambda p: (
             f"Deploy (pulumi up) stack `{p.stack}`" + (f": {p.message}" if p.message else "")
         ),
-        run=_cli(lambda p: f"pulumi up --yes --stack {p.stack}", _up),
+        run=_cli(lambda p: f"pulumi up --yes --stack {p.stack}", ops.up),
         timeout=1800,
         preview=PREVIEW,
     ),
@@ -422,7 +262,7 @@ ACTIONS: list[Action[Any]] = [
         tier=Tier.SANDBOX_EXECUTE,
         params=CancelParams,
         summary=lambda p: f"Cancel the running update of Pulumi stack `{p.stack}`",
-        run=_cli(lambda p: f"pulumi cancel --yes --stack {p.stack}", _cancel),
+        run=_cli(lambda p: f"pulumi cancel --yes --stack {p.stack}", ops.cancel),
         timeout=60,
     ),
 ]
@@ -442,7 +282,7 @@ def _target(action: Action[Any], params: BaseModel, config: PulumiConfig) -> Tar
 
 
 def _egress(action: Action[Any], params: BaseModel, config: PulumiConfig) -> list[Endpoint]:
-    backend = _backend_endpoint(config)
+    backend = ops.backend_endpoint(config)
     found = [backend] if backend else []
     for pair in config.extra_egress:
         host, _, port = pair.rpartition(":")

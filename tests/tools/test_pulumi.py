@@ -12,7 +12,8 @@ import pytest
 
 from tools.base import ActionContext, Status, Tier
 from tools.catalog import Call, CallError, Catalog
-from tools.pulumi import NO_CLI, TOOLSET, PulumiConfig, _env
+from tools.pulumi import TOOLSET, PulumiConfig
+from tools.pulumi_ops import NO_CLI, _env
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "pulumi"
 PASSPHRASE = "fixture-passphrase-51c0"
