@@ -71,14 +71,16 @@ class Engine:
 
     @classmethod
     async def connect(cls, url: str) -> Engine:
-        """Connect and ping; an unreachable engine is an :class:`EngineError`."""
+        """Connect; an unreachable engine is an :class:`EngineError`.
+
+        docker-py asks the engine for its API version while it builds the client (a blocking
+        round trip, up to the 60 s timeout), so that runs in a thread; it is also the proof
+        that the engine answers, so no separate ping is needed."""
         try:
-            client = docker.DockerClient(base_url=url, timeout=60)
-            engine = cls(client)
-            await engine.call("reach the engine", client.ping)
+            client = await asyncio.to_thread(docker.DockerClient, base_url=url, timeout=60)
         except DockerException as e:
             raise EngineError(f"reach the Docker engine at {url}", str(e)) from None
-        return engine
+        return cls(client)
 
     async def call(self, step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

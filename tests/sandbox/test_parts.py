@@ -1,6 +1,6 @@
 """The sandbox's parts without a container: stream decoding over a real socket pair, the
 egress forwarder against a real Redis (by address and by name, as root and as nobody), the
-entrypoint in-process and as a process, config."""
+entrypoint in-process and as a process, config, connecting to an engine that does not answer."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import redis
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 from sandbox import messages
 from sandbox.config import SandboxConfig, instance_key
 from sandbox.egress import endpoints_map, keeps_name, named_hosts, open_forwarders
+from sandbox.engine import Engine, EngineError
 from sandbox.entrypoint import handle
 from sandbox.image import ROOT
 from sandbox.protocol import SandboxRequest
@@ -78,6 +81,36 @@ async def test_channel_cuts_a_flood_and_reports_a_silent_exit(pair):
     silent = await Channel(ours).exchange(b"{}", 1000, lambda text: None)
     ours.close()
     assert silent.eof and silent.result_line is None
+
+
+async def test_an_engine_that_does_not_answer_is_an_error_and_never_blocks_the_loop():
+    """docker-py asks for the engine's API version while building its client: an engine that
+    holds the connection for half a second must not stall the event loop meanwhile."""
+    silent = socket.create_server(("127.0.0.1", 0))
+
+    def hold_then_hang_up() -> None:
+        connection, _ = silent.accept()
+        time.sleep(0.5)
+        connection.close()
+
+    threading.Thread(target=hold_then_hang_up, daemon=True).start()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    url = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        with pytest.raises(EngineError, match=f"reach the Docker engine at {url}"):
+            await Engine.connect(url)
+    finally:
+        ticker.cancel()
+        silent.close()
+    assert ticks >= 20  # ~50 in 0.5 s; a blocked loop manages one at most
 
 
 async def test_forwarder_relays_to_exactly_its_endpoint(redis_server, redis_db):
