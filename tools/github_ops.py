@@ -191,9 +191,8 @@ def rerun(r: Any, p: RerunParams, inv: str) -> ToolResult:
     )
 
 
-def _blobs(r: Any, tree_sha: str) -> dict[str, tuple[str, str]]:
-    """path → (blob sha, mode) for every file in a tree."""
-    tree = r.get_git_tree(tree_sha, recursive=True)
+def _blobs(tree: Any) -> dict[str, tuple[str, str]]:
+    """path → (blob sha, mode) for every file in a recursively fetched tree."""
     return {e.path: (e.sha, e.mode) for e in tree.tree if e.type == "blob"}
 
 
@@ -210,7 +209,9 @@ def revert(r: Any, p: RevertParams, inv: str) -> ToolResult:
         )
     landed = r.get_git_commit(pull.merge_commit_sha)
     tip = r.get_git_commit(r.get_git_ref(f"heads/{pull.base.ref}").object.sha)
-    merged, before, now = (_blobs(r, c.tree.sha) for c in (landed, _landed_on(pull, landed), tip))
+    commits = (landed, _landed_on(pull, landed), tip)
+    trees = [r.get_git_tree(c.tree.sha, recursive=True) for c in commits]
+    merged, before, now = (_blobs(t) for t in trees)
     changed = sorted(k for k in merged.keys() | before.keys() if merged.get(k) != before.get(k))
     if not changed:
         return _none(inv, f"PR #{p.number}'s merge changed no files; there is nothing to revert.")
@@ -220,8 +221,8 @@ def revert(r: Any, p: RevertParams, inv: str) -> ToolResult:
     if moved:
         why = f"{', '.join(moved)} changed on `{pull.base.ref}` after the merge. Revert it by hand."
         return ToolResult.fail(inv, f"Cannot revert PR #{p.number} cleanly: {why}")
-    elements = [_undo(k, merged, before) for k in changed]
-    return _open_revert(r, p, inv, pull, tip, elements, changed)
+    tree = r.create_git_tree([_undo(k, merged, before) for k in changed], base_tree=trees[-1])
+    return _open_revert(r, p, inv, pull, tip, tree, changed)
 
 
 def _landed_on(pull: Any, landed: Any) -> Any:
@@ -250,8 +251,7 @@ def _undo(path: str, merged: dict[str, tuple[str, str]], before: dict[str, tuple
     return InputGitTreeElement(path, mode, "blob", sha=sha)
 
 
-def _open_revert(r: Any, p: RevertParams, inv: str, pull: Any, tip: Any, elements, changed):
-    tree = r.create_git_tree(elements, base_tree=r.get_git_tree(tip.tree.sha))
+def _open_revert(r: Any, p: RevertParams, inv: str, pull: Any, tip: Any, tree: Any, changed):
     message = f'Revert "{pull.title}"\n\nThis reverts #{p.number} (merge {pull.merge_commit_sha}).'
     r.create_git_ref(f"refs/heads/{p.head}", r.create_git_commit(message, tree, [tip]).sha)
     body = f"Reverts #{p.number}. Opened by opsbot as a draft: review it, then merge it yourself."

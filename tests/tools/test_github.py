@@ -178,6 +178,7 @@ def test_revert_pr_opens_a_draft_that_restores_the_files(github_api, repo):
     assert files == {"app.py": "VERSION = 2\n", "conf/limits.yaml": "rps: 100\n"}
     assert repo.commits[repo.branches[f"revert-pr-{number}"]]["parents"] == [repo.branches["main"]]
     assert not github_api.calls("PUT", r".*/merge")
+    assert len(github_api.calls("GET", r".*/git/trees/.*")) == 3  # merged, before, tip: once each
 
 
 @pytest.mark.parametrize("method", ["squash", "rebase"])
