@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from contextlib import closing
 from collections.abc import Callable
 
 from bot import logs
@@ -94,8 +95,9 @@ def _chat(args, settings: Settings) -> int:
 
     async def go() -> None:
         surface = ConsoleSurface()
-        async with runtime(settings, surface, console=True, runbooks=runbooks_for(settings)) as rt:
-            await repl(rt.runs, surface)
+        with closing(runbooks_for(settings)) as runbooks:
+            async with runtime(settings, surface, console=True, runbooks=runbooks) as rt:
+                await repl(rt.runs, surface, rt.catalog)
 
     asyncio.run(go())
     return 0

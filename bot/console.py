@@ -14,11 +14,14 @@ import sys
 from typing import TextIO
 
 from approvals.models import ApprovalRequest
+from bot import messages
 from bot.blocks import report_text
+from graph import commands
 from graph.desk import Click
 from graph.runs import RunManager
 from graph.surface import Checklist, Report, RunRef
 from graph.task import Source, Task
+from tools.catalog import Catalog
 from tools.secrets import REDACTOR
 
 REQUESTER = "UCONSOLE"  # the person at the keyboard, asking
@@ -82,7 +85,8 @@ class ConsoleSurface:
         self.write(text)
 
 
-async def repl(manager: RunManager, surface: ConsoleSurface, stdin: TextIO = sys.stdin) -> None:
+async def repl(manager: RunManager, surface: ConsoleSurface, catalog: Catalog,
+               stdin: TextIO = sys.stdin) -> None:
     """Read commands until EOF; after each, answer any approval prompts it raised."""
     surface.write("opsbot chat — type `help`, a command like `redis info`, or a question. Ctrl-D quits.")
     while True:
@@ -91,9 +95,28 @@ async def repl(manager: RunManager, surface: ConsoleSurface, stdin: TextIO = sys
             return
         if not line.strip():
             continue
+        if await _answered_here(line, manager, surface, catalog, stdin):
+            continue
         await manager.submit(Task(source=Source.CONSOLE, team="local", channel=CHANNEL,
                                   user=REQUESTER, text=line.strip()))
         await _settle(manager, surface, stdin)
+
+
+async def _answered_here(line: str, manager: RunManager, surface: ConsoleSurface,
+                         catalog: Catalog, stdin: TextIO) -> bool:
+    """``runs`` and ``cancel`` are answered at once, as Slack answers them in an ephemeral."""
+    try:
+        command = commands.parse(line, catalog)
+    except commands.ParseError:
+        return False  # the run reports the error, as in Slack
+    if isinstance(command, commands.ListRuns):
+        surface.write(messages.runs_list(manager.active(CHANNEL)))
+    elif isinstance(command, commands.Cancel):
+        surface.write(await manager.cancel(command.run_id, REQUESTER, frozenset()))
+        await _settle(manager, surface, stdin)
+    else:
+        return False
+    return True
 
 
 async def _settle(manager: RunManager, surface: ConsoleSurface, stdin: TextIO) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 
 import aiohttp
@@ -88,8 +88,9 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_bot(settings, runbooks=runbooks_for(settings)):
-        await stop.wait()
+    with closing(runbooks_for(settings)) as runbooks:
+        async with running_bot(settings, runbooks=runbooks):
+            await stop.wait()
 
 
 def _health(rt: Runtime) -> dict[str, str]:

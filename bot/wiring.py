@@ -155,6 +155,7 @@ async def runtime(
     except VaultError as e:
         raise ConfigError(f"VAULT_ADDR/VAULT_TOKEN: {e}") from None
     async with AsyncExitStack() as stack:
+        stack.callback(db.close)  # last out: everything below writes to it
         sandbox = await SandboxRunner.start(sandbox_config(settings))
         stack.push_async_callback(sandbox.close)
         saver = await stack.enter_async_context(

@@ -16,9 +16,11 @@ and a resume never re-runs a call that already finished (see the LangGraph guide
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Annotated, Any, TypedDict
 
+import structlog
 from langchain_core.messages import AnyMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END
@@ -33,6 +35,9 @@ from graph.task import Task
 from sandbox.protocol import SandboxRequest
 from tools.base import Status, ToolResult
 from tools.catalog import Call, CallError
+from tools.vault import VaultError
+
+log = structlog.get_logger("opsbot.graph")
 
 
 def merge(left: dict | None, right: dict | None) -> dict:
@@ -258,8 +263,12 @@ class Nodes:
                       "detail": _clip(line, 200)})
 
             outcome = await self.deps.executor.run(request, on_progress=progress)
-        except Exception as e:  # noqa: BLE001 - broker/runner failures become result values
-            message = getattr(e, "message", None) or _safe_error(e)
+        except VaultError as e:  # a sentence for the user: Vault down, path or key missing
+            message = str(e)
+            self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
+            return ToolResult(status=Status.ERROR, invocation=call.ref, error=message)
+        except Exception as e:  # noqa: BLE001 - a bug: logged in full, a reference id in chat
+            message = _unexpected(e, run_id, call.id)
             self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
             return ToolResult(status=Status.ERROR, invocation=call.ref, error=message)
         finally:
@@ -295,7 +304,7 @@ class Nodes:
         results = state.get("results", {})
         reviews = state.get("reviews", {})
         calls = [_call_report(reviews.get(cid, {}), results.get(cid)) for cid in state.get("run_calls", [])]
-        failed = any(c.status in ("error",) for c in calls)
+        failed = any(c.status == "error" for c in calls)
         run_state = RunState.FAILED if failed and not state.get("answer") else RunState.DONE
         if state.get("cancelled"):
             run_state = RunState.CANCELLED
@@ -356,6 +365,8 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _safe_error(error: Exception) -> str:
-    """A sentence for unexpected failures; the detail goes to the log, not to chat."""
-    return f"{type(error).__name__} while running the action (see the opsbot log)."
+def _unexpected(error: Exception, run_id: str, call_id: str) -> str:
+    """Log an unexpected failure in full; chat gets a reference id, never ``str(error)``."""
+    ref = secrets.token_hex(4)
+    log.exception("action failed unexpectedly", ref=ref, run_id=run_id, call_id=call_id)
+    return f"{type(error).__name__} while running the action (opsbot log reference `{ref}`)."

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,7 +58,8 @@ class RunManager:
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: Counter[str] = Counter()
         self._checklists: dict[str, Checklist] = {}
         self._ended: OrderedDict[str, Checklist] = OrderedDict()  # so late annotations keep steps
         self._active: dict[str, asyncio.Task[Any]] = {}
@@ -195,7 +197,6 @@ class RunManager:
             await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
                                            headline=busy))
             return
-        self.runs.set_state(run.run_id, RunState.RUNNING)
         inputs: GraphState = {"run_id": run.run_id, "task": run.task.model_dump(mode="json")}
         await self._drive(run, inputs)
 
@@ -209,7 +210,7 @@ class RunManager:
     async def _drive(self, run: RunRef, inputs: Any, only_if_pending: str | None = None) -> None:
         config = self._config(run)
         _bind(run)
-        async with self._locks[run.thread_id]:
+        async with self._thread_lock(run.thread_id):
             if only_if_pending is not None:
                 snapshot = await self.graph.aget_state(config)
                 if only_if_pending not in {i.id for i in snapshot.interrupts}:
@@ -302,9 +303,23 @@ class RunManager:
             self._checklists[run.run_id] = Checklist(run_id=run.run_id, headline=_headline(run.task))
         return self._checklists[run.run_id]
 
+    @asynccontextmanager
+    async def _thread_lock(self, thread_id: str) -> AsyncIterator[None]:
+        """One drive of a LangGraph thread at a time; the lock is dropped when nobody holds or
+        waits for it, so a long-lived bot doesn't keep one per Slack thread ever seen."""
+        lock = self._locks.setdefault(thread_id, asyncio.Lock())
+        self._lock_users[thread_id] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[thread_id] -= 1
+            if not self._lock_users[thread_id]:
+                del self._lock_users[thread_id], self._locks[thread_id]
+
     def _waiting_in_thread(self, run: RunRef) -> str:
-        for other, _ in self.runs.in_states(RunState.WAITING):
-            if other.thread_id == run.thread_id and other.run_id != run.run_id:
+        for other, _ in self.runs.in_states(RunState.WAITING, thread_id=run.thread_id):
+            if other.run_id != run.run_id:
                 return (f"run `{other.run_id}` in this thread is waiting for approval; decide it "
                         f"or `/ops cancel {other.run_id}` first")
         return ""

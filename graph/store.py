@@ -84,13 +84,15 @@ class RunStore:
         rows = list(self.db.query("select ref, state from runs where id = ?", [run_id]))
         return (RunRef.model_validate_json(rows[0]["ref"]), RunState(rows[0]["state"])) if rows else None
 
-    def in_states(self, *states: RunState, channel: str | None = None) -> list[tuple[RunRef, RunState]]:
+    def in_states(self, *states: RunState, channel: str | None = None,
+                  thread_id: str | None = None) -> list[tuple[RunRef, RunState]]:
         marks = ",".join("?" for _ in states)
         sql = f"select ref, state from runs where state in ({marks})"
         args: list[str] = [s.value for s in states]
-        if channel:
-            sql += " and channel = ?"
-            args.append(channel)
+        for column, value in (("channel", channel), ("thread_id", thread_id)):
+            if value:
+                sql += f" and {column} = ?"
+                args.append(value)
         rows = self.db.query(sql + " order by created_at", args)
         return [(RunRef.model_validate_json(r["ref"]), RunState(r["state"])) for r in rows]
 

@@ -39,3 +39,10 @@ def test_console_explains_unknown_input(env):
     out = chat("rdis info\nwhy is redis slow?\n", env)
     assert "Unknown command `rdis`. Did you mean `redis`?" in out
     assert "No LLM is configured" in out
+
+
+def test_console_answers_runs_and_cancel_itself(env):
+    out = chat("runs\ncancel r-00000000\n", env)
+    assert "No active runs in this channel." in out
+    assert "There is no run `r-00000000`." in out
+    assert "▶ run" not in out, "neither became a run"
