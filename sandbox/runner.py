@@ -70,8 +70,8 @@ class SandboxRunner:
         engine = await Engine.connect(config.engine_url)
         firewall = Firewall(config.instance, enabled=config.firewall)
         runner = cls(config, engine, firewall, config.image or image_tag())
+        reaped = await runner.reap()  # before the firewall is on: its start empties the chain
         await firewall.start()
-        reaped = await runner.reap()
         if await runner._check_image():
             runner.pool.fill()
         log.info("sandbox.started", image=runner.image, reaped=reaped,
