@@ -34,7 +34,11 @@ class Exchange:
     stderr_bytes: int = 0
     diagnostics: list[str] = field(default_factory=list)
     truncated: bool = False
-    eof: bool = False
+
+    @property
+    def eof(self) -> bool:
+        """The stream ended without a result (and was not cut)."""
+        return self.result_line is None and not self.truncated
 
     def note(self, line: str) -> None:
         self.diagnostics.append(line[:MAX_LINE])
@@ -121,7 +125,6 @@ class Channel:
                     break
         except (BrokenPipeError, ConnectionResetError):
             pass
-        seen.eof = seen.result_line is None and not seen.truncated
         return seen
 
     async def _pump(self, seen: Exchange, cap: int, progress: Callable[[str], None],
