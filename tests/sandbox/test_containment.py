@@ -15,19 +15,15 @@ import io
 import ipaddress
 import os
 import socket
-import socketserver
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import docker
 import pytest
 
 from sandbox.config import SandboxConfig
-from sandbox.hardening import LABEL
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.runner import SandboxRunner
-from tests.services.docker import session_instance
+from tests.services.docker import leftovers, session_instance
 from tools.base import Endpoint, Status
 
 pytestmark = pytest.mark.docker
@@ -123,21 +119,6 @@ CASES = {
 }
 
 
-class _Listener(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-
-@pytest.fixture(scope="module")
-def host_listener() -> Iterator[int]:
-    """A service on 0.0.0.0, like a database a careless host exposes to every interface."""
-    server = _Listener(("0.0.0.0", 0), socketserver.BaseRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
 def primary_ip() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect(("192.0.2.1", 9))  # no packet is sent; picks the outbound address
@@ -170,13 +151,6 @@ def probe_config(host_listener, redis_server, docker_client, monkeypatch) -> dic
     bridge = str(next(ipaddress.ip_network(subnet).hosts()))  # docker0's address on the host
     return {"listener_port": host_listener, "host_ip": primary_ip(), "docker0": bridge,
             "redis_port": redis_server.port}
-
-
-def leftovers(client: docker.DockerClient, call_id: str) -> list[str]:
-    label = {"label": f"{LABEL}.call_id={call_id}"}
-    return [c.name for c in client.containers.list(all=True, filters=label)] + [
-        n.name for n in client.networks.list(filters=label)
-    ]
 
 
 @pytest.mark.parametrize("name", list(CASES))

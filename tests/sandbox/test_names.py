@@ -13,9 +13,7 @@ back to a cold box when that file cannot be written.
 from __future__ import annotations
 
 import json
-import socketserver
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Iterator
 
 import docker
@@ -58,21 +56,6 @@ def ca() -> Authority:
 def site(ca: Authority) -> Iterator[HttpsSite]:
     with HttpsSite(ca, NAME, bind="127.0.0.1") as served:
         yield served
-
-
-class _Listener(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-
-@pytest.fixture(scope="module")
-def open_port() -> Iterator[int]:
-    """A plain service on 0.0.0.0: reachable through the bridge unless the firewall stops it."""
-    server = _Listener(("0.0.0.0", 0), socketserver.BaseRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +111,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-async def test_nothing_else_is_reachable_by_name(name, names_runner, site, ca, open_port):
+async def test_nothing_else_is_reachable_by_name(name, names_runner, site, ca, host_listener):
     program, expect = CASES[name]
-    request = tls_request(name, ca, site.port, open_port=open_port)
+    request = tls_request(name, ca, site.port, open_port=host_listener)
     outcome = await run_program(names_runner, request, program)
     assert outcome.result.status is Status.ERROR, outcome.result.output
     assert any(phrase in (outcome.result.error or "") for phrase in expect), (

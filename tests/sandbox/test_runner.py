@@ -19,7 +19,7 @@ from sandbox.config import SandboxConfig
 from sandbox.hardening import LABEL
 from sandbox.protocol import SandboxRequest
 from sandbox.runner import SandboxRunner
-from tests.services.docker import session_instance
+from tests.services.docker import leftovers, session_instance
 from tests.services.redis import start_redis
 from tools.base import Endpoint, Status
 
@@ -43,13 +43,6 @@ def snapshot(client: docker.DockerClient, call_id: str) -> dict:
     network_name = container.attrs["HostConfig"]["NetworkMode"]
     network = client.networks.get(network_name).attrs if network_name != "none" else None
     return {"container": container.attrs, "network": network}
-
-
-def leftovers(client: docker.DockerClient, call_id: str) -> list[str]:
-    label = {"label": f"{LABEL}.call_id={call_id}"}
-    return [c.name for c in client.containers.list(all=True, filters=label)] + [
-        n.name for n in client.networks.list(filters=label)
-    ]
 
 
 @pytest.fixture

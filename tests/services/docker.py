@@ -77,6 +77,14 @@ def session_instance(suffix: str = "") -> str:
     return f"t{os.getpid()}{suffix}"
 
 
+def leftovers(client: docker.DockerClient, call_id: str) -> list[str]:
+    """Names of the containers and networks labelled with ``call_id`` (none once removed)."""
+    label = {"label": f"{LABEL}.call_id={call_id}"}
+    return [c.name for c in client.containers.list(all=True, filters=label)] + [
+        n.name for n in client.networks.list(filters=label)
+    ]
+
+
 def _stale_instances(client: docker.DockerClient) -> set[str]:
     labels = [
         *(c.attrs.get("Labels") or {}
