@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
 import time
 
 import docker
@@ -25,6 +26,7 @@ from tools.base import Endpoint, Status
 
 pytestmark = pytest.mark.docker
 
+BRIDGE_OPTION = "com.docker.network.bridge.name"
 HARDENING_KEYS = ("ReadonlyRootfs", "CapDrop", "SecurityOpt", "Memory", "MemorySwap",
                   "NanoCpus", "PidsLimit", "Tmpfs", "LogConfig", "Privileged", "Ulimits")
 
@@ -43,6 +45,13 @@ def snapshot(client: docker.DockerClient, call_id: str) -> dict:
     network_name = container.attrs["HostConfig"]["NetworkMode"]
     network = client.networks.get(network_name).attrs if network_name != "none" else None
     return {"container": container.attrs, "network": network}
+
+
+def bridge_rules(chain: str, bridge: str) -> list[str]:
+    """The firewall rules of one sandbox bridge, as ``iptables -S`` prints them."""
+    listing = subprocess.run(["iptables", "-w", "-S", chain], capture_output=True, text=True,
+                             check=False).stdout
+    return sorted(line for line in listing.splitlines() if f" -i {bridge} " in line)
 
 
 @pytest.fixture
@@ -103,13 +112,25 @@ async def test_warm_pool_container_has_the_same_hardening(sandbox_runner, cold_r
         k: cold[k] for k in HARDENING_KEYS
     }
     assert pooled.attrs["Config"]["User"] == seen["container"]["Config"]["User"]
-    assert docker_client.networks.get(pooled.attrs["HostConfig"]["NetworkMode"]).attrs["Internal"]
+    network = docker_client.networks.get(pooled.attrs["HostConfig"]["NetworkMode"]).attrs
+    assert network["Internal"]
+    chain, bridge = sandbox_runner.firewall.chain, network["Options"][BRIDGE_OPTION]
+    assert await asyncio.to_thread(bridge_rules, chain, bridge) == [  # idle: confined, no port
+        f"-A {chain} -i {bridge} -j REJECT --reject-with icmp-port-unreachable",
+        f"-A {chain} -i {bridge} -p tcp -j REJECT --reject-with tcp-reset"]
+    while_running: list[str] = []
 
-    outcome = await sandbox_runner.run(redis_request(redis_server, "warm-1"))
+    async def on_warm_progress(text: str) -> None:
+        while_running.extend(await asyncio.to_thread(bridge_rules, chain, bridge))
+
+    outcome = await sandbox_runner.run(redis_request(redis_server, "warm-1"), on_warm_progress)
     assert outcome.pooled and outcome.result.status is Status.OK, outcome.result.error
     assert "redis_version:" in outcome.result.output
+    assert len(while_running) == 4  # the two REJECTs plus its forwarder's ACCEPT and REJECT
+    assert sum(rule.endswith("-j ACCEPT") for rule in while_running) == 1
     await sandbox_runner.settle()
     assert docker_client.containers.list(all=True, filters={"id": pooled.id}) == []
+    assert await asyncio.to_thread(bridge_rules, chain, bridge) == []
     await sandbox_runner.pool.wait_ready()
     assert sandbox_runner.pool.ready("egress") == 1
 
