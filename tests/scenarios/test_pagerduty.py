@@ -31,6 +31,11 @@ def audited(h, kind: str) -> list[dict]:
     return [json.loads(r[0]) for r in rows]
 
 
+def status_messages(h) -> list:
+    """The runs' status messages at the top of the incident channel."""
+    return [m for m in h.slack.messages(INCIDENTS) if "*opsbot* `r-" in m.text]
+
+
 def status_of(h, channel: str, thread: str):
     return next((m for m in h.slack.thread(channel, thread) if "*opsbot* `r-" in m.text), None)
 
@@ -63,7 +68,7 @@ async def test_a_pagerduty_post_starts_one_investigation_in_its_thread(hl, llm_a
                      "link": "https://acme.pagerduty.com/incidents/Q1ABCDEF"}
 
     again = await post_alert(hl, style)  # PagerDuty posts the same incident again
-    await asyncio.sleep(0.5)
+    await hl.bot.deps.drain()  # the bot has finished handling that post
     assert len(runs(hl)) == 1 and len(llm_api.requests()) == 1
     assert [a["ts"] for a in audited(hl, "alert.attached")] == [again]
     assert reports_in(hl, again) == []
@@ -79,7 +84,7 @@ async def test_posts_from_other_bots_or_outside_incident_channels_start_nothing(
     impostor.update(bot_id="B0IMPOSTOR", username="PagerDuty")
     await hl.post(message_event("", user=None, channel=INCIDENTS, extra=impostor, slack=hl.slack))
     await hl.post(pagerduty_alert("modern", channel=CHANNEL, slack=hl.slack))
-    await asyncio.sleep(0.8)
+    await hl.bot.deps.drain()  # the bot has finished handling both posts
     assert runs(hl) == [] and llm_api.requests() == []
 
 
@@ -88,8 +93,7 @@ async def test_webhook_triggered_redelivered_acknowledged_resolved(hl, llm_api):
     triggered = incident_event("incident.triggered")
     assert await send_webhook(hl, triggered, webhook_id="wh-1") == 202
     assert await send_webhook(hl, triggered, webhook_id="wh-1") == 200  # redelivery
-    roots = await hl.slack.wait_for(
-        lambda: [m for m in hl.slack.messages(INCIDENTS) if "*opsbot* `r-" in m.text], 20)
+    roots = await hl.slack.wait_for(lambda: status_messages(hl), 20)
     thread = roots[0].ts
     await reports(hl, thread, 1, channel=INCIDENTS)
 
@@ -101,9 +105,9 @@ async def test_webhook_triggered_redelivered_acknowledged_resolved(hl, llm_api):
     assert await send_webhook(hl, incident_event("incident.resolved", agent="Bob Example")) == 202
     status = await status_with(hl, INCIDENTS, thread, "PagerDuty: incident resolved by Bob")
     assert "✅ Retrieving runbooks" in status.text, "the run's own steps are kept"
-    await asyncio.sleep(GRACE_S + 0.3)
+    await hl.slack.wait_for(lambda: audited(hl, "alert.attached"))  # the re-trigger is handled
 
-    assert len(runs(hl)) == 1 and len(roots) == 1 and len(llm_api.requests()) == 1
+    assert len(runs(hl)) == 1 and len(status_messages(hl)) == 1 and len(llm_api.requests()) == 1
     assert [a["via"] for a in audited(hl, "alert.attached")] == ["webhook"]
     statuses = [a["status"] for a in audited(hl, "alert.status")]
     assert statuses == ["triggered", "acknowledged", "resolved"]
@@ -114,7 +118,8 @@ async def test_slack_post_and_webhook_race_to_one_run_in_the_posts_thread(hl, ll
     assert await send_webhook(hl, incident_event("incident.triggered")) == 202
     thread = await post_alert(hl, "modern")
     await reports(hl, thread, 1, channel=INCIDENTS)
-    await asyncio.sleep(GRACE_S + 0.3)
+    attached = await hl.slack.wait_for(lambda: audited(hl, "alert.attached"))  # webhook, late
+    assert [a["via"] for a in attached] == ["webhook"]
     assert len(runs(hl)) == 1 and runs(hl)[0][0].thread_ts == thread
     assert [m.ts for m in hl.slack.messages(INCIDENTS) if not m.is_reply] == [thread]
 
@@ -134,9 +139,9 @@ async def test_resolving_the_incident_stops_a_run_still_investigating(hl, llm_ap
 async def test_an_incident_resolved_during_the_grace_period_is_not_investigated(hl, llm_api):
     assert await send_webhook(hl, incident_event("incident.triggered")) == 202
     assert await send_webhook(hl, incident_event("incident.resolved")) == 202
-    await asyncio.sleep(GRACE_S + 0.5)
+    skipped = await hl.slack.wait_for(lambda: audited(hl, "alert.skipped"))  # grace period over
     assert runs(hl) == [] and llm_api.requests() == []
-    assert [a["incident"] for a in audited(hl, "alert.skipped")] == ["Q1ABCDEF"]
+    assert [a["incident"] for a in skipped] == ["Q1ABCDEF"]
 
 
 async def test_bad_webhook_signatures_are_rejected_and_start_nothing(hl, llm_api):
