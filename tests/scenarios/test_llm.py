@@ -4,12 +4,12 @@ the answer in the thread. Assertions read what the bot sent (Slack emulator), wh
 was shown (OpenAI emulator's recorded requests), the audit log and Redis itself.
 """
 
-import asyncio
 import json
 import secrets
 
 import pytest
 
+from graph.surface import RunState
 from tests.fakes.openai import http_error, text, tool_call, tool_results
 from tests.fakes.payloads import pagerduty_alert
 from tests.scenarios import llm_harness
@@ -44,6 +44,12 @@ async def status_showing(h, thread: str, line: str, channel: str = CHANNEL):
         message = status_message(h, thread, channel)
         return message if message and line in message.text else None
     return await h.slack.wait_for(found, 20)
+
+
+async def parked(h) -> None:
+    """Until the run has stopped at its approval (recorded as waiting): from there nothing runs
+    without a human's click."""
+    await h.slack.wait_for(lambda: h.bot.runtime.run_store.in_states(RunState.WAITING), 20)
 
 
 def sent(llm_api, index: int) -> list[dict]:
@@ -106,7 +112,7 @@ async def test_flushdb_proposed_by_the_model_waits_for_approval_then_runs_once(
     assert "Flushed the database (2 keys removed)" in told and f"approved by <@{APPROVER}>" in told
     assert "Flushed the cache as approved." in report.text
     await hl.click(card, APPROVER, value=hl.button_value(card))  # a stale card, clicked late
-    await asyncio.sleep(0.3)
+    assert f"already approved by <@{APPROVER}>" in await hl.ephemeral(APPROVER, "already")
     assert executions(hl) == ["redis flushdb"] and len(llm_api.requests()) == 2
 
 
@@ -254,7 +260,7 @@ async def test_injected_mention_cannot_run_flushdb_without_a_human(hl, llm_api, 
     card = await hl.card(thread)
     await hl.click(card, REQUESTER)  # tier 4: the requester can't approve their own request
     assert "you requested this action" in await hl.ephemeral(REQUESTER, "can't approve")
-    await asyncio.sleep(0.5)
+    await parked(hl)
     assert redis_db.dbsize() == 1 and executions(hl) == []
     assert "Delete every key" in card.blocks[0]["text"]["text"]
 
@@ -268,7 +274,7 @@ async def test_injected_alert_cannot_run_flushdb_without_a_human(hl, llm_api, re
     card = await hl.slack.wait_for(lambda: next(
         (m for m in hl.slack.thread(INCIDENTS, thread)
          if any(b.get("block_id", "").startswith("approval:") for b in m.blocks)), None), 20)
-    await asyncio.sleep(0.5)
+    await parked(hl)
     assert redis_db.dbsize() == 1 and executions(hl) == []
     assert "Proposed while investigating PagerDuty incident Q1ABCDEF" in json.dumps(card.blocks)
     opening = sent(llm_api, 0)[1]["content"]
