@@ -31,6 +31,12 @@ async def status(slack_emulator):
     return lambda interval: StatusMessage(client, CHANNEL, posted["ts"], interval)
 
 
+def reported(h) -> bool:
+    """The run manager audits a report after its final status and the report have landed."""
+    audit = h.bot.runtime.audit.db
+    return bool(audit.execute("select 1 from audit where kind = 'report'").fetchall())
+
+
 def gaps(calls) -> list[float]:
     return [b.at - a.at for a, b in itertools.pairwise(calls)]
 
@@ -85,7 +91,7 @@ async def test_a_429_storm_during_a_run_delays_but_never_drops_reorders_or_dupli
     await llm_api.wait_for(lambda: len(llm_api.requests()) >= 2, 30)
     slack.rate_limit("chat.postMessage", times=1, retry_after=1)  # hits the report
     report = await hl.report(thread, timeout=60)
-    await asyncio.sleep(0.3)
+    await slack.wait_for(lambda: reported(hl))  # the run is over: nothing more will be sent
 
     replies = [m for m in slack.thread("C0OPS", thread) if m.ts != thread]
     assert len(replies) == 2, [m.text[:60] for m in replies]
