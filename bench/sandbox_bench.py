@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,27 +39,13 @@ from sandbox.firewall import Firewall
 from sandbox.image import build_image
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.runner import SandboxRunner
+from tests.services.redis import start_redis
 from tools.base import Endpoint, Status
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
-                             "--bind", "127.0.0.1", "--save", "", "--dir", directory],
-                            stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
 
 
 async def bare_docker_run(image: str) -> float:
@@ -221,9 +204,9 @@ def main() -> None:
         return
     image = build_image(log=lambda line: print(line, file=sys.stderr))
     with tempfile.TemporaryDirectory() as directory:
-        proc, port = start_redis(directory)
+        proc, server = start_redis(directory)
         try:
-            results = asyncio.run(measure(image, port, args.samples))
+            results = asyncio.run(measure(image, server.port, args.samples))
         finally:
             proc.terminate()
     report(results, args.samples)
