@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -69,6 +70,10 @@ class ToolResult(BaseModel):
     def fail(cls, invocation: str, error: str) -> ToolResult:
         return cls(status=Status.ERROR, invocation=invocation, error=error)
 
+    @classmethod
+    def no_data(cls, invocation: str, output: str) -> ToolResult:
+        return cls(status=Status.NO_DATA, invocation=invocation, output=output)
+
     @property
     def text(self) -> str:
         """One human-readable rendering used in reports and fed to the LLM."""
@@ -103,6 +108,30 @@ class SecretRef(BaseModel):
     name: str
     path: str
     key: str
+
+    @classmethod
+    def parse(cls, name: str, ref: str) -> SecretRef:
+        """A connector setting: ``static:NAME`` (opsbot's own settings, e.g. GITHUB_TOKEN) or
+        ``kv/data/<path>#<key>`` (Vault)."""
+        if ref.startswith(STATIC):
+            return cls(name=name, path=ref, key=ref.removeprefix(STATIC))
+        path, _, key = ref.partition("#")
+        return cls(name=name, path=path, key=key)
+
+    @staticmethod
+    def check(ref: str | None, static_example: str | None = "static:NAME") -> str | None:
+        """Validate a setting :meth:`parse` will read; ``static_example=None`` allows Vault
+        references only."""
+        forms = [_VAULT_REF] + ([_STATIC_REF] if static_example else [])
+        if ref is None or any(re.fullmatch(form, ref) for form in forms):
+            return ref
+        example = f"{static_example} or " if static_example else ""
+        raise ValueError(f"must look like {example}kv/data/<path>#<key>")
+
+
+STATIC = "static:"
+_STATIC_REF = r"static:[A-Z][A-Z0-9_]*"
+_VAULT_REF = r"[\w./-]+#[\w.-]+"
 
 
 class Target(BaseModel):

@@ -34,18 +34,8 @@ REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
 REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
 
 
-def parse_secret_ref(name: str, ref: str) -> SecretRef:
-    """``static:NAME`` (from opsbot's settings) or ``kv/data/<path>#<key>`` (from Vault)."""
-    if ref.startswith("static:"):
-        return SecretRef(name=name, path=ref, key=ref.removeprefix("static:"))
-    path, _, key = ref.partition("#")
-    return SecretRef(name=name, path=path, key=key)
-
-
 def _check_secret_ref(ref: str | None) -> str | None:
-    if ref is None or re.fullmatch(r"static:[A-Z][A-Z0-9_]*|[\w./-]+#[\w.-]+", ref):
-        return ref
-    raise ValueError("must look like static:GITHUB_TOKEN or kv/data/<path>#<key>")
+    return SecretRef.check(ref, "static:GITHUB_TOKEN")
 
 
 class GitHubConfig(BaseModel):
@@ -387,7 +377,7 @@ def _egress(action: Action[Any], params: BaseModel, config: GitHubConfig) -> lis
 
 
 def _secrets(action: Action[Any], params: BaseModel, config: GitHubConfig) -> list[SecretRef]:
-    return [parse_secret_ref("github_token", config.token_secret)] if config.token_secret else []
+    return [SecretRef.parse("github_token", config.token_secret)] if config.token_secret else []
 
 
 TOOLSET: Toolset[GitHubConfig] = Toolset(

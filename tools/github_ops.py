@@ -32,10 +32,6 @@ MAX_FILES = 100
 FAILED = {"failure", "timed_out", "cancelled", "action_required", "startup_failure"}
 
 
-def _none(inv: str, output: str) -> ToolResult:
-    return ToolResult(status="no_data", invocation=inv, output=output)
-
-
 def _day(when: Any) -> str:
     return when.strftime("%Y-%m-%d %H:%M") if when else "?"
 
@@ -70,7 +66,7 @@ def prs(r: Any, p: PrsParams, inv: str) -> ToolResult:
     pulls = r.get_pulls(state="open", sort="created", direction="desc", **_given(base=p.base))
     rows = [_pr_row(pull) for pull in islice(pulls, p.limit)]
     if not rows:
-        return _none(inv, "No open pull requests.")
+        return ToolResult.no_data(inv, "No open pull requests.")
     lines = [
         f"#{x['number']} {x['title']} ({x['head']} → {x['base']}) by @{x['author']}"
         + (" [draft]" if x["draft"] else "")
@@ -130,7 +126,7 @@ def commits(r: Any, p: CommitsParams, inv: str) -> ToolResult:
         for c in islice(r.get_commits(sha=branch), p.limit)
     ]
     if not rows:
-        return _none(inv, f"No commits on `{branch}`.")
+        return ToolResult.no_data(inv, f"No commits on `{branch}`.")
     lines = [f"{c['sha'][:7]} {c['date']} {c['author']}: {c['message']}" for c in rows]
     return ToolResult.ok(inv, "\n".join(lines), rows)
 
@@ -152,7 +148,7 @@ def runs(r: Any, p: RunsParams, inv: str) -> ToolResult:
         for w in islice(found, p.limit)
     ]
     if not rows:
-        return _none(inv, "No workflow runs match.")
+        return ToolResult.no_data(inv, "No workflow runs match.")
     lines = [
         f"{w['id']} {w['name']} #{w['number']} {w['status']}/{w['conclusion'] or '-'} "
         f"on {w['branch']} @{w['sha'][:7]} ({w['event']})"
@@ -214,9 +210,10 @@ def revert(r: Any, p: RevertParams, inv: str) -> ToolResult:
     merged, before, now = (_blobs(t) for t in trees)
     changed = sorted(k for k in merged.keys() | before.keys() if merged.get(k) != before.get(k))
     if not changed:
-        return _none(inv, f"PR #{p.number}'s merge changed no files; there is nothing to revert.")
+        return ToolResult.no_data(
+            inv, f"PR #{p.number}'s merge changed no files; there is nothing to revert.")
     if all(now.get(k) == before.get(k) for k in changed):
-        return _none(inv, f"PR #{p.number} is already reverted on `{pull.base.ref}`.")
+        return ToolResult.no_data(inv, f"PR #{p.number} is already reverted on `{pull.base.ref}`.")
     moved = [k for k in changed if now.get(k) != merged.get(k)]
     if moved:
         why = f"{', '.join(moved)} changed on `{pull.base.ref}` after the merge. Revert it by hand."

@@ -39,13 +39,6 @@ from tools.catalog import CallError
 STACK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
-def _secret_ref(name: str, ref: str) -> SecretRef:
-    if ref.startswith("static:"):
-        return SecretRef(name=name, path=ref, key=ref.removeprefix("static:"))
-    path, _, key = ref.partition("#")
-    return SecretRef(name=name, path=path, key=key)
-
-
 class PulumiConfig(BaseModel):
     """One Pulumi project, its state backend, and the stacks opsbot may touch.
 
@@ -86,9 +79,7 @@ class PulumiConfig(BaseModel):
     @field_validator("passphrase_secret", "access_token_secret")
     @classmethod
     def _secret(cls, ref: str | None) -> str | None:
-        if ref is None or re.fullmatch(r"static:[A-Z][A-Z0-9_]*|[\w./-]+#[\w.-]+", ref):
-            return ref
-        raise ValueError("must look like static:NAME or kv/data/<path>#<key>")
+        return SecretRef.check(ref)
 
     @field_validator("extra_egress")
     @classmethod
@@ -295,7 +286,7 @@ def _secrets(action: Action[Any], params: BaseModel, config: PulumiConfig) -> li
         ("pulumi_passphrase", config.passphrase_secret),
         ("pulumi_token", config.access_token_secret),
     ]
-    return [_secret_ref(name, ref) for name, ref in refs if ref]
+    return [SecretRef.parse(name, ref) for name, ref in refs if ref]
 
 
 TOOLSET: Toolset[PulumiConfig] = Toolset(

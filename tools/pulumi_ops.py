@@ -112,10 +112,6 @@ def _changes(ops: Any) -> dict[str, int]:
     return {getattr(op, "value", str(op)): int(n) for op, n in (ops or {}).items()}
 
 
-def _none(inv: str, output: str) -> ToolResult:
-    return ToolResult(status="no_data", invocation=inv, output=output)
-
-
 def stacks(config: PulumiConfig, inv: str, ctx: ActionContext) -> ToolResult:
     listed = workspace(config, ctx).list_stacks()
     found = [s for s in listed if config.allows(s.name.split("/")[-1])]
@@ -129,7 +125,7 @@ def stacks(config: PulumiConfig, inv: str, ctx: ActionContext) -> ToolResult:
         for s in found
     ]
     if not rows:
-        return _none(inv, "No stacks opsbot may use.")
+        return ToolResult.no_data(inv, "No stacks opsbot may use.")
     lines = [
         f"{r['name']}: {r['resources']} resources, last update {r['last_update']}"
         + (" (update in progress)" if r["updating"] else "")
@@ -141,7 +137,7 @@ def stacks(config: PulumiConfig, inv: str, ctx: ActionContext) -> ToolResult:
 def outputs(stack: Any, p: OutputsParams, inv: str, ctx: ActionContext) -> ToolResult:
     shown = {k: SECRET if v.secret else v.value for k, v in stack.outputs().items()}
     if not shown:
-        return _none(inv, f"`{p.stack}` has no outputs.")
+        return ToolResult.no_data(inv, f"`{p.stack}` has no outputs.")
     return ToolResult.ok(inv, "\n".join(f"{k}: {v}" for k, v in sorted(shown.items())), shown)
 
 
@@ -158,7 +154,7 @@ def history(stack: Any, p: HistoryParams, inv: str, ctx: ActionContext) -> ToolR
         for u in stack.history(page_size=p.limit, page=1, show_secrets=False)
     ]
     if not rows:
-        return _none(inv, f"`{p.stack}` has no updates.")
+        return ToolResult.no_data(inv, f"`{p.stack}` has no updates.")
     lines = [
         f"v{r['version']} {r['kind']} {r['result']} {r['started']} {r['changes']}" for r in rows
     ]

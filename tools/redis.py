@@ -45,9 +45,7 @@ class RedisConfig(BaseModel):
     @field_validator("password_secret")
     @classmethod
     def _secret_ref(cls, ref: str | None) -> str | None:
-        if ref is not None and "#" not in ref:
-            raise ValueError("must look like kv/data/<path>#<key>")
-        return ref
+        return SecretRef.check(ref, static_example=None)  # a Redis password lives in Vault
 
     @property
     def host(self) -> str:
@@ -70,7 +68,8 @@ class RedisConfig(BaseModel):
 class _Db(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    db: int | None = Field(None, ge=0, le=15, description="Database number; default from REDIS_URL.")
+    db: int | None = Field(None, ge=0, le=15,
+                           description="Database number; default from REDIS_URL.")
 
 
 class InfoParams(_Db):
@@ -165,7 +164,7 @@ def _slowlog(p: SlowlogParams, ctx: ActionContext) -> ToolResult:
             for e in entries
         ]
         if not rows:
-            return ToolResult(status="no_data", invocation=inv, output="The slow log is empty.")
+            return ToolResult.no_data(inv, "The slow log is empty.")
         lines = [f"#{r['id']} {r['us']} µs  {r['cmd']}" for r in rows]
         return ToolResult.ok(inv, "\n".join(lines), rows)
 
@@ -178,7 +177,7 @@ def _get(p: GetParams, ctx: ActionContext) -> ToolResult:
     def go(r) -> ToolResult:
         kind = r.type(p.key)
         if kind == "none":
-            return ToolResult(status="no_data", invocation=inv, output=f"No key `{p.key}`.")
+            return ToolResult.no_data(inv, f"No key `{p.key}`.")
         if kind != "string":
             return ToolResult.fail(inv, f"`{p.key}` holds a {kind}, not a string.")
         value = r.get(p.key) or ""
@@ -199,7 +198,7 @@ def _scan(p: ScanParams, ctx: ActionContext) -> ToolResult:
             if len(keys) >= p.limit:
                 break
         if not keys:
-            return ToolResult(status="no_data", invocation=inv, output="No matching keys.")
+            return ToolResult.no_data(inv, "No matching keys.")
         more = " (limit reached)" if len(keys) >= p.limit else ""
         keys.sort()
         return ToolResult.ok(inv, f"{len(keys)} keys{more}:\n" + "\n".join(keys), keys)
@@ -223,7 +222,8 @@ def _flushdb(p: FlushParams, ctx: ActionContext) -> ToolResult:
     def go(r) -> ToolResult:
         before = r.dbsize()
         r.flushdb()
-        return ToolResult.ok(inv, f"Flushed the database ({before} keys removed).", {"removed": before})
+        return ToolResult.ok(inv, f"Flushed the database ({before} keys removed).",
+                             {"removed": before})
 
     return _guard(inv, go, p, ctx)
 
@@ -356,8 +356,7 @@ def _egress(action: Action[Any], params: BaseModel, config: RedisConfig) -> list
 def _secrets(action: Action[Any], params: BaseModel, config: RedisConfig) -> list[SecretRef]:
     if not config.password_secret:
         return []
-    path, _, key = config.password_secret.partition("#")
-    return [SecretRef(name="redis_password", path=path, key=key)]
+    return [SecretRef.parse("redis_password", config.password_secret)]
 
 
 TOOLSET: Toolset[RedisConfig] = Toolset(
