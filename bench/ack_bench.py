@@ -52,8 +52,8 @@ from sandbox.hardening import instance_filter
 from sandbox.image import build_image
 from tests.fakes.payloads import FORM, SIGNING_SECRET, sign, slash_command
 from tests.fakes.slack import BOT_TOKEN
-from tests.scenarios.harness import CHANNEL, GROUPIE, POLICY, REQUESTER
-from tests.scenarios.process import FOREIGN, BotProcess
+from tests.scenarios.harness import CHANNEL, GROUPIE, REQUESTER
+from tests.scenarios.process import BotProcess, opsbot_env
 from tests.services.redis import start_redis
 
 TARGET = 1.5
@@ -119,16 +119,6 @@ def helper(*args: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-
-
-def opsbot_env(api_url: str, data_dir: Path, redis_url: str, image: str) -> dict[str, str]:
-    (data_dir / "policy.yml").write_text(POLICY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
-    env.update({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "OPSBOT_SLACK_API_URL": api_url, "REDIS_URL": redis_url,
-                "OPSBOT_DATA_DIR": str(data_dir), "OPSBOT_POLICY": str(data_dir / "policy.yml"),
-                "OPSBOT_PORT": "0", "OPSBOT_SANDBOX_IMAGE": image, "PYTHONPATH": str(ROOT)})
-    return env
 
 
 class ProfiledBot(BotProcess):
@@ -332,7 +322,9 @@ def main() -> None:
         (Path(tmp) / "redis").mkdir()
         redis_proc, redis_server = start_redis(Path(tmp) / "redis")
         try:
-            env = opsbot_env(f"{origin}/api/", Path(tmp), redis_server.url, image)
+            env = opsbot_env(Path(tmp), redis_server.url, image, SLACK_BOT_TOKEN=BOT_TOKEN,
+                             SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                             OPSBOT_SLACK_API_URL=f"{origin}/api/")
             env.update({"PYTHONASYNCIODEBUG": "1"} if args.loop_debug else {})
             results = asyncio.run(run(env, origin, (bare_port, fast_port), levels, args))
         finally:

@@ -54,25 +54,32 @@ START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
 
-def bot_env(slack: SlackEmulator, data_dir: Path, redis_url: str, image: str, *,
-            socket_mode: bool = False, policy: str = POLICY, **more: str) -> dict[str, str]:
-    """The environment of an opsbot process wired to ``slack`` and a Redis, with the team policy.
+def opsbot_env(data_dir: Path, redis_url: str, image: str, policy: str = POLICY,
+               **more: str) -> dict[str, str]:
+    """The environment of an opsbot process: nothing inherited that opsbot reads, ``policy``
+    written into ``data_dir``, a Redis and a sandbox image.
 
     ``more`` adds or overrides variables by their real names (``VAULT_ADDR=...``).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     policy_file = data_dir / "policy.yml"
     policy_file.write_text(policy)
-    slack.add_channel(CHANNEL, "ops")
-    slack.set_usergroup("S0SRE", [GROUPIE])
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
-    env.update(slack.env(socket_mode=socket_mode))
     env.update({"REDIS_URL": redis_url, "OPSBOT_DATA_DIR": str(data_dir),
                 "OPSBOT_POLICY": str(policy_file), "OPSBOT_PORT": "0",
-                "OPSBOT_SANDBOX_IMAGE": image, "OPSBOT_WORKERS": "2",
-                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+                "OPSBOT_SANDBOX_IMAGE": image, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
     env.update(more)
     return env
+
+
+def bot_env(slack: SlackEmulator, data_dir: Path, redis_url: str, image: str, *,
+            socket_mode: bool = False, policy: str = POLICY, **more: str) -> dict[str, str]:
+    """:func:`opsbot_env` wired to ``slack`` (its ops channel and SRE user group set up) with
+    two workers."""
+    slack.add_channel(CHANNEL, "ops")
+    slack.set_usergroup("S0SRE", [GROUPIE])
+    wiring = {**slack.env(socket_mode=socket_mode), "OPSBOT_WORKERS": "2", **more}
+    return opsbot_env(data_dir, redis_url, image, policy, **wiring)
 
 
 class BotExited(RuntimeError):
