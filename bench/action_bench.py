@@ -55,12 +55,13 @@ from sandbox.config import SandboxConfig
 from sandbox.image import build_image
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.runner import SandboxRunner
+from tests.scenarios.test_vault_e2e import parent_token
 from tests.services.openbao import start_openbao
 from tests.services.redis import start_redis
 from tools import TOOLSETS
 from tools.catalog import Catalog
 from tools.redis import RedisConfig
-from tools.vault import PARENT_POLICY, CredentialBroker, VaultConfig
+from tools.vault import CredentialBroker, VaultConfig
 
 COMMAND = "redis info section=server"
 SECRET = "kv/data/redis/prod"
@@ -262,12 +263,6 @@ def breakdown(key: str, times: list[float], spans: list[Spans]) -> None:
             parts.setdefault(name, []).append(value)
     shown = "  ".join(f"{name} {statistics.median(v) * 1000:.1f}" for name, v in parts.items())
     print(f"\n{key}, median ms per stage:\n  {shown}")
-
-
-def parent_token(vault) -> str:
-    client = vault.client()
-    client.sys.create_or_update_acl_policy("opsbot-parent", PARENT_POLICY)
-    return client.auth.token.create(policies=["opsbot-parent"], ttl="1h")["auth"]["client_token"]
 
 
 def main() -> None:
