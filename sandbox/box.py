@@ -146,8 +146,6 @@ class Provisioner:
                     raise
         assert box.network is not None
         self.networks.add(box.network.id)
-        if box.pooled:  # it starts long before it is equipped; a cold box is confined then
-            await self._confine(box, [])
 
     def _subnet(self) -> IPv4Network:
         """A random /28 of the configured range (a clash with a live network is retried)."""
@@ -199,7 +197,9 @@ class Provisioner:
             raise HostsFileError(str(e)) from None
 
     async def attach_and_start(self, box: Box) -> None:
-        """Attach first, so no output can be missed, then start (never unconfined)."""
+        """Attach first, so no output can be missed, then start, never unconfined: a cold box
+        got its whole rule set when it was equipped; a pooled one, which starts long before it
+        is equipped, gets the bridge's REJECT rules here and its ports when taken."""
         if box.network is not None and not box.confined:
             await self._confine(box, [])
         with box.phase("attach"):

@@ -123,7 +123,7 @@ class WarmPool:
         identity = Identity(instance=self.instance, pool=kind)
         try:
             box = await self.provisioner.create(identity, kind == "egress", POOLED)
-        except (EngineError, FirewallError, OSError) as e:  # run cold until the next fill
+        except (EngineError, OSError) as e:  # run cold until the next fill
             log.warning("sandbox.pool.fill_failed", kind=kind, error=str(e)[:300])
             return
         try:
@@ -147,7 +147,7 @@ class WarmPool:
                     if box.network is not None:
                         await self.provisioner.locate_hosts(box)
                     return True
-        except (EngineError, OSError, TimeoutError) as e:
+        except (EngineError, FirewallError, OSError, TimeoutError) as e:
             log.warning("sandbox.pool.start_failed", error=str(e)[:300])
             return False
         log.warning("sandbox.pool.start_failed", error="the entrypoint exited before ready")
