@@ -110,7 +110,7 @@ async def test_an_engine_that_does_not_answer_is_an_error_and_never_blocks_the_l
     finally:
         ticker.cancel()
         silent.close()
-    assert ticks >= 20  # ~50 in 0.5 s; a blocked loop manages one at most
+    assert ticks >= 5  # ~50 in 0.5 s (fewer on a loaded machine); a blocked loop: none
 
 
 async def test_forwarder_relays_to_exactly_its_endpoint(redis_server, redis_db):
