@@ -8,13 +8,13 @@ for the test; the Slack progress line "Running `redis info` in the sandbox" (wri
 in-container entrypoint) proves the action is under way when the bot is killed.
 """
 
-import asyncio
 import subprocess
 
 import docker
 import pytest
 
 from tests.fakes.payloads import SlackClient
+from tests.fakes.server import wait_until
 from tests.fakes.slack import SlackEmulator, slack_emulator  # noqa: F401 (fixture)
 from tests.scenarios.harness import CHANNEL, RUN_ID
 from tests.scenarios.process import (  # noqa: F401 (fixture)
@@ -45,15 +45,14 @@ def paused_redis(tmp_path):
 async def _action_container(client: docker.DockerClient, instance: str, run_id: str,
                             timeout: float = 15) -> tuple[str, Leftovers]:
     """The running container whose name carries the run's call id (cold, or a renamed pool box)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    def running() -> tuple[str, Leftovers] | None:
         seen = leftovers(client, instance)
-        for cid, attrs in seen.containers.items():
-            if attrs["State"] == "running" and any(run_id in n for n in attrs["Names"]):
-                return cid, seen
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"no running container for {run_id}: {seen.containers}")
-        await asyncio.sleep(0.05)
+        return next(((cid, seen) for cid, attrs in seen.containers.items()
+                     if attrs["State"] == "running" and any(run_id in n for n in attrs["Names"])),
+                    None)
+
+    return await wait_until(running, timeout, lambda: f"no running container for {run_id}: "
+                                                      f"{leftovers(client, instance).containers}")
 
 
 def _bridges(client: docker.DockerClient, networks: set[str]) -> set[str]:
