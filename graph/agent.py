@@ -186,11 +186,7 @@ class Agent:
 
     def _plan(self, state: GraphState, reply: AIMessage, usage: dict[str, int]
               ) -> dict[str, Any]:
-        update: dict[str, Any] = {
-            "tokens": state.get("tokens", 0) + int((reply.usage_metadata or {})
-                                                  .get("total_tokens", 0)),
-            "usage": add_usage(usage, reply.usage_metadata or {}),
-        }
+        update: dict[str, Any] = {"usage": add_usage(usage, reply.usage_metadata or {})}
         if not (reply.tool_calls or reply.invalid_tool_calls):
             return {**update, "calls": [], "answer": _text(reply.content)}
         calls = [_to_call(state["run_id"], tc) for tc in reply.tool_calls]
@@ -206,7 +202,7 @@ class Agent:
             return f"tool rounds ({limits.max_tool_rounds})"
         if usage.get("busy_ms", 0) / 1000 > limits.max_wall_s:
             return f"wall time ({int(limits.max_wall_s)} s)"
-        if state.get("tokens", 0) >= limits.max_tokens:
+        if usage.get("total_tokens", 0) >= limits.max_tokens:
             return f"tokens ({limits.max_tokens:,})"
         return ""
 

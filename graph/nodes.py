@@ -54,7 +54,6 @@ class GraphState(TypedDict, total=False):
     results: Annotated[dict[str, dict[str, Any]], merge]  # call id -> {"result", "note"}
     run_calls: list[str]  # every call id of the current run, in order
     rounds: int
-    tokens: int
     usage: dict[str, int]
     cancelled: bool
     mode: str  # "typed" (one command) or "llm" (agent rounds)
@@ -94,7 +93,7 @@ class Nodes:
 
     async def understand(self, state: GraphState) -> dict[str, Any]:
         task = task_of(state)
-        fresh = {"run_calls": [], "calls": [], "rounds": 0, "tokens": 0, "usage": {},
+        fresh = {"run_calls": [], "calls": [], "rounds": 0, "usage": {},
                  "answer": "", "cap": "", "citations": [], "started": time.time(),
                  "report": {}, "cancelled": False, "mode": "typed"}
         if task.alert is not None:

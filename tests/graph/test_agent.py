@@ -133,10 +133,10 @@ async def test_answer_report_carries_citations_usage_and_audit(llm_api, tmp_path
     rows = deps.audit.db.execute("select data from audit where kind = 'llm.call'").fetchall()
     calls = [json.loads(r[0]) for r in rows]
     assert [c["tool_calls"] for c in calls] == [["redis__info"], []]
-    assert sum(c["total_tokens"] for c in calls) == state.values["tokens"] > 0
+    assert sum(c["total_tokens"] for c in calls) == state.values["usage"]["total_tokens"] > 0
     (total,) = [json.loads(r[0]) for r in deps.audit.db.execute(
         "select data from audit where kind = 'llm.run'").fetchall()]
-    assert total["calls"] == 2 and total["total_tokens"] == state.values["tokens"]
+    assert total["calls"] == 2 and total["total_tokens"] == state.values["usage"]["total_tokens"]
     assert total["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls))
     assert total["cap"] is None
 
