@@ -256,11 +256,12 @@ async def sandbox_round(samples: int) -> float | None:
                                          action="info", params={"section": "memory"},
                                          config=config.model_dump(mode="json"),
                                          egress=[{"host": config.host, "port": config.port}])
+                await runner.settle()  # a chat's pace: the last box removed, the pool refilled
+                await runner.pool.wait_ready()
                 began = time.perf_counter()
                 outcome = await runner.run(request)
                 took.append(time.perf_counter() - began)
                 assert outcome.result.status.value == "ok", outcome.result.error
-                await asyncio.sleep(0.3)  # a chat's pace: let the pool refill
             return statistics.median(took) * 1000
         finally:
             await runner.close()
