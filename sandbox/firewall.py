@@ -68,7 +68,8 @@ class Firewall:
             log.warning("sandbox.firewall.unavailable", reason=out.strip()[:200])
             return False
         self.available = True
-        await self.reset()
+        if code != 0:  # the chain was there already (a crashed predecessor's): empty it
+            await self.reset()
         for parent in PARENTS:
             if problem := await self._job(self._hook, parent):
                 log.info("sandbox.firewall.no_hook", parent=parent, reason=problem)
