@@ -39,11 +39,11 @@ def slack_client(settings: Settings, session: aiohttp.ClientSession | None = Non
 def build_app(
     settings: Settings, deps: BotDeps, client: AsyncWebClient, incidents=None
 ) -> AsyncApp:
-    secret = settings.slack_signing_secret
     app = AsyncApp(
         client=client,
-        signing_secret=secret.get_secret_value() if secret else None,
-        request_verification_enabled=not settings.socket_mode,
+        # HTTP requests are verified on the raw body by bot/web.py before Bolt parses them (Bolt
+        # would parse first and crash on a truncated body); Socket Mode has no signatures.
+        request_verification_enabled=False,
         # Listeners only ack and hand off (BotDeps.spawn), so answering after the listener
         # returns is fast; Bolt's other mode polls for the ack every 10 ms.
         process_before_response=True,
