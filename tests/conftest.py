@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.services.postgres",
     "tests.fakes.slack",
     "tests.fakes.openai",
+    "tests.scenarios.llm_harness",
 ]
 
 

@@ -128,11 +128,13 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(settings: Settings, slack: SlackEmulator, runbooks: Any = None
-                  ) -> AsyncIterator[Harness]:
+async def harness(settings: Settings, slack: SlackEmulator, runbooks: Any = None,
+                  incident_grace_s: float = 5.0) -> AsyncIterator[Harness]:
     slack.add_channel(CHANNEL, "ops")
     slack.set_usergroup("S0SRE", [GROUPIE])
-    async with running_bot(settings, host="127.0.0.1", status_interval=0.05,
-                           runbooks=runbooks) as bot:
-        async with SlackClient(f"{bot.url}/slack/events") as client:
-            yield Harness(bot, slack, client)
+    async with (
+        running_bot(settings, host="127.0.0.1", status_interval=0.05, runbooks=runbooks,
+                    incident_grace_s=incident_grace_s) as bot,
+        SlackClient(f"{bot.url}/slack/events") as client,
+    ):
+        yield Harness(bot, slack, client)

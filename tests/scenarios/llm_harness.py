@@ -6,12 +6,9 @@ pointing at a scripted :class:`~tests.fakes.openai.OpenAIEmulator`, ``PAGERDUTY_
 set, an incident channel in the policy, and the runbooks from ``runbooks/`` searched through
 the real :class:`~bot.runbooks.AsyncRunbooks` (ingested once per session).
 
-Usage in a scenario module (fixtures are bound by assignment, so each module sees them)::
+Its fixtures are loaded for every test as a plugin (``tests/conftest.py``). Usage::
 
-    from tests.scenarios import llm_harness
     from tests.scenarios.llm_harness import mention
-
-    hl, llm_api, runbook_search = llm_harness.hl, llm_harness.llm_api, llm_harness.runbook_search
 
     async def test_x(hl, llm_api, redis_db):
         llm_api.push(tool_call("redis__info", {}), text("fine"))
@@ -37,11 +34,10 @@ import aiohttp
 import pytest
 
 from bot.runbooks import AsyncRunbooks
-from bot.server import running_bot
 from tests.fakes.openai import OpenAIEmulator
-from tests.fakes.payloads import SlackClient, app_mention, message_event
+from tests.fakes.payloads import app_mention, message_event
 from tests.fakes.slack import SlackEmulator
-from tests.scenarios.harness import CHANNEL, GROUPIE, POLICY, Harness, settings_for
+from tests.scenarios.harness import CHANNEL, POLICY, Harness, harness, settings_for
 from tools.runbooks import RunbookConfig, RunbookIndex
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
@@ -56,22 +52,17 @@ pagerduty_bot_ids: [{PD_BOT}, {PD_CLASSIC_BOT}]
 """
 
 
-_SHARED: dict[str, AsyncRunbooks] = {}
-
-
 @pytest.fixture(scope="session")
 def runbook_search(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                    ) -> AsyncRunbooks:
-    """The shipped runbooks, ingested once per session (even when several modules import this
-    fixture) and searched like the bot does in production.
+    """The shipped runbooks, ingested once per session and searched like the bot does in
+    production.
 
     Embedding 80 chunks costs seconds of CPU, so the finished index is kept in pytest's cache
     under a hash of ``runbooks/`` and copied into this session's tmp dir when it matches
     (ingest then re-embeds nothing). Without the cache plugin it is built from scratch.
     """
-    if "index" not in _SHARED:
-        _SHARED["index"] = _ingested(request.config, tmp_path_factory.mktemp("runbooks"))
-    return _SHARED["index"]
+    return _ingested(request.config, tmp_path_factory.mktemp("runbooks"))
 
 
 def _ingested(pytest_config: pytest.Config, data_dir: Path) -> AsyncRunbooks:
@@ -134,18 +125,12 @@ def llm_settings(slack: SlackEmulator, redis_url: str, tmp_path: Path, llm: Open
 async def running_llm_bot(slack: SlackEmulator, redis_url: str, tmp_path: Path,
                       llm: OpenAIEmulator | None, runbooks: AsyncRunbooks | None,
                       incident_grace_s: float = GRACE_S, **more: Any) -> AsyncIterator[Harness]:
-    """Like :func:`~tests.scenarios.harness.harness`, plus the incident channel and a short
-    grace period before a webhook-only incident starts its investigation."""
-    slack.add_channel(CHANNEL, "ops")
+    """:func:`~tests.scenarios.harness.harness` plus the incident channel and a short grace
+    period before a webhook-only incident starts its investigation."""
     slack.add_channel(INCIDENTS, "incident-cache")
-    slack.set_usergroup("S0SRE", [GROUPIE])
     settings = llm_settings(slack, redis_url, tmp_path, llm, **more)
-    async with (
-        running_bot(settings, host="127.0.0.1", status_interval=0.05, runbooks=runbooks,
-                    incident_grace_s=incident_grace_s) as bot,
-        SlackClient(f"{bot.url}/slack/events") as client,
-    ):
-        yield Harness(bot, slack, client)
+    async with harness(settings, slack, runbooks, incident_grace_s) as running:
+        yield running
 
 
 # driving ---------------------------------------------------------------------------------

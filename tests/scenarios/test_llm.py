@@ -12,7 +12,6 @@ import pytest
 from graph.surface import RunState
 from tests.fakes.openai import http_error, text, tool_call, tool_results
 from tests.fakes.payloads import pagerduty_alert
-from tests.scenarios import llm_harness
 from tests.scenarios.harness import APPROVER, CHANNEL, REQUESTER
 from tests.scenarios.llm_harness import (
     INCIDENTS,
@@ -24,7 +23,6 @@ from tests.scenarios.llm_harness import (
 from tools.secrets import REDACTOR
 
 pytestmark = pytest.mark.docker
-hl, llm_api, runbook_search = llm_harness.hl, llm_harness.llm_api, llm_harness.runbook_search
 
 
 def executions(h, action: str | None = None) -> list[str]:

@@ -12,12 +12,10 @@ import pytest
 from graph.surface import RunState
 from tests.fakes.openai import Delay, text
 from tests.fakes.payloads import FIXTURES, message_event, pagerduty_alert
-from tests.scenarios import llm_harness
 from tests.scenarios.harness import CHANNEL
 from tests.scenarios.llm_harness import GRACE_S, INCIDENTS, incident_event, reports, send_webhook
 
 pytestmark = pytest.mark.docker
-hl, llm_api, runbook_search = llm_harness.hl, llm_harness.llm_api, llm_harness.runbook_search
 ANSWER = "Latency comes from KEYS * in a cron job; see the slow log."
 
 

@@ -14,10 +14,8 @@ from bot.settings import Settings
 from bot.slack_surface import StatusMessage
 from tests.fakes.openai import Delay, text, tool_call
 from tests.fakes.slack import BOT_TOKEN
-from tests.scenarios import llm_harness
 from tests.scenarios.llm_harness import mention
 
-hl, llm_api, runbook_search = llm_harness.hl, llm_harness.llm_api, llm_harness.runbook_search
 
 CHANNEL = "C0STATUS"
 
