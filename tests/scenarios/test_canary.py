@@ -24,7 +24,7 @@ from tests.scenarios.process import (  # noqa: F401 (fixture)
     bot_processes,
 )
 from tests.scenarios.test_vault_e2e import SECRET_PATH, SECRET_REF, parent_token
-from tests.services.redis import start_redis
+from tests.services.redis import private_redis
 from tools.secrets import MASK
 
 pytestmark = pytest.mark.docker
@@ -34,12 +34,9 @@ KEY = "deploy:token"
 
 @pytest.fixture
 def canary_redis(tmp_path: Path):
-    (tmp_path / "redis").mkdir()
-    proc, server = start_redis(tmp_path / "redis", password=CANARY)
-    server.client().set(KEY, CANARY)
-    yield server
-    proc.kill()
-    proc.wait(5)
+    with private_redis(tmp_path / "redis", password=CANARY) as server:
+        server.client().set(KEY, CANARY)
+        yield server
 
 
 def files_holding(directory: Path, needle: bytes) -> dict[str, bool]:

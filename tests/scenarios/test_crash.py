@@ -26,7 +26,7 @@ from tests.scenarios.process import (  # noqa: F401 (fixture)
     bot_processes,
     leftovers,
 )
-from tests.services.redis import start_redis
+from tests.services.redis import private_redis
 
 pytestmark = pytest.mark.docker
 RUNNING_LINE = "Running `redis info` in the sandbox"
@@ -35,11 +35,8 @@ RUNNING_LINE = "Running `redis info` in the sandbox"
 @pytest.fixture
 def paused_redis(tmp_path):
     """A private Redis server (pausing the session's one would stall other tests)."""
-    (tmp_path / "redis").mkdir()
-    proc, server = start_redis(tmp_path / "redis")
-    yield server
-    proc.kill()
-    proc.wait(5)
+    with private_redis(tmp_path / "redis") as server:
+        yield server
 
 
 async def _action_container(client: docker.DockerClient, instance: str, run_id: str,

@@ -18,7 +18,7 @@ import redis
 from tests.fakes.slack import SlackEmulator, slack_emulator  # noqa: F401 (fixture)
 from tests.scenarios.harness import CHANNEL, RUN_ID, harness, settings_for
 from tests.services.openbao import OpenBaoServer, start_openbao
-from tests.services.redis import RedisServer, start_redis
+from tests.services.redis import RedisServer, private_redis
 from tools.vault import PARENT_POLICY, policy_hcl
 
 pytestmark = pytest.mark.docker
@@ -29,11 +29,8 @@ SECRET_REF = f"{SECRET_PATH}#password"
 @pytest.fixture
 def secured_redis(tmp_path: Path):
     """A private redis-server with ``requirepass``; the test never tells opsbot the password."""
-    (tmp_path / "redis").mkdir()
-    proc, server = start_redis(tmp_path / "redis", password="rp-" + secrets.token_hex(16))
-    yield server
-    proc.kill()
-    proc.wait(5)
+    with private_redis(tmp_path / "redis", password="rp-" + secrets.token_hex(16)) as server:
+        yield server
 
 
 def parent_token(vault: OpenBaoServer) -> str:

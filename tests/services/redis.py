@@ -6,7 +6,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -53,12 +55,22 @@ def start_redis(tmp_path, password: str | None = None) -> tuple[subprocess.Popen
             time.sleep(0.05)
 
 
+@contextmanager
+def private_redis(directory: Path, password: str | None = None) -> Iterator[RedisServer]:
+    """A redis-server of a test's own (to pause it, or protect it with ``requirepass``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    proc, server = start_redis(directory, password)
+    try:
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
-    proc, server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    proc.terminate()
-    proc.wait(5)
+    with private_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture
