@@ -234,6 +234,9 @@ async def test_a_long_answer_lands_shortened_with_the_full_report_attached(hl, l
     assert "the full report is attached as a file" in report.blocks[-1]["text"]["text"]
     file = (await hl.slack.wait_for(lambda: [f for f in hl.slack.files() if f.content], 20))[0]
     assert findings in file.content.decode()
+    shared = await hl.slack.wait_for(  # files.completeUploadExternal shares it in the thread
+        lambda: [m for m in hl.slack.thread(CHANNEL, thread) if m.files], 20)
+    await hl.bot.runtime.runs.drain()
     shared = [m for m in hl.slack.thread(CHANNEL, thread) if m.files]
     assert len(shared) == 1 and shared[0].ts > report.ts
 
