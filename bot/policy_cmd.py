@@ -24,8 +24,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from graph.commands import ParseError, RunAction, parse
-from graph.policy import Channel, Decision, Policy, PolicyError, Requester, evaluate, load_policy
-from graph.policy_schema import format_duration
+from graph.policy import (
+    Channel,
+    Decision,
+    Policy,
+    PolicyError,
+    Requester,
+    evaluate,
+    format_duration,
+    load_policy,
+)
 from tools import TOOLSETS
 from tools.catalog import Call, CallError, Catalog, describe_validation
 from tools.redis import RedisConfig

@@ -3,7 +3,7 @@
 Every model forbids unknown keys, so a typo is an error instead of a silently weaker policy.
 The scalar types accept the friendly forms people write (``4`` or ``production`` for a tier,
 ``30m`` for a duration) and reject everything else with a sentence that names the fix;
-``graph/policy_file.py`` maps each error back to its file and line, and ``graph/policy.py``
+``graph/policy/load.py`` maps each error back to its file and line, and ``graph/policy/model.py``
 compiles a validated :class:`PolicyFile` into the runtime ``Policy``. docs/policy.md is the
 reference for this format.
 """

@@ -14,7 +14,7 @@ action, so untrusted text can never lower a tier or skip a gate. Its steps, in o
 5. tiers at or below the autonomy limit run; above it they need approval from the approvers,
    ``required`` distinct people, never the requester at tier 4; with nobody to ask: deny.
 
-Usage::
+Usage (``load_policy`` is in :mod:`graph.policy.load`)::
 
     policy = load_policy(settings.policy_path)          # boot: PolicyError lists file:line
     decision = evaluate(policy, catalog, call, Requester(user="U1"), Channel(id="C1"))
@@ -29,47 +29,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from approvals.rules import ApproverRule
-from graph.policy_file import Issue, PolicyError, read_spec
-from graph.policy_model import (
+from graph.policy.model import (
     DEFAULT_EXPIRY_S,
     Channel,
     ChannelRule,
-    Match,
     Policy,
     Requester,
-    RequesterRule,
     Rule,
-    compile_policy,
 )
-from graph.policy_schema import format_duration
-from tools import TOOLSETS
-from tools.base import Tier, Toolset
+from graph.policy.schema import format_duration
+from tools.base import Tier
 from tools.catalog import Call, CallError, Catalog, Resolved
-
-__all__ = [
-    "Channel",
-    "ChannelRule",
-    "Decision",
-    "Issue",
-    "Match",
-    "Policy",
-    "PolicyError",
-    "Requester",
-    "RequesterRule",
-    "Rule",
-    "Verdict",
-    "compile_policy",
-    "evaluate",
-    "load_policy",
-    "parse_policy",
-]
-
 
 class Verdict(StrEnum):
     ALLOW = "allow"
@@ -95,31 +70,6 @@ class Decision(BaseModel):
     expires_in_s: int = DEFAULT_EXPIRY_S
     base_tier: Tier | None = None  # the action's own tier; None when the call didn't resolve
     channel_rule: str | None = None  # the `channels` entry that applied, if any
-
-
-def load_policy(
-    path: str | Path | None, toolsets: Sequence[Toolset[Any]] | None = TOOLSETS
-) -> Policy:
-    """The policy at ``path`` (``OPSBOT_POLICY``), or the safe default when ``path`` is None.
-
-    Raises :class:`PolicyError` with one ``file:line: path: sentence`` per problem. Rule
-    patterns are checked against ``toolsets`` (the registry by default; None skips that).
-    """
-    if path is None:
-        return Policy()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise PolicyError(f"{path}: cannot read the policy file: {reason}") from None
-    return parse_policy(text, str(path), toolsets)
-
-
-def parse_policy(
-    text: str, source: str = "policy.yml", toolsets: Sequence[Toolset[Any]] | None = TOOLSETS
-) -> Policy:
-    """Like :func:`load_policy` for YAML already in memory; ``source`` names it in errors."""
-    return compile_policy(read_spec(text, source, toolsets), source)
 
 
 @dataclass(frozen=True)

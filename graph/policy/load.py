@@ -1,8 +1,8 @@
-"""Reading a policy file: YAML with line numbers, schema errors mapped back to ``file:line``.
+"""Loading a policy file: YAML with line numbers, schema errors mapped back to ``file:line``.
 
 PyYAML's compose API keeps a node tree with marks; :func:`read_spec` walks it once to record the
 line of every key and list item (and to catch duplicate keys, which plain YAML loading silently
-collapses), validates the data against :class:`~graph.policy_schema.PolicyFile`, then runs the
+collapses), validates the data against :class:`~graph.policy.schema.PolicyFile`, then runs the
 checks that need the whole file (unknown group names, unreachable rules, toolset and action
 names that match nothing). Every problem becomes one :class:`Issue`; all of them are reported
 at once, sorted by line::
@@ -16,13 +16,16 @@ import difflib
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from graph.policy_checks import semantic_issues
-from graph.policy_schema import PolicyFile, show
+from graph.policy.lint import semantic_issues
+from graph.policy.model import Policy, compile_policy
+from graph.policy.schema import PolicyFile, show
+from tools import TOOLSETS
 from tools.base import Toolset
 
 Path = tuple[str | int, ...]
@@ -252,3 +255,28 @@ def _unwrap(annotation: Any) -> Any:
             annotation = next(a for a in get_args(annotation) if a is not type(None))
         else:
             return annotation
+
+
+def load_policy(
+    path: str | FilePath | None, toolsets: Sequence[Toolset[Any]] | None = TOOLSETS
+) -> Policy:
+    """The policy at ``path`` (``OPSBOT_POLICY``), or the safe default when ``path`` is None.
+
+    Raises :class:`PolicyError` with one ``file:line: path: sentence`` per problem. Rule
+    patterns are checked against ``toolsets`` (the registry by default; None skips that).
+    """
+    if path is None:
+        return Policy()
+    try:
+        text = FilePath(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise PolicyError(f"{path}: cannot read the policy file: {reason}") from None
+    return parse_policy(text, str(path), toolsets)
+
+
+def parse_policy(
+    text: str, source: str = "policy.yml", toolsets: Sequence[Toolset[Any]] | None = TOOLSETS
+) -> Policy:
+    """Like :func:`load_policy` for YAML already in memory; ``source`` names it in errors."""
+    return compile_policy(read_spec(text, source, toolsets), source)

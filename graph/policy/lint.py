@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
-from graph.policy_schema import TARGET_KINDS, MatchSpec, PolicyFile, RuleSpec
+from graph.policy.schema import TARGET_KINDS, MatchSpec, PolicyFile, RuleSpec
 from tools.base import Toolset
 
 Found = tuple[tuple[str | int, ...], str]

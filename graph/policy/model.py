@@ -1,8 +1,8 @@
 """The compiled, runtime form of a policy: who asks, where, and what the rules say.
 
-:func:`compile_policy` turns a validated :class:`~graph.policy_schema.PolicyFile` into a
+:func:`compile_policy` turns a validated :class:`~graph.policy.schema.PolicyFile` into a
 :class:`Policy` whose approvers are already Slack ids (group names resolved). These models are
-plain data plus small matching functions; ``graph/policy.py`` evaluates calls against them.
+plain data plus small matching functions; ``graph/policy/evaluate.py`` evaluates calls against them.
 Code that needs a policy without a file (tests, the console) may build one directly::
 
     Policy(approvers=ApproverRule(users=("U01SRE",)), autonomous_max_tier=Tier.OBSERVE)
@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 from pydantic import BaseModel, ConfigDict, Field
 
 from approvals.rules import ApproverRule
-from graph.policy_schema import PolicyFile, RequestersSpec, RuleSpec
+from graph.policy.schema import PolicyFile, RequestersSpec, RuleSpec
 from tools.base import Tier
 from tools.catalog import Resolved
 
