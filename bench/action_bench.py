@@ -52,6 +52,7 @@ from graph.store import RunStore, open_db
 from graph.surface import Report, RunRef, RunState
 from graph.task import Source, Task
 from sandbox.config import SandboxConfig
+from sandbox.credentials import CredentialBroker, VaultConfig
 from sandbox.image import build_image
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.runner import SandboxRunner
@@ -61,7 +62,6 @@ from tests.services.redis import start_redis
 from tools import TOOLSETS
 from tools.catalog import Catalog
 from tools.redis import RedisConfig
-from tools.vault import CredentialBroker, VaultConfig
 
 COMMAND = "redis info section=server"
 SECRET = "kv/data/redis/prod"

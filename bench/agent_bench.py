@@ -61,12 +61,12 @@ from graph.deps import GraphDeps, Limits
 from graph.policy import Policy
 from graph.store import open_db
 from graph.task import Source, Task
+from sandbox.credentials import CredentialBroker
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from tools import TOOLSETS
 from tools.base import ToolResult
 from tools.catalog import Catalog
 from tools.redis import RedisConfig
-from tools.vault import CredentialBroker
 
 USAGE = {"input_tokens": 900, "output_tokens": 40, "total_tokens": 940}
 OUTPUT = "# Memory\nused_memory:1048576\nused_memory_human:1.00M\nmaxmemory:0\n" * 4

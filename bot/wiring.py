@@ -28,13 +28,13 @@ from graph.runs import RunManager
 from graph.store import Dedupe, RunStore, open_db
 from graph.surface import Surface
 from sandbox.config import SandboxConfig, instance_key
+from sandbox.credentials import CredentialBroker, VaultConfig, VaultError
 from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
 from tools.catalog import Catalog
 from tools.github import GitHubConfig
 from tools.pulumi import PulumiConfig
 from tools.redis import RedisConfig
-from tools.vault import CredentialBroker, VaultConfig, VaultError
 
 log = structlog.get_logger("opsbot.wiring")
 

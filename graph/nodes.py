@@ -32,10 +32,10 @@ from graph.deps import GraphDeps
 from graph.policy import Channel, Requester, Verdict, evaluate
 from graph.surface import CallReport, Citation, Report, RunState, StepState
 from graph.task import Task
+from sandbox.credentials import VaultError
 from sandbox.protocol import SandboxRequest
 from tools.base import Status, ToolResult
 from tools.catalog import Call, CallError
-from tools.vault import VaultError
 
 log = structlog.get_logger("opsbot.graph")
 

@@ -26,6 +26,7 @@ from graph.deps import GraphDeps, Limits
 from graph.policy import parse_policy
 from graph.store import open_db
 from graph.task import Source, Task
+from sandbox.credentials import CredentialBroker
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from tests.fakes.openai import OpenAIEmulator, http_error, text, tool_call, tool_results
 from tools import TOOLSETS
@@ -33,7 +34,6 @@ from tools.base import ToolResult
 from tools.catalog import Catalog
 from tools.redis import RedisConfig
 from tools.secrets import REDACTOR
-from tools.vault import CredentialBroker
 
 POLICY = """\
 version: 1

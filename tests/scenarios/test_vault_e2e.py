@@ -1,8 +1,9 @@
 """Per-action Vault credentials end to end: a Redis with ``requirepass`` whose password lives only
 in OpenBao, read by a child token minted for one action, revoked afterwards.
 
-opsbot's own token here is not root: it holds exactly ``tools.vault.PARENT_POLICY`` (manage
-``opsbot-action-*`` policies, create and revoke tokens) and cannot read the password itself.
+opsbot's own token here is not root: it holds exactly
+``sandbox.credentials.PARENT_POLICY`` (manage ``opsbot-action-*`` policies, create and revoke
+tokens) and cannot read the password itself.
 What the child token could do is proven from OpenBao's own audit device: the policy text it was
 given (compared through ``sys/audit-hash``) and every request it made.
 """
@@ -15,11 +16,11 @@ import hvac
 import pytest
 import redis
 
+from sandbox.credentials import PARENT_POLICY, policy_hcl
 from tests.fakes.slack import SlackEmulator, slack_emulator  # noqa: F401 (fixture)
 from tests.scenarios.harness import CHANNEL, RUN_ID, harness, settings_for
 from tests.services.openbao import OpenBaoServer, start_openbao
 from tests.services.redis import RedisServer, private_redis
-from tools.vault import PARENT_POLICY, policy_hcl
 
 pytestmark = pytest.mark.docker
 SECRET_PATH = "kv/data/redis/prod"

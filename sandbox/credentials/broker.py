@@ -368,7 +368,7 @@ class CredentialBroker:
             if missing:
                 raise VaultError(
                     f"VAULT_TOKEN lacks `{'`, `'.join(missing)}` on {path}; grant it the policy "
-                    "in tools.vault.PARENT_POLICY so opsbot can mint per-action credentials."
+                    "in sandbox.credentials.PARENT_POLICY so opsbot can mint per-action credentials."
                 )
 
     # --- clients and error translation ---

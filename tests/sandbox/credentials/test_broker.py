@@ -18,10 +18,10 @@ import pytest
 import structlog
 from pydantic import SecretStr, ValidationError
 
+from sandbox.credentials import PARENT_POLICY, CredentialBroker, Lease, VaultConfig, VaultError
 from tests.services import free_port
 from tools.base import SecretRef
 from tools.secrets import REDACTOR
-from tools.vault import PARENT_POLICY, CredentialBroker, Lease, VaultConfig, VaultError
 
 
 def canary() -> str:
