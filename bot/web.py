@@ -33,13 +33,21 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes | web.Response:
-    """The raw body, or a 413 response when it is (or claims to be) too large."""
+    """The whole raw body, or a 413 response when it is (or claims to be) too large.
+
+    A body arrives in as many TCP segments as the network likes; one ``read(n)`` returns only
+    what has arrived so far, so a signature checked on that prefix fails at random. Read until
+    the end of the body, never more than ``limit + 1`` bytes.
+    """
     if request.content_length is not None and request.content_length > limit:
         return json_error(413, f"body larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return json_error(413, f"body larger than {limit} bytes")
-    return body
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return json_error(413, f"body larger than {limit} bytes")
 
 
 def slack_handler(app: AsyncApp, signing_secret: str | None) -> Handler:

@@ -19,15 +19,17 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import asyncio
 import hmac
 import json
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -344,3 +346,30 @@ class SlackClient:
             body = await response.text()
         return Delivery(response.status, body, dict(response.headers),
                         time.monotonic() - started)
+
+
+async def post_in_pieces(url: str, body: bytes, headers: dict[str, str], pieces: int = 3,
+                         gap_s: float = 0.15) -> int:
+    """POST ``body`` over a raw socket in ``pieces`` writes ``gap_s`` apart; the HTTP status.
+
+    A real network delivers a large body in several TCP segments, seconds apart on a bad link.
+    The gap is the test's input (how the body arrives), not a wait for an outcome: each piece is
+    flushed with Nagle off, so the server sees it arrive on its own.
+    """
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    size = -(-len(body) // pieces)
+    try:
+        for n in range(pieces):
+            writer.write((head if n == 0 else b"") + body[n * size:(n + 1) * size])
+            await writer.drain()
+            if n < pieces - 1:
+                await asyncio.sleep(gap_s)
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
