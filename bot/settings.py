@@ -10,13 +10,16 @@ Each package keeps its own config model beside its code (``RedisConfig`` in ``to
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import ConfigError
+from tools import TOOLSETS
 
 SLACK_API_URL = "https://slack.com/api/"
 FIXES = {
@@ -69,6 +72,14 @@ class Settings(BaseSettings):
     database_url: str | None = _env("OPSBOT_DATABASE_URL")
     workers: int = Field(4, ge=1, le=64, validation_alias="OPSBOT_WORKERS")
     log_level: str = Field("info", validation_alias="OPSBOT_LOG_LEVEL")
+    # The variables connectors declare themselves (Toolset.env), by name: see ConnectorEnv.
+    connector_env: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):  # noqa: ANN001
+        return (init_settings, env_settings, dotenv_settings, ConnectorEnv(settings_cls),
+                file_secret_settings)
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -116,6 +127,21 @@ class Settings(BaseSettings):
         if self.socket_mode and not self.slack_enabled:
             raise ConfigError(f"SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: "
                               f"{FIXES['SLACK_BOT_TOKEN']}.")
+
+
+class ConnectorEnv(PydanticBaseSettingsSource):
+    """Reads the variables each toolset declares in ``Toolset.env`` (environment, then .env), so
+    a connector adds its settings where it is declared instead of here."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        names = {name for toolset in TOOLSETS for name in toolset.env.values()}
+        env_file = self.settings_cls.model_config.get("env_file")
+        dotenv = dotenv_values(env_file) if env_file and Path(str(env_file)).is_file() else {}
+        found = {n: os.environ.get(n, dotenv.get(n)) for n in sorted(names)}
+        return {"connector_env": {n: v for n, v in found.items() if v}}
 
 
 def load_settings(**overrides: Any) -> Settings:

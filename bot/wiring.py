@@ -79,6 +79,12 @@ def connector_configs(settings: Settings) -> dict[str, BaseModel]:
                            "stacks": "OPSBOT_PULUMI_STACKS"},
             work_dir=str(settings.pulumi_dir), backend_url=settings.pulumi_backend or "",
             stacks=stacks, passphrase_secret=settings.pulumi_passphrase_secret)
+    for toolset in TOOLSETS:  # connectors that declare their own settings (Toolset.env)
+        names = dict(toolset.env)
+        if names and next(iter(names.values())) in settings.connector_env:
+            values = {f: settings.connector_env[n] for f, n in names.items()
+                      if n in settings.connector_env}
+            configs[toolset.name] = _config(toolset.config, names, **values)
     return configs
 
 

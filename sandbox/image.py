@@ -61,7 +61,8 @@ class ImageBuildError(RuntimeError):
 
 def image_files(root: Path = ROOT) -> list[Path]:
     """Every file whose content ends up in the image (and therefore in its tag)."""
-    tools = sorted(p for p in (root / "tools").rglob("*.py") if "__pycache__" not in p.parts)
+    found = [*(root / "tools").rglob("*.py"), *(root / "tools").rglob("*.json")]  # + API docs
+    tools = sorted(p for p in found if "__pycache__" not in p.parts)
     return tools + [root / "sandbox" / name for name in SANDBOX_FILES]
 
 
@@ -216,7 +217,7 @@ def _context(root: Path, wheels: Path) -> Path:
         shutil.copy(wheel, context / name)
     shutil.copy(root / "sandbox" / "Dockerfile", context / "Dockerfile")
     for path in image_files(root):
-        if path.suffix == ".py":
+        if path.suffix in (".py", ".json"):
             target = context / "opsbot" / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)

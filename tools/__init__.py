@@ -4,10 +4,17 @@ The registry is an explicit list (no directory scan). Add a connector by importi
 ``TOOLSET`` here.
 """
 
-from tools import github, pulumi, redis
+from tools import github, openapi_apis, pulumi, redis
 from tools.base import Action, Toolset
 
-TOOLSETS: tuple[Toolset, ...] = (redis.TOOLSET, github.TOOLSET, pulumi.TOOLSET)
+TOOLSETS: tuple[Toolset, ...] = (
+    redis.TOOLSET,
+    github.TOOLSET,
+    pulumi.TOOLSET,
+    openapi_apis.NEON_TOOLSET,
+    openapi_apis.LAMBDA_TOOLSET,
+    openapi_apis.ESTUARY_TOOLSET,
+)
 
 
 def find(toolset: str, action: str) -> Action | None:

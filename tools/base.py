@@ -195,6 +195,11 @@ class Toolset(Generic[C]):
     target: Callable[[Action[Any], BaseModel, C], Target]
     egress: Callable[[Action[Any], BaseModel, C], list[Endpoint]] = lambda a, p, c: []
     secrets: Callable[[Action[Any], BaseModel, C], list[SecretRef]] = lambda a, p, c: []
+    # The Target.kind values this toolset produces (policy files are checked against them).
+    target_kinds: tuple[str, ...] = ()
+    # Config field -> the setting (environment variable) that fills it. The connector is
+    # enabled when the first one is set; the rest are optional. Empty: wired by hand.
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def action(self, name: str) -> Action[Any] | None:
         return next((a for a in self.actions if a.name == name), None)

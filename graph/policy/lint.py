@@ -29,7 +29,7 @@ def semantic_issues(spec: PolicyFile, toolsets: Sequence[Toolset[Any]] | None) -
         *_feasible_approvals(spec),
         *_unreachable_rules(spec),
         *_duplicate_channels(spec),
-        *_target_kinds(spec),
+        *_target_kinds(spec, _known_kinds(toolsets)),
     ]
     if toolsets is not None:
         found += _registry_names(spec, toolsets)
@@ -139,13 +139,19 @@ def _duplicate_channels(spec: PolicyFile) -> Iterator[Found]:
         first.setdefault(entry.match, k)
 
 
-def _target_kinds(spec: PolicyFile) -> Iterator[Found]:
+def _known_kinds(toolsets: Sequence[Toolset[Any]] | None) -> tuple[str, ...]:
+    """The built-in kinds plus those the registered toolsets declare (``Toolset.target_kinds``)."""
+    declared = [kind for t in toolsets or () for kind in t.target_kinds]
+    return tuple(dict.fromkeys((*TARGET_KINDS, *declared)))
+
+
+def _target_kinds(spec: PolicyFile, known: tuple[str, ...]) -> Iterator[Found]:
     """Catch likely typos of the known kinds; unknown but distinct kinds may be new connectors."""
     for i, rule in enumerate(spec.rules):
         for pattern in rule.match.target.get("kind", ()):
-            if any(fnmatchcase(kind, pattern) for kind in TARGET_KINDS):
+            if any(fnmatchcase(kind, pattern) for kind in known):
                 continue
-            close = difflib.get_close_matches(pattern, TARGET_KINDS, n=1, cutoff=0.75)
+            close = difflib.get_close_matches(pattern, known, n=1, cutoff=0.75)
             if close:
                 yield (
                     ("rules", i, "match", "target", "kind"),

@@ -29,6 +29,7 @@ from docker.errors import DockerException
 from sandbox.config import LOCAL_ENGINE, SandboxConfig
 from sandbox.hardening import LABEL
 from sandbox.image import ImageBuildError, build_image
+from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.runner import SandboxRunner
 
 DOCKERD_LOG = Path("/tmp/dockerd.log")
@@ -127,3 +128,16 @@ async def sandbox_runner(
     runner = await SandboxRunner.start(config)
     yield runner
     await runner.close()
+
+
+async def run_once(request: SandboxRequest, image: str, name: str, egress_hosts: dict[str, str]
+                   ) -> SandboxOutcome:
+    """Run one request in a runner of its own (no warm pool) whose egress resolves
+    ``egress_hosts`` (name -> address), e.g. a connector dialling an emulator by a host name."""
+    runner = await SandboxRunner.start(SandboxConfig(
+        instance=session_instance(f"-{name}"), image=image, warm_pool=0,
+        egress_hosts=egress_hosts))
+    try:
+        return await runner.run(request)
+    finally:
+        await runner.close()

@@ -7,10 +7,8 @@ import urllib.request
 
 import pytest
 
-from sandbox.config import SandboxConfig
 from sandbox.protocol import SandboxRequest
-from sandbox.runner import SandboxRunner
-from tests.services.docker import session_instance
+from tests.services.docker import run_once
 from tools.base import ActionContext, Status, Tier
 from tools.catalog import Call, CallError, Catalog
 from tools.github import TOOLSET, GitHubConfig
@@ -421,13 +419,7 @@ async def test_in_the_sandbox_the_api_is_dialled_by_its_host_name(github_api, re
         config=resolved.config.model_dump(mode="json"), secrets={"github_token": TOKEN},
         egress=resolved.egress,
     )
-    runner = await SandboxRunner.start(SandboxConfig(
-        instance=session_instance("-gh"), image=sandbox_image, warm_pool=0,
-        egress_hosts={"github.example.test": "127.0.0.1"}))
-    try:
-        outcome = await runner.run(request)
-    finally:
-        await runner.close()
+    outcome = await run_once(request, sandbox_image, "gh", {"github.example.test": "127.0.0.1"})
     assert outcome.result.status is Status.OK, (outcome.result.error, outcome.diagnostics)
     assert "acme/api" in outcome.result.output
     assert {r.headers.get("Host") for r in github_api.requests} == {
