@@ -14,6 +14,7 @@ TOOLSETS: tuple[Toolset, ...] = (
     openapi_apis.NEON_TOOLSET,
     openapi_apis.LAMBDA_TOOLSET,
     openapi_apis.ESTUARY_TOOLSET,
+    openapi_apis.QDRANT_TOOLSET,
 )
 
 

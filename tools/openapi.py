@@ -121,9 +121,18 @@ def document(name: str) -> dict[str, Any]:
 
 
 def default_url(spec: ApiSpec) -> str | None:
-    """The first server URL the document names (None when it names none)."""
-    servers = document(spec.document).get("servers") or []
-    return servers[0]["url"].rstrip("/") if servers else None
+    return server_url(document(spec.document))
+
+
+def server_url(doc: dict[str, Any]) -> str | None:
+    """The first server URL the document names, variables at their defaults (None: none)."""
+    servers = doc.get("servers") or []
+    if not servers:
+        return None
+    url = servers[0]["url"]
+    for name, variable in servers[0].get("variables", {}).items():
+        url = url.replace("{" + name + "}", str(variable.get("default", "")))
+    return url.rstrip("/")
 
 
 def toolset(spec: ApiSpec) -> Toolset[OpenApiConfig]:
@@ -174,8 +183,9 @@ def _params_model(spec: ApiSpec, allow: Allow, op: Operation) -> type[BaseModel]
     fields: dict[str, Any] = {}
     for param in op.parameters:
         default = ... if param.required else None
-        fields[param.field] = (param.python_type | None if not param.required else param.python_type,
-                               Field(default, alias=param.alias, description=param.description))
+        kind = param.python_type if param.required else param.python_type | None
+        fields[param.field] = (kind, Field(default, alias=param.alias,
+                                           description=param.description))
     if op.body is not None:
         default = ... if op.body_required else None
         fields["body"] = (dict[str, Any] | None, Field(default, description=op.body_description))
@@ -208,7 +218,7 @@ def _target(spec: ApiSpec, action: Action[Any], params: BaseModel, config: OpenA
         found = http.pointer(values, pointer)
         if found is not None:
             attrs[attr] = ",".join(map(str, found)) if isinstance(found, list) else str(found)
-    named = [attrs.get(k) for k in ("project_id", "id", "instance_ids", "names")]
+    named = [attrs.get(k) for k in ("project_id", "id", "instance_ids", "names", "collection")]
     name = next((n for n in named if n), config.host)
     return Target(kind=spec.target_kind, name=name, attrs=attrs)
 

@@ -9,6 +9,8 @@ target facts, how the token is sent, and the response fields that are secrets.
   project 4 (previewed: the approver sees the branch or project first).
 * ``lambda`` — instances and instance types; launch 3, restart 3, terminate 4 (previewed).
 * ``estuary`` — status of captures, materializations and collections (tier 0).
+* ``qdrant`` — collections and their point counts, cluster and health, telemetry, snapshots;
+  create a snapshot 3. Only metadata: no operation that returns points or payloads is allowed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ NEON = ApiSpec(
         "getProject": Allow(name="project"),
         "listProjectBranches": Allow(name="branches"),
         "getProjectBranch": Allow(name="branch"),
-        "createProjectBranch": Allow(name="create_branch", target={"parent": "/body/branch/parent_id"}),
+        "createProjectBranch": Allow(name="create_branch",
+                                     target={"parent": "/body/branch/parent_id"}),
         "deleteProjectBranch": Allow(name="delete_branch",
                                      preview=Preview(operation="getProjectBranch", params=_BRANCH)),
         "deleteProject": Allow(name="delete_project", preview=Preview(
@@ -82,3 +85,30 @@ ESTUARY = ApiSpec(
 NEON_TOOLSET = toolset(NEON)
 LAMBDA_TOOLSET = toolset(LAMBDA)
 ESTUARY_TOOLSET = toolset(ESTUARY)
+
+QDRANT = ApiSpec(
+    name="qdrant",
+    description="Qdrant vector database: collections (size, status, point counts), cluster and "
+    "health, telemetry, snapshots; with approval, create a collection snapshot. Metadata only: "
+    "it never reads points or payloads.",
+    document="qdrant.json",
+    target_kind="qdrant_collection",
+    env={"base_url": "QDRANT_URL", "token_secret": "OPSBOT_QDRANT_API_KEY_SECRET"},
+    allow={
+        "root": Allow(name="version"),
+        "healthz": Allow(name="health"),
+        "readyz": Allow(name="ready"),
+        "cluster_status": Allow(name="cluster"),
+        "telemetry": Allow(name="telemetry"),
+        "get_collections": Allow(name="collections"),
+        "get_collection": Allow(name="collection", target={"collection": "/collection_name"}),
+        "collection_cluster_info": Allow(name="shards", target={"collection": "/collection_name"}),
+        "count_points": Allow(name="count", tier=Tier.OBSERVE,
+                              target={"collection": "/collection_name"}),
+        "list_snapshots": Allow(name="snapshots", target={"collection": "/collection_name"}),
+        "create_snapshot": Allow(name="create_snapshot", target={"collection": "/collection_name"},
+                                 preview=Preview(operation="get_collection",
+                                                 params={"collection_name": "/collection_name"})),
+    },
+)
+QDRANT_TOOLSET = toolset(QDRANT)

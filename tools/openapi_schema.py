@@ -44,7 +44,8 @@ class Parameter:
     def python_type(self) -> Any:
         kind = _type(self.schema)
         if kind == "array":
-            return list[_PY_TYPES.get(_type(self.schema.get("items", {})), str)]  # type: ignore[misc]
+            item = _PY_TYPES.get(_type(self.schema.get("items", {})), str)
+            return list[item]  # type: ignore[valid-type]
         return _PY_TYPES.get(kind, str)
 
 
@@ -124,7 +125,8 @@ def _operation(document, components, path, method, op, shared) -> Operation:
     body = _resolve(document, op.get("requestBody") or {})
     schema = body.get("content", {}).get("application/json", {}).get("schema")
     return Operation(
-        id=op["operationId"], method=method, path=path, summary=op.get("summary") or op["operationId"],
+        id=op["operationId"], method=method, path=path,
+        summary=op.get("summary") or op["operationId"],
         description=_describe(op), parameters=tuple(params.values()),
         body=_json_schema(schema) if schema is not None else None,
         body_required=bool(body.get("required")), components=components)
@@ -146,6 +148,8 @@ def _json_schema(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out = {k: _json_schema(v) for k, v in node.items() if k != "nullable"}
+    if node.get("nullable") is True and not out:  # Qdrant's `anyOf: [{$ref}, {nullable: true}]`
+        return {"type": "null"}
     if node.get("nullable") is True and isinstance(out.get("type"), str):
         out["type"] = [out["type"], "null"]
     for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):

@@ -33,7 +33,7 @@ from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from tests.fakes.server import Emulator
-from tools.openapi import document
+from tools.openapi import document, server_url
 
 METHODS = ("get", "put", "post", "delete", "patch", "head")
 
@@ -89,7 +89,7 @@ class OpenApiEmulator(Emulator):
         self.refused: list[tuple[ApiCall | None, str]] = []
         self.faults: list[str] = []
         self._source = document(name)
-        self._base_path = urlsplit((self._source.get("servers") or [{"url": ""}])[0]["url"]).path
+        self._base_path = urlsplit(server_url(self._source) or "").path
         self._routes = _routes(self._source, self._base_path.rstrip("/"))
         self._openapi: OpenAPI | None = None
 
@@ -109,7 +109,8 @@ class OpenApiEmulator(Emulator):
         return [c for c in self.requests if c.operation == operation]
 
     def all_text(self) -> str:
-        return "\n".join(f"{c.method} {c.path} {c.query} {c.headers} {c.raw}" for c in self.requests)
+        return "\n".join(f"{c.method} {c.path} {c.query} {c.headers} {c.raw}"
+                         for c in self.requests)
 
     def describe(self) -> str:
         seen = [f"{c.method} {c.path}" for c in self.requests]
@@ -155,7 +156,9 @@ class OpenApiEmulator(Emulator):
         return "; ".join(_error_text(e) for e in result.errors)
 
     def _check_reply(self, request: web.Request, raw: bytes, status: int, payload: Any) -> None:
-        reply = _Response(json.dumps(payload).encode(), status)
+        text = isinstance(payload, str)
+        data = payload.encode() if text else json.dumps(payload).encode()
+        reply = _Response(data, status, "text/plain" if text else "application/json")
         result = self._openapi.unmarshal_response(_oa_request(self.origin, request, raw), reply)
         if result.errors:
             self.faults.append(f"{request.method} {request.path} -> {status}: "
@@ -200,4 +203,6 @@ def _error_text(error: Exception) -> str:
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
+    if isinstance(payload, str):  # a text/plain operation (Qdrant's /healthz)
+        return web.Response(text=payload, status=status, headers=headers)
     return web.json_response(payload, status=status, headers=headers)

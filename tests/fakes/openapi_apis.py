@@ -22,6 +22,7 @@ LAMBDA_TOKEN = "secret_lambda_canary_9a4c"
 ESTUARY_TOKEN = "estuary_canary_jwt_2b8f"
 ROLE_PASSWORD = "npg_canary_password_51ab"
 JUPYTER_TOKEN = "jupyter_canary_0c3d"
+QDRANT_KEY = "qdrant_canary_key_6e2a"
 WHEN = "2026-01-02T03:04:05Z"
 _ids = itertools.count(1)
 
@@ -193,7 +194,8 @@ class Lambda:
 
 
 _LAMBDA_TYPE = {
-    "name": "gpu_1x_a10", "description": "1x A10 (24 GB PCIe)", "gpu_description": "A10 (24 GB PCIe)",
+    "name": "gpu_1x_a10", "description": "1x A10 (24 GB PCIe)",
+    "gpu_description": "A10 (24 GB PCIe)",
     "price_cents_per_hour": 75, "specs": {"vcpus": 30, "memory_gib": 200, "storage_gib": 1400,
                                           "gpus": 1},
 }
@@ -228,6 +230,63 @@ class Estuary:
         return 200, [self.specs[n] for n in names]
 
 
+class Qdrant:
+    """Qdrant's REST API over qdrant-client's local mode (the engine opsbot's runbook index uses
+    in tests): collections, counts and collection info come from that engine; cluster,
+    telemetry and snapshots are answered here (local mode has neither a cluster nor snapshots).
+    No Qdrant server binary is installable here (not on PyPI, npm or Debian)."""
+
+    def __init__(self) -> None:
+        from qdrant_client import QdrantClient
+
+        self.client = QdrantClient(location=":memory:")
+        self.snapshots: dict[str, list[dict[str, Any]]] = {}
+
+    def add_collection(self, name: str, payloads: list[dict[str, Any]]) -> None:
+        from qdrant_client import models
+
+        self.client.create_collection(name, models.VectorParams(size=4,
+                                                                distance=models.Distance.COSINE))
+        points = [models.PointStruct(id=i + 1, vector=[0.1 * (i + 1), 0.2, 0.3, 0.4], payload=p)
+                  for i, p in enumerate(payloads)]
+        self.client.upsert(name, points)
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "root": lambda c: (200, {"title": "qdrant - vector search engine",
+                                     "version": "1.15.0"}),
+            "healthz": lambda c: (200, "healthz check passed"),
+            "readyz": lambda c: (200, "all shards are ready"),
+            "cluster_status": lambda c: _ok({"status": "disabled"}),
+            "get_collections": lambda c: _ok(self.client.get_collections().model_dump(mode="json")),
+            "get_collection": lambda c: self._collection(c, self._info),
+            "count_points": lambda c: self._collection(c, lambda n: {
+                "count": self.client.count(n, exact=True).count}),
+            "list_snapshots": lambda c: self._collection(c, lambda n: self.snapshots.get(n, [])),
+            "create_snapshot": lambda c: self._collection(c, self._snapshot),
+        }
+
+    def _collection(self, call: ApiCall, then) -> tuple[int, Any]:
+        name = call.path_params["collection_name"]
+        if not self.client.collection_exists(name):
+            return 404, {"status": {"error": f"Not found: Collection `{name}` doesn't exist!"},
+                         "time": 0.0}
+        return _ok(then(name))
+
+    def _info(self, name: str) -> dict[str, Any]:
+        return self.client.get_collection(name).model_dump(mode="json", exclude_none=True)
+
+    def _snapshot(self, name: str) -> dict[str, Any]:
+        snapshot = {"name": f"{name}-{next(_ids)}.snapshot", "creation_time": WHEN[:-1],
+                    "size": 1024, "checksum": "0" * 64}
+        self.snapshots.setdefault(name, []).append(snapshot)
+        return snapshot
+
+
+def _ok(result: Any) -> tuple[int, Any]:
+    return 200, {"result": result, "status": "ok", "time": 0.001}
+
+
 def _serve(document: str, fake: Any, token: str, auth: str = "bearer"
            ) -> Iterator[tuple[OpenApiEmulator, Any]]:
     with OpenApiEmulator(document, fake.handlers(), token, auth) as emulator:
@@ -249,3 +308,8 @@ def lambda_api():
 @pytest.fixture
 def estuary_api():
     yield from _serve("estuary.json", Estuary(), ESTUARY_TOKEN)
+
+
+@pytest.fixture
+def qdrant_api():
+    yield from _serve("qdrant.json", Qdrant(), QDRANT_KEY)
