@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from approvals.cards import escape, truncate
+from approvals.mrkdwn import escape, truncate
 from graph.surface import CallReport, Report, RunState
 
 SECTION = 3000  # section text

@@ -14,6 +14,7 @@ import sys
 from typing import TextIO
 
 from approvals.models import ApprovalRequest
+from approvals.mrkdwn import json_text
 from bot import messages
 from bot.blocks import report_text
 from graph import commands
@@ -50,8 +51,9 @@ class ConsoleSurface:
         self.pending: asyncio.Queue[ApprovalRequest] = asyncio.Queue()
         self._shown: dict[str, list[str]] = {}
 
-    def write(self, text: str) -> None:
-        self.out.write(REDACTOR.redact(plain(text)) + "\n")
+    def write(self, text: str, markup: bool = True) -> None:
+        """One line (or more) to the terminal; ``markup=False`` for exact text such as params."""
+        self.out.write(REDACTOR.redact(plain(text) if markup else text) + "\n")
         self.out.flush()
 
     async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
@@ -69,6 +71,8 @@ class ConsoleSurface:
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
         self.write(f"  ✋ approval needed: {request.summary} on {request.target} "
                    f"(tier {request.tier}; {request.reason})")
+        params = json_text(request.canonical.get("params", {})).replace("\n", "\n    ")
+        self.write(f"  the complete parameters:\n    {params}", markup=False)
         if request.preview:
             self.write("  preview:\n    " + request.preview.replace("\n", "\n    "))
         await self.pending.put(request)

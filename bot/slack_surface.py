@@ -22,7 +22,8 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvals.cards import approval_card, truncate
+from approvals.cards import approval_card, attachment, attachment_name
+from approvals.mrkdwn import truncate
 from approvals.models import ApprovalRequest
 from bot.blocks import TEXT, report_message, report_text
 from graph.surface import Checklist, Report, RunRef, RunState
@@ -120,6 +121,14 @@ class SlackSurface:
             self._status.pop(run.run_id, None)
 
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
+        """The card; first, when the card can't show the whole action, the file that does."""
+        complete = attachment(request)
+        if complete is not None:
+            await self.client.files_upload_v2(
+                channel=run.task.channel, thread_ts=run.thread_ts,
+                filename=attachment_name(request), title=f"Approval {request.id}: the action",
+                content=REDACTOR.redact(complete),
+            )
         response = await self._post(channel=run.task.channel, thread_ts=run.thread_ts,
                                     **approval_card(request))
         return response["ts"]

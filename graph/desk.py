@@ -181,6 +181,6 @@ def _reason(task: Task, review: dict[str, Any]) -> str:
     why = review.get("reason", "")
     if task.alert is not None:
         return f"Proposed while investigating PagerDuty incident {task.alert.id}. {why}"
-    if task.text:
-        return f"Requested with `{clean(task.text)[:300]}`. {why}"
+    if task.text:  # no backtick may close the code span early (the card shows the rest)
+        return f"Requested with `{clean(task.text)[:300].replace('`', 'ˋ')}`. {why}"
     return why

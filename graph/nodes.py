@@ -38,6 +38,7 @@ from tools.base import Status, ToolResult
 from tools.catalog import Call, CallError
 
 log = structlog.get_logger("opsbot.graph")
+PREVIEW_LIMIT = 20_000  # kept whole for the approver (the card attaches what it can't show)
 
 
 def merge(left: dict | None, right: dict | None) -> dict:
@@ -199,7 +200,7 @@ class Nodes:
               "detail": "preparing a preview for the approver"})
         result = await self._run_sandboxed(branch, resolved, preview=True)
         text = result.output if result.status is Status.OK else f"(no preview: {result.text})"
-        review = {**branch["review"], "preview": _clip(text, 2800)}
+        review = {**branch["review"], "preview": _clip(text, PREVIEW_LIMIT)}
         return Command(goto=Send("approval", {**branch, "review": review}))
 
     # approval (interrupt only) ------------------------------------------------------------

@@ -5,9 +5,18 @@ as pytest plugins below); unreachable SaaS APIs are emulated by servers in ``tes
 """
 
 import logging
+import os
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
+
+# Property tests: no per-example deadline (CI's 2 cores are shared), a fixed budget of examples,
+# and derandomized so a CI failure reproduces locally (HYPOTHESIS_PROFILE=explore searches more).
+settings.register_profile("ci", deadline=None, max_examples=150, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", deadline=None, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 pytest_plugins = [
     "tests.services.redis",

@@ -22,6 +22,7 @@ from tools.base import Action, Endpoint, SecretRef, Target, Tier, Toolset
 
 
 _KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAX_PARAMS_CHARS = 32_000  # a GitHub issue body (20,000) and then some
 
 
 class CallError(ValueError):
@@ -122,6 +123,7 @@ class Catalog:
             params = action.params.model_validate(call.params)
         except ValidationError as e:
             raise CallError(f"Bad parameters for `{call.ref}`: {describe_validation(e)}") from None
+        _check_size(call.ref, params)
         config = self.configs[toolset.name]
         return Resolved(
             call=call,
@@ -132,6 +134,17 @@ class Catalog:
             target=toolset.target(action, params, config),
             egress=toolset.egress(action, params, config),
             secrets=toolset.secrets(action, params, config),
+        )
+
+
+def _check_size(ref: str, params: BaseModel) -> None:
+    """Every action an approver is asked about must be readable whole; connectors bound each
+    param, and this bounds the whole call for any connector that forgot one."""
+    size = len(json.dumps(params.model_dump(mode="json"), ensure_ascii=False))
+    if size > MAX_PARAMS_CHARS:
+        raise CallError(
+            f"The parameters for `{ref}` are {size:,} characters; opsbot accepts at most "
+            f"{MAX_PARAMS_CHARS:,} so that an approver can read the whole action."
         )
 
 

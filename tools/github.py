@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -158,7 +158,9 @@ class MergeParams(_Repo):
 class IssueParams(_Repo):
     title: str = Field(..., min_length=1, max_length=256, description="Issue title.")
     body: str = Field("", max_length=20_000, description="Issue body (Markdown).")
-    labels: list[str] = Field(default_factory=list, max_length=10, description="Label names.")
+    labels: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(
+        default_factory=list, max_length=10, description="Label names."
+    )
 
 
 def repo_name(params: BaseModel, config: GitHubConfig) -> str:

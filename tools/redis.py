@@ -9,7 +9,7 @@ minted per action, never held by opsbot.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
 
 MAX_VALUE_CHARS = 20_000
+MAX_KEY_CHARS = 512  # a key an approver can read on a card, whole
 
 
 class RedisConfig(BaseModel):
@@ -85,7 +86,7 @@ class SlowlogParams(_Db):
 
 
 class GetParams(_Db):
-    key: str = Field(..., min_length=1, max_length=512, description="The key to read.")
+    key: str = Field(..., min_length=1, max_length=MAX_KEY_CHARS, description="The key to read.")
 
 
 class ScanParams(_Db):
@@ -94,7 +95,7 @@ class ScanParams(_Db):
 
 
 class DelParams(_Db):
-    keys: list[str] = Field(
+    keys: list[Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS)]] = Field(
         ..., min_length=1, max_length=100, description="Keys to delete (exact names, no globs)."
     )
 

@@ -4,23 +4,33 @@ Regenerate snapshots after an intended change with ``UPDATE_SNAPSHOTS=1 pytest t
 and review the diff.
 """
 
+import html
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from approvals.cards import (
     APPROVE_ACTION,
     DENY_ACTION,
     approval_card,
+    attachment,
+    attachment_name,
     button_value,
     deny_reason_view,
     parse_button_value,
 )
+from approvals.mrkdwn import MARKER
 from approvals.models import ApprovalRequest, ApprovalStatus, Vote
 from approvals.rules import ApproverRule
 
+BIDI_OR_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b-\u200f\u2028\u2029]")
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "fixtures" / "cards"
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -98,12 +108,122 @@ def test_approved_card_names_every_approver():
     assert "Approved* by <@U1>, <@U2>" in text
 
 
-def test_huge_params_preview_and_summary_are_truncated_not_rejected():
-    huge = request(summary="x" * 10_000, reason="<@U1> " * 2000, preview="diff\n" * 5000,
-                   canonical={"params": {"keys": ["k" * 100] * 500}})
-    card = approval_card(huge)
+def card_text(card) -> str:
+    """Every piece of text an approver can read on the card (and its confirm dialog)."""
+    texts = [card["text"]]
+    for block in card["blocks"]:
+        texts += [block.get("text", {}).get("text", "")]
+        texts += [f["text"] for f in block.get("fields", [])]
+        for element in block.get("elements", []):
+            texts += [element.get("confirm", {}).get("text", {}).get("text", "")]
+    return "\n".join(texts)
+
+
+def shown_params(card) -> str | None:
+    """The params JSON as the card shows it (its code blocks joined), or None when it points
+    to the attached file instead."""
+    texts = [b.get("text", {}).get("text", "") for b in card["blocks"]]
+    start = next(i for i, text in enumerate(texts) if text.startswith("*Action*"))
+    if "```" not in texts[start]:
+        return None
+    parts = [texts[start], *takewhile(lambda text: text.startswith("```"), texts[start + 1:])]
+    return "".join(part.split("```")[1] for part in parts)
+
+
+def assert_whole_action_visible(req: ApprovalRequest) -> None:
+    """The rule: the card shows every parameter exactly, or names the file that has the
+    complete action, and :func:`attachment` returns it."""
+    card = approval_card(req)
     limits_ok(card)
-    assert any("… (truncated)" in b.get("text", {}).get("text", "") for b in card["blocks"])
+    params = req.canonical["params"]
+    shown = shown_params(card)
+    file = attachment(req)
+    if shown is not None:
+        assert json.loads(html.unescape(shown)) == params, "the card shows the exact params"
+    else:
+        assert attachment_name(req) in card_text(card) and file is not None
+    if file is not None:
+        assert json.loads(file)["action"] == req.canonical and json.loads(file)["hash"] == req.action_hash
+        assert json.loads(file)["preview"] == req.preview
+    assert MARKER not in "".join(b.get("text", {}).get("text", "") for b in card["blocks"][:2])
+
+
+def test_a_3000_character_key_and_the_key_after_it_are_both_on_the_card_or_in_the_file():
+    keys = ["a" * 3000, "prod:important"]
+    req = request(tier=3, summary="Delete 2 Redis key(s): " + ", ".join(keys),
+                  canonical={"toolset": "redis", "action": "del", "params": {"keys": keys},
+                             "target": {"kind": "redis", "name": "h:6379/0", "attrs": {}}},
+                  preview="2 of 2 keys exist:\n" + "\n".join(f"{k}: string" for k in keys))
+    assert_whole_action_visible(req)
+    card = approval_card(req)
+    assert "prod:important" in card_text(card), "on the card itself (it fits in two sections)"
+
+
+def test_an_action_too_long_for_a_card_is_attached_whole_never_cut():
+    keys = [f"cache:{i:03d}:" + "k" * 100 for i in range(99)] + ["prod:important"]
+    req = request(tier=3, summary="Delete 100 Redis key(s): " + ", ".join(keys[:5]) + " …",
+                  canonical={"toolset": "redis", "action": "del", "params": {"keys": keys},
+                             "target": {"kind": "redis", "name": "h:6379/0", "attrs": {}}},
+                  preview="diff\n" * 5000, reason="<@U1> " * 2000)
+    card = approval_card(req)
+    assert_whole_action_visible(req)
+    assert shown_params(card) is None and "prod:important" not in card_text(card)
+    assert "prod:important" in attachment(req)
+    assert "full preview is in the file" in card_text(card)
+
+
+def test_a_small_action_needs_no_file():
+    assert attachment(request()) is None
+
+
+untrusted = st.text(st.characters(codec="utf-8"), max_size=400)
+values = st.recursive(st.none() | st.booleans() | st.integers() | untrusted,
+                      lambda inner: st.lists(inner, max_size=30)
+                      | st.dictionaries(untrusted, inner, max_size=8), max_leaves=60)
+
+
+@given(summary=untrusted, target=untrusted, reason=untrusted,
+       preview=st.none() | st.text(max_size=6000), params=st.dictionaries(untrusted, values),
+       repeat=st.integers(1, 40))
+def test_any_action_is_shown_whole_or_attached_whole(summary, target, reason, preview, params,
+                                                     repeat):
+    params = {**params, "keys": [summary] * repeat}
+    req = request(summary=summary, target=target, reason=reason, preview=preview,
+                  canonical={"toolset": "t", "action": "a", "params": params, "target": {}})
+    assert_whole_action_visible(req)
+
+
+SPOOFS = [
+    "x\n*Target*\nredis staging:6379/0",
+    "x\n*Approvals*\n2 of 2 :white_check_mark: already approved",
+    "x` *Approvals* 2 of 2 `y",
+    "```\n*Tier*\n0 observe\n```",
+    "gnp.\u202eexe",  # right-to-left override
+    "a\u2066b\u2069c\u200bd",
+    "_italic_ ~strike~ <!here>",
+]
+
+
+@pytest.mark.parametrize("spoof", SPOOFS)
+def test_untrusted_text_cannot_draw_lines_or_formatting_on_the_card(spoof):
+    """Key names (and any model-chosen param) reach the summary, target, params and preview;
+    none of them can start a line, format text or reorder it."""
+    req = request(summary=f"Read Redis key `{spoof}`", target=spoof, reason=spoof,
+                  preview=spoof, canonical={"toolset": "redis", "action": "get",
+                                            "params": {"key": spoof}, "target": {}})
+    card, modal = approval_card(req), deny_reason_view(req)
+    everything = card_text(card) + "\n" + modal["blocks"][0]["text"]["text"]
+    assert not BIDI_OR_INVISIBLE.search(everything), "invisible controls are shown as escapes"
+    assert "<!here>" not in everything
+    outside_blocks = re.sub(r"```.*?```", "", everything, flags=re.S)  # shown verbatim
+    headings = [line for line in outside_blocks.split("\n")
+                if line.startswith(("*Target*", "*Approvals*", "*Tier*"))]
+    assert headings == ["*Target*", "*Tier*", "*Approvals*"], "only the card's own fields"
+    for block in [card["blocks"][0], card["blocks"][1], *card["blocks"][3:-1], modal["blocks"][0]]:
+        texts = [block.get("text", {}).get("text", "")] + [f["text"] for f in block.get("fields", [])]
+        for text in texts:
+            bare = re.sub(r"```.*?```|`[^`\n]*`", "", text, flags=re.S)
+            assert not re.search(r"\*Approvals\* 2|_italic_|~strike~|\*Tier\*\n0", bare), text
 
 
 def test_untrusted_text_cannot_form_mentions_or_links():

@@ -7,10 +7,11 @@ import json
 import pytest
 
 from approvals.cards import APPROVE_ACTION
-from tests.fakes.openai import text
+from tests.fakes.openai import text, tool_call
+from tests.fakes.openai_script import tool_results
 from tests.fakes.payloads import block_actions, post_in_pieces
 from tests.scenarios.harness import APPROVER, CHANNEL
-from tests.scenarios.llm_harness import INCIDENTS, incident_event, pd_signature, reports
+from tests.scenarios.llm_harness import INCIDENTS, incident_event, mention, pd_signature, reports
 
 pytestmark = pytest.mark.docker
 
@@ -40,3 +41,69 @@ async def test_signed_bodies_that_arrive_in_three_segments_are_served(hl, llm_ap
     root = await hl.slack.wait_for(
         lambda: [m for m in hl.slack.messages(INCIDENTS) if "*opsbot* `r-" in m.text], 20)
     await reports(hl, root[0].ts, 1, channel=INCIDENTS)
+
+
+# 1. what an approver sees is what runs ----------------------------------------------------
+
+LONG_KEY = "a" * 3000
+
+
+def all_text(message) -> str:
+    parts = [message.text]
+    for block in message.blocks:
+        parts.append(block.get("text", {}).get("text", ""))
+        parts += [f["text"] for f in block.get("fields", [])]
+    return "\n".join(parts)
+
+
+def is_card(message) -> bool:
+    return any(b.get("block_id", "").startswith("approval:") for b in message.blocks)
+
+
+async def card_or_report(h, thread: str):
+    """The first approval card or run report in the thread, whichever comes first."""
+    def found():
+        return next((m for m in h.slack.thread(CHANNEL, thread) if m.ts != thread
+                     and (is_card(m) or "*Run `r-" in m.text)), None)
+    return await h.slack.wait_for(found, 60)
+
+
+async def test_typed_del_shows_every_key_or_is_refused_with_a_sentence(hl, redis_db):
+    redis_db.set("prod:important", "v")
+    await hl.command(f'redis del keys=["{LONG_KEY}","prod:important"]')
+    first = await card_or_report(hl, await hl.run_thread())
+    assert not is_card(first), "no card for a key no approver can read on it"
+    assert "at most 512 characters" in first.text and redis_db.exists("prod:important")
+
+    keys = [f"cache:{i}:" + "k" * 480 for i in range(6)] + ["prod:important"]
+    await hl.command(f"redis del keys=[{','.join(keys)}]")
+    thread = await hl.run_thread(1)
+    card = await card_or_report(hl, thread)
+    assert is_card(card) and all(key in all_text(card) for key in keys), "every key is shown"
+    assert "truncated" not in all_text(card)
+    await hl.click(card, APPROVER)
+    assert "done" in (await hl.report(thread)).text
+    assert redis_db.exists(*keys) == 0
+
+
+async def test_model_proposed_del_is_refused_or_attached_whole(hl, llm_api, redis_db):
+    keys = [f"cache:{i:03d}:" + "k" * 100 for i in range(99)] + ["prod:important"]
+    for key in keys:
+        redis_db.set(key, "v")
+    llm_api.push(tool_call("redis__del", {"keys": [LONG_KEY, "prod:important"]}),
+                 tool_call("redis__del", {"keys": keys}), text("Deleted the stale keys."))
+    thread = await mention(hl, "clean up the stale cache keys")
+    card = await hl.card(thread)
+    told = tool_results(llm_api.requests()[1].body)[0]["content"]
+    assert told.startswith("denied") and "at most 512 characters" in told
+    assert redis_db.exists("prod:important"), "the first proposal ran nothing"
+
+    name = f"opsbot-{card.blocks[-1]['block_id'].split(':')[1]}-action.json"
+    assert name in all_text(card) and "prod:important" not in all_text(card)
+    file = next(f for f in hl.slack.files() if f.filename == name)
+    shared = next(m for m in hl.slack.thread(CHANNEL, thread) if m.files)
+    assert shared.ts < card.ts, "the file is in the thread before the card"
+    assert json.loads(file.content)["action"]["params"]["keys"] == keys
+    await hl.click(card, APPROVER)
+    await hl.report(thread)
+    assert redis_db.exists(*keys) == 0
