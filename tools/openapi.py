@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
@@ -38,6 +38,8 @@ from tools.base import Action, Endpoint, SecretRef, Target, Tier, Toolset
 from tools.openapi_schema import Operation, load_operations
 
 DOCS = Path(__file__).parent / "openapi_docs"
+PARAM_MAX_CHARS = 1024  # a path or query value an approver can read whole on a card
+PARAM_MAX_ITEMS = 100  # (the JSON body is bounded as a whole by the catalog's call limit)
 TIER_BY_METHOD = {"get": Tier.OBSERVE, "head": Tier.OBSERVE, "delete": Tier.PRODUCTION}
 
 
@@ -183,7 +185,8 @@ def _params_model(spec: ApiSpec, allow: Allow, op: Operation) -> type[BaseModel]
     fields: dict[str, Any] = {}
     for param in op.parameters:
         default = ... if param.required else None
-        kind = param.python_type if param.required else param.python_type | None
+        kind = _bounded(param.python_type)
+        kind = kind if param.required else kind | None
         fields[param.field] = (kind, Field(default, alias=param.alias,
                                            description=param.description))
     if op.body is not None:
@@ -201,6 +204,17 @@ def _params_model(spec: ApiSpec, allow: Allow, op: Operation) -> type[BaseModel]
         __validators__={"_document": model_validator(mode="after")(check)},
         **fields,
     )
+
+
+def _bounded(kind: Any) -> Any:
+    """Strings and lists with a length limit, whatever the vendor's document says (it is
+    checked too, by ``Operation.validate``)."""
+    if kind is str:
+        return Annotated[str, Field(max_length=PARAM_MAX_CHARS)]
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        return Annotated[list[_bounded(item)], Field(max_length=PARAM_MAX_ITEMS)]
+    return kind
 
 
 def _values(params: BaseModel) -> dict[str, Any]:
