@@ -1,8 +1,11 @@
 """GitHub connector: read repositories, PRs, commits and CI runs; with approval, act on them.
 
-Observe (tier 0): ``repo``, ``prs``, ``pr``, ``commits``, ``runs``, ``file``. Draft (tier 2):
-``issue``, ``revert_pr`` (a draft PR that reverts a merged PR; never merged by opsbot).
-Changes (tier 3, raised by policy for the default branch): ``rerun``, ``merge``.
+Observe (tier 0): ``repo``, ``prs``, ``pr``, ``commits``, ``runs``, ``file``, ``checks``. Draft
+(tier 2): ``issue``, ``comment``, ``revert_pr`` (a draft PR that reverts a merged PR), and change
+control: ``branch``, ``commit`` (files or a unified diff) and ``open_pr`` — never onto the
+default branch (``tools/github_change.py``). Changes (tier 3, raised by policy for the default
+branch): ``rerun``, ``merge`` (refused while required checks are pending or failing unless
+``ignore_checks``; its approval card shows the checks).
 
 The API is reached through PyGithub with retries and throttling off and short timeouts, so a
 failing GitHub turns into an error result within seconds. The token is ``GITHUB_TOKEN`` from
@@ -24,8 +27,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tools import github_change as change
 from tools import github_ops as ops
 from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
 from tools.catalog import CallError
@@ -153,6 +157,9 @@ class MergeParams(_Repo):
     sha: str | None = Field(
         None, pattern=r"^[0-9a-f]{7,40}$", description="Expected head SHA; refuse if the PR moved."
     )
+    ignore_checks: bool = Field(
+        False, description="Merge even if required checks are pending or failing (policy may "
+        "deny this or ask for more approvers: the target carries checks=ignored).")
 
 
 class IssueParams(_Repo):
@@ -161,6 +168,57 @@ class IssueParams(_Repo):
     labels: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(
         default_factory=list, max_length=10, description="Label names."
     )
+
+
+class CommentParams(_Repo):
+    number: int = Field(..., ge=1, description="The issue or pull request number.")
+    body: str = Field(..., min_length=1, max_length=20_000, description="Comment (Markdown).")
+
+
+class BranchParams(_Repo):
+    branch: str = Field(..., pattern=REF_PATTERN, description="Name of the new branch.")
+    from_ref: str | None = Field(
+        None, pattern=REF_PATTERN, description="Branch, tag or SHA to start from; default: the "
+        "default branch.")
+
+
+class CommitParams(_Repo):
+    branch: str = Field(..., pattern=REF_PATTERN,
+                        description="The branch to commit to (never the default branch).")
+    message: str = Field(..., min_length=1, max_length=5_000, description="Commit message.")
+    files: dict[str, str | None] | None = Field(
+        None, max_length=50, description="path → new full content (null deletes the file).")
+    patch: str | None = Field(
+        None, max_length=200_000, description="A unified diff (git diff output) to apply instead "
+        "of files; refused if any hunk does not match the branch.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CommitParams:
+        if (self.files is None) == (self.patch is None):
+            raise ValueError("give exactly one of files or patch")
+        bad = [p for p in self.files or {} if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", p)
+               or ".." in p.split("/") or len(p) > 400]
+        if bad:
+            raise ValueError(f"not a plain relative path: {', '.join(bad[:3])}")
+        if any(len(text or "") > 400_000 for text in (self.files or {}).values()):
+            raise ValueError("a file is larger than 400000 characters")
+        return self
+
+
+class PullParams(_Repo):
+    head: str = Field(..., pattern=REF_PATTERN, description="The branch with the changes.")
+    base: str | None = Field(None, pattern=REF_PATTERN,
+                             description="The branch to merge into; default: the default branch.")
+    title: str = Field(..., min_length=1, max_length=256, description="PR title.")
+    body: str = Field("", max_length=20_000, description="PR description (Markdown).")
+    draft: bool = Field(False, description="Open it as a draft.")
+
+
+class ChecksParams(_Repo):
+    ref: str | None = Field(None, pattern=REF_PATTERN,
+                            description="Branch, tag or SHA; default: the default branch.")
+    number: int | None = Field(None, ge=1, description="A pull request: its head's checks, "
+                               "judged by its base branch's required checks.")
 
 
 def repo_name(params: BaseModel, config: GitHubConfig) -> str:
@@ -342,6 +400,60 @@ ACTIONS: list[Action[Any]] = [
             ops.merge,
         ),
         timeout=30,
+        preview=_api(lambda r, p: f"checks of PR #{p.number} in {r}", ops.merge_preview),
+    ),
+    Action(
+        name="checks",
+        description="CI status of a branch, SHA or pull request: every check run and commit "
+        "status, and whether the required ones pass. Use before asking for a merge.",
+        tier=Tier.OBSERVE,
+        params=ChecksParams,
+        summary=lambda p: f"Read the checks of {_ref_text(p)} in {_in(p)}",
+        run=_api(lambda r, p: f"checks of {_ref_text(p)} in {r}", change.checks),
+        timeout=30,
+    ),
+    Action(
+        name="comment",
+        description="Comment on an issue or pull request.",
+        tier=Tier.DRAFT,
+        params=CommentParams,
+        summary=lambda p: f"Comment on #{p.number} in {_in(p)}",
+        run=_api(lambda r, p: _http("POST", f"/repos/{r}/issues/{p.number}/comments"),
+                 change.comment),
+        timeout=20,
+    ),
+    Action(
+        name="branch",
+        description="Create a branch (from the default branch unless from_ref is given) to "
+        "commit a proposed change to. Never the default branch itself.",
+        tier=Tier.DRAFT,
+        params=BranchParams,
+        summary=lambda p: f"Create branch `{p.branch}` in {_in(p)} from "
+                          f"{p.from_ref or 'the default branch'}",
+        run=_api(lambda r, p: _http("POST", f"/repos/{r}/git/refs"), change.branch),
+        timeout=20,
+    ),
+    Action(
+        name="commit",
+        description="Commit file changes to a branch (not the default branch): either `files` "
+        "(path → full new content, null deletes) or `patch` (a unified diff). Then open_pr.",
+        tier=Tier.DRAFT,
+        params=CommitParams,
+        summary=lambda p: f"Commit {_change_text(p)} to `{p.branch}` in {_in(p)}: "
+                          f"{p.message.splitlines()[0][:80]}",
+        run=_api(lambda r, p: f"commit to {r}@{p.branch}", change.commit),
+        timeout=60,
+    ),
+    Action(
+        name="open_pr",
+        description="Open a pull request from a branch (never from the default branch) into "
+        "the default branch or `base`. A human merges it (see merge).",
+        tier=Tier.DRAFT,
+        params=PullParams,
+        summary=lambda p: f"Open a {'draft ' if p.draft else ''}PR `{p.head}` → "
+                          f"`{p.base or 'default branch'}` in {_in(p)}: “{p.title}”",
+        run=_api(lambda r, p: _http("POST", f"/repos/{r}/pulls"), change.pull),
+        timeout=30,
     ),
     Action(
         name="issue",
@@ -355,9 +467,19 @@ ACTIONS: list[Action[Any]] = [
 ]
 
 
+def _ref_text(p: ChecksParams) -> str:
+    return f"PR #{p.number}" if p.number else f"`{p.ref}`" if p.ref else "the default branch"
+
+
+def _change_text(p: CommitParams) -> str:
+    return f"{len(p.files)} file(s)" if p.files is not None else "a patch"
+
+
 def _branch(params: BaseModel) -> str | None:
     if isinstance(params, RevertParams):
         return params.head
+    if isinstance(params, (CommitParams, BranchParams)):
+        return params.branch
     return (
         getattr(params, "base", None)
         or getattr(params, "branch", None)
@@ -368,6 +490,10 @@ def _branch(params: BaseModel) -> str | None:
 def _target(action: Action[Any], params: BaseModel, config: GitHubConfig) -> Target:
     repo = repo_name(params, config)
     attrs = {"repo": repo, "owner": repo.split("/")[0]}
+    if getattr(params, "ignore_checks", False):
+        attrs["checks"] = "ignored"
+    if isinstance(params, PullParams):
+        attrs["head"] = params.head
     branch = _branch(params)
     return Target(
         kind="github_repo", name=repo, attrs=attrs | ({"branch": branch} if branch else {})

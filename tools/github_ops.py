@@ -11,6 +11,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from tools import github_change as change
 from tools.base import ToolResult
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 MAX_FILE_CHARS = 20_000
 MAX_FILES = 100
-FAILED = {"failure", "timed_out", "cancelled", "action_required", "startup_failure"}
+FAILED = change.FAILED
 
 
 def _day(when: Any) -> str:
@@ -80,20 +81,6 @@ def _given(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def _checks(r: Any, sha: str) -> dict[str, Any]:
-    """Check runs plus legacy commit statuses on ``sha``, folded into one verdict."""
-    commit = r.get_commit(sha)
-    runs = [(c.name, c.conclusion or c.status) for c in commit.get_check_runs()]
-    runs += [(s.context, s.state) for s in commit.get_combined_status().statuses]
-    states = {state for _, state in runs}
-    verdict = "passing" if runs else "no checks"
-    if states & (FAILED | {"error"}):
-        verdict = "failing"
-    elif states - {"success", "neutral", "skipped"}:
-        verdict = "pending"
-    return {"verdict": verdict, "checks": [{"name": n, "state": s} for n, s in runs]}
-
-
 def pr(r: Any, p: PrParams, inv: str) -> ToolResult:
     pull = r.get_pull(p.number)
     state = "merged" if pull.merged else pull.state
@@ -101,7 +88,7 @@ def pr(r: Any, p: PrParams, inv: str) -> ToolResult:
         {"file": f.filename, "status": f.status, "+": f.additions, "-": f.deletions}
         for f in islice(pull.get_files(), MAX_FILES)
     ]
-    checks = _checks(r, pull.head.sha)
+    checks = change.check_state(r, pull.head.sha, None)
     data = _pr_row(pull) | {"state": state, "head_sha": pull.head.sha, "files": files, **checks}
     verdicts = ", ".join(f"{c['name']}={c['state']}" for c in checks["checks"])
     lines = [
@@ -269,11 +256,27 @@ def merge(r: Any, p: MergeParams, inv: str) -> ToolResult:
         refusal = f"PR #{p.number} targets `{pull.base.ref}`, not `{p.base}` as approved."
     elif p.sha and not pull.head.sha.startswith(p.sha):
         refusal = f"PR #{p.number} moved to {pull.head.sha[:7]} since it was approved."
+    if refusal is None and not p.ignore_checks:
+        refusal = change.merge_refusal(change.check_state(r, pull.head.sha, pull.base.ref),
+                                       p.number)
     if refusal:
         return ToolResult.fail(inv, refusal)
     status = pull.merge(merge_method=p.method, sha=pull.head.sha)
     data = {"sha": status.sha, "merged": status.merged}
     return ToolResult.ok(inv, f"Merged PR #{p.number} into `{p.base}` ({status.sha[:7]}).", data)
+
+
+def merge_preview(r: Any, p: MergeParams, inv: str) -> ToolResult:
+    """What the merge approver reads: the PR, its mergeability and its checks."""
+    pull = r.get_pull(p.number)
+    found = change.check_state(r, pull.head.sha, pull.base.ref)
+    lines = [f"#{pull.number} {pull.title}: {pull.head.ref} → {pull.base.ref} "
+             f"({pull.commits} commit(s))",
+             change.describe(found)]
+    if found["verdict"] != "passing":
+        lines.append("Merging now will be refused" + (
+            " (ignore_checks is set: it will merge anyway)" if p.ignore_checks else "") + ".")
+    return ToolResult.ok(inv, "\n".join(lines), found)
 
 
 def issue(r: Any, p: IssueParams, inv: str) -> ToolResult:

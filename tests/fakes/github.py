@@ -335,6 +335,38 @@ def create_tree(repo: FakeRepo, q, body) -> Reply:
     return 201, shape.tree(repo, repo.tree(apply(files, changes)), True)
 
 
+def update_ref(repo: FakeRepo, q, body, branch) -> Reply:
+    if branch not in repo.branches:
+        raise ApiError(422, "Reference does not exist")
+    sha = body.get("sha")
+    if sha not in repo.commits:
+        raise ApiError(422, "Object does not exist")
+    if not body.get("force") and repo.branches[branch] not in repo.ancestors(sha):
+        raise ApiError(422, "Update is not a fast forward")
+    repo.branches[branch] = sha
+    return 200, shape.git_ref(repo, branch)
+
+
+def create_comment(repo: FakeRepo, q, body, number) -> Reply:
+    if int(number) not in repo.issues and int(number) not in repo.pulls:
+        raise ApiError(404, "Not Found")
+    if not body.get("body"):
+        raise _invalid("IssueComment", "body", "missing_field")
+    comments = repo.comments.setdefault(int(number), [])
+    comment = {"id": 9000 + sum(map(len, repo.comments.values())), "body": body["body"],
+               "user": "opsbot", "created_at": repo.tick()}
+    comments.append(comment)
+    return 201, shape.comment(repo, int(number), comment)
+
+
+def required_status_checks(repo: FakeRepo, q, body, branch) -> Reply:
+    if branch not in repo.required_checks:
+        raise ApiError(404, "Branch not protected")
+    contexts = repo.required_checks[branch]
+    return 200, {"strict": False, "contexts": contexts,
+                 "checks": [{"context": c, "app_id": None} for c in contexts]}
+
+
 def create_issue(repo: FakeRepo, q, body) -> Reply:
     if not body.get("title"):
         raise _invalid("Issue", "title", "missing_field")
@@ -369,6 +401,9 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", r"/git/trees/([^/]+)", get_tree),
     ("POST", r"/git/trees", create_tree),
     ("POST", r"/issues", create_issue),
+    ("POST", r"/issues/(\d+)/comments", create_comment),
+    ("PATCH", r"/git/refs/heads/(.+)", update_ref),
+    ("GET", r"/branches/([^/]+)/protection/required_status_checks", required_status_checks),
 ]
 
 

@@ -222,3 +222,15 @@ def combined_status(repo: FakeRepo, sha: str) -> dict[str, Any]:
         "repository": repository(repo),
         "url": f"{repo.api}/commits/{sha}/status",
     }
+
+
+def comment(repo: FakeRepo, number: int, c: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": c["id"],
+        "body": c["body"],
+        "user": user(repo, c["user"]),
+        "created_at": c["created_at"],
+        "url": f"{repo.api}/issues/comments/{c['id']}",
+        "html_url": f"{WEB}/{repo.full_name}/issues/{number}#issuecomment-{c['id']}",
+        "issue_url": f"{repo.api}/issues/{number}",
+    }

@@ -68,6 +68,8 @@ class FakeRepo:
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     check_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    required_checks: dict[str, list[str]] = field(default_factory=dict)  # branch -> contexts
     clock: int = 0
 
     @property

@@ -343,6 +343,11 @@ def test_tiers_targets_egress_and_secrets():
         "revert_pr": 2,
         "merge": 3,
         "issue": 2,
+        "checks": 0,
+        "comment": 2,
+        "branch": 2,
+        "commit": 2,
+        "open_pr": 2,
     }
     assert merge.tier is Tier.SANDBOX_EXECUTE
 
