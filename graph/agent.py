@@ -178,10 +178,12 @@ class Agent:
             return []
         results = state.get("results", {})
         limit = self.deps.limits.tool_output_chars
+        asked = [*last.tool_calls, *last.invalid_tool_calls]
+        ids = _call_ids(state["run_id"], state.get("rounds", 0), len(asked))
         return [
-            ToolMessage(REDACTOR.redact(_for_model(results.get(_call_id(state, tc["id"])), limit)),
+            ToolMessage(REDACTOR.redact(_for_model(results.get(call_id), limit)),
                         tool_call_id=tc["id"])
-            for tc in [*last.tool_calls, *last.invalid_tool_calls]
+            for call_id, tc in zip(ids, asked, strict=True)
         ]
 
     def _plan(self, state: GraphState, reply: AIMessage, usage: dict[str, int]
@@ -189,9 +191,12 @@ class Agent:
         update: dict[str, Any] = {"usage": add_usage(usage, reply.usage_metadata or {})}
         if not (reply.tool_calls or reply.invalid_tool_calls):
             return {**update, "calls": [], "answer": _text(reply.content)}
-        calls = [_to_call(state["run_id"], tc) for tc in reply.tool_calls]
-        broken = {_call_id(state, tc["id"]): _malformed(tc) for tc in reply.invalid_tool_calls}
-        return {**update, "calls": calls, "rounds": state.get("rounds", 0) + 1, "results": broken,
+        round_no = state.get("rounds", 0) + 1
+        valid, invalid = reply.tool_calls, reply.invalid_tool_calls
+        ids = _call_ids(state["run_id"], round_no, len(valid) + len(invalid))
+        calls = [_to_call(call_id, tc) for call_id, tc in zip(ids, valid)]
+        broken = {call_id: _malformed(tc) for call_id, tc in zip(ids[len(valid):], invalid)}
+        return {**update, "calls": calls, "rounds": round_no, "results": broken,
                 "run_calls": [*state.get("run_calls", []), *(c["id"] for c in calls), *broken]}
 
     # caps ---------------------------------------------------------------------------------
@@ -240,9 +245,15 @@ def _waited(state: GraphState) -> bool:
                for c in state.get("calls", []))
 
 
-def _to_call(run_id: str, tc: dict[str, Any]) -> dict[str, Any]:
+def _call_ids(run_id: str, round_no: int, count: int) -> list[str]:
+    """opsbot's own id for each call of a model turn, by position: the model's ids are
+    untrusted (two calls sharing one would share one policy review and one result)."""
+    return [f"{run_id}:{round_no}.{n}" for n in range(1, count + 1)]
+
+
+def _to_call(call_id: str, tc: dict[str, Any]) -> dict[str, Any]:
     toolset, _, action = tc["name"].partition("__")
-    return Call(id=f"{run_id}:{tc['id']}", toolset=toolset or tc["name"], action=action or "?",
+    return Call(id=call_id, toolset=toolset or tc["name"], action=action or "?",
                 params=tc.get("args") or {}).model_dump()
 
 
@@ -253,10 +264,6 @@ def _malformed(tc: dict[str, Any]) -> dict[str, Any]:
              "nothing was run. Call the tool again with a JSON object of parameters.")
     result = ToolResult(status=Status.ERROR, invocation=name, error=error)
     return {"result": result.model_dump(mode="json"), "note": "malformed tool call"}
-
-
-def _call_id(state: GraphState, tool_call_id: str | None) -> str:
-    return f"{state['run_id']}:{tool_call_id}"
 
 
 def _for_model(entry: dict[str, Any] | None, limit: int) -> str:

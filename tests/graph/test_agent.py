@@ -248,3 +248,23 @@ async def test_the_model_endpoint_failing_is_a_sentence_not_a_crash(llm_api, tmp
     assert state.values["report"]["answer"].startswith("The LLM endpoint failed (HTTP 500)")
     assert time.monotonic() - began < 10
 
+
+
+async def test_calls_sharing_one_model_id_each_get_their_own_review_and_result(llm_api, tmp_path):
+    """A model (or an injected prompt) reusing one tool-call id must not let a harmless call's
+    review stand in for a dangerous one's: each call is reviewed and answered on its own."""
+    llm_api.push([tool_call("redis__get", {"key": "k"}, id="call_same"),
+                  tool_call("redis__flushdb", {}, id="call_same")], text("done"))
+    executor = CannedExecutor()
+    graph, _ = make_graph(llm_api, tmp_path, executor)
+    config, state = await run(graph)
+    reviews = state.values["reviews"]
+    assert sorted(r["verdict"] for r in reviews.values()) == ["allow", "approve"]
+    assert executor.ran == ["redis get"] and len(state.interrupts) == 1
+    (pending,) = state.interrupts
+    assert pending.value["call"]["action"] == "flushdb"
+    decision = {"status": "denied", "by": ["UAPPR1"], "hash": pending.value["review"]["hash"]}
+    await graph.ainvoke(Command(resume={pending.id: decision}), config)
+    got, flushed = told(llm_api, 1)
+    assert got.startswith("ok") and flushed.startswith("denied")
+    assert executor.ran == ["redis get"]
