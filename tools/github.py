@@ -475,6 +475,28 @@ def _change_text(p: CommitParams) -> str:
     return f"{len(p.files)} file(s)" if p.files is not None else "a patch"
 
 
+_READ = {"contents": "read", "pull_requests": "read", "checks": "read", "statuses": "read"}
+# What a GitHub App installation token minted for each action may do (GitHub's permission
+# names); sandbox/credentials/github_app.py mints exactly this, for the call's repository only.
+PERMISSIONS: dict[str, dict[str, str]] = {
+    "repo": {"contents": "read"},
+    "prs": {"pull_requests": "read"},
+    "pr": _READ,
+    "commits": {"contents": "read"},
+    "runs": {"actions": "read"},
+    "file": {"contents": "read"},
+    "checks": _READ | {"administration": "read"},  # required checks live in branch protection
+    "rerun": {"actions": "write"},
+    "revert_pr": {"contents": "write", "pull_requests": "write"},
+    "merge": _READ | {"contents": "write", "pull_requests": "write", "administration": "read"},
+    "comment": {"issues": "write"},
+    "branch": {"contents": "write"},
+    "commit": {"contents": "write"},
+    "open_pr": {"contents": "read", "pull_requests": "write"},
+    "issue": {"issues": "write"},
+}
+
+
 def _branch(params: BaseModel) -> str | None:
     if isinstance(params, RevertParams):
         return params.head

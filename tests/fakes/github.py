@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pytest
 
 from tests.fakes import github_json as shape
+from tests.fakes.github_app import AppRegistry, Grant
 from tests.fakes.github_repo import ApiError, FakeRepo, apply
 
 Reply = tuple[int, Any]
@@ -55,6 +56,7 @@ class GitHubEmulator:
 
     def __init__(self, token: str = "ghp_emulator_token"):
         self.tokens = {token}
+        self.apps = AppRegistry()
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
@@ -101,14 +103,17 @@ class GitHubEmulator:
             r for r in self.requests if r.method == method and re.fullmatch(path_pattern, r.path)
         ]
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Reply:
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any,
+               grant: Grant | None = None) -> Reply:
         match = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/.*)?", path)
         repo = self.repos.get(f"{match[1]}/{match[2]}".lower()) if match else None
-        if repo is None:
+        if repo is None or (grant and repo.full_name not in grant.repositories):
             raise ApiError(404, "Not Found")
         for verb, pattern, route in ROUTES:
             found = re.fullmatch(pattern, match[3] or "")
             if verb == method and found:
+                if grant:
+                    grant.check(method, route)
                 with self._lock:
                     return route(repo, query, body or {}, *map(unquote, found.groups()))
         raise ApiError(404, "Not Found")
@@ -130,9 +135,17 @@ def _handler(emulator: GitHubEmulator) -> type[BaseHTTPRequestHandler]:
             emulator.requests.append(record)
             link = None
             try:
-                self._authorize()
                 body = json.loads(raw or "null")
-                status, payload = emulator.handle(self.command, parts.path, query, body)
+                header = self.headers.get("Authorization") or ""
+                if parts.path.startswith(("/app/", "/installation/")):
+                    status, payload = emulator.apps.handle(self.command, parts.path, header,
+                                                           body, emulator)
+                    self._send(status, payload, None)
+                    return
+                grant = emulator.apps.grant(header.partition(" ")[2])
+                if grant is None:
+                    self._authorize()
+                status, payload = emulator.handle(self.command, parts.path, query, body, grant)
                 payload, link = _paginate(payload, query, emulator.url + parts.path)
             except ApiError as e:
                 status, payload = e.status, e.body
