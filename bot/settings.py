@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = _env("QDRANT_URL")
     pagerduty_webhook_secret: SecretStr | None = _env("PAGERDUTY_WEBHOOK_SECRET")
 
+    mcp: Path | None = _env("OPSBOT_MCP")
+    mcp_channel: str | None = _env("OPSBOT_MCP_CHANNEL")
+    mcp_url: str | None = _env("OPSBOT_MCP_URL")
+    token: SecretStr | None = _env("OPSBOT_TOKEN")
+
     data_dir: Path = Field(Path(".opsbot"), validation_alias="OPSBOT_DATA_DIR")
     policy: Path | None = _env("OPSBOT_POLICY")
     port: int = Field(3000, ge=0, le=65535, validation_alias="OPSBOT_PORT")

@@ -23,6 +23,7 @@ from bot.settings import Settings
 from graph.audit import AuditLog
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
+from graph.mcp import Discovery, MCPConfigError, MCPFile, load_servers
 from graph.policy import Policy, PolicyError, load_policy, parse_policy
 from graph.runs import RunManager
 from graph.store import Dedupe, RunStore, open_db
@@ -59,6 +60,7 @@ class Runtime:
     dedupe: Dedupe
     sandbox: SandboxRunner
     broker: CredentialBroker
+    mcp: Discovery | None = None
 
 
 def connector_configs(settings: Settings) -> dict[str, BaseModel]:
@@ -103,15 +105,39 @@ def _config(model: type[BaseModel], names: dict[str, str], **values: Any) -> Bas
         raise ConfigError(f"{name} is invalid: {message}.") from None
 
 
-def policy_for(settings: Settings, console: bool = False) -> Policy:
+def policy_for(settings: Settings, console: bool = False, catalog: Catalog | None = None
+               ) -> Policy:
     try:
         if settings.policy is not None:
-            return load_policy(settings.policy)
+            return load_policy(settings.policy, list(catalog.toolsets.values()) if catalog
+                               else TOOLSETS)
         if console:
             return parse_policy(CONSOLE_POLICY, "<console policy>")
         return Policy()
     except PolicyError as e:
         raise ConfigError(f"OPSBOT_POLICY: {e}") from None
+
+
+def mcp_servers(settings: Settings) -> MCPFile | None:
+    if settings.mcp is None:
+        return None
+    try:
+        return load_servers(settings.mcp, reserved=[t.name for t in TOOLSETS])
+    except MCPConfigError as e:
+        raise ConfigError(f"OPSBOT_MCP: {e}") from None
+
+
+async def discover(servers: MCPFile | None, catalog: Catalog, sandbox: SandboxRunner,
+                   broker: CredentialBroker, audit: AuditLog, stack: AsyncExitStack
+                   ) -> Discovery | None:
+    """List the MCP servers' tools into the catalog (at start, then every refresh interval)."""
+    if servers is None or not servers.servers:
+        return None
+    discovery = Discovery(servers, catalog, sandbox, broker, audit)
+    await discovery.refresh()
+    refresher = asyncio.create_task(discovery.refresher(), name="mcp-refresher")
+    stack.callback(refresher.cancel)
+    return discovery
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
@@ -153,8 +179,8 @@ async def runtime(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_db(settings.data_dir / "opsbot.sqlite")
     audit = AuditLog(db)
-    policy = policy_for(settings, console)
     catalog = Catalog(TOOLSETS, connector_configs(settings))
+    servers = mcp_servers(settings)
     broker = broker_for(settings)
     try:
         await broker.check()
@@ -164,6 +190,8 @@ async def runtime(
         stack.callback(db.close)  # last out: everything below writes to it
         sandbox = await SandboxRunner.start(sandbox_config(settings))
         stack.push_async_callback(sandbox.close)
+        discovery = await discover(servers, catalog, sandbox, broker, audit, stack)
+        policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
         saver = await stack.enter_async_context(
             AsyncSqliteSaver.from_conn_string(str(settings.data_dir / "checkpoints.sqlite")))
         await saver.setup()  # WAL mode
@@ -182,4 +210,4 @@ async def runtime(
         stack.callback(sweeper.cancel)
         log.info("opsbot ready", toolsets=sorted(catalog.configs), data_dir=str(settings.data_dir))
         yield Runtime(settings, catalog, policy, manager, run_store, approvals, audit,
-                      Dedupe(db), sandbox, broker)
+                      Dedupe(db), sandbox, broker, discovery)

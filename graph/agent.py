@@ -54,10 +54,13 @@ class Agent:
     def __init__(self, deps: GraphDeps):
         self.deps = deps
         self._tools: list[dict[str, Any]] | None = None
+        self._generation = -1
 
     def tools(self) -> list[dict[str, Any]]:
-        """The OpenAI tool definitions, built once (JSON-schema generation costs ~10 ms)."""
-        if self._tools is None:
+        """The OpenAI tool definitions, built once per catalog change (JSON-schema generation
+        costs ~10 ms; MCP toolsets change when their servers are listed again)."""
+        if self._tools is None or self._generation != self.deps.catalog.generation:
+            self._generation = self.deps.catalog.generation
             self._tools = self._definitions()
         return self._tools
 

@@ -99,6 +99,10 @@ class Nodes:
                  "report": {}, "cancelled": False, "mode": "typed"}
         if task.alert is not None:
             return {**fresh, "mode": "llm", "headline": f"Investigating: {task.alert.title}"}
+        if task.call is not None:  # exact, from an MCP client: nothing to parse
+            call = Call(id=f"{state['run_id']}-1", **task.call)
+            return {**fresh, "calls": [call.model_dump()], "run_calls": [call.id],
+                    "headline": f"`{call.ref}` (MCP)"}
         try:
             command = commands.parse(task.text, self.deps.catalog)
         except commands.ParseError as e:
@@ -255,7 +259,8 @@ class Nodes:
                 run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,
                 action=resolved.action.name, params=resolved.params.model_dump(mode="json"),
                 config=resolved.config.model_dump(mode="json"), secrets=dict(lease.values),
-                egress=resolved.egress, timeout=resolved.action.timeout, preview=preview,
+                egress=resolved.egress, mounts=resolved.mounts, timeout=resolved.action.timeout,
+                preview=preview,
             )
 
             async def progress(line: str) -> None:

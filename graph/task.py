@@ -20,6 +20,7 @@ class Source(StrEnum):
     THREAD = "thread"
     ALERT = "alert"
     CONSOLE = "console"
+    MCP = "mcp"  # an MCP client calling opsbot's catalog (bot/mcp_server.py)
 
 
 class Alert(BaseModel):
@@ -50,6 +51,8 @@ class Task(BaseModel):
     thread_ts: str | None = None  # the Slack thread the run lives in (None: start one)
     message_ts: str | None = None  # the triggering message, for reactions
     alert: Alert | None = None
+    # one exact call (toolset, action, params as JSON) instead of text to parse: MCP clients
+    call: dict[str, Any] | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def thread_id(self, thread_ts: str | None = None) -> str:

@@ -39,7 +39,7 @@ from sandbox.engine import Attachment, Engine, EngineError, NetworkInfo
 from sandbox.firewall import Firewall
 from sandbox.hardening import ENTRYPOINT, Identity, container_spec
 from sandbox.stream import Channel
-from tools.base import Endpoint
+from tools.base import Endpoint, Mount
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +100,7 @@ class Provisioner:
 
     async def create(
         self, identity: Identity, egress: bool, command: list[str] | None = ENTRYPOINT,
-        names: Sequence[str] = (),
+        names: Sequence[str] = (), mounts: Sequence[Mount] = (),
     ) -> Box:
         """A created (not started) container, on its own network when ``egress``, with
         ``names`` resolving to that network's gateway.
@@ -112,7 +112,8 @@ class Provisioner:
         label = identity.pool and f"pool-{identity.pool}" or slug(identity.call_id)
         box = Box(container="", name=f"opsbot-{identity.instance}-{label}-{token}",
                   pooled=bool(identity.pool))
-        work = asyncio.ensure_future(self._build(box, identity, egress, command, token, names))
+        work = asyncio.ensure_future(
+            self._build(box, identity, egress, command, token, names, mounts))
         try:
             await asyncio.shield(work)
         except BaseException:
@@ -122,14 +123,15 @@ class Provisioner:
         return box
 
     async def _build(self, box: Box, identity: Identity, egress: bool,
-                     command: list[str] | None, token: str, names: Sequence[str]) -> None:
+                     command: list[str] | None, token: str, names: Sequence[str],
+                     mounts: Sequence[Mount]) -> None:
         if egress:
             with box.phase("network"):
                 await self._network(box, identity, token)
         gateway = box.network.gateway if box.network else None
         hosts = {name: gateway for name in names if gateway}
         spec = container_spec(self.config, self.image, identity, box.name, box.network_name,
-                              command, hosts)
+                              command, hosts, mounts)
         with box.phase("create"):
             box.container = await self.engine.create(spec)
         self.containers.add(box.container)

@@ -17,18 +17,21 @@ Why each setting (see also sandbox/README.md):
 * ``log_config=none``: Docker keeps no copy of the output (results may quote sensitive data);
 * ``dns_opt``: name lookups fail in a second instead of hanging (nothing outside resolves);
 * ``extra_hosts``: the declared endpoint names that resolve to the run's gateway, where their
-  forwarders listen (egress.py); nothing else resolves.
+  forwarders listen (egress.py); nothing else resolves;
+* ``binds``: only the host directories the operator declared for the toolset (an MCP git
+  server's checkout), read-only unless declared writable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from docker.types import LogConfig, Ulimit
 
 from sandbox.config import SandboxConfig
+from tools.base import Mount
 
 LABEL = "opsbot"
 ENTRYPOINT: list[str] | None = None  # the image's CMD: python3 -m sandbox.entrypoint
@@ -78,8 +81,10 @@ def container_spec(
     network: str = "none",
     command: list[str] | None = ENTRYPOINT,
     hosts: Mapping[str, str] | None = None,
+    mounts: Sequence[Mount] = (),
 ) -> ContainerSpec:
-    """``hosts``: extra ``/etc/hosts`` entries, name -> address."""
+    """``hosts``: extra ``/etc/hosts`` entries, name -> address; ``mounts``: declared host
+    directories."""
     create = {
         "image": image,
         "command": command,
@@ -96,6 +101,10 @@ def container_spec(
     host = host_settings(config, network)
     if hosts:
         host["extra_hosts"] = dict(hosts)
+    if mounts:
+        create["volumes"] = [m.target for m in mounts]
+        host["binds"] = {m.source: {"bind": m.target, "mode": "rw" if m.writable else "ro"}
+                         for m in mounts}
     return ContainerSpec(create=create, host=host)
 
 

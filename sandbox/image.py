@@ -8,10 +8,12 @@ to a stale one silently).
 
 The build never touches a package index from inside a container:
 
-1. base image: ``python:3.11-slim`` when present locally; else ``debian:bookworm-slim`` plus
-   ``python3`` from apt; else (fully offline) ``debootstrap --variant=minbase`` with ``python3``
-   into a directory on the host, tarred and ``docker import``-ed. The tarball and the imported
-   image are cached, so this ~45 s step happens once per machine.
+1. base image: ``python:3.11-slim`` plus ``git`` from apt when present locally; else
+   ``debian:bookworm-slim`` plus ``python3`` and ``git`` from apt; else (fully offline)
+   ``debootstrap --variant=minbase`` with ``python3`` and ``git`` into a directory on the host,
+   tarred and ``docker import``-ed. The tarball and the imported image are cached, so this
+   ~60 s step happens once per machine. (``git`` is there for MCP git servers, which run
+   inside the sandbox and drive the ``git`` binary.)
 2. wheels: ``pip download --only-binary=:all:`` for CPython 3.11 manylinux on the host, cached
    per requirement set, then installed by the Dockerfile's first stage with networking disabled.
 3. code: ``tools/`` and the sandbox entrypoint, compiled to bytecode (the root fs is read-only).
@@ -46,7 +48,8 @@ REPOSITORY = "opsbot-sandbox"
 BASE_REPOSITORY = "opsbot-sandbox-base"
 LOCAL_BASES = ("python:3.11-slim", "debian:bookworm-slim")
 SANDBOX_FILES = ("__init__.py", "protocol.py", "entrypoint.py", "Dockerfile", "requirements.txt")
-DEBOOTSTRAP = ("--variant=minbase", "--include=python3", "bookworm")
+BASE_PACKAGES = ("python3", "git")
+DEBOOTSTRAP = ("--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "bookworm")
 SLIM_PATHS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
               "var/cache/apt/archives", "var/lib/apt/lists")
 WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
@@ -68,7 +71,7 @@ def image_files(root: Path = ROOT) -> list[Path]:
 
 def image_tag(root: Path = ROOT) -> str:
     """``opsbot-sandbox:<12 hex>``: a hash of paths and contents of :func:`image_files`."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(" ".join(BASE_PACKAGES).encode() + b"\0")  # the base's recipe too
     for path in image_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
@@ -122,9 +125,9 @@ def _build_lock() -> Iterator[None]:
 
 def _base_image(client: docker.DockerClient, log: Log) -> str:
     if image_exists(client, LOCAL_BASES[0]):
-        return LOCAL_BASES[0]
+        return _apt_base(client, log, LOCAL_BASES[0], ("git",))
     if image_exists(client, LOCAL_BASES[1]):
-        return _apt_python_base(client, log)
+        return _apt_base(client, log, LOCAL_BASES[1], BASE_PACKAGES)
     return _debootstrap_base(client, log)
 
 
@@ -132,17 +135,17 @@ def _recipe_tag(*parts: str) -> str:
     return f"{BASE_REPOSITORY}:{hashlib.sha256(' '.join(parts).encode()).hexdigest()[:12]}"
 
 
-def _apt_python_base(client: docker.DockerClient, log: Log) -> str:
-    """debian:bookworm-slim + python3 from apt (the one build step that needs the mirror)."""
-    tag = _recipe_tag(LOCAL_BASES[1], "apt", "python3")
+def _apt_base(client: docker.DockerClient, log: Log, base: str, packages: tuple[str, ...]) -> str:
+    """``base`` + ``packages`` from apt (the one build step that needs the mirror)."""
+    tag = _recipe_tag(base, "apt", *packages)
     if image_exists(client, tag):
         return tag
-    log(f"Installing python3 from apt on {LOCAL_BASES[1]} ...")
+    log(f"Installing {', '.join(packages)} from apt on {base} ...")
     context = BUILD_DIR / "apt-base"
     context.mkdir(parents=True, exist_ok=True)
     (context / "Dockerfile").write_text(
-        f"FROM {LOCAL_BASES[1]}\nRUN apt-get update && apt-get install -y "
-        "--no-install-recommends python3 && rm -rf /var/lib/apt/lists/*\n"
+        f"FROM {base}\nRUN apt-get update && apt-get install -y "
+        f"--no-install-recommends {' '.join(packages)} && rm -rf /var/lib/apt/lists/*\n"
     )
     _stream_build(client, log, path=str(context), tag=tag, rm=True, forcerm=True)
     return tag
@@ -174,7 +177,7 @@ def _debootstrap_tarball(tarball: Path, log: Log) -> None:
         )
     rootfs = BUILD_DIR / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
-    log("Running debootstrap (minbase bookworm + python3; about a minute, once) ...")
+    log("Running debootstrap (minbase bookworm + python3 + git; about a minute, once) ...")
     _run(["debootstrap", *DEBOOTSTRAP, str(rootfs)], "debootstrap")
     for relative in SLIM_PATHS:
         target = rootfs / relative

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from tools.base import Endpoint, ToolResult
+from tools.base import Endpoint, Mount, ToolResult
 
 
 class SandboxRequest(BaseModel):
@@ -27,6 +27,7 @@ class SandboxRequest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
     egress: list[Endpoint] = Field(default_factory=list)
+    mounts: list[Mount] = Field(default_factory=list)  # host directories (a cold container)
     # host:port as declared -> host:port the container must dial instead (set by the runner)
     endpoints: dict[str, str] = Field(default_factory=dict)
     timeout: float = 30.0

@@ -125,9 +125,11 @@ class SandboxRunner:
 
     async def _box(self, request: SandboxRequest, command: list[str] | None) -> Box:
         """A pooled box for the production entrypoint when one is ready (and, for named
-        endpoints, while pooled hosts files can be written), else a cold one."""
+        endpoints, while pooled hosts files can be written; never with mounts, which are
+        fixed at creation), else a cold one."""
         names = named_hosts(request.egress)
-        poolable = command is ENTRYPOINT and (not names or self.provisioner.pool_names)
+        poolable = command is ENTRYPOINT and not request.mounts and (
+            not names or self.provisioner.pool_names)
         if poolable and (box := await self._warm_box(request)) is not None:
             return box
         return await self._cold_box(request, command, names)
@@ -151,7 +153,8 @@ class SandboxRunner:
                         names: list[str]) -> Box:
         identity = Identity(self.config.instance, request.run_id, request.call_id,
                             _invocation(request))
-        box = await self.provisioner.create(identity, bool(request.egress), command, names)
+        box = await self.provisioner.create(identity, bool(request.egress), command, names,
+                                            request.mounts)
         try:
             await self.provisioner.equip(box, request.egress)
             await self.provisioner.attach_and_start(box)

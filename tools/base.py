@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 P = TypeVar("P", bound=BaseModel)
 C = TypeVar("C", bound=BaseModel)
@@ -94,6 +94,18 @@ class Endpoint(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class Mount(BaseModel):
+    """A host directory an action's container sees (read-only unless ``writable``): how an
+    operator hands a checkout to an MCP git server, for example. Declared in configuration,
+    never by a call."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(pattern=r"^/.+", description="Absolute path on the Docker host.")
+    target: str = Field(pattern=r"^/.+", description="Absolute path inside the container.")
+    writable: bool = False
 
 
 class SecretRef(BaseModel):
@@ -200,6 +212,7 @@ class Toolset(Generic[C]):
     # Config field -> the setting (environment variable) that fills it. The connector is
     # enabled when the first one is set; the rest are optional. Empty: wired by hand.
     env: Mapping[str, str] = field(default_factory=dict)
+    mounts: Callable[[Action[Any], BaseModel, C], list[Mount]] = lambda a, p, c: []
 
     def action(self, name: str) -> Action[Any] | None:
         return next((a for a in self.actions if a.name == name), None)

@@ -13,12 +13,12 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tools.base import Action, Endpoint, SecretRef, Target, Tier, Toolset
+from tools.base import Action, Endpoint, Mount, SecretRef, Target, Tier, Toolset
 
 
 _KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -56,6 +56,7 @@ class Resolved:
     target: Target
     egress: list[Endpoint]
     secrets: list[SecretRef]
+    mounts: list[Mount] = field(default_factory=list)
 
     @property
     def tier(self) -> Tier:
@@ -94,11 +95,22 @@ def action_hash(canonical: Mapping[str, Any]) -> str:
 
 
 class Catalog:
-    """The registered toolsets plus their connector configs. Pure: no I/O."""
+    """The registered toolsets plus their connector configs. Pure: no I/O.
+
+    Toolsets come from Python modules (``tools.TOOLSETS``) or are built from data at run time
+    (an MCP server's tool list, ``tools/mcp.py``): :meth:`install` adds or replaces one, and
+    ``generation`` counts changes so derived views (the LLM's tool list) know to rebuild."""
 
     def __init__(self, toolsets: Sequence[Toolset[Any]], configs: Mapping[str, BaseModel]):
         self.toolsets = {t.name: t for t in toolsets}
         self.configs = dict(configs)
+        self.generation = 0
+
+    def install(self, toolset: Toolset[Any], config: BaseModel) -> None:
+        """Add or replace a toolset (and its config) built at run time."""
+        self.toolsets[toolset.name] = toolset
+        self.configs[toolset.name] = config
+        self.generation += 1
 
     def enabled(self) -> list[Toolset[Any]]:
         return [t for t in self.toolsets.values() if t.name in self.configs]
@@ -134,6 +146,7 @@ class Catalog:
             target=toolset.target(action, params, config),
             egress=toolset.egress(action, params, config),
             secrets=toolset.secrets(action, params, config),
+            mounts=toolset.mounts(action, params, config),
         )
 
 

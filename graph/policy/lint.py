@@ -171,6 +171,8 @@ def _rule_names(i: int, rule: RuleSpec, toolsets: Sequence[Toolset[Any]]) -> Ite
         if not any(fnmatchcase(n, pattern) for n in names):
             yield ("rules", i, "match", "toolset"), _nothing("toolset", pattern, names)
     chosen = [t for t in toolsets if _any_match(t.name, match.toolset)]
+    if any(not t.actions for t in chosen):
+        return  # an MCP server whose tools could not be listed: its names are unknown yet
     actions = sorted({a.name for t in chosen for a in t.actions})
     scope = f"action of {', '.join(t.name for t in chosen)}" if match.toolset else "action"
     for pattern in match.action or ():

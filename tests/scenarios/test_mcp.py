@@ -1,0 +1,265 @@
+"""MCP servers behind opsbot's gate, end to end: the whole bot over HTTP with the Slack
+emulator, real MCP servers (the reference ``mcp-server-git`` and ``mcp-server-time`` from PyPI,
+and test servers built with the ``mcp`` library) running over stdio *inside* sandbox
+containers, declared in an ``OPSBOT_MCP`` file.
+
+One bot serves the whole module (listing five servers costs a few containers); each test
+works in a channel of its own so their threads never mix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from approvals.cards import DENY_ACTION, DENY_VIEW
+from graph.surface import RunState
+from tests.fakes.payloads import view_submission
+from tests.fakes.slack import SlackEmulator
+from tests.scenarios.harness import APPROVER, LEAD, RUN_ID, harness, settings_for
+from tests.services.docker import leftovers
+
+pytestmark = pytest.mark.docker
+
+FAKES = Path(__file__).resolve().parent.parent / "fakes" / "mcp_servers"
+SANDBOX_UID = 65534
+MCP_FILE = """\
+version: 1
+servers:
+  - name: git
+    transport: stdio
+    command: python3
+    args: [-m, mcp_server_git, --repository, /repo]
+    vars: {{GIT_AUTHOR_NAME: opsbot, GIT_AUTHOR_EMAIL: opsbot@example.com,
+            GIT_COMMITTER_NAME: opsbot, GIT_COMMITTER_EMAIL: opsbot@example.com}}
+    mounts: [{{source: {repo}, target: /repo, writable: true}}]
+  - name: time
+    transport: stdio
+    command: python3
+    args: [-m, mcp_server_time, --local-timezone, UTC]
+  - name: db
+    transport: stdio
+    command: python3
+    args: [/srv/mcp/destructive.py]
+    vars: {{LEDGER: /ledger/calls.log}}
+    mounts: [{{source: {fakes}, target: /srv/mcp}}, {{source: {ledger}, target: /ledger, writable: true}}]
+  - name: shady
+    transport: stdio
+    command: python3
+    args: [/srv/mcp/malicious.py]
+    floor: 3
+    tiers: {{flood: 0, hang: 0}}
+    timeout: 4
+    mounts: [{{source: {fakes}, target: /srv/mcp}}]
+  - name: mute
+    transport: stdio
+    command: python3
+    args: [/srv/mcp/silent.py]
+    timeout: 3
+    mounts: [{{source: {fakes}, target: /srv/mcp}}]
+"""
+# Git writes are for the leads only: the rule (target kind mcp) both gates them and names who
+# may approve, so an SRE's refused click shows the rule is what decided.
+MCP_POLICY = f"""\
+version: 1
+groups:
+  sre: {{users: [{APPROVER}, {LEAD}]}}
+  leads: {{users: [{LEAD}]}}
+defaults:
+  autonomous_max_tier: 2
+  approvers: [sre]
+rules:
+  - name: git-writes
+    match: {{target: {{kind: mcp, server: git, tool: [git_commit, git_reset]}}}}
+    tier: 4
+    approvers: [leads]
+"""
+CHANNELS = (f"C0MCP{i}" for i in itertools.count())
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "safe.directory=*", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def make_repo(repo: Path) -> None:
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("hello\n")
+    git(repo, "add", "README.md")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "first")
+    (repo / "README.md").write_text("hello\nworld\n")
+    (repo / "notes.txt").write_text("staged\n")
+    git(repo, "add", "notes.txt")
+    subprocess.run(["chown", "-R", f"{SANDBOX_UID}:{SANDBOX_UID}", str(repo)], check=True)
+
+
+@pytest.fixture(scope="module")
+async def bot(redis_server, sandbox_image, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mcp")
+    make_repo(root / "repo")
+    ledger = root / "ledger"
+    ledger.mkdir()
+    ledger.chmod(0o777)
+    servers = root / "mcp.yml"
+    servers.write_text(MCP_FILE.format(repo=root / "repo", fakes=FAKES, ledger=ledger))
+    with SlackEmulator() as slack:
+        settings = settings_for(slack, redis_server.url, root / "data", MCP_POLICY, mcp=servers)
+        began = time.monotonic()
+        async with harness(settings, slack) as running:
+            running.boot_s = time.monotonic() - began
+            running.repo, running.ledger = root / "repo", ledger / "calls.log"
+            yield running
+
+
+@pytest.fixture
+def h(bot):
+    bot.channel = next(CHANNELS)
+    bot.slack.add_channel(bot.channel, bot.channel.lower())
+    return bot
+
+
+async def report_row(h, thread_ts: str) -> dict:
+    """The run's audited report (written just after the Slack report is posted)."""
+    run_id = RUN_ID.search(h.slack.message(h.channel, thread_ts).text).group(1)
+    rows = await h.slack.wait_for(lambda: [
+        r for r in h.bot.runtime.audit.story(run_id) if r["kind"] == "report"], 10)
+    return rows[-1]["data"]
+
+
+async def started(h, text: str, user: str = "UREQ1") -> str:
+    """The thread of the run that ``text`` starts (runs before it in the channel skipped)."""
+    before = len([m for m in h.top_level() if "opsbot" in m.text])
+    await h.command(text, user=user)
+    return await h.run_thread(index=before)
+
+
+async def run(h, text: str, user: str = "UREQ1") -> tuple[str, dict]:
+    thread = await started(h, text, user)
+    await h.report(thread)
+    return thread, await report_row(h, thread)
+
+
+async def deny(h, card, user: str, reason: str = "") -> None:
+    """Deny through the modal (the harness's own helper takes the newest view, which in this
+    module's shared emulator may belong to an earlier test)."""
+    before = len(h.slack.views())
+    await h.click(card, user, DENY_ACTION)
+    view = (await h.slack.wait_for(lambda: h.slack.views()[before:]))[-1]
+    await h.post(view_submission(
+        user=user, callback_id=DENY_VIEW, view_id=view.id, slack=h.slack,
+        private_metadata=view.view["private_metadata"],
+        values={"reason": {"reason": {"type": "plain_text_input", "value": reason}}}))
+
+
+def execs(h, action: str) -> list[dict]:
+    rows = h.bot.runtime.audit.db.execute(
+        "select data from audit where kind = 'sandbox.exec'").fetchall()
+    return [d for d in (json.loads(r[0]) for r in rows) if d["action"] == action]
+
+
+async def test_git_reads_run_at_tier_0_inside_sandbox_containers(h, docker_client):
+    since = int(time.time()) - 1
+    for tool, needle in (("git_status", "README.md"), ("git_log", "first"),
+                         ("git_diff_unstaged", "+world")):
+        _, report = await run(h, f"git {tool} repo_path=/repo")
+        (call,) = report["calls"]
+        assert call["status"] == "ok" and needle in call["output"], call
+        assert not any(m.blocks and "approval:" in str(m.blocks) for m in h.slack.messages(h.channel))
+    started = docker_client.events(since=since, until=int(time.time()) + 1, decode=True, filters={
+        "type": "container", "event": "start", "label": "opsbot.action=git git_status"})
+    images = [e["from"] for e in started]
+    assert images and all(i.startswith("opsbot-sandbox:") for i in images)
+    status = git(h.repo, "status", "--porcelain")
+    assert "A  notes.txt" in status and " M README.md" in status  # reads changed nothing
+
+
+async def test_git_commit_is_gated_by_the_policy_rule_and_runs_once_approved(h):
+    thread = await started(h, 'git git_commit repo_path=/repo message="opsbot commit"')
+    card = await h.card(thread)
+    assert "git-writes" in str(card.blocks) and "tier 4" in card.text.lower() + str(card.blocks)
+    await h.click(card, APPROVER)  # an SRE, but the rule names only the leads
+    assert "can't approve" in await h.ephemeral(APPROVER, "approve")
+    assert "opsbot commit" not in git(h.repo, "log", "--format=%s")
+    await h.click(card, LEAD)
+    await h.report(thread)
+    assert git(h.repo, "log", "-1", "--format=%s").strip() == "opsbot commit"
+
+
+async def test_git_reset_denied_changes_nothing(h):
+    (h.repo / "extra.txt").write_text("x\n")
+    subprocess.run(["chown", f"{SANDBOX_UID}:{SANDBOX_UID}", str(h.repo / "extra.txt")], check=True)
+    git(h.repo, "add", "extra.txt")
+    thread = await started(h, "git git_reset repo_path=/repo")
+    card = await h.card(thread)
+    await deny(h, card, LEAD, reason="keep it staged")
+    report = await h.report(thread)
+    assert "keep it staged" in report.text
+    assert "A  extra.txt" in git(h.repo, "status", "--porcelain")
+    assert execs(h, "git git_reset") == []
+
+
+async def test_time_server_read_only_tool_runs_without_approval(h):
+    _, report = await run(h, "time get_current_time timezone=UTC")
+    (call,) = report["calls"]
+    assert call["status"] == "ok" and '"timezone": "UTC"' in call["output"]
+    assert report["state"] == RunState.DONE.value
+
+
+async def test_destructive_tool_approved_runs_exactly_once(h):
+    thread = await started(h, "db drop_table table=orders")
+    card = await h.card(thread)
+    assert not h.ledger.exists() or "orders" not in h.ledger.read_text()
+    value = h.button_value(card)
+    await h.click(card, APPROVER)
+    await h.click(card, LEAD, value=value)  # a late second click changes nothing
+    assert "already approved" in await h.ephemeral(LEAD, "already")
+    await h.report(thread)
+    assert h.ledger.read_text().count("drop orders") == 1
+
+
+async def test_destructive_tool_denied_never_runs(h):
+    thread = await started(h, "db drop_table table=users")
+    await deny(h, await h.card(thread), APPROVER, reason="no")
+    await h.report(thread)
+    assert "users" not in (h.ledger.read_text() if h.ledger.exists() else "")
+    assert all(e["params"] != {"table": "users"} for e in execs(h, "db drop_table"))
+
+
+async def test_lying_read_only_annotation_is_still_gated_by_the_floor(h):
+    thread = await started(h, "shady delete_everything")
+    card = await h.card(thread)
+    assert "3 sandbox-execute" in str(card.blocks)
+    await deny(h, card, APPROVER)
+    await h.report(thread)
+    assert execs(h, "shady delete_everything") == []
+
+
+async def test_a_5mb_answer_is_cut(h):
+    _, report = await run(h, "shady flood")
+    (call,) = report["calls"]
+    assert call["status"] == "ok" and "more characters cut by opsbot" in call["output"]
+    assert len(call["output"]) < 100_000
+
+
+async def test_a_tool_that_never_answers_times_out_and_leaves_no_container(h, docker_client):
+    _, report = await run(h, "shady hang")
+    (call,) = report["calls"]
+    assert "did not answer within 4 s" in call["output"], call
+    await h.bot.runtime.sandbox.settle()
+    (row,) = execs(h, "shady hang")
+    assert leftovers(docker_client, row["call_id"]) == []
+
+
+async def test_a_silent_server_is_reported_unavailable_and_did_not_hold_up_the_boot(h):
+    assert "mute" in h.bot.runtime.mcp.problems
+    assert "did not answer within 3 s" in h.bot.runtime.mcp.problems["mute"]
+    assert h.boot_s < 60
+    help_text = (await h.command("help mute")).body
+    assert "unavailable" in help_text
+

@@ -1,0 +1,105 @@
+"""MCP tools as catalog actions: tiers from annotations under the operator's floor, params
+checked against the tool's JSON Schema, targets policy can match. Pure: no server runs here
+(the scenarios in tests/scenarios/test_mcp.py run real ones in the sandbox)."""
+
+import pytest
+from pydantic import ValidationError
+
+from graph.policy import Channel, Requester, Verdict, evaluate, parse_policy
+from tools.base import Tier
+from tools.catalog import Call, CallError, Catalog, parse_params
+from tools.mcp import ServerEntry, ToolSpec, build_toolset, rejected, tool_tier
+
+LOG = ToolSpec(name="git_log", description="Shows the commit logs",
+               input_schema={"type": "object", "required": ["repo_path"],
+                             "properties": {"repo_path": {"type": "string"},
+                                            "max_count": {"type": "integer", "default": 10}}},
+               read_only=True)
+
+
+def entry(**more) -> ServerEntry:
+    return ServerEntry(name="git", transport="stdio", command="python3",
+                       args=["-m", "mcp_server_git"], **more)
+
+
+@pytest.mark.parametrize("read_only, destructive, floor, expected", [
+    (True, None, Tier.OBSERVE, Tier.OBSERVE),
+    (None, False, Tier.OBSERVE, Tier.SANDBOX_EXECUTE),
+    (None, None, Tier.OBSERVE, Tier.PRODUCTION),          # the spec's default: destructive
+    (False, True, Tier.OBSERVE, Tier.PRODUCTION),
+    (True, False, Tier.SANDBOX_EXECUTE, Tier.SANDBOX_EXECUTE),  # a read-only claim can't go under the floor
+    (None, True, Tier.SANDBOX_EXECUTE, Tier.PRODUCTION),  # ...but can raise above it
+])
+def test_tier_from_annotations_never_below_the_floor(read_only, destructive, floor, expected):
+    spec = ToolSpec(name="t", read_only=read_only, destructive=destructive)
+    assert tool_tier(entry(floor=floor), spec) == expected
+
+
+def test_operator_override_wins_over_annotations():
+    spec = ToolSpec(name="git_reset", destructive=True)
+    assert tool_tier(entry(tiers={"git_reset": 2}), spec) == Tier.DRAFT
+
+
+def test_params_follow_the_schema_with_typed_command_coercion():
+    action = build_toolset(entry(), [LOG]).action("git_log")
+    params = action.params.model_validate(parse_params(action.params, ["/repo", "max_count=5"],
+                                                       "git git_log"))
+    assert params.model_dump(mode="json") == {"repo_path": "/repo", "max_count": 5}
+    assert action.params.model_json_schema() == LOG.input_schema  # what the LLM is shown
+    with pytest.raises(ValidationError, match="max_count: 'many' is not of type 'integer'"):
+        action.params.model_validate({"repo_path": "/r", "max_count": "many"})
+    with pytest.raises(ValidationError, match="'repo_path' is a required property"):
+        action.params.model_validate({})
+
+
+def test_allow_list_and_bad_tool_names():
+    odd = ToolSpec(name="has.dot", read_only=True)
+    toolset = build_toolset(entry(tools=("git_l*",)), [LOG, ToolSpec(name="git_reset"), odd])
+    assert [a.name for a in toolset.actions] == ["git_log"]
+    reasons = rejected(entry(), [odd])
+    assert "letters, digits" in reasons["has.dot"]
+
+
+def test_catalog_resolves_a_data_built_toolset_and_policy_matches_kind_mcp():
+    server = entry(tiers={"git_commit": 3})
+    commit = ToolSpec(name="git_commit", input_schema={
+        "type": "object", "required": ["repo_path", "message"],
+        "properties": {"repo_path": {"type": "string"}, "message": {"type": "string"}}})
+    catalog = Catalog([], {})
+    before = catalog.generation
+    catalog.install(build_toolset(server, [LOG, commit]), server)
+    assert catalog.generation == before + 1
+    call = Call(id="c1", toolset="git", action="git_commit",
+                params={"repo_path": "/repo", "message": "fix"})
+    resolved = catalog.resolve(call)
+    assert str(resolved.target) == "mcp git git_commit"
+    assert resolved.target.attrs == {"server": "git", "tool": "git_commit", "transport": "stdio"}
+    assert resolved.canonical["params"] == {"repo_path": "/repo", "message": "fix"}
+    policy = parse_policy("""\
+version: 1
+groups: {sre: {users: [U0SRE]}}
+defaults: {autonomous_max_tier: 3, approvers: [sre]}
+rules:
+  - name: git-writes
+    match: {target: {kind: mcp, server: git, tool: git_commit}}
+    tier: 4
+""", toolsets=list(catalog.toolsets.values()))
+    decision = evaluate(policy, catalog, call, Requester(user="U1"), Channel(id="C1"))
+    assert decision.verdict is Verdict.APPROVE and decision.tier == Tier.PRODUCTION
+    read = Call(id="c2", toolset="git", action="git_log", params={"repo_path": "/repo"})
+    assert evaluate(policy, catalog, read, Requester(user="U1"), Channel(id="C1")).verdict \
+        is Verdict.ALLOW
+    with pytest.raises(CallError, match="repo_path"):
+        catalog.resolve(Call(id="c3", toolset="git", action="git_log", params={}))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"transport": "stdio"}, "needs `command`"),
+    ({"transport": "http", "url": "ftp://x"}, "needs `url`"),
+    ({"transport": "stdio", "command": "x", "env": {"TOKEN": "plain-secret"}},
+     "kv/data/<path>#<key>"),
+    ({"transport": "stdio", "command": "x", "name": "Bad Name"}, "lowercase"),
+])
+def test_server_entries_are_checked(bad, message):
+    with pytest.raises(ValidationError, match=message):
+        ServerEntry.model_validate({"name": "s", **bad})

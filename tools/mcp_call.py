@@ -1,0 +1,173 @@
+"""Inside the sandbox container: talk to one MCP server for one call, then let it go.
+
+A stdio server is started here, as a child of the entrypoint, with the server entry's plain
+``vars`` and the secrets of its ``env`` (minted for this action, read from the request on
+stdin) as its environment: nothing from the host, never in the image. An HTTP server is
+reached through the egress forwarders (``ActionContext.address``), with the entry's
+``headers`` filled from the same secrets. The container is thrown away afterwards, so
+whatever the server did lives no longer than the call.
+
+Everything becomes a :class:`~tools.base.ToolResult`: the tool's content blocks rendered as
+text and cut at :data:`MAX_RESULT_CHARS` (a 5 MB answer is not relayed), ``isError`` as an
+error, a server that crashes, speaks something else or does not answer in time as one
+sentence naming the server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tools.base import ActionContext, ToolResult
+from tools.mcp import LIST, ServerEntry
+
+MAX_RESULT_CHARS = 60_000
+MAX_TOOLS = 500
+MAX_PAGES = 20
+INHERITED = ("PYTHONPATH", "PATH", "LANG")
+
+
+def call(entry: ServerEntry, tool: str, params: dict[str, Any], ctx: ActionContext) -> ToolResult:
+    invocation = f"{entry.name} {tool}"
+
+    async def go(client: Any) -> ToolResult:
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            ctx.progress(message or (f"{done:g}/{total:g}" if total else f"{done:g}"))
+
+        result = await client.call_tool(tool, params, read_timeout_seconds=entry.timeout,
+                                        progress_callback=progress)
+        return _result(invocation, result)
+
+    return _session(entry, ctx, invocation, go)
+
+
+def list_tools(entry: ServerEntry, ctx: ActionContext) -> ToolResult:
+    invocation = f"{entry.name} {LIST}"
+
+    async def go(client: Any) -> ToolResult:
+        tools: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(MAX_PAGES):
+            page = await client.session.list_tools(cursor=cursor) if cursor else \
+                await client.list_tools()
+            tools += [_spec(t) for t in page.tools]
+            cursor = page.next_cursor
+            if not cursor or len(tools) >= MAX_TOOLS:
+                break
+        return ToolResult.ok(invocation, f"{len(tools)} tools", data=tools[:MAX_TOOLS])
+
+    return _session(entry, ctx, invocation, go)
+
+
+def _spec(tool: Any) -> dict[str, Any]:
+    notes = tool.annotations
+    return {
+        "name": tool.name,
+        "description": tool.description or "",
+        "input_schema": tool.input_schema,
+        "read_only": getattr(notes, "read_only_hint", None),
+        "destructive": getattr(notes, "destructive_hint", None),
+    }
+
+
+def _session(entry: ServerEntry, ctx: ActionContext, invocation: str,
+             work: Callable[[Any], Awaitable[ToolResult]]) -> ToolResult:
+    import anyio
+
+    async def main() -> ToolResult:
+        from mcp import Client
+
+        with anyio.fail_after(entry.timeout):
+            async with Client(_server(entry, ctx), read_timeout_seconds=entry.timeout,
+                              cache=None) as client:
+                return await work(client)
+
+    try:
+        return anyio.run(main)
+    except TimeoutError:
+        return ToolResult.fail(invocation, f"The MCP server `{entry.name}` did not answer within "
+                                           f"{entry.timeout:g} s.")
+    except Exception as e:  # noqa: BLE001 - a broken or hostile server is reported as a value
+        return ToolResult.fail(invocation, _failure(entry, e))
+
+
+def _failure(entry: ServerEntry, error: BaseException) -> str:
+    from mcp import MCPError
+
+    inner = _innermost(error)
+    if isinstance(inner, MCPError):
+        return f"The MCP server `{entry.name}` refused the call: {str(inner)[:500]}"
+    if isinstance(inner, (FileNotFoundError, PermissionError)):
+        return (f"The MCP server `{entry.name}` could not be started (`{entry.command}`: "
+                f"{type(inner).__name__}); is it installed in the sandbox image?")
+    return (f"The MCP server `{entry.name}` failed or closed the connection "
+            f"({type(inner).__name__}) before answering.")
+
+
+def _innermost(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def _server(entry: ServerEntry, ctx: ActionContext) -> Any:
+    """A transport: the server's stderr is discarded, being untrusted text that must not
+    reach the entrypoint's stderr, where progress lines travel."""
+    if entry.transport == "stdio":
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
+
+        params = StdioServerParameters(command=entry.command or "", args=list(entry.args),
+                                       env=_environment(entry, ctx), cwd=entry.cwd)
+        return stdio_client(params, errlog=open(os.devnull, "w"))  # noqa: SIM115
+    return _http(entry, ctx)
+
+
+def _environment(entry: ServerEntry, ctx: ActionContext) -> dict[str, str]:
+    env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+    env.update(HOME="/tmp", **entry.vars)
+    env.update({k: ctx.secrets[f"env:{k}"] for k in entry.env if f"env:{k}" in ctx.secrets})
+    return env
+
+
+def _http(entry: ServerEntry, ctx: ActionContext) -> Any:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    parts = urlsplit(entry.url or "")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host, mapped = ctx.address(parts.hostname or "", port)
+    url = urlunsplit(parts._replace(netloc=f"{host}:{mapped}"))
+    headers = {k: ctx.secrets[f"header:{k}"] for k in entry.headers if f"header:{k}" in ctx.secrets}
+    client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=entry.timeout))
+    return streamable_http_client(url, http_client=client)
+
+
+def _result(invocation: str, result: Any) -> ToolResult:
+    text = "\n".join(_block(b) for b in result.content or [])
+    if not text and result.structured_content is not None:
+        import json
+
+        text = json.dumps(result.structured_content, ensure_ascii=False)
+    shown = text[:MAX_RESULT_CHARS]
+    if len(text) > MAX_RESULT_CHARS:
+        shown += f"\n… ({len(text) - MAX_RESULT_CHARS:,} more characters cut by opsbot)"
+    if result.is_error:
+        return ToolResult.fail(invocation, shown or "the tool reported an error without text")
+    return ToolResult.ok(invocation, shown) if shown else ToolResult.no_data(invocation, "")
+
+
+def _block(block: Any) -> str:
+    kind = getattr(block, "type", "")
+    if kind == "text":
+        return block.text
+    if kind == "resource":
+        inner = block.resource
+        return getattr(inner, "text", None) or f"[resource {inner.uri}]"
+    if kind == "resource_link":
+        return f"[resource link {block.uri}]"
+    if kind in ("image", "audio"):
+        return f"[{kind} {block.mime_type}, {len(block.data) * 3 // 4:,} bytes]"
+    return f"[{kind or 'unknown'} content]"
