@@ -32,12 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from graph.audit import AuditLog
 from graph.deps import Broker, Executor
-from graph.policy_schema import parse_duration
+from graph.policy.schema import parse_duration
 from sandbox.protocol import SandboxRequest
 from tools.base import Status, Toolset
 from tools.catalog import Catalog
 from tools.mcp import GRACE_S, LIST, ServerEntry, ToolSpec, build_toolset, rejected
-from tools.vault import VaultError
+from sandbox.credentials import VaultError
 
 log = structlog.get_logger("opsbot.mcp")
 LIST_TIMEOUT_S = 60.0
@@ -182,4 +182,5 @@ def _unavailable(entry: ServerEntry, problem: str) -> Toolset[ServerEntry]:
     toolset = build_toolset(entry, [])
     return Toolset(name=toolset.name, description=f"(unavailable: {problem})",
                    config=ServerEntry, actions=[], target=toolset.target,
-                   egress=toolset.egress, secrets=toolset.secrets, mounts=toolset.mounts)
+                   egress=toolset.egress, secrets=toolset.secrets, mounts=toolset.mounts,
+                   target_kinds=toolset.target_kinds)

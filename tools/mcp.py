@@ -333,6 +333,7 @@ def build_toolset(entry: ServerEntry, specs: Sequence[ToolSpec]) -> Toolset[Serv
         egress=lambda a, p, c: c.endpoints(),
         secrets=lambda a, p, c: c.secret_refs(),
         mounts=lambda a, p, c: list(c.mounts),
+        target_kinds=("mcp",),
     )
 
 

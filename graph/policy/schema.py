@@ -29,7 +29,7 @@ MAX_EXPIRY_S = 7 * 24 * 3600
 MAX_APPROVALS = 10
 TIER_NAMES = {t.name.lower().replace("_", "-"): t for t in Tier}
 # The target kinds named by the tools.base.Target contract; a `kind:` pattern must match one.
-TARGET_KINDS = ("redis", "github_repo", "pulumi_stack", "container", "mcp")
+TARGET_KINDS = ("redis", "github_repo", "pulumi_stack", "container")
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
