@@ -15,6 +15,12 @@ Why each setting (see also sandbox/README.md):
 * memory (swap disabled), CPU, pids, open files and core dumps (0: no memory image with
   credentials on disk) limited;
 * ``log_config=none``: Docker keeps no copy of the output (results may quote sensitive data);
+* ``dns``: no usable resolver. On the run's network Docker's embedded resolver (127.0.0.11)
+  answers the container and forwards every other name to the container's ``dns`` servers, by
+  default the host's (Docker before 26 forwards from the host's namespace when that resolver
+  is on loopback, CVE-2024-29018: a DNS exfiltration path around the firewall). Its only
+  upstream is :data:`NO_RESOLVER`, an address that is never routed, so nothing that is not in
+  the hosts file resolves, by any path (the hosts file answers first: ``hosts: files dns``);
 * ``dns_opt``: name lookups fail in a second instead of hanging (nothing outside resolves);
 * ``extra_hosts``: the declared endpoint names that resolve to the run's gateway, where their
   forwarders listen (egress.py); nothing else resolves;
@@ -34,6 +40,7 @@ from sandbox.config import SandboxConfig
 from tools.base import Mount
 
 LABEL = "opsbot"
+NO_RESOLVER = "192.0.2.1"  # TEST-NET-1 (RFC 5737): documentation only, routed nowhere
 ENTRYPOINT: list[str] | None = None  # the image's CMD: python3 -m sandbox.entrypoint
 POOLED = ["python3", "-m", "sandbox.entrypoint", "--preload"]  # same, libraries imported early
 
@@ -125,5 +132,6 @@ def host_settings(config: SandboxConfig, network: str) -> dict[str, Any]:
                     Ulimit(name="nofile", soft=1024, hard=1024)],
         "log_config": LogConfig(type="none"),
         "ipc_mode": "private",
+        "dns": [NO_RESOLVER],
         "dns_opt": ["timeout:1", "attempts:1"],
     }

@@ -44,6 +44,34 @@ def connect(host, port):
 """
 
 
+# A name the host's own resolver answers (probe_config picks one), asked for from an egress
+# container through libc and straight at Docker's embedded resolver (127.0.0.11), which a
+# hostile program can reach whatever /etc/resolv.conf says. Any address back is an escape:
+# queries that resolve are queries that left (CVE-2024-29018).
+DNS_PROBE = """
+import struct
+name = CFG['resolvable_name']
+try:
+    socket.getaddrinfo(name, 443)
+    escaped(f'libc resolved {name}')
+except socket.gaierror:
+    pass
+labels = b''.join(bytes([len(p)]) + p.encode() for p in name.split('.'))
+header = struct.pack('>6H', 0x0b5b, 0x0100, 1, 0, 0, 0)  # one recursive question
+query = header + labels + b'\\0' + struct.pack('>2H', 1, 1)  # A, IN
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.settimeout(3)
+probe.sendto(query, ('127.0.0.11', 53))
+try:
+    reply = probe.recv(4096)
+    if struct.unpack('>H', reply[6:8])[0]:
+        escaped(f'the embedded resolver answered for {name}')
+except OSError:
+    pass
+sys.exit(f'no resolver answered for {name}')
+"""
+
+
 @dataclass
 class Case:
     program: str
@@ -71,9 +99,7 @@ CASES = {
         "s = socket.socket(socket.AF_INET6); s.settimeout(5)\n"
         "s.connect(('fe80::1', CFG['listener_port'], 0, 2)); escaped('IPv6 connect')",
         ("Cannot assign requested address",), True),
-    "dns-public-name": Case("socket.getaddrinfo('example.com', 443); escaped('resolved')",
-                            ("Temporary failure in name resolution",
-                             "Name or service not known"), True),
+    "dns-undeclared-name": Case(DNS_PROBE, ("no resolver answered",), True),
     "write-root": Case("open('/owned', 'w'); escaped('wrote /')", READ_ONLY),
     "write-etc": Case("open('/etc/passwd', 'a'); escaped('wrote /etc')", READ_ONLY),
     "write-usr": Case("open('/usr/bin/python3', 'ab'); escaped('wrote /usr')", READ_ONLY),
@@ -125,6 +151,18 @@ def primary_ip() -> str:
         return probe.getsockname()[0]
 
 
+def resolvable_name() -> str:
+    """A name this host's resolver answers, so that failing in the container means something
+    (without one, any name is as good: nothing can resolve it anywhere)."""
+    for name in ("deb.debian.org", "pypi.org", "example.com"):
+        try:
+            socket.getaddrinfo(name, 443)
+            return name
+        except OSError:
+            continue
+    return "example.com"
+
+
 @pytest.fixture(scope="module")
 def hostile_image(docker_client: docker.DockerClient, sandbox_image: str) -> str:
     tag = sandbox_image.replace("opsbot-sandbox:", "opsbot-sandbox-hostile:")
@@ -150,7 +188,7 @@ def probe_config(host_listener, redis_server, docker_client, monkeypatch) -> dic
     subnet = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Subnet"]
     bridge = str(next(ipaddress.ip_network(subnet).hosts()))  # docker0's address on the host
     return {"listener_port": host_listener, "host_ip": primary_ip(), "docker0": bridge,
-            "redis_port": redis_server.port}
+            "redis_port": redis_server.port, "resolvable_name": resolvable_name()}
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sandbox.config import SandboxConfig
-from sandbox.hardening import LABEL
+from sandbox.hardening import LABEL, NO_RESOLVER
 from sandbox.protocol import SandboxRequest
 from sandbox.runner import SandboxRunner
 from tests.services.docker import leftovers, session_instance
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.docker
 
 BRIDGE_OPTION = "com.docker.network.bridge.name"
 HARDENING_KEYS = ("ReadonlyRootfs", "CapDrop", "SecurityOpt", "Memory", "MemorySwap",
-                  "NanoCpus", "PidsLimit", "Tmpfs", "LogConfig", "Privileged", "Ulimits")
+                  "NanoCpus", "PidsLimit", "Tmpfs", "LogConfig", "Privileged", "Ulimits", "Dns")
 
 
 def redis_request(server, call_id: str, **extra) -> SandboxRequest:
@@ -89,6 +89,7 @@ async def test_redis_info_runs_hardened_and_leaves_nothing(cold_runner, redis_se
     assert host["PidsLimit"] == 128 and host["NanoCpus"] == 10**9
     assert "size=64m" in host["Tmpfs"]["/tmp"] and "noexec" in host["Tmpfs"]["/tmp"]
     assert host["LogConfig"]["Type"] == "none"
+    assert host["Dns"] == [NO_RESOLVER], "Docker's embedded resolver has no usable upstream"
     assert seen["container"]["Config"]["Labels"][f"{LABEL}.action"] == "redis info"
     assert set(outcome.phases) >= {"network", "create", "attach", "start", "exec"}
     await cold_runner.settle()
