@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     pulumi_passphrase_secret: str | None = _env("OPSBOT_PULUMI_PASSPHRASE_SECRET")
     redis_url: str | None = _env("REDIS_URL")
     redis_password_secret: str | None = _env("OPSBOT_REDIS_PASSWORD_SECRET")
+    redis_read_role: str | None = _env("OPSBOT_REDIS_READ_ROLE")
+    redis_write_role: str | None = _env("OPSBOT_REDIS_WRITE_ROLE")
     docker_host: str | None = _env("DOCKER_HOST")
     qdrant_url: str | None = _env("QDRANT_URL")
     pagerduty_webhook_secret: SecretStr | None = _env("PAGERDUTY_WEBHOOK_SECRET")

@@ -23,6 +23,7 @@ from bot.settings import Settings
 from graph.audit import AuditLog
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
+from graph.leases import revoke_orphaned
 from graph.mcp import Discovery, MCPConfigError, MCPFile, load_servers
 from graph.policy import Policy, PolicyError, load_policy, parse_policy
 from graph.runs import RunManager
@@ -68,9 +69,14 @@ def connector_configs(settings: Settings) -> dict[str, BaseModel]:
     configs: dict[str, BaseModel] = {}
     if settings.redis_url:
         configs["redis"] = _config(RedisConfig, {"url": "REDIS_URL",
-                                                 "password_secret": "OPSBOT_REDIS_PASSWORD_SECRET"},
+                                                 "password_secret": "OPSBOT_REDIS_PASSWORD_SECRET",
+                                                 "read_role": "OPSBOT_REDIS_READ_ROLE",
+                                                 "write_role": "OPSBOT_REDIS_WRITE_ROLE",
+                                                 "": "OPSBOT_REDIS_READ_ROLE"},
                                    url=settings.redis_url,
-                                   password_secret=settings.redis_password_secret)
+                                   password_secret=settings.redis_password_secret,
+                                   read_role=settings.redis_read_role,
+                                   write_role=settings.redis_write_role)
     if settings.github_token is not None:
         configs["github"] = _config(GitHubConfig, {"api_url": "OPSBOT_GITHUB_API_URL"},
                                     api_url=settings.github_api_url)
@@ -159,7 +165,7 @@ def broker_for(settings: Settings) -> CredentialBroker:
     static: dict[str, SecretStr] = {}
     if settings.github_token is not None:
         static["GITHUB_TOKEN"] = settings.github_token
-    return CredentialBroker(vault, static=static)
+    return CredentialBroker(vault, static=static, instance=instance_key(settings.data_dir))
 
 
 def llm_for(settings: Settings) -> Any:
@@ -186,6 +192,7 @@ async def runtime(
         await broker.check()
     except VaultError as e:
         raise ConfigError(f"VAULT_ADDR/VAULT_TOKEN: {e}") from None
+    await revoke_orphaned(audit, broker)  # what a killed predecessor's actions left open
     async with AsyncExitStack() as stack:
         stack.callback(db.close)  # last out: everything below writes to it
         sandbox = await SandboxRunner.start(sandbox_config(settings))

@@ -55,6 +55,23 @@ class AuditLog:
         )
         return [{**r, "data": json.loads(r["data"])} for r in rows]
 
+    def open_leases(self, instance: str, since: str) -> list[dict[str, Any]]:
+        """Credential leases this opsbot instance recorded since ``since`` (ISO time) with no
+        successful revocation: what a crash left behind. ``[{"run_id", "call_id", "data"}]``."""
+        rows = self.db.query(
+            "select l.run_id, l.data from audit l where l.kind = 'credential.lease' "
+            "and l.ts >= ? and json_extract(l.data, '$.instance') = ? and not exists ("
+            "  select 1 from audit r where r.kind = 'credential.revoke' "
+            "  and json_extract(r.data, '$.lease') = json_extract(l.data, '$.lease') "
+            "  and json_extract(r.data, '$.revoked_at') is not null) order by l.id",
+            [since, instance],
+        )
+        found = []
+        for row in rows:
+            data = json.loads(row["data"])
+            found.append({"run_id": row["run_id"], "call_id": data.get("call_id"), "data": data})
+        return found
+
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(self.db.query(
             "select run_id, min(ts) as started, max(ts) as last, count(*) as rows from audit "

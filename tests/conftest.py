@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.services.docker",
     "tests.services.openbao",
     "tests.services.postgres",
+    "tests.services.vault_engines",
     "tests.fakes.slack",
     "tests.fakes.openai",
     "tests.scenarios.llm_harness",

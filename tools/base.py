@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 P = TypeVar("P", bound=BaseModel)
 C = TypeVar("C", bound=BaseModel)
@@ -108,11 +108,24 @@ class Mount(BaseModel):
     writable: bool = False
 
 
-class SecretRef(BaseModel):
-    """A secret an action needs, read from Vault (KV v2) with a token minted for that action.
+class SecretKind(StrEnum):
+    """How the credential broker (host side, ``sandbox/credentials/``) produces a secret."""
 
-    ``path`` is the API path (``kv/data/redis/prod``), ``key`` the field inside the secret, and
-    ``name`` how the action finds it in :attr:`ActionContext.secrets`.
+    STATIC = "static"  # one of opsbot's own settings (``static:GITHUB_TOKEN``)
+    KV = "kv"  # a KV v2 secret, read with a token minted for the action
+    DATABASE = "database"  # a database user created for the action (Vault database engine)
+    SSH = "ssh"  # an SSH certificate signed for the action (Vault SSH engine)
+
+
+class SecretRef(BaseModel):
+    """A credential an action needs, produced for that action alone by the credential broker.
+
+    ``name`` is how the action finds the value in :attr:`ActionContext.secrets`; ``path`` the
+    Vault API path (``kv/data/redis/prod``, ``database/creds/redis-read``, ``ssh/sign/opsbot``);
+    ``key`` the field of what Vault returns (``password``, ``username``, ``private_key`` ...).
+    Refs that share kind, path and ``params`` are served by one issue: the username and the
+    password of a dynamic database user belong together. ``params`` are passed to the engine
+    (the SSH principal). ``static:NAME`` paths are of kind static.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -120,6 +133,16 @@ class SecretRef(BaseModel):
     name: str
     path: str
     key: str
+    kind: SecretKind = SecretKind.KV
+    params: tuple[tuple[str, str], ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _static_by_prefix(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data and str(data.get("path", "")).startswith(
+                STATIC):
+            return {**data, "kind": SecretKind.STATIC}
+        return data
 
     @classmethod
     def parse(cls, name: str, ref: str) -> SecretRef:
@@ -129,6 +152,13 @@ class SecretRef(BaseModel):
             return cls(name=name, path=ref, key=ref.removeprefix(STATIC))
         path, _, key = ref.partition("#")
         return cls(name=name, path=path, key=key)
+
+    @classmethod
+    def login(cls, prefix: str, role: str) -> list[SecretRef]:
+        """``<prefix>_username`` and ``<prefix>_password`` of a database user that the Vault
+        database engine creates for the action from ``role`` (``database/creds/<role>``)."""
+        return [cls(name=f"{prefix}_{key}", path=role, key=key, kind=SecretKind.DATABASE)
+                for key in ("username", "password")]
 
     @staticmethod
     def check(ref: str | None, static_example: str | None = "static:NAME") -> str | None:
@@ -140,10 +170,20 @@ class SecretRef(BaseModel):
         example = f"{static_example} or " if static_example else ""
         raise ValueError(f"must look like {example}kv/data/<path>#<key>")
 
+    @staticmethod
+    def check_role(path: str | None, verb: str = "creds") -> str | None:
+        """Validate a setting naming a Vault role path: ``<mount>/creds/<role>`` (database) or
+        ``<mount>/sign/<role>`` (SSH)."""
+        if path is None or re.fullmatch(ROLE_PATH.format(verb=verb), path):
+            return path
+        raise ValueError(f"must look like {'database' if verb == 'creds' else 'ssh'}/{verb}/<role>")
+
 
 STATIC = "static:"
 _STATIC_REF = r"static:[A-Z][A-Z0-9_]*"
 _VAULT_REF = r"[\w./-]+#[\w.-]+"
+# A plain Vault path ending in <verb>/<role>: no globs (`*`, `+`), which would widen a grant.
+ROLE_PATH = r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/{verb}/[A-Za-z0-9_.-]+"
 
 
 class Target(BaseModel):

@@ -1,9 +1,11 @@
 """Redis connector: look at a Redis server, and (behind approval) change it.
 
 Read-only actions (tier 0): ``info``, ``slowlog``, ``get``, ``scan``. Changes: ``del`` (tier 3),
-``flushdb`` and ``flushall`` (tier 4). The server comes from ``REDIS_URL``; its password, when it
-has one, lives in Vault (``OPSBOT_REDIS_PASSWORD_SECRET=kv/data/redis/prod#password``) and is
-minted per action, never held by opsbot.
+``flushdb`` and ``flushall`` (tier 4). The server comes from ``REDIS_URL``. Credentials, best
+first: an ACL user that Vault's database engine creates for the action and drops afterwards
+(``OPSBOT_REDIS_READ_ROLE`` for tier 0-1 actions, ``OPSBOT_REDIS_WRITE_ROLE`` for changes); or a
+static password read from Vault for the action (``OPSBOT_REDIS_PASSWORD_SECRET``); never held by
+opsbot.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import itertools
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
 
@@ -27,6 +29,8 @@ class RedisConfig(BaseModel):
 
     url: str = "redis://127.0.0.1:6379/0"
     password_secret: str | None = None
+    read_role: str | None = None  # database/creds/<role>: an ACL user per action, read-only
+    write_role: str | None = None  # the same for actions that change data
 
     @field_validator("url")
     @classmethod
@@ -47,6 +51,19 @@ class RedisConfig(BaseModel):
     @classmethod
     def _secret_ref(cls, ref: str | None) -> str | None:
         return SecretRef.check(ref, static_example=None)  # a Redis password lives in Vault
+
+    @field_validator("read_role", "write_role")
+    @classmethod
+    def _role(cls, path: str | None) -> str | None:
+        return SecretRef.check_role(path)
+
+    @model_validator(mode="after")
+    def _one_kind_of_credential(self) -> RedisConfig:
+        if (self.read_role is None) != (self.write_role is None):
+            raise ValueError("dynamic credentials need both a read role and a write role")
+        if self.read_role and self.password_secret:
+            raise ValueError("set either dynamic roles or a password secret, not both")
+        return self
 
     @property
     def host(self) -> str:
@@ -118,6 +135,7 @@ def _client(params: _Db, ctx: ActionContext):  # -> redis.Redis
         host=host,
         port=port,
         db=_db(params, config),
+        username=ctx.secrets.get("redis_username"),
         password=ctx.secrets.get("redis_password"),
         ssl=config.tls,
         socket_timeout=10,
@@ -355,6 +373,9 @@ def _egress(action: Action[Any], params: BaseModel, config: RedisConfig) -> list
 
 
 def _secrets(action: Action[Any], params: BaseModel, config: RedisConfig) -> list[SecretRef]:
+    if config.read_role and config.write_role:
+        role = config.read_role if action.tier <= Tier.RECOMMEND else config.write_role
+        return SecretRef.login("redis", role)
     if not config.password_secret:
         return []
     return [SecretRef.parse("redis_password", config.password_secret)]

@@ -1,11 +1,12 @@
-"""The credential broker: per-action Vault tokens that can read exactly what the action declared.
+"""The credential broker: for each action, exactly what it declared, alive only while it runs.
 
-opsbot holds one Vault token and never hands it to an action. For each action the broker writes
-a throwaway ACL policy granting ``read`` on the declared KV v2 paths only, mints a child token
-with that policy alone (TTL = action timeout + margin, one use per path, not renewable), reads
-the secrets with it, registers every value with :data:`tools.secrets.REDACTOR`, and returns a
-:class:`Lease`. ``SecretRef(path="static:GITHUB_TOKEN")`` resolves from the app's settings
-instead, with no Vault call (its ``key`` is ignored). Usage::
+opsbot holds one Vault token and never hands it to an action. For each action the broker
+groups the declared refs into needs (:mod:`.kinds`), writes a throwaway ACL policy allowing
+exactly what those needs require (read a KV path, read ``database/creds/<role>``, write
+``ssh/sign/<role>``), mints a child token with that policy alone (TTL = action timeout +
+margin, a use per need, not renewable), issues every need with it, registers every value with
+:data:`tools.secrets.REDACTOR`, and returns a :class:`Lease`. ``revoke`` revokes the dynamic
+leases (the database user is dropped before it returns), the token and the policy. Usage::
 
     broker = CredentialBroker(VaultConfig(addr=..., token=...), {"GITHUB_TOKEN": token})
     lease = await broker.mint(run_id, call.id, resolved.secrets, ttl_s=action.timeout)
@@ -14,11 +15,12 @@ instead, with no Vault call (its ``key`` is ignored). Usage::
         ...
     finally:
         await broker.revoke(lease)              # idempotent; records Vault trouble, never raises
-        audit.write("credential_lease", lease.audit())
+        audit.record("credential.revoke", run_id, **lease.audit())
 
-Whatever keeps an action from its credentials is a :class:`VaultError` whose text is the
-sentence the user reads. hvac is synchronous, so each Vault conversation runs in one worker
-thread. opsbot's own token needs :data:`PARENT_POLICY` (``check`` verifies it at boot).
+A lease's audit form holds identifiers only (lease id, accessor, Vault lease ids), enough for
+``revoke`` to end it from another process: a restarted opsbot revokes what a crashed one left
+(:meth:`CredentialBroker.revoke_open`). opsbot's own token needs :data:`PARENT_POLICY`
+(``check`` verifies it at boot).
 """
 
 from __future__ import annotations
@@ -27,84 +29,44 @@ import asyncio
 import math
 import re
 import secrets as _random
-import socket
-import ssl
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-import hvac
-import hvac.exceptions as hvac_errors
-import requests
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import SecretStr
 
-from tools.base import SecretRef
+from sandbox.credentials.database import Database
+from sandbox.credentials.kinds import Grant, IssueContext, Kind, Need, now, stanza
+from sandbox.credentials.ssh import SSH
+from sandbox.credentials.stored import KV, Static
+from sandbox.credentials.vault import NOT_RUN, Vault, VaultConfig, VaultError
+from tools.base import SecretKind, SecretRef
 from tools.secrets import REDACTOR
 
 log = structlog.get_logger(__name__)
 
-STATIC_PREFIX = "static:"
 POLICY_PREFIX = "opsbot-action-"
-NOT_RUN = "the action did not run."
-# Plain path segments only: `*` and `+` are policy globs and would widen the grant.
-_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+")
 _SLUG = re.compile(r"[^a-z0-9]+")
 
-# sudo on auth/token/create lets a non-root token grant a policy it does not hold itself.
+# sudo on auth/token/create lets a non-root token grant a policy it does not hold itself;
+# sys/leases/revoke ends a dynamic database user at once (and a crashed run's at the next start).
 PARENT_POLICY = """\
 path "sys/policies/acl/opsbot-action-*" { capabilities = ["create", "update", "delete"] }
 path "auth/token/create" { capabilities = ["update", "sudo"] }
 path "auth/token/revoke-accessor" { capabilities = ["update"] }
+path "sys/leases/revoke/*" { capabilities = ["update"] }
 """
 _REQUIRED = {
     "sys/policies/acl/opsbot-action-check": ("create", "update", "delete"),
     "auth/token/create": ("update", "sudo"),
     "auth/token/revoke-accessor": ("update",),
+    "sys/leases/revoke/database/creds/check/x": ("update",),
 }
 _CHILD = {"no_default_policy": True, "renewable": False, "type": "service",
           "display_name": "opsbot-action"}
-
-
-class VaultError(RuntimeError):
-    """Credentials could not be provided; ``message`` (= ``str(e)``) is the sentence users read."""
-
-    @property
-    def message(self) -> str:
-        return str(self)
-
-
-class VaultConfig(BaseModel):
-    """How opsbot reaches Vault or OpenBao; the app builds it from VAULT_ADDR and VAULT_TOKEN."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    addr: str
-    token: SecretStr
-    ttl_margin_s: float = Field(15.0, ge=0, le=3600)
-    namespace: str | None = None
-    timeout_s: float = Field(10.0, gt=0, le=120)
-
-    @field_validator("addr")
-    @classmethod
-    def _http_url(cls, addr: str) -> str:
-        if not re.fullmatch(r"https?://[^/\s]+/?", addr):
-            raise ValueError("must look like http://127.0.0.1:8200 or https://vault.example:8200")
-        return addr.rstrip("/")
-
-    @field_validator("token")
-    @classmethod
-    def _non_empty(cls, token: SecretStr) -> SecretStr:
-        if not token.get_secret_value().strip():
-            raise ValueError("is empty")
-        return token
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -119,13 +81,14 @@ class Lease:
     call_id: str
     values: dict[str, SecretStr] = field(default_factory=dict, repr=False)
     names: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
-    static: tuple[str, ...] = ()
+    grants: list[Grant] = field(default_factory=list)
+    id: str = field(default_factory=lambda: f"l-{_random.token_hex(8)}")
+    instance: str = ""
     policy: str | None = None
     accessor: str | None = None
     ttl_s: int = 0
     num_uses: int = 0
-    created_at: datetime = field(default_factory=_now)
+    created_at: datetime = field(default_factory=now)
     revoked_at: datetime | None = None
     revoke_error: str | None = None
 
@@ -133,70 +96,59 @@ class Lease:
     def policies(self) -> list[str]:
         return [self.policy] if self.policy else []
 
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(g.path for g in self.grants if g.kind == SecretKind.KV)
+
+    @property
+    def static(self) -> tuple[str, ...]:
+        return tuple(g.facts["setting"] for g in self.grants if g.kind == SecretKind.STATIC)
+
     def audit(self) -> dict[str, Any]:
-        """A JSON-ready description for the audit row: no token, no secret value.
+        """A JSON-ready description for the audit row: identifiers only, no token, no value.
 
         Leaves out run_id and call_id, which the audit row already carries.
         """
         return {
-            "accessor": self.accessor,
-            "policies": self.policies,
-            "paths": list(self.paths),
-            "static": list(self.static),
-            "names": list(self.names),
-            "ttl_s": self.ttl_s,
-            "num_uses": self.num_uses,
+            "lease": self.id, "instance": self.instance, "accessor": self.accessor,
+            "policies": self.policies, "paths": list(self.paths), "static": list(self.static),
+            "names": list(self.names), "grants": [g.audit() for g in self.grants],
+            "ttl_s": self.ttl_s, "num_uses": self.num_uses,
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "revoke_error": self.revoke_error,
         }
 
+    @classmethod
+    def from_audit(cls, run_id: str, call_id: str, data: Mapping[str, Any]) -> Lease:
+        """The revocable part of a lease, rebuilt from its audit row (values are long gone)."""
+        return cls(run_id, call_id, id=data["lease"], instance=data.get("instance", ""),
+                   policy=next(iter(data.get("policies") or []), None),
+                   accessor=data.get("accessor"), ttl_s=int(data.get("ttl_s") or 0),
+                   grants=[Grant.from_audit(g) for g in data.get("grants") or []],
+                   created_at=datetime.fromisoformat(data["created_at"]))
 
-@dataclass(frozen=True)
-class _Plan:
-    static: dict[str, str]  # SecretRef.name -> static setting name
-    vault: dict[str, tuple[str, str]]  # SecretRef.name -> (path, key)
 
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(path for path, _ in self.vault.values()))
-
-
-def plan(refs: list[SecretRef]) -> _Plan:
-    """Split refs into static and Vault ones, refusing anything that would widen a grant."""
-    static: dict[str, str] = {}
-    vault: dict[str, tuple[str, str]] = {}
+def plan(refs: list[SecretRef], kinds: Mapping[SecretKind, Kind]) -> list[Need]:
+    """Group refs into needs (one issue each), refusing anything a kind would not serve."""
+    groups: dict[tuple[SecretKind, str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
+    names: set[str] = set()
     for ref in refs:
-        if ref.name in static or ref.name in vault:
+        if ref.name in names:
             raise ValueError(f"two secrets are both named `{ref.name}`; names must be unique.")
-        if ref.path.startswith(STATIC_PREFIX):
-            static[ref.name] = _static_name(ref)
-        else:
-            vault[ref.name] = (_vault_path(ref), ref.key)
-    return _Plan(static, vault)
-
-
-def _static_name(ref: SecretRef) -> str:
-    name = ref.path.removeprefix(STATIC_PREFIX).strip()
-    if not name:
-        raise VaultError(f"secret `{ref.name}` names no static setting (`static:` needs a name).")
-    return name
-
-
-def _vault_path(ref: SecretRef) -> str:
-    if not _PATH.fullmatch(ref.path) or ".." in ref.path.split("/"):
-        raise VaultError(
-            f"secret path `{ref.path}` is not a plain KV v2 API path like kv/data/redis/prod "
-            f"(no wildcards, no leading slash); {NOT_RUN}"
-        )
-    if not ref.key:
-        raise VaultError(f"secret {ref.path} is declared without a key; {NOT_RUN}")
-    return ref.path
+        names.add(ref.name)
+        kind = kinds.get(ref.kind)
+        if kind is None:
+            raise VaultError(f"opsbot cannot issue `{ref.kind}` credentials (secret "
+                             f"`{ref.name}`); {NOT_RUN}")
+        kind.validate(ref)
+        groups.setdefault((ref.kind, ref.path, ref.params), {})[ref.name] = ref.key
+    return [Need(kind, path, params, keys) for (kind, path, params), keys in groups.items()]
 
 
 def policy_hcl(paths: tuple[str, ...]) -> str:
-    """The per-action ACL: read on each declared path, nothing else (paths are pre-validated)."""
-    return "".join(f'path "{p}" {{\n  capabilities = ["read"]\n}}\n' for p in paths)
+    """The per-action ACL for KV reads alone: read on each declared path, nothing else."""
+    return "".join(stanza(p, "read") for p in paths)
 
 
 def policy_name(run_id: str, call_id: str) -> str:
@@ -204,79 +156,95 @@ def policy_name(run_id: str, call_id: str) -> str:
     return f"{POLICY_PREFIX}{slug}-{_random.token_hex(4)}"
 
 
+def default_kinds(static: Mapping[str, SecretStr]) -> dict[SecretKind, Kind]:
+    kinds: list[Kind] = [Static(static), KV(), Database(), SSH()]
+    return {kind.kind: kind for kind in kinds}
+
+
 class CredentialBroker:
-    """Mints, reads and revokes per-action credentials. One per process; safe to share."""
+    """Mints, issues and revokes per-action credentials. One per process; safe to share.
+
+    ``instance`` tags every lease (the sandbox's instance key), so a restarted opsbot revokes
+    only what it left itself. ``kinds`` replaces the default set (static, kv, database, ssh).
+    """
 
     def __init__(
-        self, config: VaultConfig | None, static: Mapping[str, SecretStr] = MappingProxyType({})
+        self, config: VaultConfig | None, static: Mapping[str, SecretStr] = MappingProxyType({}),
+        instance: str = "", kinds: Mapping[SecretKind, Kind] | None = None,
     ) -> None:
         self._config = config
-        self._static = dict(static)
-        self._parent_client: hvac.Client | None = None
+        self._vault = Vault(config) if config else None
+        self._kinds = dict(kinds) if kinds is not None else default_kinds(static)
+        self.instance = instance
         self._orphans: set[asyncio.Task[None]] = set()
 
     async def mint(
         self, run_id: str, call_id: str, secrets: list[SecretRef], ttl_s: float
     ) -> Lease:
-        """Resolve every declared secret or raise :class:`VaultError`; all or nothing."""
+        """Issue every declared secret or raise :class:`VaultError`; all or nothing."""
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be positive seconds, got {ttl_s!r}.")
-        wanted = plan(secrets)
-        names = tuple(ref.name for ref in secrets)
-        lease = Lease(run_id, call_id, names=names, static=tuple(wanted.static.values()))
-        lease.values.update(self._static_values(wanted.static))
-        if wanted.vault:
-            ttl = math.ceil(ttl_s + self._require_config().ttl_margin_s)
-            lease.values.update(await self._issue_in_thread(lease, wanted, ttl))
+        needs = plan(secrets, self._kinds)
+        lease = Lease(run_id, call_id, names=tuple(r.name for r in secrets),
+                      instance=self.instance)
+        if any(self._kinds[n.kind].uses_vault for n in needs):
+            ttl = math.ceil(ttl_s + self._require_vault().config.ttl_margin_s)
+            values = await self._issue_in_thread(lease, needs, ttl)
+        else:
+            values = self._issue(lease, needs, math.ceil(ttl_s))
+        lease.values.update({name: SecretStr(v) for name, v in values.items()})
         log.info("vault.lease.minted", **_log_fields(lease))
         return lease
 
     async def revoke(self, lease: Lease) -> None:
-        """Revoke the token and delete its policy. Idempotent, and fine on a half-built lease.
+        """Revoke dynamic leases, the token, the policy. Idempotent, fine on a half-built lease.
 
         Vault trouble lands in ``lease.revoke_error`` (and a warning) instead of an exception,
-        so a ``finally`` never masks the action's own outcome; the token still dies at its TTL.
+        so a ``finally`` never masks the action's own outcome; everything still dies at its TTL.
         """
         if lease.revoked_at is not None:
             return
-        lease.values.clear()  # the action is over either way
-        if lease.accessor or lease.policy:
+        for value in lease.values.values():  # the action is over either way
+            REDACTOR.release(value.get_secret_value())
+        lease.values.clear()
+        if lease.accessor or lease.policy or _to_revoke(lease):
             await asyncio.to_thread(self._revoke, lease)
         else:
-            lease.revoked_at = _now()
+            lease.revoked_at = now()
         if lease.revoked_at is not None:
             log.info("vault.lease.revoked", **_log_fields(lease))
+
+    async def revoke_open(self, rows: list[dict[str, Any]]) -> list[Lease]:
+        """Revoke leases a crashed opsbot left (audit rows of this instance with no revocation).
+
+        ``rows`` are ``{"run_id", "call_id", "data": Lease.audit()}``; returns the leases,
+        revoked or with ``revoke_error`` set, for the caller to audit.
+        """
+        leases = [Lease.from_audit(r["run_id"], r["call_id"], r["data"]) for r in rows
+                  if r["data"].get("instance") == self.instance]
+        for lease in leases:
+            await self.revoke(lease)
+        return leases
 
     async def check(self) -> None:
         """Boot check: Vault reachable and unsealed, VAULT_TOKEN valid and allowed its job.
 
         Without a config there is nothing to check (static secrets only).
         """
-        if self._config is not None:
-            await asyncio.to_thread(self._check)
+        if self._vault is not None:
+            await asyncio.to_thread(self._check, self._vault)
 
-    def _require_config(self) -> VaultConfig:
-        if self._config is None:
+    def _require_vault(self) -> Vault:
+        if self._vault is None:
             raise VaultError(
                 "this action needs secrets from Vault, but VAULT_ADDR and VAULT_TOKEN are not "
                 "set; set both and restart opsbot. The action did not run."
             )
-        return self._config
+        return self._vault
 
-    def _static_values(self, wanted: dict[str, str]) -> dict[str, SecretStr]:
-        values = {}
-        for ref_name, setting in wanted.items():
-            value = self._static.get(setting)
-            if value is None:
-                raise VaultError(f"the static secret {setting} is not set in opsbot's settings; "
-                                 f"{NOT_RUN}")
-            REDACTOR.add(value.get_secret_value())
-            values[ref_name] = value
-        return values
-
-    async def _issue_in_thread(self, lease: Lease, wanted: _Plan, ttl: int) -> Any:
+    async def _issue_in_thread(self, lease: Lease, needs: list[Need], ttl: int) -> Any:
         """Run ``_issue`` in a worker thread; if we are cancelled, revoke once it finishes."""
-        task = asyncio.ensure_future(asyncio.to_thread(self._issue, lease, wanted, ttl))
+        task = asyncio.ensure_future(asyncio.to_thread(self._issue, lease, needs, ttl))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -290,54 +258,87 @@ class CredentialBroker:
         self._orphans.add(orphan)
         orphan.add_done_callback(self._orphans.discard)
 
-    # --- synchronous Vault conversations, each run in one worker thread ---
+    # --- synchronous conversations, each run in one worker thread ---
 
-    def _issue(self, lease: Lease, wanted: _Plan, ttl: int) -> dict[str, SecretStr]:
-        lease.paths = wanted.paths
+    def _issue(self, lease: Lease, needs: list[Need], ttl: int) -> dict[str, str]:
+        client = None
         try:
-            return _pick(wanted, self._read_all(lease, self._create_token(lease, ttl)))
+            if any(self._kinds[n.kind].uses_vault for n in needs):
+                client = self._require_vault().client(self._create_token(lease, needs, ttl))
+            ctx = IssueContext(self._vault, client, ttl, lease.run_id, lease.call_id)
+            return self._issue_all(lease, needs, ctx)
         except BaseException:
             self._revoke(lease)
             raise
+        finally:
+            if client is not None:
+                client.adapter.close()
 
-    def _create_token(self, lease: Lease, ttl: int) -> str:
+    def _issue_all(self, lease: Lease, needs: list[Need], ctx: IssueContext) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for need in needs:
+            kind = self._kinds[need.kind]
+            issued, grant = kind.issue(ctx, need)
+            lease.grants.append(grant)
+            for name, value in issued.items():
+                if need.keys[name] not in kind.public:
+                    REDACTOR.add(value, transient=kind.dynamic)
+            values.update(issued)
+        return values
+
+    def _create_token(self, lease: Lease, needs: list[Need], ttl: int) -> str:
         """Write the per-action policy, mint the child token and return it (kept nowhere)."""
-        parent = self._parent()
+        vault = self._require_vault()
+        vault_needs = [n for n in needs if self._kinds[n.kind].uses_vault]
+        kinds = [self._kinds[n.kind] for n in vault_needs]
+        hcl = "".join(kind.policy(n) for kind, n in zip(kinds, vault_needs, strict=True))
+        # A leased credential dies with the use that exhausts its token: keep one use spare.
+        uses = len(kinds) + (1 if any(k.leased for k in kinds) else 0)
+        parent = vault.parent()
         lease.policy = policy_name(lease.run_id, lease.call_id)
-        with self._translate("write the action's policy"):
-            parent.sys.create_or_update_acl_policy(lease.policy, policy_hcl(lease.paths))
+        with vault.translate("write the action's policy"):
+            parent.sys.create_or_update_acl_policy(lease.policy, hcl)
         meta = {"run_id": lease.run_id, "call_id": lease.call_id}
-        with self._translate("mint the action's token"):
+        with vault.translate("mint the action's token"):
             auth = parent.auth.token.create(
                 policies=[lease.policy], ttl=f"{ttl}s", explicit_max_ttl=f"{ttl}s",
-                num_uses=len(lease.paths), meta=meta, **_CHILD,
+                num_uses=uses, meta=meta, **_CHILD,
             )["auth"]
         lease.accessor = auth["accessor"]
         lease.ttl_s = int(auth.get("lease_duration", ttl))
-        lease.num_uses = int(auth.get("num_uses", len(lease.paths)))
-        lease.created_at = _now()
+        lease.num_uses = int(auth.get("num_uses", uses))
+        lease.created_at = now()
         return auth["client_token"]
 
-    def _read_all(self, lease: Lease, token: str) -> dict[str, dict[str, Any]]:
-        child = self._client(token)
-        try:
-            return {path: self._read(child, path) for path in lease.paths}
-        finally:
-            child.adapter.close()
-
-    def _read(self, child: hvac.Client, path: str) -> dict[str, Any]:
-        with self._translate(f"read secret {path}", denied=path):
-            body = child.read(path)
-        if body is None:
-            raise VaultError(f"secret {path} does not exist in Vault at {self._addr}; {NOT_RUN}")
-        data = (body.get("data") or {}).get("data")
-        if not isinstance(data, dict):
-            raise VaultError(f"secret {path} is not a KV v2 secret (kv/data/<path>); {NOT_RUN}")
-        return data
-
     def _revoke(self, lease: Lease) -> None:
-        """Revoke the token, then delete the policy (which on its own also disarms the token)."""
-        parent = self._parent()
+        """Dynamic leases first (synchronously), then the token, then its policy."""
+        problems = [p for g in _to_revoke(lease) if (p := self._revoke_grant(g))]
+        problems += self._revoke_token(lease)
+        lease.revoke_error = " ".join(dict.fromkeys(problems)) or None  # one sentence per cause
+        if problems:
+            log.warning("vault.lease.revoke_failed", **_log_fields(lease))
+        else:
+            lease.revoked_at = now()
+
+    def _revoke_grant(self, grant: Grant) -> str | None:
+        kind = self._kinds.get(grant.kind)  # type: ignore[call-overload]
+        if kind is None or (kind.uses_vault and self._vault is None):
+            return (f"opsbot cannot revoke {grant.kind} lease {grant.lease_id} now; it ends at "
+                    "its TTL.")
+        try:
+            kind.revoke(self._vault, grant)
+        except VaultError as e:
+            return str(e)
+        grant.revoked_at = now()
+        return None
+
+    def _revoke_token(self, lease: Lease) -> list[str]:
+        if not (lease.accessor or lease.policy):
+            return []
+        if self._vault is None:
+            return [f"VAULT_ADDR is not set, so token {lease.accessor} lives until its TTL."]
+        vault = self._vault
+        parent = vault.parent()
         steps = [
             ("revoke the action's token", parent.auth.token.revoke_accessor, lease.accessor),
             ("delete the action's policy", parent.sys.delete_acl_policy, lease.policy),
@@ -347,19 +348,15 @@ class CredentialBroker:
         for doing, call, arg in steps:
             try:
                 if arg:
-                    with self._translate(doing, tail=tail):
+                    with vault.translate(doing, tail=tail):
                         call(arg)
             except VaultError as e:
                 problems.append(str(e))
-        lease.revoke_error = " ".join(dict.fromkeys(problems)) or None  # one sentence per cause
-        if problems:
-            log.warning("vault.lease.revoke_failed", **_log_fields(lease))
-        else:
-            lease.revoked_at = _now()
+        return problems
 
-    def _check(self) -> None:
-        with self._translate("check VAULT_TOKEN", tail="opsbot cannot mint credentials."):
-            caps = self._parent().adapter.post(
+    def _check(self, vault: Vault) -> None:
+        with vault.translate("check VAULT_TOKEN", tail="opsbot cannot mint credentials."):
+            caps = vault.parent().adapter.post(
                 "/v1/sys/capabilities-self", json={"paths": list(_REQUIRED)}
             )["data"]
         for path, needed in _REQUIRED.items():
@@ -368,97 +365,13 @@ class CredentialBroker:
             if missing:
                 raise VaultError(
                     f"VAULT_TOKEN lacks `{'`, `'.join(missing)}` on {path}; grant it the policy "
-                    "in sandbox.credentials.PARENT_POLICY so opsbot can mint per-action credentials."
+                    "in sandbox.credentials.PARENT_POLICY so opsbot can mint per-action "
+                    "credentials."
                 )
 
-    # --- clients and error translation ---
 
-    @property
-    def _addr(self) -> str:
-        return self._require_config().addr
-
-    def _parent(self) -> hvac.Client:
-        """opsbot's own client, shared by worker threads (requests' pool is thread-safe)."""
-        if self._parent_client is None:
-            self._parent_client = self._client(self._require_config().token.get_secret_value())
-        return self._parent_client
-
-    def _client(self, token: str) -> hvac.Client:
-        config = self._require_config()
-        return hvac.Client(
-            url=config.addr, token=token, namespace=config.namespace, timeout=config.timeout_s
-        )
-
-    @contextmanager
-    def _translate(self, doing: str, denied: str = "", tail: str = NOT_RUN) -> Iterator[None]:
-        """Turn hvac/requests exceptions into one sentence naming Vault, the step and the cause.
-
-        ``denied`` names the secret path when a permission error is the child token's, not ours.
-        """
-        at = f"Vault at {self._addr}"
-        try:
-            yield
-        except requests.RequestException as e:
-            cause = _network_cause(e, self._require_config().timeout_s)
-            raise VaultError(f"{at} is unreachable ({cause}); {tail}") from None
-        except hvac_errors.Forbidden:
-            raise VaultError(_forbidden(at, doing, denied) + tail) from None
-        except hvac_errors.VaultDown:
-            raise VaultError(f"{at} is sealed or unavailable; {tail}") from None
-        except hvac_errors.VaultError as e:
-            raise VaultError(f"{at} could not {doing}: {_vault_text(e)}; {tail}") from None
-
-
-def _pick(wanted: _Plan, documents: dict[str, dict[str, Any]]) -> dict[str, SecretStr]:
-    values = {}
-    for name, (path, key) in wanted.vault.items():
-        if key not in documents[path]:
-            raise VaultError(f"secret {path} has no key `{key}`; {NOT_RUN}")
-        value = str(documents[path][key])
-        REDACTOR.add(value)
-        values[name] = SecretStr(value)
-    return values
-
-
-def _forbidden(at: str, doing: str, path: str) -> str:
-    if path:
-        return (f"{at} denied reading secret {path} (permission denied): check that it is a "
-                "KV v2 API path on an enabled mount; ")
-    return (f"{at} rejected VAULT_TOKEN while trying to {doing} (permission denied): the token "
-            "is invalid, expired or revoked, or lacks the capability; ")
-
-
-def _network_cause(error: BaseException, timeout: float) -> str:
-    for cause in _chain(error):
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(cause, socket.gaierror):
-            return "host name not found"
-        if isinstance(cause, ssl.SSLError):
-            return "TLS handshake failed"
-        if isinstance(cause, (requests.Timeout, TimeoutError)):
-            return f"no answer within {timeout:g} s"
-    return "connection failed"
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """The exception, its causes and contexts, and urllib3's ``reason`` links, without cycles."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [error]
-    while todo:
-        item = todo.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        links = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
-        todo += [link for link in links if isinstance(link, BaseException)]
-
-
-def _vault_text(error: hvac_errors.VaultError) -> str:
-    errors = getattr(error, "errors", None) or []
-    text = "; ".join(str(e).strip() for e in errors) if isinstance(errors, list) else str(errors)
-    return " ".join((text or type(error).__name__).split())
+def _to_revoke(lease: Lease) -> list[Grant]:
+    return [g for g in lease.grants if g.revocable and g.lease_id and g.revoked_at is None]
 
 
 def _log_fields(lease: Lease) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """A private PostgreSQL 15 per test session, on a free loopback port.
 
-``initdb`` + ``postgres`` from Debian's ``/usr/lib/postgresql/15/bin``, trust auth on loopback,
-durability off (fsync, synchronous_commit, full_page_writes) because nothing here outlives the
-session. PostgreSQL refuses to run as root, so under root the cluster belongs to the
-``postgres`` system user (created if missing) in a private directory under /tmp.
+``initdb`` + ``postgres`` from Debian's ``/usr/lib/postgresql/15/bin``, trust auth on loopback
+for the ``postgres`` superuser and passwords (SCRAM) for every other role (so a dynamic role's
+password is really checked), ``pg_stat_statements`` preloaded, durability off (fsync,
+synchronous_commit, full_page_writes) because nothing here outlives the session. PostgreSQL
+refuses to run as root, so under root the cluster belongs to the ``postgres`` system user
+(created if missing) in a private directory under /tmp.
 
 Usage::
 
@@ -41,7 +43,13 @@ SETTINGS = {
     "full_page_writes": "off",
     "max_connections": "100",
     "shared_buffers": "32MB",
+    "shared_preload_libraries": "pg_stat_statements",
 }
+HBA = """\
+local all all trust
+host all postgres 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+"""
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ def _initdb(workdir: Path, owner: _Owner) -> Path:
     )
     if done.returncode != 0:
         pytest.fail(f"initdb failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    (data / "pg_hba.conf").write_text(HBA)
     return data
 
 

@@ -408,3 +408,11 @@ async def test_namespace_is_honoured(openbao):
     assert lease.policy not in root_policies(openbao)
     await broker.revoke(lease)
     assert lease.policy not in inside.sys.list_acl_policies()["data"]["keys"]
+
+
+def test_the_operators_policy_file_is_the_parent_policy():
+    """deploy/vault/opsbot-policy.hcl is what the README's set-up script uploads."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[3] / "deploy" / "vault" / "opsbot-policy.hcl"
+    assert shipped.read_text() == PARENT_POLICY
