@@ -5,6 +5,8 @@
     opsbot sandbox build      build the sandbox image (offline-capable)
     opsbot policy check FILE  validate a policy file
     opsbot policy explain "<command>" --user U --channel C
+    opsbot tokens create --as U123 [--toolsets a,b] [--max-tier N] [--expires 30d] | list | revoke ID
+    opsbot mcp                opsbot's catalog for an MCP client on stdio (OPSBOT_TOKEN)
     opsbot audit [RUN] [--json]
     opsbot runbooks ingest DIR | search "query"
 """
@@ -57,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--groups", default="", help="comma-separated Slack user-group ids")
     explain.add_argument("--policy", default=None, help="policy file (default: OPSBOT_POLICY)")
     explain.add_argument("--redis-url", default=None, help="Redis target (default: REDIS_URL)")
+
+    tokens = _add(sub, "tokens", None, "bearer tokens for MCP clients and the task API"
+                  ).add_subparsers(dest="sub", required=True)
+    create = _add(tokens, "create", _tokens_create, "create a token (its secret is shown once)")
+    create.add_argument("--as", dest="user", required=True, help="the Slack user id it acts as")
+    create.add_argument("--toolsets", default="", help="comma-separated (default: all)")
+    create.add_argument("--max-tier", default="4", help="highest tier it may call (0-4)")
+    create.add_argument("--expires", default="90d", help="e.g. 12h, 30d, 2w, never")
+    create.add_argument("--channels", default="", help="channel ids its runs report in")
+    create.add_argument("--name", default="", help="a note: whose laptop, which CI")
+    _add(tokens, "list", _tokens_list, "list tokens (never their secrets)")
+    revoke = _add(tokens, "revoke", _tokens_revoke, "revoke a token now")
+    revoke.add_argument("id")
+    _add(sub, "mcp", _mcp, "serve opsbot's catalog to an MCP client on stdio "
+                           "(through the running opsbot's /mcp, with OPSBOT_TOKEN)")
 
     audit = _add(sub, "audit", _audit, "print a run's audit trail")
     audit.add_argument("run", nargs="?")
@@ -125,6 +142,32 @@ def _policy_explain(args, settings: Settings) -> int:
     from bot import policy_cmd
 
     return policy_cmd.explain_namespace(args, settings)
+
+
+def _tokens_create(args, settings: Settings) -> int:
+    from bot import tokens_cmd
+
+    return tokens_cmd.create(settings, args.user, args.toolsets, args.max_tier, args.expires,
+                             args.channels, args.name)
+
+
+def _tokens_list(args, settings: Settings) -> int:
+    from bot import tokens_cmd
+
+    return tokens_cmd.show(settings)
+
+
+def _tokens_revoke(args, settings: Settings) -> int:
+    from bot import tokens_cmd
+
+    return tokens_cmd.revoke(settings, args.id)
+
+
+def _mcp(args, settings: Settings) -> int:
+    from bot.mcp_stdio import bridge
+
+    asyncio.run(bridge(settings))
+    return 0
 
 
 def _audit(args, settings: Settings) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import AsyncExitStack, asynccontextmanager, closing
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,6 +28,8 @@ from bot.directory import Directory
 from bot.settings import Settings
 from bot.slack_surface import SlackSurface
 from bot.incidents import Incidents
+from bot.mcp_server import McpDeps
+from bot.mcp_server import endpoint as mcp_endpoint
 from bot.web import build_web, pagerduty_handler, slack_handler
 from bot.wiring import Runtime, runtime
 
@@ -54,17 +56,21 @@ async def running_bot(
     session = aiohttp.ClientSession()
     client = slack_client(settings, session)
     surface = SlackSurface(client, interval=status_interval)
-    async with session, runtime(settings, surface, runbooks=runbooks) as rt:
+    async with (session, runtime(settings, surface, runbooks=runbooks) as rt,
+                AsyncExitStack() as stack):
         directory = Directory(client, groups=rt.policy.slack_groups())
         deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.run_store, directory, rt.dedupe)
-        incidents = Incidents(deps, team=await _team_id(client), grace_s=incident_grace_s)
+        team = await _team_id(client)
+        incidents = Incidents(deps, team=team, grace_s=incident_grace_s)
+        mcp = await stack.enter_async_context(mcp_endpoint(
+            McpDeps(deps, rt.tokens, rt.audit, team, settings.mcp_channel)))
         app = build_app(settings, deps, client, incidents)
         secret = settings.slack_signing_secret
         slack = None if settings.socket_mode else slack_handler(
             app, secret.get_secret_value() if secret else None)
         pd_secret = settings.pagerduty_webhook_secret
         pd = pagerduty_handler(pd_secret.get_secret_value(), rt.dedupe, incidents) if pd_secret else None
-        web_runner = web.AppRunner(build_web(slack, pd, lambda: _health(rt)), access_log=None)
+        web_runner = web.AppRunner(build_web(slack, pd, lambda: _health(rt), mcp), access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)
         await site.start()

@@ -1,5 +1,5 @@
-"""The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty``, ``GET /healthz``,
-``GET /metrics``.
+"""The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty``, ``/mcp``,
+``GET /healthz``, ``GET /metrics``.
 
 Stock Bolt parses the body inside ``BoltRequest`` before checking anything, so a truncated JSON
 body raises and the server answers 500 (which Slack retries). Here the body is size-limited,
@@ -124,7 +124,7 @@ async def prometheus(request: web.Request) -> web.Response:
 
 def build_web(
     slack: Handler | None, pagerduty: Handler | None,
-    health: Callable[[], dict[str, Any]] | None = None,
+    health: Callable[[], dict[str, Any]] | None = None, mcp: Handler | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     if health is not None:
@@ -133,6 +133,8 @@ def build_web(
         app.router.add_post("/slack/events", slack)
     if pagerduty is not None:
         app.router.add_post("/webhooks/pagerduty", pagerduty)
+    if mcp is not None:
+        app.router.add_route("*", "/mcp", mcp)  # MCP streamable HTTP (bot/mcp_server.py)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     return app

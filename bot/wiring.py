@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from approvals.store import ApprovalStore
 from bot.errors import ConfigError
 from bot.settings import Settings
+from bot.tokens import SqliteTokens
 from graph.audit import AuditLog
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
@@ -62,6 +63,7 @@ class Runtime:
     sandbox: SandboxRunner
     broker: CredentialBroker
     mcp: Discovery | None = None
+    tokens: SqliteTokens | None = None
 
 
 def connector_configs(settings: Settings) -> dict[str, BaseModel]:
@@ -217,4 +219,4 @@ async def runtime(
         stack.callback(sweeper.cancel)
         log.info("opsbot ready", toolsets=sorted(catalog.configs), data_dir=str(settings.data_dir))
         yield Runtime(settings, catalog, policy, manager, run_store, approvals, audit,
-                      Dedupe(db), sandbox, broker, discovery)
+                      Dedupe(db), sandbox, broker, discovery, SqliteTokens(db))

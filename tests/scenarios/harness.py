@@ -111,8 +111,9 @@ class Harness:
                                              value=value, slack=self.slack))
 
     async def deny(self, card: Message, user: str, reason: str = "") -> Delivery:
+        opened = len(self.slack.views())  # the modal this click opens, not an earlier one
         await self.click(card, user, DENY_ACTION)
-        view = (await self.slack.wait_for(lambda: self.slack.views()))[-1]
+        view = (await self.slack.wait_for(lambda: self.slack.views()[opened:]))[-1]
         return await self.post(view_submission(
             user=user, callback_id=DENY_VIEW, view_id=view.id, slack=self.slack,
             private_metadata=view.view["private_metadata"],

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from approvals.cards import DENY_ACTION, DENY_VIEW
 from graph.surface import RunState
-from tests.fakes.payloads import view_submission
 from tests.fakes.slack import SlackEmulator
 from tests.scenarios.harness import APPROVER, LEAD, RUN_ID, harness, settings_for
 from tests.services.docker import leftovers
@@ -145,18 +143,6 @@ async def run(h, text: str, user: str = "UREQ1") -> tuple[str, dict]:
     return thread, await report_row(h, thread)
 
 
-async def deny(h, card, user: str, reason: str = "") -> None:
-    """Deny through the modal (the harness's own helper takes the newest view, which in this
-    module's shared emulator may belong to an earlier test)."""
-    before = len(h.slack.views())
-    await h.click(card, user, DENY_ACTION)
-    view = (await h.slack.wait_for(lambda: h.slack.views()[before:]))[-1]
-    await h.post(view_submission(
-        user=user, callback_id=DENY_VIEW, view_id=view.id, slack=h.slack,
-        private_metadata=view.view["private_metadata"],
-        values={"reason": {"reason": {"type": "plain_text_input", "value": reason}}}))
-
-
 def execs(h, action: str) -> list[dict]:
     rows = h.bot.runtime.audit.db.execute(
         "select data from audit where kind = 'sandbox.exec'").fetchall()
@@ -197,7 +183,7 @@ async def test_git_reset_denied_changes_nothing(h):
     git(h.repo, "add", "extra.txt")
     thread = await started(h, "git git_reset repo_path=/repo")
     card = await h.card(thread)
-    await deny(h, card, LEAD, reason="keep it staged")
+    await h.deny(card, LEAD, reason="keep it staged")
     report = await h.report(thread)
     assert "keep it staged" in report.text
     assert "A  extra.txt" in git(h.repo, "status", "--porcelain")
@@ -225,7 +211,7 @@ async def test_destructive_tool_approved_runs_exactly_once(h):
 
 async def test_destructive_tool_denied_never_runs(h):
     thread = await started(h, "db drop_table table=users")
-    await deny(h, await h.card(thread), APPROVER, reason="no")
+    await h.deny(await h.card(thread), APPROVER, reason="no")
     await h.report(thread)
     assert "users" not in (h.ledger.read_text() if h.ledger.exists() else "")
     assert all(e["params"] != {"table": "users"} for e in execs(h, "db drop_table"))
@@ -235,7 +221,7 @@ async def test_lying_read_only_annotation_is_still_gated_by_the_floor(h):
     thread = await started(h, "shady delete_everything")
     card = await h.card(thread)
     assert "3 sandbox-execute" in str(card.blocks)
-    await deny(h, card, APPROVER)
+    await h.deny(card, APPROVER)
     await h.report(thread)
     assert execs(h, "shady delete_everything") == []
 

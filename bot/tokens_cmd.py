@@ -1,0 +1,116 @@
+"""``opsbot tokens create | list | revoke``: bearer tokens for MCP clients and the task API.
+
+Creating or revoking a token is itself audited (``token.create`` / ``token.revoke``, never the
+secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+
+from bot.errors import ConfigError
+from bot.settings import Settings
+from bot.tokens import SqliteTokens, Token, issue, parse_expiry
+from graph.audit import AuditLog
+from graph.policy.schema import TIER_NAMES
+from graph.store import open_db
+from tools.base import Tier
+
+_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+def create(settings: Settings, user: str, toolsets: str, max_tier: str, expires: str,
+           channels: str, name: str) -> int:
+    token, secret = asyncio.run(_create(settings, user, _toolsets(settings, toolsets),
+                                        _tier(max_tier), _channels(channels), expires, name))
+    print(f"Created {token.id} for <@{token.user}> ({token.scope()}; "
+          f"{_expiry(token)}). The secret is shown once:\n{secret}")
+    return 0
+
+
+async def _create(settings: Settings, user: str, toolsets: tuple[str, ...], tier: Tier,
+                  channels: tuple[str, ...], expires: str, name: str) -> tuple[Token, str]:
+    if not _USER.match(user):
+        raise ConfigError(f"--as {user!r} is not a Slack user id (U… or W…).")
+    try:
+        expires_in = parse_expiry(expires)
+    except ValueError as e:
+        raise ConfigError(f"--expires: {e}.") from None
+    store, audit = _open(settings)
+    token, secret = await issue(store, user, toolsets=toolsets, max_tier=tier,
+                                channels=channels, expires_in=expires_in, name=name)
+    audit.record("token.create", None, user, token=token.id, toolsets=list(toolsets),
+                 max_tier=int(tier), channels=list(channels),
+                 expires_at=token.expires_at.isoformat() if token.expires_at else None)
+    return token, secret
+
+
+def show(settings: Settings) -> int:
+    store, _ = _open(settings)
+    tokens = asyncio.run(store.all())
+    if not tokens:
+        print("no tokens")
+    now = datetime.now(UTC)
+    for t in tokens:
+        state = t.problem(now) or "active"
+        print(f"{t.id}  <@{t.user}>  {t.scope()}  {_expiry(t)}  {state}"
+              + (f"  {t.name}" if t.name else ""))
+    return 0
+
+
+def revoke(settings: Settings, token_id: str) -> int:
+    store, audit = _open(settings)
+    if not asyncio.run(store.revoke(token_id, datetime.now(UTC))):
+        print(f"opsbot: no active token {token_id}")
+        return 1
+    audit.record("token.revoke", None, None, token=token_id)
+    print(f"Revoked {token_id}; requests with it are refused from now on.")
+    return 0
+
+
+def _open(settings: Settings) -> tuple[SqliteTokens, AuditLog]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_db(settings.data_dir / "opsbot.sqlite")
+    return SqliteTokens(db), AuditLog(db)
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+
+
+def _toolsets(settings: Settings, text: str) -> tuple[str, ...]:
+    from bot.wiring import mcp_servers
+    from tools import TOOLSETS
+
+    servers = mcp_servers(settings)
+    known = [t.name for t in TOOLSETS] + [s.name for s in (servers.servers if servers else ())]
+    chosen = _list(text)
+    bad = [t for t in chosen if t not in known]
+    if bad:
+        raise ConfigError(f"--toolsets: {', '.join(bad)} is not a toolset of this opsbot; "
+                          f"known: {', '.join(known)}.")
+    return chosen
+
+
+def _channels(text: str) -> tuple[str, ...]:
+    channels = _list(text)
+    bad = [c for c in channels if not _CHANNEL.match(c)]
+    if bad:
+        raise ConfigError(f"--channels: {', '.join(bad)} is not a channel id (C…).")
+    return channels
+
+
+def _tier(text: str) -> Tier:
+    word = text.strip().lower()
+    if word.isdigit() and 0 <= int(word) <= 4:
+        return Tier(int(word))
+    if word in TIER_NAMES:
+        return TIER_NAMES[word]
+    raise ConfigError(f"--max-tier {text!r} is not a tier; use 0-4.")
+
+
+def _expiry(token: Token) -> str:
+    return f"expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if token.expires_at else "never expires"
