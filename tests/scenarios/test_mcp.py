@@ -249,3 +249,46 @@ async def test_a_silent_server_is_reported_unavailable_and_did_not_hold_up_the_b
     help_text = (await h.command("help mute")).body
     assert "unavailable" in help_text
 
+
+
+LLM_SERVERS = """\
+version: 1
+servers:
+  - name: db
+    transport: stdio
+    command: python3
+    args: [/srv/mcp/destructive.py]
+    vars: {{LEDGER: /ledger/calls.log}}
+    mounts: [{{source: {fakes}, target: /srv/mcp}}, {{source: {ledger}, target: /ledger, writable: true}}]
+"""
+
+
+async def test_the_llm_agent_calls_mcp_tools_through_the_same_gate(
+        slack_emulator, redis_server, sandbox_image, tmp_path, llm_api):
+    from tests.fakes.openai import text, tool_call, tool_results
+    from tests.scenarios.llm_harness import mention, running_llm_bot
+
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    ledger.chmod(0o777)
+    servers = tmp_path / "mcp.yml"
+    servers.write_text(LLM_SERVERS.format(fakes=FAKES, ledger=ledger))
+    llm_api.push(tool_call("db__count_rows", {"table": "sessions"}),
+                 tool_call("db__drop_table", {"table": "sessions"}),
+                 text("The sessions table had 42 rows and is now dropped."))
+    async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, llm_api, None,
+                               mcp=servers) as hl:
+        thread = await mention(hl, "count the sessions rows, then drop that table")
+        card = await hl.card(thread)
+        tools = {t["function"]["name"]: t["function"] for t in
+                 llm_api.requests()[0].body["tools"]}
+        assert tools["db__drop_table"]["description"].startswith("[tier 4] (MCP server `db`)")
+        assert tools["db__count_rows"]["parameters"]["required"] == ["table"]
+        assert not (ledger / "calls.log").exists()  # the model's call waits like a typed one
+        await hl.click(card, APPROVER)
+        report = await hl.report(thread)
+    assert "now dropped" in report.text
+    assert (ledger / "calls.log").read_text() == "drop sessions\n"
+    results = [tool_results(r.body) for r in llm_api.requests()[1:]]
+    said = json.dumps(results)
+    assert "sessions: 42 rows" in said and "dropped sessions" in said
