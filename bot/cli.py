@@ -135,7 +135,7 @@ def _sandbox_build(args, settings: Settings) -> int:
 def _policy_check(args, settings: Settings) -> int:
     from bot import policy_cmd
 
-    return policy_cmd.check(args.file)
+    return policy_cmd.check(args.file, settings)
 
 
 def _policy_explain(args, settings: Settings) -> int:

@@ -39,16 +39,29 @@ from tools.catalog import Call, CallError, Catalog, describe_validation
 from tools.redis import RedisConfig
 
 
-def check(path: str) -> int:
-    """Validate the policy file at ``path``: 0 and ``ok: N rules``, or 1 and every error."""
+def check(path: str, settings: Any = None) -> int:
+    """Validate the policy file at ``path``: 0 and ``ok: N rules``, or 1 and every error.
+
+    With ``settings``, the MCP servers of ``OPSBOT_MCP`` count as toolsets (their tools are
+    only known once listed, so rules naming their tools are checked at boot instead)."""
     try:
-        policy = load_policy(path)
+        policy = load_policy(path, [*TOOLSETS, *_mcp_toolsets(settings)])
     except PolicyError as e:
         print(e, file=sys.stderr)
         return 1
     count = len(policy.rules)
     print(f"ok: {count} rule{'' if count == 1 else 's'}")
     return 0
+
+
+def _mcp_toolsets(settings: Any) -> list[Any]:
+    if settings is None or getattr(settings, "mcp", None) is None:
+        return []
+    from bot.wiring import mcp_servers
+    from tools.mcp import build_toolset
+
+    servers = mcp_servers(settings)
+    return [build_toolset(entry, []) for entry in (servers.servers if servers else ())]
 
 
 def explain(

@@ -10,6 +10,7 @@ works in a channel of its own so their threads never mix.
 from __future__ import annotations
 
 import itertools
+import secrets
 import json
 import subprocess
 import time
@@ -292,3 +293,39 @@ async def test_the_llm_agent_calls_mcp_tools_through_the_same_gate(
     results = [tool_results(r.body) for r in llm_api.requests()[1:]]
     said = json.dumps(results)
     assert "sessions: 42 rows" in said and "dropped sessions" in said
+
+
+LEAKY_SERVER = """\
+version: 1
+servers:
+  - name: leaky
+    transport: stdio
+    command: python3
+    args: [/srv/mcp/leaky.py]
+    env: {{CANARY: kv/data/mcp/canary#value}}
+    mounts: [{{source: {fakes}, target: /srv/mcp}}]
+"""
+
+
+async def test_server_secrets_come_from_vault_per_call_and_never_leave(
+        slack_emulator, redis_server, openbao, sandbox_image, tmp_path):
+    from tests.scenarios.test_vault_e2e import parent_token
+
+    canary = "mcp-canary-" + secrets.token_hex(12)
+    openbao.put("kv/data/mcp/canary", value=canary)
+    servers = tmp_path / "mcp.yml"
+    servers.write_text(LEAKY_SERVER.format(fakes=FAKES))
+    settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data", MCP_POLICY,
+                            mcp=servers, vault_addr=openbao.addr,
+                            vault_token=parent_token(openbao))
+    async with harness(settings, slack_emulator) as h:
+        _, report = await run(h, "leaky has_canary")
+        assert report["calls"][0]["output"] == f"canary set, {len(canary)} characters"
+        _, report = await run(h, "leaky leak")
+        assert report["calls"][0]["output"] == "here it is: [redacted]"
+        leases = h.bot.runtime.audit.db.execute(
+            "select count(*) from audit where kind = 'credential.lease'").fetchone()[0]
+        assert leases >= 2  # minted for each call (and for the listing at boot)
+        dump = "\n".join(h.bot.runtime.audit.db.iterdump())
+    assert canary not in dump
+    assert canary not in slack_emulator.all_text()

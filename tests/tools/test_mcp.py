@@ -103,3 +103,32 @@ rules:
 def test_server_entries_are_checked(bad, message):
     with pytest.raises(ValidationError, match=message):
         ServerEntry.model_validate({"name": "s", **bad})
+
+
+def test_policy_check_knows_the_mcp_servers_of_opsbot_mcp(tmp_path, capsys, monkeypatch,
+                                                          logging_restored):
+    from bot.cli import main
+
+    (tmp_path / "mcp.yml").write_text("version: 1\nservers:\n  - {name: git, transport: stdio, "
+                                      "command: python3}\n")
+    (tmp_path / "policy.yml").write_text(
+        "version: 1\ngroups: {sre: {users: [U0SRE]}}\ndefaults: {approvers: [sre]}\nrules:\n"
+        "  - name: git-writes\n    match: {toolset: git, action: git_commit}\n    tier: 4\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["policy", "check", "policy.yml"]) == 1  # without OPSBOT_MCP: no such toolset
+    assert "`git` matches no toolset" in capsys.readouterr().err
+    monkeypatch.setenv("OPSBOT_MCP", str(tmp_path / "mcp.yml"))
+    assert main(["policy", "check", "policy.yml"]) == 0
+    assert "ok: 1 rule" in capsys.readouterr().out
+
+
+def test_a_bad_mcp_file_is_one_sentence_at_boot(tmp_path):
+    from graph.mcp import MCPConfigError, load_servers
+
+    path = tmp_path / "mcp.yml"
+    path.write_text("version: 1\nservers:\n  - {name: git, transport: http}\n")
+    with pytest.raises(MCPConfigError, match=r"servers\[0\] \(git\): an http server needs `url`"):
+        load_servers(path)
+    path.write_text("version: 1\nservers:\n  - {name: redis, transport: stdio, command: x}\n")
+    with pytest.raises(MCPConfigError, match="name of a built-in toolset"):
+        load_servers(path, reserved=["redis"])
