@@ -78,11 +78,13 @@ async def spawn_once() -> object:
 
 async def main(samples: int) -> None:
     build_image(log=lambda line: None)
+    print(f"load average at start {Path('/proc/loadavg').read_text().split()[:3]}")
     rows: dict[str, list[float]] = {"direct (session)": [], "direct (spawn)": [], "opsbot": []}
     with tempfile.TemporaryDirectory() as tmp, SlackEmulator() as slack:
         servers = Path(tmp) / "mcp.yml"
         servers.write_text(SERVER)
         slack.add_channel(CHANNEL, "ops")
+        slack.set_usergroup("S0SRE", [])  # the harness policy's approver group
         settings = settings_for(slack, None, Path(tmp) / "data", mcp=servers,
                                 mcp_channel=CHANNEL)  # no REDIS_URL: the time server only
         async with running_bot(settings, host="127.0.0.1", status_interval=0.05) as bot:
@@ -111,7 +113,8 @@ async def main(samples: int) -> None:
 def report(rows: dict[str, list[float]], samples: int) -> None:
     base = statistics.median(rows["direct (session)"])
     spawn = statistics.median(rows["direct (spawn)"])
-    print(f"MCP tool call, {samples} samples each, load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"MCP tool call, {samples} samples each, load average at the end "
+          f"{Path('/proc/loadavg').read_text().split()[:3]}")
     print(f"{'row':<18}{'p50 ms':>10}{'p90 ms':>10}{'max ms':>10}  vs session  vs spawn")
     for name, values in rows.items():
         p50 = statistics.median(values)

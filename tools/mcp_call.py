@@ -141,6 +141,7 @@ def _http(entry: ServerEntry, ctx: ActionContext) -> Any:
     host, mapped = ctx.address(parts.hostname or "", port)
     url = urlunsplit(parts._replace(netloc=f"{host}:{mapped}"))
     headers = {k: ctx.secrets[f"header:{k}"] for k in entry.headers if f"header:{k}" in ctx.secrets}
+    headers["Host"] = parts.netloc  # the server's own name, whichever forwarder carries it
     client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=entry.timeout))
     return streamable_http_client(url, http_client=client)
 

@@ -9,6 +9,7 @@ works in a channel of its own so their threads never mix.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import json
@@ -21,6 +22,7 @@ import pytest
 from graph.surface import RunState
 from tests.fakes.slack import SlackEmulator
 from tests.scenarios.harness import APPROVER, LEAD, RUN_ID, harness, settings_for
+from tests.fakes.server import wait_until
 from tests.services.docker import leftovers
 
 pytestmark = pytest.mark.docker
@@ -329,3 +331,39 @@ async def test_server_secrets_come_from_vault_per_call_and_never_leave(
         dump = "\n".join(h.bot.runtime.audit.db.iterdump())
     assert canary not in dump
     assert canary not in slack_emulator.all_text()
+
+
+@pytest.fixture
+async def http_mcp_server():
+    """The destructive test server over streamable HTTP on the host's loopback."""
+    import socket
+
+    import uvicorn
+
+    from tests.fakes.mcp_servers.destructive import server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), host="127.0.0.1",
+                                        port=port, log_level="warning", lifespan="on"))
+    serving = asyncio.ensure_future(web.serve())
+    await wait_until(lambda: web.started, 10, lambda: "uvicorn did not start")
+    yield f"http://127.0.0.1:{port}/mcp"
+    web.should_exit = True
+    await serving
+
+
+async def test_an_http_server_is_called_from_the_sandbox_through_its_egress(
+        slack_emulator, redis_server, sandbox_image, tmp_path, http_mcp_server):
+    servers = tmp_path / "mcp.yml"
+    servers.write_text(f"version: 1\nservers:\n  - {{name: remote, transport: http, "
+                       f"url: '{http_mcp_server}'}}\n")
+    settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data", MCP_POLICY,
+                            mcp=servers)
+    async with harness(settings, slack_emulator) as h:
+        assert "remote" not in h.bot.runtime.mcp.problems
+        _, report = await run(h, "remote count_rows table=orders")
+        (row,) = execs(h, "remote count_rows")
+    assert report["calls"][0]["output"] == "orders: 42 rows"
+    assert row["network"] != "none"  # its own network, reaching only the declared endpoint
