@@ -19,6 +19,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from approvals.store import ApprovalStore
 from bot.errors import ConfigError
+from bot.redaction import protect
 from bot.settings import Settings
 from bot.tokens import SqliteTokens
 from graph.audit import AuditLog
@@ -201,6 +202,7 @@ async def runtime(
         stack.push_async_callback(sandbox.close)
         discovery = await discover(servers, catalog, sandbox, broker, audit, stack)
         policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
+        protect(settings, policy)  # opsbot's tokens and the policy's secret shapes
         saver = await stack.enter_async_context(
             AsyncSqliteSaver.from_conn_string(str(settings.data_dir / "checkpoints.sqlite")))
         await saver.setup()  # WAL mode

@@ -16,6 +16,7 @@ and a resume never re-runs a call that already finished (see the LangGraph guide
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Annotated, Any, TypedDict
@@ -36,6 +37,7 @@ from sandbox.credentials import VaultError
 from sandbox.protocol import SandboxRequest
 from tools.base import Status, ToolResult
 from tools.catalog import Call, CallError
+from tools.secrets import REDACTOR
 
 log = structlog.get_logger("opsbot.graph")
 PREVIEW_LIMIT = 20_000  # kept whole for the approver (the card attaches what it can't show)
@@ -171,6 +173,10 @@ class Nodes:
             return review
         review.update(summary=resolved.summary, target=str(resolved.target),
                       hash=resolved.hash, canonical=resolved.canonical)
+        hidden = _secrets_in(review) if review["verdict"] == Verdict.APPROVE else []
+        if hidden:  # the card would show a marker where the secret is: less than what runs
+            review.update(verdict=Verdict.DENY, rule="redaction",
+                          reason=_unshowable(call, hidden))
         return review
 
     def fan_out(self, state: GraphState) -> list[Send] | str:
@@ -320,6 +326,18 @@ class Nodes:
             usage=_usage(state, self.deps.model_name),
         )
         return {"report": report.model_dump(mode="json")}
+
+
+def _secrets_in(review: dict[str, Any]) -> list[str]:
+    shown = json.dumps([review["summary"], review["canonical"]], ensure_ascii=False)
+    return REDACTOR.found(shown)
+
+
+def _unshowable(call: Call, hidden: list[str]) -> str:
+    return (f"`{call.ref}` can't be put on an approval card: its parameters hold something "
+            f"shaped like a secret ({', '.join(hidden)}), which opsbot never posts in Slack, so "
+            "an approver could not see the whole action. Keep the secret in Vault and refer "
+            "to it instead.")
 
 
 def _refuse(branch: Branch, actual_hash: str) -> str:

@@ -1,8 +1,14 @@
-"""Redaction of secret values that passed through opsbot.
+"""Redaction of secrets in everything opsbot writes: Slack, LLM requests, audit rows, logs,
+tool results (so checkpoints and data files hold them redacted too).
 
-Every secret value the credential broker reads is registered with the process-wide
-:data:`REDACTOR`; the log processor, the Slack and audit writers and the LLM prompt builder pass
-text through :meth:`Redactor.redact` so the exact value never leaves the process.
+Two kinds of secret are removed:
+
+* **values** opsbot knows: every secret the credential broker reads and opsbot's own
+  configured tokens are registered with :meth:`Redactor.add` and replaced by ``[redacted]``;
+* **shapes** of well-known secrets anyone may paste or a tool may print (cloud keys, Slack,
+  GitHub and OpenAI tokens, private keys, JWTs, passwords in URLs ...), replaced by a marker
+  naming the shape: ``[redacted:slack-token]``. :data:`SHAPES` lists them; the policy file's
+  ``redaction`` section picks which apply and adds an operator's own (``Redactor.use``).
 
 Values minted per action (dynamic database passwords, SSH keys) are added as ``transient``
 and ``release``-d when the action's lease is revoked: live ones are always redacted, and the
@@ -12,7 +18,8 @@ pattern growing with every action opsbot ever ran (each value costs every redact
 Usage::
 
     REDACTOR.add("s3cr3t")
-    REDACTOR.redact("password is s3cr3t")   # 'password is [redacted]'
+    REDACTOR.redact("password is s3cr3t")            # 'password is [redacted]'
+    REDACTOR.redact("token xoxb-1234-5678-abcdefgh")  # 'token [redacted:slack-token]'
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 MASK = "[redacted]"
@@ -27,8 +36,70 @@ MIN_LENGTH = 4  # shorter values would redact ordinary words; Vault secrets are 
 RELEASED_KEPT = 32
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A well-known secret's form. With a ``secret`` group only that part is replaced (a URL
+    keeps its user and host); ``check`` can veto a match (a 40-character hex SHA is not a key).
+    """
+
+    name: str
+    pattern: re.Pattern[str]
+    check: Any = None  # Callable[[str], bool] | None
+
+    def redact(self, text: str) -> str:
+        return self.pattern.sub(self._replace, text)
+
+    def _replace(self, match: re.Match[str]) -> str:
+        secret = "secret" in self.pattern.groupindex and match.group("secret")
+        found = secret or match.group(0)
+        if self.check is not None and not self.check(found):
+            return match.group(0)
+        marker = f"[redacted:{self.name}]"
+        if not secret:
+            return marker
+        start, end = match.span("secret")
+        whole = match.group(0)
+        return whole[: start - match.start()] + marker + whole[end - match.start():]
+
+
+def shape(name: str, pattern: str, check: Any = None) -> Shape:
+    return Shape(name, re.compile(pattern), check)
+
+
+def _mixed(text: str) -> bool:
+    """Upper, lower case and digits: a random key, not a hex digest or a word."""
+    return (any(c.islower() for c in text) and any(c.isupper() for c in text)
+            and any(c.isdigit() for c in text))
+
+
+_B = r"(?<![A-Za-z0-9_])"  # the start of a token
+_E = r"(?![A-Za-z0-9_])"
+SHAPES: tuple[Shape, ...] = (
+    shape("private-key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+          r"(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)"),
+    shape("aws-access-key-id", _B + r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)"
+          r"[A-Z0-9]{16}" + _E),
+    shape("aws-secret-access-key", r"(?<![A-Za-z0-9/+])(?P<secret>[A-Za-z0-9/+]{40})"
+          r"(?![A-Za-z0-9/+=])", _mixed),
+    shape("slack-token", _B + r"xox[abposre]-[A-Za-z0-9-]{10,}"),
+    shape("slack-app-token", _B + r"xapp-\d-[A-Za-z0-9-]{10,}"),
+    shape("slack-webhook", r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]+"),
+    shape("github-token", _B + r"(?:gh[pousr]_[A-Za-z0-9]{36,255}"
+          r"|github_pat_[A-Za-z0-9_]{22,255})" + _E),
+    shape("openai-key", _B + r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}" + _E),
+    shape("google-api-key", _B + r"AIza[0-9A-Za-z_-]{35}" + _E),
+    shape("stripe-key", _B + r"(?:sk|rk)_live_[0-9A-Za-z]{20,}" + _E),
+    shape("jwt", _B + r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    shape("url-password", r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:(?P<secret>[^\s@/?#]+)@"),
+    shape("bearer-token", r"(?i)\b(?:authorization:\s*(?:bearer|basic|token)|bearer)\s+"
+          r"(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)"),
+)
+
+
 class Redactor:
-    def __init__(self, released_kept: int = RELEASED_KEPT) -> None:
+    def __init__(self, released_kept: int = RELEASED_KEPT,
+                 shapes: Iterable[Shape] = SHAPES) -> None:
+        self._shapes: tuple[Shape, ...] = tuple(shapes)
         self._values: set[str] = set()
         self._live: set[str] = set()
         self._released: OrderedDict[str, None] = OrderedDict()
@@ -62,20 +133,39 @@ class Redactor:
         ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 
+    def use(self, shapes: Iterable[Shape]) -> None:
+        """The shapes to redact from now on (the policy's ``redaction`` section)."""
+        self._shapes = tuple(shapes)
+
+    @property
+    def shapes(self) -> tuple[Shape, ...]:
+        return self._shapes
+
     def redact(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None or not text:
+        if not text or not isinstance(text, str):
             return text
-        return pattern.sub(MASK, text)
+        pattern = self._pattern
+        if pattern is not None:
+            text = pattern.sub(MASK, text)
+        for found in self._shapes:
+            text = found.redact(text)
+        return text
+
+    def found(self, text: str) -> list[str]:
+        """The names of the secret shapes (and ``value`` for a known secret) in ``text``."""
+        redacted = self.redact(text)
+        names = re.findall(r"\[redacted:([a-z0-9-]+)\]", redacted)
+        known = redacted.count(MASK) - text.count(MASK)
+        return list(dict.fromkeys(names + (["value"] if known > 0 else [])))
 
     def redact_obj(self, value: Any) -> Any:
-        """Redact every string inside a JSON-shaped value (dicts, lists, scalars)."""
-        if self._pattern is None:
-            return value
+        """Redact every string inside a JSON-shaped value (dicts, lists, scalars); dict keys
+        too (a tool may key its data by what it found)."""
         if isinstance(value, str):
             return self.redact(value)
-        if isinstance(value, dict):
-            return {k: self.redact_obj(v) for k, v in value.items()}
+        if isinstance(value, Mapping):
+            return {self.redact(k) if isinstance(k, str) else k: self.redact_obj(v)
+                    for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.redact_obj(v) for v in value]
         return value

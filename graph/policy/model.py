@@ -19,6 +19,7 @@ from approvals.rules import ApproverRule
 from graph.policy.schema import PolicyFile, RequestersSpec, RuleSpec
 from tools.base import Tier
 from tools.catalog import Resolved
+from tools.secrets import SHAPES, Shape, shape
 
 DEFAULT_EXPIRY_S = 3600
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -146,7 +147,14 @@ class Policy(BaseModel):
     requesters: RequesterRule | None = None
     rules: tuple[Rule, ...] = ()
     pagerduty_bot_ids: tuple[str, ...] = ()
+    redact_shapes: tuple[str, ...] | None = None  # None: every shape opsbot knows
+    redact_extra: dict[str, str] = {}  # an operator's own shapes: name -> regex
     source: str | None = None  # the file it came from; None for the built-in default
+
+    def redaction(self) -> list[Shape]:
+        """The secret shapes to redact from everything opsbot writes (``REDACTOR.use``)."""
+        known = [s for s in SHAPES if self.redact_shapes is None or s.name in self.redact_shapes]
+        return known + [shape(name, regex) for name, regex in self.redact_extra.items()]
 
     def is_incident_channel(self, channel: Channel | str) -> bool:
         """Whether PagerDuty alerts in ``channel`` are investigated (a str is an id or #name)."""
@@ -185,6 +193,8 @@ def compile_policy(spec: PolicyFile, source: str) -> Policy:
         requesters=_requesters(spec, spec.requesters),
         rules=tuple(_rule(spec, r) for r in spec.rules),
         pagerduty_bot_ids=spec.pagerduty_bot_ids,
+        redact_shapes=spec.redaction.shapes,
+        redact_extra=spec.redaction.extra,
         source=source,
     )
 

@@ -23,10 +23,12 @@ from pydantic import (
 )
 
 from tools.base import Tier
+from tools.secrets import SHAPES
 
 MIN_EXPIRY_S = 60
 MAX_EXPIRY_S = 7 * 24 * 3600
 MAX_APPROVALS = 10
+MAX_REGEX = 500
 TIER_NAMES = {t.name.lower().replace("_", "-"): t for t in Tier}
 # The target kinds named by the tools.base.Target contract; a `kind:` pattern must match one.
 TARGET_KINDS = ("redis", "github_repo", "pulumi_stack", "container")
@@ -169,6 +171,37 @@ def show(value: Any) -> str:
     return f"`{value}`"
 
 
+def _shape_name(value: Any) -> str:
+    names = [s.name for s in SHAPES]
+    if isinstance(value, str) and value in names:
+        return value
+    raise ValueError(f"{show(value)} is not a secret shape opsbot knows; use one of: "
+                     f"{', '.join(names)} (or add your own under `extra`)")
+
+
+def _shape_list(value: Any) -> Any:
+    if value == "all":
+        return None
+    if value == "none":
+        return ()
+    if isinstance(value, list):
+        return value
+    raise ValueError(f"{show(value)} is not `all`, `none` or a list of secret shapes")
+
+
+def _regex(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_REGEX:
+        raise ValueError(f"{show(value)} is not a regular expression of 1-{MAX_REGEX} characters")
+    try:
+        compiled = re.compile(value)
+    except re.error as e:
+        raise ValueError(f"{show(value)} is not a valid regular expression ({e})") from None
+    if compiled.fullmatch(""):
+        raise ValueError(f"{show(value)} matches empty text, so it would redact nothing useful "
+                         "and mark every gap; make it match the secret itself")
+    return value
+
+
 TierValue = Annotated[Tier, BeforeValidator(_tier)]
 AutonomyTier = Annotated[Tier, BeforeValidator(_tier), AfterValidator(_autonomy)]
 TierList = Annotated[tuple[Tier, ...], BeforeValidator(_tiers)]
@@ -178,6 +211,9 @@ Name = Annotated[str, BeforeValidator(_name)]
 Patterns = Annotated[tuple[str, ...], BeforeValidator(_patterns)]
 AttrName = Annotated[str, BeforeValidator(_attr)]
 ChannelPattern = Annotated[str, BeforeValidator(_channel)]
+ShapeName = Annotated[str, BeforeValidator(_shape_name)]
+ShapeList = Annotated[tuple[ShapeName, ...] | None, BeforeValidator(_shape_list)]
+Regex = Annotated[str, BeforeValidator(_regex)]
 UserId = Annotated[
     str,
     BeforeValidator(
@@ -299,6 +335,14 @@ class RuleSpec(_Strict):
         return self
 
 
+class RedactionSpec(_Strict):
+    """Which well-known secret shapes are removed from everything opsbot writes (all of them
+    unless ``shapes`` lists fewer), plus an operator's own under ``extra`` (name: regex)."""
+
+    shapes: ShapeList = None  # `all` (None), `none` or a list
+    extra: dict[Name, Regex] = {}
+
+
 class PolicyFile(_Strict):
     """The whole file. ``rules`` are tried in order; the first match wins."""
 
@@ -310,3 +354,4 @@ class PolicyFile(_Strict):
     pagerduty_bot_ids: tuple[BotId, ...] = ()
     requesters: RequestersSpec | None = None
     rules: tuple[RuleSpec, ...] = ()
+    redaction: RedactionSpec = RedactionSpec()

@@ -268,3 +268,16 @@ async def test_calls_sharing_one_model_id_each_get_their_own_review_and_result(l
     got, flushed = told(llm_api, 1)
     assert got.startswith("ok") and flushed.startswith("denied")
     assert executor.ran == ["redis get"]
+
+
+async def test_a_gated_call_with_a_secret_in_its_params_is_refused_not_carded(llm_api, tmp_path):
+    """The card would show ``[redacted:...]`` where the secret is, less than what runs; so the
+    call is refused with a sentence instead of asking anyone to approve it."""
+    token = "xoxb-123456789012-abcdefabcdef0123"
+    llm_api.push(tool_call("redis__del", {"keys": [token]}), text("I won't."))
+    executor = CannedExecutor()
+    graph, _ = make_graph(llm_api, tmp_path, executor)
+    _, state = await run(graph)
+    assert state.interrupts == () and executor.ran == [] and executor.previewed == []
+    (told_model,) = told(llm_api, 1)
+    assert "can't be put on an approval card" in told_model and "(slack-token)" in told_model
