@@ -37,6 +37,7 @@ from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
 from tools.catalog import Catalog
 from tools.github import GitHubConfig
+from tools.postgres import PostgresConfig
 from tools.pulumi import PulumiConfig
 from tools.redis import RedisConfig
 
@@ -71,15 +72,13 @@ def connector_configs(settings: Settings) -> dict[str, BaseModel]:
     """Each connector's config, for the connectors this deployment has configured."""
     configs: dict[str, BaseModel] = {}
     if settings.redis_url:
-        configs["redis"] = _config(RedisConfig, {"url": "REDIS_URL",
-                                                 "password_secret": "OPSBOT_REDIS_PASSWORD_SECRET",
-                                                 "read_role": "OPSBOT_REDIS_READ_ROLE",
-                                                 "write_role": "OPSBOT_REDIS_WRITE_ROLE",
-                                                 "": "OPSBOT_REDIS_READ_ROLE"},
-                                   url=settings.redis_url,
-                                   password_secret=settings.redis_password_secret,
-                                   read_role=settings.redis_read_role,
-                                   write_role=settings.redis_write_role)
+        configs["redis"] = _login(RedisConfig, "OPSBOT_REDIS", "REDIS_URL", settings.redis_url,
+                                  settings.redis_password_secret, settings.redis_read_role,
+                                  settings.redis_write_role)
+    if settings.postgres_url:
+        configs["postgres"] = _login(PostgresConfig, "OPSBOT_POSTGRES", "OPSBOT_POSTGRES_URL",
+                                     settings.postgres_url, settings.postgres_password_secret,
+                                     settings.postgres_read_role, settings.postgres_write_role)
     if settings.github_token is not None:
         configs["github"] = _config(GitHubConfig, {"api_url": "OPSBOT_GITHUB_API_URL"},
                                     api_url=settings.github_api_url)
@@ -97,6 +96,16 @@ def connector_configs(settings: Settings) -> dict[str, BaseModel]:
                       if n in settings.connector_env}
             configs[toolset.name] = _config(toolset.config, names, **values)
     return configs
+
+
+def _login(model: type[BaseModel], env: str, url_env: str, url: str, password: str | None,
+           read: str | None, write: str | None) -> BaseModel:
+    """A database connector's config (``tools.logins.Login``) from its ``<env>_*`` settings."""
+    whole = f"{env}_PASSWORD_SECRET" if password and not (read or write) else f"{env}_READ_ROLE"
+    names = {"url": url_env, "password_secret": f"{env}_PASSWORD_SECRET",
+             "read_role": f"{env}_READ_ROLE", "write_role": f"{env}_WRITE_ROLE", "": whole}
+    return _config(model, names, url=url, password_secret=password, read_role=read,
+                   write_role=write)
 
 
 def _config(model: type[BaseModel], names: dict[str, str], **values: Any) -> BaseModel:

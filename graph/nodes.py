@@ -258,8 +258,8 @@ class Nodes:
         run_id, call = branch["run_id"], resolved.call
         lease = None
         try:
-            lease = await self.deps.broker.mint(run_id, call.id, resolved.secrets,
-                                                resolved.action.timeout)
+            secrets = resolved.preview_secrets if preview else resolved.secrets
+            lease = await self.deps.broker.mint(run_id, call.id, secrets, resolved.action.timeout)
             self.deps.audit.record("credential.lease", run_id, call_id=call.id, **lease.audit())
             request = SandboxRequest(
                 run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,

@@ -33,7 +33,7 @@ from tools.base import ActionContext, ToolResult
 from tools.catalog import describe_validation
 from tools.secrets import Redactor
 
-PRELOAD = ("redis", "requests", "hvac", "yaml", "github", "mcp", "tools.mcp_call")
+PRELOAD = ("redis", "requests", "hvac", "yaml", "github", "mcp", "tools.mcp_call", "psycopg")
 
 Emit = Callable[[str], None]
 

@@ -4,11 +4,12 @@ The registry is an explicit list (no directory scan). Add a connector by importi
 ``TOOLSET`` here.
 """
 
-from tools import github, openapi_apis, pulumi, redis
+from tools import github, openapi_apis, postgres, pulumi, redis
 from tools.base import Action, Toolset
 
 TOOLSETS: tuple[Toolset, ...] = (
     redis.TOOLSET,
+    postgres.TOOLSET,
     github.TOOLSET,
     pulumi.TOOLSET,
     openapi_apis.NEON_TOOLSET,

@@ -8,6 +8,7 @@ user sees.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -61,6 +62,13 @@ class Resolved:
     @property
     def tier(self) -> Tier:
         return self.action.tier
+
+    @property
+    def preview_secrets(self) -> list[SecretRef]:
+        """What the action's dry run gets: a preview only reads, so it is asked for what a
+        tier-0 action of the same toolset gets (a read-only database user, not the write one)."""
+        reader = dataclasses.replace(self.action, tier=Tier.OBSERVE)
+        return self.toolset.secrets(reader, self.params, self.config)
 
     @property
     def summary(self) -> str:

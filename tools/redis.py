@@ -14,23 +14,21 @@ import itertools
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
+from tools.logins import Login
 
 MAX_VALUE_CHARS = 20_000
 MAX_KEY_CHARS = 512  # a key an approver can read on a card, whole
 
 
-class RedisConfig(BaseModel):
-    """Where the Redis server is, and where its password lives in Vault (if it has one)."""
+class RedisConfig(Login):
+    """Where the Redis server is, and how an action logs in (:class:`tools.logins.Login`)."""
 
     model_config = ConfigDict(frozen=True)
 
     url: str = "redis://127.0.0.1:6379/0"
-    password_secret: str | None = None
-    read_role: str | None = None  # database/creds/<role>: an ACL user per action, read-only
-    write_role: str | None = None  # the same for actions that change data
 
     @field_validator("url")
     @classmethod
@@ -46,24 +44,6 @@ class RedisConfig(BaseModel):
         if not parts.hostname:
             raise ValueError("must name a host, e.g. redis://127.0.0.1:6379/0")
         return url
-
-    @field_validator("password_secret")
-    @classmethod
-    def _secret_ref(cls, ref: str | None) -> str | None:
-        return SecretRef.check(ref, static_example=None)  # a Redis password lives in Vault
-
-    @field_validator("read_role", "write_role")
-    @classmethod
-    def _role(cls, path: str | None) -> str | None:
-        return SecretRef.check_role(path)
-
-    @model_validator(mode="after")
-    def _one_kind_of_credential(self) -> RedisConfig:
-        if (self.read_role is None) != (self.write_role is None):
-            raise ValueError("dynamic credentials need both a read role and a write role")
-        if self.read_role and self.password_secret:
-            raise ValueError("set either dynamic roles or a password secret, not both")
-        return self
 
     @property
     def host(self) -> str:
@@ -373,12 +353,7 @@ def _egress(action: Action[Any], params: BaseModel, config: RedisConfig) -> list
 
 
 def _secrets(action: Action[Any], params: BaseModel, config: RedisConfig) -> list[SecretRef]:
-    if config.read_role and config.write_role:
-        role = config.read_role if action.tier <= Tier.RECOMMEND else config.write_role
-        return SecretRef.login("redis", role)
-    if not config.password_secret:
-        return []
-    return [SecretRef.parse("redis_password", config.password_secret)]
+    return config.refs("redis", action.tier)
 
 
 TOOLSET: Toolset[RedisConfig] = Toolset(

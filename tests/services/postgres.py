@@ -165,3 +165,43 @@ def postgres_database(postgres_dsn: str) -> Iterator[str]:
     yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+APP_PASSWORD = "app-" + secrets.token_hex(8)
+
+
+class App:
+    """Sessions of an ordinary login role (``app``) on a test database, as an application's
+    would be (opsbot's roles may signal them; a superuser's backend they may not)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conns: list[psycopg.Connection] = []
+
+    def open(self, autocommit: bool = True) -> psycopg.Connection:
+        conn = psycopg.connect(self.dsn, user="app", password=APP_PASSWORD, autocommit=autocommit)
+        self.conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def app_role(postgres_dsn: str) -> str:
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"create role app login password '{APP_PASSWORD}'")
+    return "app"
+
+
+@pytest.fixture
+def app(postgres_database: str, app_role: str) -> Iterator[App]:
+    """A fresh database with an ``accounts`` table (ids 1-10, balance 100) the app may change."""
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        admin.execute("create table accounts (id int primary key, balance int not null)")
+        admin.execute("insert into accounts select g, 100 from generate_series(1, 10) g")
+        admin.execute("grant all on accounts to app")
+    sessions = App(postgres_database)
+    yield sessions
+    sessions.close()

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import redis
 
+from sandbox.credentials import PARENT_POLICY
 from tests.services.openbao import OpenBaoServer, bao_binary
 from tests.services.redis import RedisServer, private_redis
 
@@ -52,6 +53,17 @@ class VaultEngines:
     def pg_roles(self) -> list[str]:
         with psycopg.connect(self.postgres_dsn) as conn:
             return [r[0] for r in conn.execute("select rolname from pg_roles")]
+
+    def parent_token(self, ttl: str = "1h") -> str:
+        """A token holding only opsbot's documented parent policy (what an operator issues)."""
+        root = self.openbao.client()
+        root.sys.create_or_update_acl_policy("opsbot-parent", PARENT_POLICY)
+        return root.auth.token.create(policies=["opsbot-parent"], ttl=ttl)["auth"]["client_token"]
+
+    def pg_url(self, database: str = "postgres") -> str:
+        """The connector's URL for a database of the session server (no password in it)."""
+        host, port = self.pg_host_port
+        return f"postgresql://{host}:{port}/{database}?sslmode=disable"
 
     @property
     def pg_host_port(self) -> tuple[str, int]:

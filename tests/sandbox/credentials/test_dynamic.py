@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,8 +22,9 @@ from pydantic import SecretStr
 from graph.audit import AuditLog
 from graph.leases import revoke_orphaned
 from graph.store import open_db
-from sandbox.credentials import PARENT_POLICY, CredentialBroker, Lease, VaultConfig, VaultError
+from sandbox.credentials import CredentialBroker, Lease, VaultConfig, VaultError
 from sandbox.protocol import SandboxRequest
+from tests.fakes.server import wait_until
 from tests.services.vault_engines import (
     PG_READ,
     PG_WRITE,
@@ -67,17 +67,10 @@ POSTGRES = Engine(PG_READ, VaultEngines.pg_roles, pg_login, psycopg.OperationalE
 ENGINES = {"redis": REDIS, "postgres": POSTGRES}
 
 
-def parent_token(engines: VaultEngines, ttl: str = "10m") -> SecretStr:
-    root = engines.openbao.client()
-    root.sys.create_or_update_acl_policy("opsbot-parent", PARENT_POLICY)
-    created = root.auth.token.create(policies=["opsbot-parent"], ttl=ttl)["auth"]["client_token"]
-    return SecretStr(created)
-
-
 @pytest.fixture(scope="module")
 def config(vault_engines) -> VaultConfig:
-    return VaultConfig(addr=vault_engines.openbao.addr, token=parent_token(vault_engines),
-                       ttl_margin_s=1)
+    return VaultConfig(addr=vault_engines.openbao.addr,
+                       token=SecretStr(vault_engines.parent_token()), ttl_margin_s=1)
 
 
 @pytest.fixture
@@ -88,13 +81,6 @@ def broker(config) -> CredentialBroker:
 def login_of(lease: Lease, prefix: str) -> tuple[str, str]:
     return (lease.values[f"{prefix}_username"].get_secret_value(),
             lease.values[f"{prefix}_password"].get_secret_value())
-
-
-async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("engine", ENGINES.values(), ids=ENGINES.keys())
@@ -182,7 +168,7 @@ async def test_an_expired_token_takes_its_database_users_with_it(vault_engines, 
     user, _ = login_of(lease, "db")
     assert user in vault_engines.redis_users()
     await wait_until(lambda: user not in vault_engines.redis_users(), 30,
-                     "the user outlived its token's TTL")
+                     lambda: "the user outlived its token's TTL")
 
 
 async def test_a_restarted_opsbot_revokes_what_its_predecessor_left(vault_engines, config,
