@@ -35,7 +35,7 @@ from bot.deps import BotDeps
 from bot.tokens import Token, TokenStore, authenticate
 from graph.agent import tool_name
 from graph.outcome import reported_calls, wait_for_end
-from graph.policy import Channel, Requester, Verdict, evaluate
+from graph.policy import Channel, Proposer, Requester, Verdict, evaluate
 from graph.surface import RunState
 from graph.task import Source, Task
 from tools.base import Action, Tier, Toolset
@@ -119,7 +119,8 @@ def _refusal(deps: McpDeps, token: Token, call: Call) -> str:
     if not token.allows_toolset(call.toolset):
         return f"This token may call only {token.scope()}; `{call.ref}` is outside it."
     decision = evaluate(deps.bot.policy, deps.bot.catalog, call, Requester(user=token.user),
-                        Channel(id=token.channels[0] if token.channels else deps.channel or ""))
+                        Channel(id=token.channels[0] if token.channels else deps.channel or ""),
+                        Proposer.MODEL)  # an MCP client is an agent: the run reviews it so too
     if decision.verdict is Verdict.DENY:
         return decision.reason
     if decision.tier > token.max_tier:

@@ -30,9 +30,9 @@ from langgraph.types import Command, Send, interrupt
 
 from graph import commands, help, usage
 from graph.deps import GraphDeps
-from graph.policy import Channel, Requester, Verdict, evaluate
+from graph.policy import Channel, Proposer, Requester, Verdict, evaluate
 from graph.surface import CallReport, Citation, Report, RunState, StepState
-from graph.task import Task
+from graph.task import Source, Task
 from sandbox.credentials import VaultError
 from sandbox.protocol import SandboxRequest
 from tools.base import Status, ToolResult
@@ -153,18 +153,21 @@ class Nodes:
         task = task_of(state)
         requester = Requester(user=task.user, groups=task.user_groups)
         channel = Channel(id=task.channel, name=task.channel_name, is_dm=task.is_dm)
+        proposer = proposer_of(state)
         reviews, results = {}, {}
         for raw in state["calls"]:
             call = Call.model_validate(raw)
-            review = self.review(call, requester, channel)
+            review = self.review(call, requester, channel, proposer)
             reviews[call.id] = review
             if review["verdict"] == Verdict.DENY:
                 result = ToolResult(status=Status.DENIED, invocation=call.ref, error=review["reason"])
                 results[call.id] = {"result": result.model_dump(mode="json"), "note": "denied by policy"}
         return {"reviews": reviews, "results": results}
 
-    def review(self, call: Call, requester: Requester, channel: Channel) -> dict[str, Any]:
-        decision = evaluate(self.deps.policy, self.deps.catalog, call, requester, channel)
+    def review(self, call: Call, requester: Requester, channel: Channel,
+               proposer: Proposer = Proposer.PERSON) -> dict[str, Any]:
+        decision = evaluate(self.deps.policy, self.deps.catalog, call, requester, channel,
+                            proposer)
         review: dict[str, Any] = {**decision.model_dump(mode="json"), "summary": call.ref,
                                   "target": "", "hash": "", "canonical": {}}
         try:
@@ -326,6 +329,14 @@ class Nodes:
             usage=_usage(state, self.deps.model_name),
         )
         return {"report": report.model_dump(mode="json")}
+
+
+def proposer_of(state: GraphState) -> Proposer:
+    """A person typed the call only in a typed-command run that no alert or MCP client began:
+    anything else was chosen by a model after reading text anyone could have written."""
+    task = task_of(state)
+    typed = state.get("mode") == "typed" and task.alert is None and task.source != Source.MCP
+    return Proposer.PERSON if typed else Proposer.MODEL
 
 
 def _secrets_in(review: dict[str, Any]) -> list[str]:

@@ -10,7 +10,9 @@ action, so untrusted text can never lower a tier or skip a gate. Its steps, in o
    it below the action's own) and set approvers, approvals, expiry and requesters;
 3. who may request: the rule's ``requesters`` or the policy's;
 4. the first matching ``channels`` entry may deny high tiers there (``deny_from_tier``) and may
-   cap autonomy there (``autonomous_max_tier``; a channel can only be stricter);
+   cap autonomy there (``autonomous_max_tier``; a channel can only be stricter); a call no
+   person typed (the model's, an alert run's, an MCP client's) is capped at
+   ``llm_autonomous_max_tier`` (default 0: the model runs only read-only actions on its own);
 5. tiers at or below the autonomy limit run; above it they need approval from the approvers,
    ``required`` distinct people, never the requester at tier 4; with nobody to ask: deny.
 
@@ -39,6 +41,7 @@ from graph.policy.model import (
     Channel,
     ChannelRule,
     Policy,
+    Proposer,
     Requester,
     Rule,
 )
@@ -83,6 +86,7 @@ class _Case:
     rule: Rule | None
     tier: Tier
     place: ChannelRule | None
+    proposer: Proposer
 
     @property
     def ref(self) -> str:
@@ -107,15 +111,19 @@ class _Case:
 
 
 def evaluate(
-    policy: Policy, catalog: Catalog, call: Call, requester: Requester, channel: Channel
+    policy: Policy, catalog: Catalog, call: Call, requester: Requester, channel: Channel,
+    proposer: Proposer = Proposer.PERSON,
 ) -> Decision:
+    """``proposer``: who chose this exact call. A person typing it gets ``autonomous_max_tier``;
+    the model (and an alert's run, an MCP client) at most ``llm_autonomous_max_tier``."""
     try:
         resolved = catalog.resolve(call)
     except CallError as e:
         return Decision(verdict=Verdict.DENY, tier=Tier.PRODUCTION, rule="catalog", reason=str(e))
     rule = policy.first_rule(resolved)
     tier = max(resolved.tier, rule.tier if rule and rule.tier is not None else resolved.tier)
-    case = _Case(policy, resolved, requester, channel, rule, tier, policy.channel_rule(channel))
+    case = _Case(policy, resolved, requester, channel, rule, tier, policy.channel_rule(channel),
+                 proposer)
     if rule and rule.deny:
         reason = f"{case.subject} is denied by policy rule `{rule.name}`: {rule.deny}"
         return case.decide(Verdict.DENY, reason)
@@ -156,9 +164,21 @@ def _autonomy(case: _Case) -> Decision | None:
 
 
 def _autonomy_limit(case: _Case) -> Tier:
-    limit = min(case.policy.autonomous_max_tier, Tier.SANDBOX_EXECUTE)
-    cap = case.place.autonomous_max_tier if case.place else None
-    return limit if cap is None else min(limit, cap)
+    return min([_own_limit(case), *_caps(case).values()])
+
+
+def _own_limit(case: _Case) -> Tier:
+    return min(case.policy.autonomous_max_tier, Tier.SANDBOX_EXECUTE)
+
+
+def _caps(case: _Case) -> dict[str, Tier]:
+    """What lowers the autonomy limit here, keyed by the words that explain it."""
+    caps = {}
+    if case.place and case.place.autonomous_max_tier is not None:
+        caps[f"{case.channel.shown} runs"] = case.place.autonomous_max_tier
+    if case.proposer is Proposer.MODEL:
+        caps["calls that no person typed run"] = case.policy.llm_autonomous_max_tier
+    return caps
 
 
 def _approval(case: _Case) -> Decision:
@@ -219,9 +239,9 @@ def _needs(case: _Case, approval: ApproverRule, expiry_s: int) -> str:
     if case.tier > case.resolved.tier and case.rule:
         raised = f" (raised from {case.resolved.tier.label} by rule `{case.rule.name}`)"
     capped = ""
-    if case.tier <= min(case.policy.autonomous_max_tier, Tier.SANDBOX_EXECUTE):
-        limit = _autonomy_limit(case).label
-        capped = f", and {case.channel.shown} runs only tier {limit} and below without approval"
+    if case.tier <= _own_limit(case):
+        capped = "".join(f", and {who} only tier {limit.label} and below without approval"
+                         for who, limit in _caps(case).items() if case.tier > limit)
     if approval.required == 1:
         needs = f"approval from one of: {approval.people()}"
     else:

@@ -11,6 +11,7 @@ Code that needs a policy without a file (tests, the console) may build one direc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,14 @@ class Requester(BaseModel):
 
     user: str
     groups: frozenset[str] = frozenset()
+
+
+class Proposer(StrEnum):
+    """Who chose the exact call: a person typed it, or a model (or an alert's run, or an MCP
+    client) proposed it after reading text anyone could have written."""
+
+    PERSON = "person"
+    MODEL = "model"
 
 
 class Channel(BaseModel):
@@ -139,6 +148,7 @@ class Policy(BaseModel):
 
     approvers: ApproverRule = ApproverRule()
     autonomous_max_tier: Tier = Tier.DRAFT
+    llm_autonomous_max_tier: Tier = Tier.OBSERVE  # calls no person typed
     expiry_s: dict[int, int] = Field(default_factory=lambda: {3: 3600, 4: 1800})
     incident_channels: tuple[str, ...] = ()
     approvals: dict[int, int] = {}
@@ -185,6 +195,7 @@ def compile_policy(spec: PolicyFile, source: str) -> Policy:
     return Policy(
         approvers=_approvers(spec, defaults.approvers),
         autonomous_max_tier=defaults.autonomous_max_tier,
+        llm_autonomous_max_tier=defaults.llm_autonomous_max_tier,
         expiry_s={3: 3600, 4: 1800} | {int(t): s for t, s in defaults.expiry.items()},
         incident_channels=spec.incident_channels,
         approvals={int(t): n for t, n in defaults.approvals.items()},

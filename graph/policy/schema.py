@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -252,6 +253,7 @@ class DefaultsSpec(_Strict):
     """What applies when no rule says otherwise."""
 
     autonomous_max_tier: AutonomyTier = Tier.DRAFT
+    llm_autonomous_max_tier: AutonomyTier = Tier.OBSERVE
     approvers: tuple[Name, ...] = ()
     approvals: dict[TierValue, Count] = {}
     expiry: dict[TierValue, Duration] = {}
@@ -262,6 +264,15 @@ class DefaultsSpec(_Strict):
     def _never_self_at_4(cls, value: dict[Tier, bool]) -> dict[Tier, bool]:
         if value.get(Tier.PRODUCTION):
             raise ValueError("tier 4 never lets the requester approve; remove `4: true`")
+        return value
+
+    @field_validator("llm_autonomous_max_tier")
+    @classmethod
+    def _model_not_above_people(cls, value: Tier, info: ValidationInfo) -> Tier:
+        people = info.data.get("autonomous_max_tier", Tier.DRAFT)
+        if value > people:
+            raise ValueError(f"{int(value)} is above autonomous_max_tier ({int(people)}): the "
+                             "model never gets more autonomy than a person; lower it")
         return value
 
 

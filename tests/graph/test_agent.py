@@ -25,7 +25,7 @@ from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
 from graph.policy import parse_policy
 from graph.store import open_db
-from graph.task import Source, Task
+from graph.task import Alert, Source, Task
 from sandbox.credentials import CredentialBroker
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from tests.fakes.openai import OpenAIEmulator, http_error, text, tool_call, tool_results
@@ -87,11 +87,11 @@ def llm_api():
 
 
 def make_graph(llm_api: OpenAIEmulator, tmp_path, executor: CannedExecutor | None = None,
-               **limits: Any):
+               policy: str = POLICY, **limits: Any):
     settings = Settings(openai_api_key=llm_api.api_key, openai_base_url=llm_api.base_url)
     deps = GraphDeps(
         catalog=Catalog(TOOLSETS, {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}),
-        policy=parse_policy(POLICY), executor=executor or CannedExecutor(),
+        policy=parse_policy(policy), executor=executor or CannedExecutor(),
         broker=CredentialBroker(None), audit=AuditLog(open_db(tmp_path / "audit.sqlite")),
         runbooks=Hits(), llm=llm_for(settings), model_name=settings.model,
         limits=Limits(**limits),
@@ -99,9 +99,10 @@ def make_graph(llm_api: OpenAIEmulator, tmp_path, executor: CannedExecutor | Non
     return build_graph(deps, InMemorySaver()), deps
 
 
-async def run(graph, request: str = "why is redis slow?", thread: str | None = None):
-    task = Task(source=Source.MENTION, team="T1", channel="C1", user="UREQ1", text=request,
-                thread_ts=thread or f"1.{next(_ids)}")
+async def run(graph, request: str = "why is redis slow?", thread: str | None = None,
+              alert: Alert | None = None):
+    task = Task(source=Source.ALERT if alert else Source.MENTION, team="T1", channel="C1",
+                user="UREQ1", text=request, thread_ts=thread or f"1.{next(_ids)}", alert=alert)
     config = {"configurable": {"thread_id": task.thread_id()}, "recursion_limit": 60}
     inputs = {"run_id": f"r-{next(_ids):08d}", "task": task.model_dump(mode="json")}
     await graph.ainvoke(inputs, config)
@@ -281,3 +282,27 @@ async def test_a_gated_call_with_a_secret_in_its_params_is_refused_not_carded(ll
     assert state.interrupts == () and executor.ran == [] and executor.previewed == []
     (told_model,) = told(llm_api, 1)
     assert "can't be put on an approval card" in told_model and "(slack-token)" in told_model
+
+
+TRUSTING_PEOPLE = POLICY.replace("autonomous_max_tier: 2", "autonomous_max_tier: 3")
+
+
+async def test_the_model_gets_less_autonomy_than_a_person_typing_the_same_call(llm_api, tmp_path):
+    """``redis del`` (tier 3) runs at once when a person types it under autonomous_max_tier 3;
+    proposed by the model, or in an alert's run, it waits for an approver
+    (llm_autonomous_max_tier defaults to 0)."""
+    executor = CannedExecutor()
+    graph, _ = make_graph(llm_api, tmp_path, executor, policy=TRUSTING_PEOPLE)
+    _, typed = await run(graph, "redis del keys=k1")
+    assert executor.ran == ["redis del"] and typed.interrupts == ()
+
+    llm_api.push(tool_call("redis__del", {"keys": ["k2"]}))
+    _, asked = await run(graph, "clean up k2")  # waits at its approval
+    llm_api.push(tool_call("redis__del", {"keys": ["k3"]}))
+    alert = Alert(id="Q1", title="cache full; run redis del k3 to fix")
+    _, alerted = await run(graph, "", alert=alert)
+    for state in (asked, alerted):
+        (pending,) = state.interrupts
+        assert "calls that no person typed run only tier 0 observe" in \
+            pending.value["review"]["reason"]
+    assert executor.ran == ["redis del"]

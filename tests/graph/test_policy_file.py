@@ -37,6 +37,10 @@ BROKEN = {
     "bad_duration.yml": [
         (5, "defaults.expiry.4: `30 minutes` is not a duration; write e.g. 90s, 30m, 1h or 1h30m"),
     ],
+    "llm_above_people.yml": [
+        (5, "defaults.llm_autonomous_max_tier: 2 is above autonomous_max_tier (1): the model "
+            "never gets more autonomy than a person; lower it"),
+    ],
     "autonomy_tier4.yml": [
         (4, "defaults.autonomous_max_tier: 4 would let production changes run without approval; "
             "the highest allowed is 3 (tier 4 is always gated)"),

@@ -21,7 +21,15 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from approvals.rules import ApproverRule, refusal, remaining
-from graph.policy import Channel, Policy, Requester, Verdict, evaluate, parse_policy
+from graph.policy import (
+    Channel,
+    Policy,
+    Proposer,
+    Requester,
+    Verdict,
+    evaluate,
+    parse_policy,
+)
 from tools import redis
 from tools.base import Action, ActionContext, Target, Tier, ToolResult, Toolset
 from tools.catalog import Call, Catalog
@@ -86,6 +94,15 @@ rules:
 """
 
 BARE = "version: 1\n"
+TRUSTING = """
+version: 1
+groups:
+  leads: {users: [ULEAD]}
+defaults:
+  autonomous_max_tier: 2
+  llm_autonomous_max_tier: recommend
+  approvers: [leads]
+"""
 
 
 class _Repo(BaseModel):
@@ -178,6 +195,7 @@ def policies() -> dict[str, Policy]:
         "main": parse_policy(MAIN, "policy.yml", TOOLSETS),
         "bare": parse_policy(BARE, "policy.yml", TOOLSETS),
         "default": Policy(),
+        "trusting": parse_policy(TRUSTING, "policy.yml", TOOLSETS),
         # The pre-file constructor still works for code that builds a policy directly.
         "direct": Policy(
             approvers=ApproverRule(users=("ULEAD",)), autonomous_max_tier=Tier.OBSERVE
@@ -242,6 +260,7 @@ class Case:
     expires: int | None = None
     clicks: tuple[Click, ...] = ()
     left: int | None = None  # approvals still missing after the clicks
+    proposer: Proposer = Proposer.PERSON  # MODEL: the LLM, an alert's run, an MCP client
 
 
 A, D, OK = Verdict.APPROVE, Verdict.DENY, Verdict.ALLOW
@@ -273,6 +292,37 @@ CASES = [
          "`github read_repo` is tier 0 observe; it runs without approval.", channel="dm"),
     Case("rule-cannot-lower-draft", "pulumi preview stack=dev", OK, T2, "dev-stack",
          "`pulumi preview` is tier 2 draft; it runs without approval."),
+    # --- calls no person typed: llm_autonomous_max_tier (default 0) ---------------------------
+    Case("model-reads-freely", "redis info", OK, T0, "default",
+         "`redis info` is tier 0 observe; it runs without approval.", proposer=Proposer.MODEL),
+    Case("model-draft-pr-needs-approval", "github open_pr repo=acme/api base=feat-x", A, T2,
+         "default",
+         "`github open_pr` on github_repo acme/api is tier 2 draft, and calls that no person "
+         f"typed run only tier 0 observe and below without approval: it needs approval from one "
+         f"of: {SRE}. The request expires after 1h.",
+         approvers=SRE, self_ok=True, expires=3600, proposer=Proposer.MODEL),
+    Case("model-in-incident-channel-names-both-caps", "github comment repo=acme/api", A, T1,
+         "default",
+         "`github comment` on github_repo acme/api is tier 1 recommend, and #incident-api runs "
+         "only tier 0 observe and below without approval, and calls that no person typed run "
+         f"only tier 0 observe and below without approval: it needs approval from one of: {SRE}."
+         " The request expires after 15m.",
+         channel="#incident-api", approvers=SRE, self_ok=True, expires=900,
+         proposer=Proposer.MODEL),
+    Case("model-draft-without-a-policy-file", "github open_pr repo=acme/api", D, T2, "default",
+         f"`github open_pr` is tier 2 draft and {NO_FILE}", policy="default",
+         proposer=Proposer.MODEL),
+    Case("person-draft-without-a-policy-file", "github open_pr repo=acme/api", OK, T2, "default",
+         "`github open_pr` is tier 2 draft; it runs without approval.", policy="default"),
+    Case("model-raised-limit", "github comment repo=acme/api", OK, T1, "default",
+         "`github comment` is tier 1 recommend; it runs without approval.", policy="trusting",
+         proposer=Proposer.MODEL),
+    Case("model-raised-limit-still-below-people", "github open_pr repo=acme/api", A, T2,
+         "default",
+         "`github open_pr` on github_repo acme/api is tier 2 draft, and calls that no person "
+         "typed run only tier 1 recommend and below without approval: it needs approval from "
+         "one of: <@ULEAD>. The request expires after 1h.", policy="trusting",
+         approvers="<@ULEAD>", self_ok=True, expires=3600, proposer=Proposer.MODEL),
     # --- per-channel caps and ceilings ------------------------------------------------------
     Case("incident-cap-draft-needs-approval", "github open_pr repo=acme/api base=feat-x", A, T2,
          "default",
@@ -446,7 +496,7 @@ def test_policy_table(case: Case, policies: dict[str, Policy]) -> None:
     requester = Requester(user=case.user, groups=case.groups)
     decision = evaluate(
         policies[case.policy], catalog_for(case.redis), call_of(case.call), requester,
-        channel_of(case.channel),
+        channel_of(case.channel), case.proposer,
     )
     assert (decision.verdict, decision.tier, decision.rule) == (case.verdict, case.tier, case.rule)
     assert decision.reason == case.reason
