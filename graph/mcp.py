@@ -36,11 +36,18 @@ from graph.policy.schema import parse_duration
 from sandbox.protocol import SandboxRequest
 from tools.base import Status, Toolset
 from tools.catalog import Catalog
-from tools.mcp import GRACE_S, LIST, ServerEntry, ToolSpec, build_toolset, rejected
+from tools.mcp import (
+    GRACE_S,
+    LIST,
+    ServerEntry,
+    ToolSpec,
+    build_toolset,
+    list_timeout,
+    rejected,
+)
 from sandbox.credentials import VaultError
 
 log = structlog.get_logger("opsbot.mcp")
-LIST_TIMEOUT_S = 60.0
 
 
 class MCPConfigError(ValueError):
@@ -157,12 +164,12 @@ class Discovery:
         lease = None
         try:
             lease = await self.broker.mint("mcp-list", call_id, entry.secret_refs(),
-                                           LIST_TIMEOUT_S + GRACE_S)
+                                           list_timeout(entry) + GRACE_S)
             request = SandboxRequest(
                 run_id="mcp-list", call_id=call_id, toolset=entry.name, action=LIST,
                 config=entry.model_dump(mode="json"), secrets=dict(lease.values),
                 egress=entry.endpoints(), mounts=list(entry.mounts),
-                timeout=min(entry.timeout, LIST_TIMEOUT_S) + GRACE_S)
+                timeout=list_timeout(entry) + GRACE_S)
             outcome = await self.executor.run(request)
         except VaultError as e:
             return None, str(e)

@@ -67,7 +67,14 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The container's limit is the server's ``timeout`` plus this, so a server that does not
 # answer is reported by the in-container client (a sentence naming the server) before the
 # sandbox kills the container (which it still does if even that hangs).
-GRACE_S = 10.0
+GRACE_S = 20.0
+# Listing starts the server, which may take seconds on a busy host (a Python server imports
+# its SDK first): a short per-call ``timeout`` must not make a server look dead at boot.
+LIST_MIN_S = 15.0
+
+
+def list_timeout(entry: ServerEntry) -> float:
+    return max(entry.timeout, LIST_MIN_S)
 
 
 class ServerEntry(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tools.base import ActionContext, ToolResult
-from tools.mcp import LIST, ServerEntry
+from tools.mcp import LIST, ServerEntry, list_timeout
 
 MAX_RESULT_CHARS = 60_000
 MAX_TOOLS = 500
@@ -58,7 +58,7 @@ def list_tools(entry: ServerEntry, ctx: ActionContext) -> ToolResult:
                 break
         return ToolResult.ok(invocation, f"{len(tools)} tools", data=tools[:MAX_TOOLS])
 
-    return _session(entry, ctx, invocation, go)
+    return _session(entry, ctx, invocation, go, list_timeout(entry))
 
 
 def _spec(tool: Any) -> dict[str, Any]:
@@ -73,14 +73,17 @@ def _spec(tool: Any) -> dict[str, Any]:
 
 
 def _session(entry: ServerEntry, ctx: ActionContext, invocation: str,
-             work: Callable[[Any], Awaitable[ToolResult]]) -> ToolResult:
+             work: Callable[[Any], Awaitable[ToolResult]], limit: float | None = None
+             ) -> ToolResult:
     import anyio
+
+    limit = limit or entry.timeout
 
     async def main() -> ToolResult:
         from mcp import Client
 
-        with anyio.fail_after(entry.timeout):
-            async with Client(_server(entry, ctx), read_timeout_seconds=entry.timeout,
+        with anyio.fail_after(limit):
+            async with Client(_server(entry, ctx), read_timeout_seconds=limit,
                               cache=None) as client:
                 return await work(client)
 
@@ -88,7 +91,7 @@ def _session(entry: ServerEntry, ctx: ActionContext, invocation: str,
         return anyio.run(main)
     except TimeoutError:
         return ToolResult.fail(invocation, f"The MCP server `{entry.name}` did not answer within "
-                                           f"{entry.timeout:g} s.")
+                                           f"{limit:g} s.")
     except Exception as e:  # noqa: BLE001 - a broken or hostile server is reported as a value
         return ToolResult.fail(invocation, _failure(entry, e))
 
