@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+import yaml
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -40,9 +41,15 @@ from tools.github import GitHubConfig
 from tools.postgres import PostgresConfig
 from tools.pulumi import PulumiConfig
 from tools.redis import RedisConfig
+from tools.shell import build_toolset, load_commands
 
 log = structlog.get_logger("opsbot.wiring")
 
+SHELL_NEEDS = {
+    "OPSBOT_SSH_ROLE": "set the Vault SSH role that signs each action's certificate "
+                       "(e.g. ssh/sign/opsbot)",
+    "OPSBOT_SSH_KNOWN_HOSTS": "point it at a known_hosts file pinning the hosts' keys",
+}
 CONSOLE_POLICY = """\
 version: 1
 groups:
@@ -96,6 +103,33 @@ def connector_configs(settings: Settings) -> dict[str, BaseModel]:
                       if n in settings.connector_env}
             configs[toolset.name] = _config(toolset.config, names, **values)
     return configs
+
+
+def install_shell(settings: Settings, catalog: Catalog) -> None:
+    """The ``shell`` toolset, built from the commands file (``OPSBOT_COMMANDS``)."""
+    if settings.commands is None:
+        return
+    for name, value in (("OPSBOT_SSH_ROLE", settings.ssh_role),
+                        ("OPSBOT_SSH_KNOWN_HOSTS", settings.ssh_known_hosts)):
+        if value is None:
+            raise ConfigError(f"{name} is not set, but OPSBOT_COMMANDS is: {SHELL_NEEDS[name]}.")
+    try:
+        config = load_commands(settings.commands.read_text(), ssh_role=settings.ssh_role,
+                               known_hosts=settings.ssh_known_hosts.read_text(),  # type: ignore[union-attr]
+                               user=settings.ssh_user)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"OPSBOT_COMMANDS: {_shell_problem(e)}") from None
+    catalog.install(build_toolset(config), config)
+
+
+def _shell_problem(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        return f"line {error.problem_mark.line + 1}: {error.problem} ({error.context or 'YAML'})"
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _login(model: type[BaseModel], env: str, url_env: str, url: str, password: str | None,
@@ -198,6 +232,7 @@ async def runtime(
     db = open_db(settings.data_dir / "opsbot.sqlite")
     audit = AuditLog(db)
     catalog = Catalog(TOOLSETS, connector_configs(settings))
+    install_shell(settings, catalog)
     servers = mcp_servers(settings)
     broker = broker_for(settings)
     try:

@@ -28,12 +28,13 @@ from pydantic import BaseModel, ValidationError
 
 import tools
 from sandbox.protocol import SandboxRequest
-from tools import mcp
+from tools import mcp, shell
 from tools.base import ActionContext, ToolResult
 from tools.catalog import describe_validation
 from tools.secrets import Redactor
 
-PRELOAD = ("redis", "requests", "hvac", "yaml", "github", "mcp", "tools.mcp_call", "psycopg")
+PRELOAD = ("redis", "requests", "hvac", "yaml", "github", "mcp", "tools.mcp_call", "psycopg",
+           "tools.shell_ssh")
 
 Emit = Callable[[str], None]
 
@@ -90,8 +91,9 @@ def handle(raw: bytes, emit: Emit) -> ToolResult:
 
 def _run(request: SandboxRequest, emit: Emit) -> ToolResult:
     invocation = f"{request.toolset} {request.action}"
-    action = tools.find(request.toolset, request.action) or mcp.sandbox_action(
-        request.action, request.config)
+    action = (tools.find(request.toolset, request.action)
+              or shell.sandbox_action(request.toolset, request.action, request.config)
+              or mcp.sandbox_action(request.action, request.config))
     if action is None:
         return ToolResult.fail(invocation, f"This sandbox image has no action `{invocation}`; "
                                "rebuild it with `opsbot sandbox build`.")

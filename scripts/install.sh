@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
 apt_packages=(docker.io redis-server postgresql debootstrap iptables python3-venv python3-dev
-              gcc git ca-certificates)
+              gcc git ca-certificates openssh-server openssh-client iproute2)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,6 +22,7 @@ fi
 # The Debian packages start services on install where systemd runs; opsbot's tests start their
 # own private instances, so stop the system ones where possible (ignore when not running).
 service redis-server stop >/dev/null 2>&1 || true
+service ssh stop >/dev/null 2>&1 || true  # tests run their own sshd in a network namespace
 
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd in the background (log: /var/log/opsbot-dockerd.log)"

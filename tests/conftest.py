@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.services.openbao",
     "tests.services.postgres",
     "tests.services.vault_engines",
+    "tests.services.sshd",
     "tests.fakes.slack",
     "tests.fakes.openai",
     "tests.scenarios.llm_harness",

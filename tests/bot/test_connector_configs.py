@@ -44,3 +44,56 @@ def test_redis_roles_pick_the_credential_by_tier():
         assert [(r.name, r.path, r.key, r.kind) for r in refs] == [
             ("redis_username", role, "username", "database"),
             ("redis_password", role, "password", "database")]
+
+
+COMMANDS = """\
+commands:
+  - {name: uptime, description: Load and uptime., command: uptime, tier: 0, hosts: ["web-*"]}
+"""
+
+
+@pytest.mark.parametrize(
+    "files,values,message",
+    [
+        ({"commands.yml": COMMANDS}, {"ssh_known_hosts": "known_hosts"},
+         "OPSBOT_SSH_ROLE is not set, but OPSBOT_COMMANDS is: set the Vault SSH role"),
+        ({"commands.yml": COMMANDS}, {"ssh_role": "ssh/sign/opsbot"},
+         "OPSBOT_SSH_KNOWN_HOSTS is not set, but OPSBOT_COMMANDS is: point it at a known_hosts"),
+        ({"commands.yml": COMMANDS, "known_hosts": ""}, {"ssh_role": "ssh/*/x"},
+         "OPSBOT_COMMANDS: ssh_role: must look like ssh/sign/<role>"),
+        ({"commands.yml": "commands: [{name: Bad}]", "known_hosts": ""},
+         {"ssh_role": "ssh/sign/opsbot"}, "OPSBOT_COMMANDS: commands.0.name: String should"),
+        ({"commands.yml": "commands: [", "known_hosts": ""}, {"ssh_role": "ssh/sign/opsbot"},
+         "OPSBOT_COMMANDS: line 1: expected the node content"),
+        ({"known_hosts": ""}, {"ssh_role": "ssh/sign/opsbot"},
+         "OPSBOT_COMMANDS: [Errno 2] No such file or directory"),
+    ],
+)
+def test_bad_shell_settings_are_one_sentence(tmp_path, files, values, message):
+    from bot.wiring import install_shell
+    from tools.catalog import Catalog
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    paths = {k: tmp_path / v if k == "ssh_known_hosts" else v for k, v in values.items()}
+    settings = Settings(_env_file=None, commands=tmp_path / "commands.yml", **paths)
+    if "known_hosts" in files and "ssh_known_hosts" not in paths:
+        settings = settings.model_copy(update={"ssh_known_hosts": tmp_path / "known_hosts"})
+    with pytest.raises(ConfigError) as caught:
+        install_shell(settings, Catalog([], {}))
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_commands_file_becomes_the_shell_toolset(tmp_path):
+    from bot.wiring import install_shell
+    from tools.catalog import Catalog
+
+    (tmp_path / "commands.yml").write_text(COMMANDS)
+    (tmp_path / "known_hosts").write_text("web-1 ssh-ed25519 AAAA\n")
+    settings = Settings(_env_file=None, commands=tmp_path / "commands.yml",
+                        ssh_role="ssh/sign/opsbot", ssh_known_hosts=tmp_path / "known_hosts")
+    catalog = Catalog([], {})
+    install_shell(settings, catalog)
+    assert [a.name for a in catalog.toolset("shell").actions] == ["uptime"]
+    assert catalog.configs["shell"].user == "opsbot"
