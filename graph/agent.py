@@ -197,10 +197,29 @@ class Agent:
         round_no = state.get("rounds", 0) + 1
         valid, invalid = reply.tool_calls, reply.invalid_tool_calls
         ids = _call_ids(state["run_id"], round_no, len(valid) + len(invalid))
-        calls = [_to_call(call_id, tc) for call_id, tc in zip(ids, valid)]
-        broken = {call_id: _malformed(tc) for call_id, tc in zip(ids[len(valid):], invalid)}
-        return {**update, "calls": calls, "rounds": round_no, "results": broken,
+        cap = self.deps.limits.max_calls_per_round
+        kept = set(ids[:cap])
+        calls = [_to_call(i, tc) for i, tc in zip(ids, valid) if i in kept]
+        broken = {i: _malformed(tc) for i, tc in zip(ids[len(valid):], invalid) if i in kept}
+        refused = self._refuse_extra(state, ids, [*valid, *invalid], cap)
+        return {**update, "calls": calls, "rounds": round_no, "results": {**broken, **refused},
                 "run_calls": [*state.get("run_calls", []), *(c["id"] for c in calls), *broken]}
+
+    def _refuse_extra(self, state: GraphState, ids: list[str], asked: list[dict[str, Any]],
+                      cap: int) -> dict[str, Any]:
+        """Calls past ``max_calls_per_round`` in one turn: not run, and the model is told why
+        (the status message says so once; the report lists only what was considered)."""
+        extra = list(zip(ids[cap:], asked[cap:]))
+        if not extra:
+            return {}
+        why = (f"not run: opsbot runs at most {cap} tool calls per model turn and this turn asked "
+               f"for {len(asked)}. Ask for the ones that matter most first.")
+        emit({"step": f"cap-{len(state.get('run_calls', []))}",
+              "text": f"{len(extra)} tool call(s) not run", "state": StepState.SKIPPED,
+              "detail": f"at most {cap} per model turn"})
+        self.deps.audit.record("agent.calls_refused", state["run_id"], count=len(extra),
+                               limit=cap, asked=len(asked))
+        return {call_id: _not_run(tc, why) for call_id, tc in extra}
 
     # caps ---------------------------------------------------------------------------------
 
@@ -258,6 +277,12 @@ def _to_call(call_id: str, tc: dict[str, Any]) -> dict[str, Any]:
     toolset, _, action = tc["name"].partition("__")
     return Call(id=call_id, toolset=toolset or tc["name"], action=action or "?",
                 params=tc.get("args") or {}).model_dump()
+
+
+def _not_run(tc: dict[str, Any], why: str) -> dict[str, Any]:
+    name = (tc.get("name") or "?").replace("__", " ")
+    result = ToolResult(status=Status.DENIED, invocation=name, error=why)
+    return {"result": result.model_dump(mode="json"), "note": "over the per-turn limit"}
 
 
 def _malformed(tc: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,10 @@ are built by ``bot/wiring.py`` and passed in; tests pass the same real pieces.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +65,38 @@ class Limits:
     max_tokens: int = 60_000
     recursion_limit: int = 60
     tool_output_chars: int = 6_000
+    max_calls_per_round: int = 8  # more in one model turn are answered "not run", with why
+    max_parallel_per_run: int = 4  # sandboxed actions of one run at once; the rest wait
+
+
+class RunSlots:
+    """At most ``limit`` sandboxed actions (or previews) of one run at a time; the rest wait
+    their turn. The sandbox runner caps the whole process the same way.
+
+    Usage::
+
+        async with slots.hold(run_id, limit=4, waiting=lambda: emit(...)):
+            await executor.run(request)
+    """
+
+    def __init__(self) -> None:
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._users: Counter[str] = Counter()
+
+    @asynccontextmanager
+    async def hold(self, run_id: str, limit: int,
+                   waiting: Callable[[], None] | None = None) -> AsyncIterator[None]:
+        gate = self._gates.setdefault(run_id, asyncio.Semaphore(limit))
+        self._users[run_id] += 1
+        try:
+            if gate.locked() and waiting is not None:
+                waiting()
+            async with gate:
+                yield
+        finally:
+            self._users[run_id] -= 1
+            if not self._users[run_id]:
+                del self._users[run_id], self._gates[run_id]
 
 
 @dataclass
@@ -75,3 +110,4 @@ class GraphDeps:
     llm: Any = None  # a LangChain chat model (ChatOpenAI) or None when not configured
     model_name: str = ""
     limits: Limits = field(default_factory=Limits)
+    run_slots: RunSlots = field(default_factory=RunSlots)

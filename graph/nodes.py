@@ -258,6 +258,18 @@ class Nodes:
         return await self._run_sandboxed(branch, resolved), _approved_note(branch)
 
     async def _run_sandboxed(self, branch: Branch, resolved, preview: bool = False) -> ToolResult:
+        """One sandboxed action (or preview); at most ``max_parallel_per_run`` of a run at once
+        (the sandbox runner caps the whole process too)."""
+        limit = self.deps.limits.max_parallel_per_run
+
+        def waiting() -> None:
+            emit({"step": resolved.call.id, "text": resolved.summary, "state": StepState.RUNNING,
+                  "detail": f"waiting: {limit} of this run's actions are running (its limit)"})
+
+        async with self.deps.run_slots.hold(branch["run_id"], limit, waiting):
+            return await self._run_in_slot(branch, resolved, preview)
+
+    async def _run_in_slot(self, branch: Branch, resolved, preview: bool) -> ToolResult:
         run_id, call = branch["run_id"], resolved.call
         lease = None
         try:

@@ -49,6 +49,14 @@ class SandboxConfig(BaseModel):
     warm_pool: int = Field(
         2, ge=0, le=16, description="Pre-started containers kept ready per network kind."
     )
+    max_running: int = Field(
+        8, ge=1, le=256, description="Actions running in containers at once in this process; "
+        "more wait for a free slot (a model turn of 60 calls must not start 60 containers)."
+    )
+    slot_wait_s: float = Field(
+        120.0, gt=0, description="How long an action waits for a free slot before it fails "
+        "with a sentence saying opsbot is busy."
+    )
     user: str = Field("65534:65534", pattern=r"^[1-9][0-9]*:[1-9][0-9]*$",
                       description="uid:gid inside the container; never root.")
     firewall: bool = Field(

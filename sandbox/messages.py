@@ -64,3 +64,13 @@ def bad_endpoint_host(host: str) -> str:
 
 def runner_closed() -> str:
     return "The sandbox runner is shutting down; the action was not started."
+
+
+def waiting_for_slot(limit: int) -> str:
+    return f"waiting for a free sandbox: {limit} actions are running on this opsbot (its limit)"
+
+
+def no_free_slot(limit: int, waited_s: float) -> str:
+    return (f"Not run: opsbot was already running as many sandboxed actions as it may at once "
+            f"({limit}), and none finished within {seconds(waited_s)} s. Try again when the "
+            "others are done.")

@@ -58,6 +58,7 @@ class SandboxRunner:
         self._image_ok = False
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._slots = asyncio.Semaphore(config.max_running)
 
     @classmethod
     async def start(cls, config: SandboxConfig) -> SandboxRunner:
@@ -94,9 +95,30 @@ class SandboxRunner:
         entrypoint (and may use the warm pool); tests pass a hostile program instead. The
         request (with ``endpoints`` filled in) is written to stdin either way."""
         began = time.perf_counter()
-        redactor = _redactor(request)
         if problem := await self._refusal():
             return _outcome(request, ToolResult.fail(_invocation(request), problem), began)
+        if not await self._take_slot(on_progress):
+            busy = messages.no_free_slot(self.config.max_running, self.config.slot_wait_s)
+            return _outcome(request, ToolResult.fail(_invocation(request), busy), began)
+        try:
+            return await self._execute(request, command, on_progress, began)
+        finally:
+            self._slots.release()
+
+    async def _take_slot(self, on_progress: Progress | None) -> bool:
+        """One of ``max_running`` slots, waiting up to ``slot_wait_s`` (and saying so)."""
+        if self._slots.locked() and on_progress is not None:
+            await on_progress(messages.waiting_for_slot(self.config.max_running))
+        try:
+            async with asyncio.timeout(self.config.slot_wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _execute(self, request: SandboxRequest, command: list[str] | None,
+                       on_progress: Progress | None, began: float) -> SandboxOutcome:
+        redactor = _redactor(request)
         box: Box | None = None
         try:
             box = await self._box(request, command)

@@ -58,9 +58,15 @@ class CannedExecutor:
         self.seconds = seconds
         self.ran: list[str] = []
         self.previewed: list[str] = []
+        self.running = self.peak = 0  # actions in progress now, and at most
 
     async def run(self, request: SandboxRequest, on_progress=None) -> SandboxOutcome:
-        await asyncio.sleep(self.seconds)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running -= 1
         if getattr(request, "preview", False):  # a dry run for the approver's card
             self.previewed.append(f"{request.toolset} {request.action}")
         else:
@@ -306,3 +312,20 @@ async def test_the_model_gets_less_autonomy_than_a_person_typing_the_same_call(l
         assert "calls that no person typed run only tier 0 observe" in \
             pending.value["review"]["reason"]
     assert executor.ran == ["redis del"]
+
+
+async def test_a_turn_of_sixty_calls_runs_eight_four_at_a_time_and_tells_the_model(llm_api,
+                                                                                  tmp_path):
+    llm_api.push([tool_call("redis__info", {}) for _ in range(60)], text("enough"))
+    executor = CannedExecutor(seconds=0.05)
+    graph, deps = make_graph(llm_api, tmp_path, executor)
+    _, state = await run(graph)
+    assert len(executor.ran) == 8 and executor.peak == 4
+    results = told(llm_api, 1)
+    assert len(results) == 60 and sum(r.startswith("ok") for r in results) == 8
+    refused = [r for r in results if r.startswith("denied")]
+    assert len(refused) == 52 and "at most 8 tool calls per model turn and this turn asked " \
+        "for 60" in refused[0]
+    assert len(state.values["report"]["calls"]) == 8, "the report lists what was considered"
+    rows = deps.audit.db.execute("select data from audit where kind = 'agent.calls_refused'")
+    assert [json.loads(r[0])["count"] for r in rows] == [52]

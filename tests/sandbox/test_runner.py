@@ -255,3 +255,42 @@ async def test_a_forwarder_serves_only_its_own_container(cold_runner, redis_serv
                                         from_the_host)
     assert outcome.result.output == "forwarder reachable", outcome.result.error
     assert attempts == ["refused"]
+
+
+SLEEPER = ("import json, sys, time; sys.stdin.read(); time.sleep(1.5); "
+           "print(json.dumps({'status': 'ok', 'invocation': 'sleep', 'output': 'slept'}))")
+
+
+async def test_the_process_runs_at_most_max_running_actions_and_says_who_waits(sandbox_image):
+    """Four actions at once with ``max_running=2``: two start, two are told they wait and run
+    after; with a short ``slot_wait_s`` a waiting action fails with a sentence instead."""
+    config = SandboxConfig(instance=session_instance("-s"), image=sandbox_image, warm_pool=0,
+                           max_running=2)
+    runner = await SandboxRunner.start(config)
+    said: list[str] = []
+
+    async def progress(line: str) -> None:
+        said.append(line)
+
+    def request(n: int) -> SandboxRequest:
+        return SandboxRequest(run_id="slots", call_id=f"slot-{n}", toolset="t", action="sleep")
+
+    try:
+        outcomes = await asyncio.gather(*(runner.execute(request(n), ["python3", "-c", SLEEPER],
+                                                         progress) for n in range(4)))
+        assert [o.result.output for o in outcomes] == ["slept"] * 4
+        assert said == ["waiting for a free sandbox: 2 actions are running on this opsbot "
+                        "(its limit)"] * 2
+    finally:
+        await runner.close()
+
+    impatient = await SandboxRunner.start(config.model_copy(update={"max_running": 1,
+                                                                     "slot_wait_s": 0.3}))
+    try:
+        both = await asyncio.gather(
+            *(impatient.execute(request(n), ["python3", "-c", SLEEPER], None) for n in (5, 6)))
+        assert sorted(o.result.output or o.result.error for o in both) == [
+            "Not run: opsbot was already running as many sandboxed actions as it may at once "
+            "(1), and none finished within 0.3 s. Try again when the others are done.", "slept"]
+    finally:
+        await impatient.close()
