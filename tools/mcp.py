@@ -285,10 +285,12 @@ def schema_problem(data: Any, schema: Mapping[str, Any]) -> str | None:
     """One sentence for the first way ``data`` breaks ``schema``, or None."""
     import jsonschema
 
+    errors = jsonschema.exceptions
     try:
-        validator = jsonschema.validators.validator_for(schema)(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    except (jsonschema.exceptions.SchemaError, TypeError, ValueError) as e:
+        kind = jsonschema.validators.validator_for(schema)
+        kind.check_schema(schema)
+        error = errors.best_match(kind(schema).iter_errors(data))
+    except Exception as e:  # noqa: BLE001 - an untrusted schema must never crash resolve()
         return f"the server's input schema is invalid ({type(e).__name__})"
     if error is None:
         return None

@@ -132,3 +132,13 @@ def test_a_bad_mcp_file_is_one_sentence_at_boot(tmp_path):
     path.write_text("version: 1\nservers:\n  - {name: redis, transport: stdio, command: x}\n")
     with pytest.raises(MCPConfigError, match="name of a built-in toolset"):
         load_servers(path, reserved=["redis"])
+
+
+def test_a_server_that_lies_about_its_schema_gets_a_sentence_not_a_crash():
+    liar = ToolSpec(name="weird", input_schema={"type": "object",
+                                                "properties": {"x": {"type": "nonsense"}}})
+    action = build_toolset(entry(), [liar]).action("weird")
+    with pytest.raises(ValidationError, match="the server's input schema is invalid"):
+        action.params.model_validate({"x": 1})
+    not_an_object = ToolSpec(name="listy", input_schema={"type": "array"})
+    assert "not an object schema" in rejected(entry(), [not_an_object])["listy"]
