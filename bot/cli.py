@@ -107,6 +107,8 @@ def _serve(args, settings: Settings) -> int:
 
 def _chat(args, settings: Settings) -> int:
     from bot.console import ConsoleSurface, repl
+
+    logs.configure_console(settings.log_level, settings.data_dir / "opsbot.log")
     from bot.runbooks import runbooks_for
     from bot.wiring import runtime
 

@@ -1,5 +1,8 @@
 """Structured JSON logs with run id, Slack user and channel bound to every line.
 
+In ``opsbot chat`` the terminal belongs to the conversation: :func:`configure_console` sends the
+JSON lines to a file and shows only warnings, readably.
+
 Entry points bind context with ``structlog.contextvars.bind_contextvars(run_id=..., user=...,
 channel=...)``; the redaction processor runs last before rendering, so a secret that reached a
 log call still never reaches the output.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -48,6 +52,53 @@ def configure(level: str = "info", stream: Any = None) -> None:
         cache_logger_on_first_use=False,
     )
     _route_stdlib(numeric, stream)
+
+
+def configure_console(level: str, path: Path, stream: Any = None) -> None:
+    """``opsbot chat``: the conversation owns the terminal. Every log line (JSON, redacted) goes
+    to ``path``; only warnings and errors reach the terminal, as one readable line each
+    (``warning: sandbox.firewall.unavailable reason=…``)."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    structlog.configure(
+        processors=[*_PRE_CHAIN, structlog.processors.format_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(_formatter(structlog.processors.JSONRenderer()))
+    to_file.setLevel(numeric)
+    to_terminal = logging.StreamHandler(stream or _Stderr())
+    to_terminal.setFormatter(_formatter(_readable))
+    to_terminal.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.handlers = [to_file, to_terminal]
+    root.setLevel(numeric)
+
+
+_PRE_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def _formatter(render: Any) -> structlog.stdlib.ProcessorFormatter:
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, render],
+        foreign_pre_chain=_PRE_CHAIN,
+    )
+
+
+def _readable(_: Any, __: str, event: dict[str, Any]) -> str:
+    """``warning: <event> key=value …`` for a person at the terminal (no timestamp noise)."""
+    level, text = event.pop("level", "warning"), event.pop("event", "")
+    event.pop("timestamp", None)
+    details = " ".join(f"{k}={v}" for k, v in event.items() if k != "exception")
+    trace = f"\n{event['exception']}" if event.get("exception") else ""
+    return f"{level}: {text}{' ' + details if details else ''}{trace}"
 
 
 def _route_stdlib(level: int, stream: Any) -> None:

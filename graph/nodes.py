@@ -138,7 +138,8 @@ class Nodes:
         if hits:
             lines.append("*Runbooks that match:*")
             lines += [f"• *{h.title}* (`{h.path}`)" for h in hits]
-            suggested = [c for h in hits for c in h.commands][:6]
+            suggested = list(dict.fromkeys(" ".join(c.split()) for h in hits
+                                           for c in h.commands))[:6]  # runbooks share commands
             if suggested:
                 lines.append("*Commands from those runbooks:*")
                 lines += [f"• `/ops {c}`" for c in suggested]

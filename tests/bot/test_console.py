@@ -1,8 +1,10 @@
 """``opsbot chat``: the real bot in a terminal (a subprocess fed on stdin), real Redis and sandbox."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,19 @@ def test_console_answers_runs_and_cancel_itself(env):
     assert "No active runs in this channel." in out
     assert "There is no run `r-00000000`." in out
     assert "▶ run" not in out, "neither became a run"
+
+
+def test_the_terminal_shows_the_conversation_not_json_logs(env):
+    """At the default log level the bot logs plenty (ready, sandbox, runs); in the console it
+    all goes to <data dir>/opsbot.log, and the terminal (stdout and stderr together, as a
+    person sees them) holds only the conversation."""
+    env = {**env, "OPSBOT_LOG_LEVEL": "info"}
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "chat"], input="redis info\n",
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "✅ Read Redis INFO" in result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.lstrip().startswith("{")]
+    logged = (Path(env["OPSBOT_DATA_DIR"]) / "opsbot.log").read_text().splitlines()
+    events = [json.loads(line)["event"] for line in logged]
+    assert "opsbot ready" in events and "sandbox.run" in events

@@ -329,3 +329,28 @@ async def test_a_turn_of_sixty_calls_runs_eight_four_at_a_time_and_tells_the_mod
     assert len(state.values["report"]["calls"]) == 8, "the report lists what was considered"
     rows = deps.audit.db.execute("select data from audit where kind = 'agent.calls_refused'")
     assert [json.loads(r[0])["count"] for r in rows] == [52]
+
+
+class SharedCommands:
+    """Two runbooks that suggest the same command (one with different spacing)."""
+
+    class Hit:
+        def __init__(self, title: str, commands: list[str]):
+            self.title, self.path, self.score, self.snippet = title, f"runbooks/{title}.md", 0.9, ""
+            self.commands = commands
+
+    async def search(self, query: str, limit: int = 3):
+        return [self.Hit("redis-memory", ["redis info section=memory", "redis slowlog"]),
+                self.Hit("redis-latency", ["redis  info section=memory", "redis info"])]
+
+
+async def test_without_an_llm_each_suggested_command_is_listed_once(tmp_path):
+    deps = GraphDeps(
+        catalog=Catalog(TOOLSETS, {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}),
+        policy=parse_policy(POLICY), executor=CannedExecutor(), broker=CredentialBroker(None),
+        audit=AuditLog(open_db(tmp_path / "audit.sqlite")), runbooks=SharedCommands())
+    _, state = await run(build_graph(deps, InMemorySaver()), "why is redis slow?")
+    answer = state.values["report"]["answer"]
+    listed = answer.split("*Commands from those runbooks:*")[1].split("*Typed commands")[0]
+    assert listed.split() == ["•", "`/ops", "redis", "info", "section=memory`",
+                              "•", "`/ops", "redis", "slowlog`", "•", "`/ops", "redis", "info`"]
