@@ -21,6 +21,7 @@ from typing import Any
 
 from graph.task import Alert
 
+INCIDENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INCIDENT_LINK = re.compile(r"<(https?://[^|>]+/incidents/([A-Z0-9]+))\|([^>]*)>")
 START_EVENTS = {"incident.triggered", "incident.reopened"}
 STATUS_EVENTS = {"incident.acknowledged": "acknowledged", "incident.unacknowledged": "triggered",
@@ -60,20 +61,21 @@ def parse_webhook(body: bytes) -> WebhookEvent:
         event = json.loads(body)["event"]
         data = event["data"]
         kind = str(event["event_type"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, IndexError):
         raise WebhookError("not a PagerDuty v3 webhook (expected {\"event\": {...}})") from None
     if event.get("resource_type") != "incident" or not isinstance(data, dict) or "id" not in data:
-        raise WebhookError(f"`{kind}` is not an incident event")
-    service = data.get("service") or {}
-    agent = event.get("agent") or {}
+        raise WebhookError(f"`{kind[:80]}` is not an incident event")
+    if not isinstance(data["id"], str | int) or not INCIDENT_ID.fullmatch(str(data["id"])):
+        raise WebhookError("the incident event has no usable incident id")
     alert = Alert(
         id=str(data["id"]), title=str(data.get("title") or f"incident {data['id']}")[:500],
-        service=str(service.get("summary") or "")[:200], urgency=str(data.get("urgency") or ""),
+        service=str(_dict(data.get("service")).get("summary") or "")[:200],
+        urgency=str(data.get("urgency") or ""),
         status=STATUS_EVENTS.get(kind, str(data.get("status") or "")),
         link=str(data.get("html_url") or ""), raw=data,
     )
     return WebhookEvent(id=str(event.get("id") or ""), type=kind, alert=alert,
-                        agent=str(agent.get("summary") or ""))
+                        agent=str(_dict(event.get("agent")).get("summary") or ""))
 
 
 def alert_from_message(event: dict[str, Any]) -> Alert | None:
@@ -92,23 +94,33 @@ def alert_from_message(event: dict[str, Any]) -> Alert | None:
     return None
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The mappings in what should be a list of them (a post is untrusted JSON: anything may be
+    anything)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _texts(event: dict[str, Any]) -> list[str]:
     texts = [str(event.get("text") or "")]
-    for attachment in event.get("attachments") or []:
+    for attachment in _dicts(event.get("attachments")):
         texts += [str(attachment.get(k) or "") for k in ("title", "text", "fallback")]
-    for block in event.get("blocks") or []:
-        texts.append(str((block.get("text") or {}).get("text") or ""))
+    for block in _dicts(event.get("blocks")):
+        texts.append(str(_dict(block.get("text")).get("text") or ""))
     return texts
 
 
 def _fields(event: dict[str, Any]) -> dict[str, str]:
     """Service / urgency / status from attachment fields or block fields, lower-cased keys."""
     found: dict[str, str] = {}
-    for attachment in event.get("attachments") or []:
-        for f in attachment.get("fields") or []:
+    for attachment in _dicts(event.get("attachments")):
+        for f in _dicts(attachment.get("fields")):
             found[str(f.get("title", "")).lower()] = _plain(str(f.get("value", "")))
-    for block in event.get("blocks") or []:
-        for f in block.get("fields") or []:
+    for block in _dicts(event.get("blocks")):
+        for f in _dicts(block.get("fields")):
             key, _, value = str(f.get("text", "")).partition("\n")
             found[key.strip("*: ").lower()] = _plain(value)
     return found

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from approvals.mrkdwn import visible
 from graph.policy.lint import semantic_issues
 from graph.policy.model import Policy, compile_policy
 from graph.policy.schema import PolicyFile, show
@@ -53,8 +54,13 @@ class Issue:
     message: str
 
     def render(self, source: str) -> str:
-        where = f" {self.where}:" if self.where else ""
-        return f"{source}:{self.line}:{where} {self.message}"
+        """One line, whatever the file held (keys and values are quoted from it)."""
+        where = f" {_one_line(self.where)}:" if self.where else ""
+        return f"{source}:{self.line}:{where} {_one_line(self.message)}"
+
+
+def _one_line(text: str) -> str:
+    return "".join(visible(c) for c in text)
 
 
 class PolicyError(ValueError):
@@ -116,8 +122,9 @@ def read_spec(text: str, source: str, toolsets: Sequence[Toolset[Any]] | None = 
 
 
 def _compose(text: str, source: str) -> tuple[Any, _Marks]:
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters at once
         node = loader.get_single_node()
         marks = _Marks({}, set(), [])
         if node is not None:
@@ -125,8 +132,14 @@ def _compose(text: str, source: str) -> tuple[Any, _Marks]:
         data = loader.construct_document(node) if node is not None else {}
     except yaml.MarkedYAMLError as e:
         raise PolicyError.from_issues(source, [_syntax_issue(e)]) from None
+    except yaml.YAMLError as e:  # the reader's: control characters, bad encoding
+        raise PolicyError.from_issues(source, [Issue(1, "", f"not valid YAML: {e}")]) from None
+    except RecursionError:
+        deep = Issue(1, "", "nested too deeply to be a policy file")
+        raise PolicyError.from_issues(source, [deep]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         issue = Issue(1, "", "the policy must be a mapping of keys (version, groups, rules, ...)")
         raise PolicyError.from_issues(source, [issue])

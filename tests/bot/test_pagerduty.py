@@ -114,3 +114,66 @@ def test_an_injected_title_is_kept_as_data():
         f":red_circle: *<https://acme.pagerduty.com/incidents/Q9INJECT|[#9] {hostile}>*")
     alert = alert_from_message(post)
     assert alert.id == "Q9INJECT" and alert.title == hostile
+
+
+# property tests: any body or post is an alert, nothing, or a sentence; never an exception -----
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from graph.task import Alert  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                max_size=4),
+    max_leaves=20)
+KEYS = ["event", "data", "event_type", "resource_type", "id", "title", "service", "summary",
+        "agent", "urgency", "status", "html_url", "text", "attachments", "blocks", "fields",
+        "value", "fallback", "type", "ts", "bot_id"]
+shaped = st.recursive(
+    json_values,
+    lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=6)
+    | st.lists(inner, max_size=3),
+    max_leaves=30)
+
+
+def a_webhook_or_a_sentence(body: bytes) -> None:
+    try:
+        event = parse_webhook(body)
+    except WebhookError as e:
+        assert str(e)
+        return
+    assert isinstance(event.alert, Alert) and event.alert.id
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_are_a_webhook_event_or_a_sentence(body):
+    a_webhook_or_a_sentence(body)
+
+
+@given(shaped)
+def test_any_json_shaped_like_a_webhook_is_an_event_or_a_sentence(value):
+    a_webhook_or_a_sentence(json.dumps(value).encode())
+    a_webhook_or_a_sentence(json.dumps({"event": value}).encode())
+    data = value if isinstance(value, dict) else {"id": value}
+    a_webhook_or_a_sentence(json.dumps({"event": {
+        "id": "E1", "event_type": "incident.triggered", "resource_type": "incident",
+        "data": {"id": "Q1", **data}, "agent": value}}).encode())
+
+
+@given(st.text(max_size=300), st.binary(max_size=200))
+def test_any_signature_header_is_checked_never_raises(header, body):
+    assert valid_signature(SECRET, body, header) in (True, False)
+
+
+@given(shaped)
+def test_any_slack_message_is_an_alert_or_nothing(value):
+    link = "<https://acme.pagerduty.com/incidents/Q1ABC|#123: cache down>"
+    events = [value if isinstance(value, dict) else {"text": value},
+              {"text": link, "attachments": value, "blocks": value},
+              {"text": "", "attachments": [value, {"title": link, "fields": value}]},
+              {"blocks": [{"text": {"text": link}, "fields": value}, value]}]
+    for event in events:
+        alert = alert_from_message(event)
+        assert alert is None or isinstance(alert, Alert)

@@ -82,3 +82,46 @@ def test_help_is_generated_from_the_toolsets():
 
 def test_clean_undoes_slack_markup():
     assert commands.clean("&lt;b&gt; <#C1|ops> <!here> <mailto:a@b.c|a@b.c>") == "<b>     mailto:a@b.c"
+
+
+# property tests: any input is a command, a question or a sentence; never an exception ---------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from graph.policy import Channel, Decision, Policy, Requester, evaluate  # noqa: E402
+from tools.catalog import Call  # noqa: E402
+
+WORDS = ["help", "runs", "cancel", "redis", "github", "pulumi", "info", "get", "del", "scan",
+         "flushdb", "slowlog", "section=memory", "keys=", "count=", "limit=", "db=", "match=*",
+         "=", "[", "]", "{", "}", '"', "'", "\\", "<@U1>", "&amp;", "<https://x|y>", "\u202e",
+         "\n", "\x00", "99999999999999999999", "-1", "null", "[1,2", '{"a":', "key=value"]
+typed = st.lists(st.sampled_from(WORDS) | st.text(max_size=12), max_size=10).map(" ".join)
+
+
+def outcome(text: str) -> object:
+    """What opsbot makes of ``text``: a command (a RunAction also gets a policy decision) or
+    the sentence of a ParseError."""
+    try:
+        command = parse(text, CATALOG)
+    except ParseError as e:
+        assert str(e) and "Traceback" not in str(e)
+        return str(e)
+    if isinstance(command, RunAction):
+        call = Call(id="c1", toolset=command.toolset, action=command.action,
+                    params=command.params)
+        decision = evaluate(Policy(), CATALOG, call, Requester(user="U1"), Channel(id="C1"))
+        assert isinstance(decision, Decision) and decision.reason
+        return decision
+    assert isinstance(command, (Help, ListRuns, Cancel, FreeText))
+    return command
+
+
+@given(typed)
+def test_any_typed_words_give_a_command_or_a_sentence(text):
+    outcome(text)
+
+
+@given(st.text(max_size=5000))
+def test_any_text_gives_a_command_or_a_sentence(text):
+    outcome(text)

@@ -291,3 +291,59 @@ def test_the_opsbot_cli_runs_check_and_explain(
     assert "target:   redis prod-cache-1:6379/0\n" in out
     assert "channel:  matched channels entry `#incident-*`\n" in out
     assert f"rule:     prod-redis-changes ({EXAMPLE})\n" in out
+
+
+# property tests: any file is a policy or a list of sentences; never an exception -------------
+
+import yaml  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+POLICY_KEYS = ["version", "groups", "defaults", "autonomous_max_tier", "llm_autonomous_max_tier",
+               "approvers", "approvals", "expiry", "requester_may_approve", "channels", "match",
+               "deny_from_tier", "rules", "name", "deny", "tier", "toolset", "action", "target",
+               "requesters", "users", "slack_groups", "groups", "from_tier", "redaction",
+               "shapes", "extra", "incident_channels", "pagerduty_bot_ids", "kind", "host", "db"]
+SCALARS = st.sampled_from([
+    0, 1, 2, 3, 4, 7, -1, "production", "draft", "30m", "1h30m", "90", "2d", "8d", "U01SRE",
+    "S01SRE", "B01PD", "#incident-*", "#ops", "C0OPS", "dm", "sre", "redis", "flushall", "*",
+    "prod-*", "all", "none", "slack-token", "[a-", "a*", "ACME-[0-9]{4}", True, None, 1.5, "",
+    "\u202e", "x" * 300,
+]) | st.text(max_size=20) | st.integers()
+policy_like = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(POLICY_KEYS) | st.integers(0, 5), inner, max_size=5),
+    max_leaves=40)
+
+
+def a_policy_or_sentences(text: str) -> None:
+    try:
+        assert isinstance(parse_policy(text), Policy)
+    except PolicyError as e:
+        lines = str(e).splitlines()
+        assert lines and all(line.startswith("policy.yml") for line in lines), str(e)
+
+
+@given(st.text(max_size=2000))
+def test_any_text_is_a_policy_or_sentences(text):
+    a_policy_or_sentences(text)
+
+
+@given(st.dictionaries(st.sampled_from(POLICY_KEYS), policy_like, max_size=8),
+       st.sampled_from([1, 1, 1, 2, "1", None]))
+def test_any_policy_shaped_yaml_is_a_policy_or_sentences(body, version):
+    text = yaml.safe_dump({"version": version, **body}, allow_unicode=True)
+    a_policy_or_sentences(text)
+
+
+@pytest.mark.parametrize("text", [
+    "version: 1\na: &x [*x]\n",  # an alias to itself
+    "version: 1\ngroups: !!python/object/apply:os.system ['true']\n",
+    "version: 1\n" + "rules:\n" + "  - " * 1 + "[" * 5000,
+    "version: 1\nlol: &a [1,1,1,1,1,1,1,1,1]\nlol2: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "lol3: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nlol4: [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n",
+    "\ufeffversion: 1\n", "version: 1\x00\n", "--- 1\n--- 2\n", "? [a]\n: b\n",
+])
+def test_hostile_yaml_is_sentences(text):
+    a_policy_or_sentences(text)
