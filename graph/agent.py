@@ -231,7 +231,7 @@ class Agent:
             return f"wall time ({int(limits.max_wall_s)} s)"
         if usage.get("total_tokens", 0) >= limits.max_tokens:
             return f"tokens ({limits.max_tokens:,})"
-        return ""
+        return self.deps.policy.limits.run_cap(usage, self.deps.model_name)  # policy's budget
 
     def _capped(self, state: GraphState, cap: str) -> str:
         results = state.get("results", {})

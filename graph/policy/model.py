@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from pydantic import BaseModel, ConfigDict, Field
 
 from approvals.rules import ApproverRule
+from graph.policy.limits import PolicyLimits, compile_limits
 from graph.policy.schema import PolicyFile, RequestersSpec, RuleSpec
 from tools.base import Tier
 from tools.catalog import Resolved
@@ -157,6 +158,7 @@ class Policy(BaseModel):
     requesters: RequesterRule | None = None
     rules: tuple[Rule, ...] = ()
     pagerduty_bot_ids: tuple[str, ...] = ()
+    limits: PolicyLimits = PolicyLimits()  # run rate limits and LLM budgets
     redact_shapes: tuple[str, ...] | None = None  # None: every shape opsbot knows
     redact_extra: dict[str, str] = {}  # an operator's own shapes: name -> regex
     source: str | None = None  # the file it came from; None for the built-in default
@@ -204,6 +206,7 @@ def compile_policy(spec: PolicyFile, source: str) -> Policy:
         requesters=_requesters(spec, spec.requesters),
         rules=tuple(_rule(spec, r) for r in spec.rules),
         pagerduty_bot_ids=spec.pagerduty_bot_ids,
+        limits=compile_limits(spec.limits),
         redact_shapes=spec.redaction.shapes,
         redact_extra=spec.redaction.extra,
         source=source,

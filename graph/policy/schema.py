@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -30,6 +31,8 @@ MIN_EXPIRY_S = 60
 MAX_EXPIRY_S = 7 * 24 * 3600
 MAX_APPROVALS = 10
 MAX_REGEX = 500
+MAX_RATE = 100_000
+MIN_WINDOW_S = 60
 TIER_NAMES = {t.name.lower().replace("_", "-"): t for t in Tier}
 # The target kinds named by the tools.base.Target contract; a `kind:` pattern must match one.
 TARGET_KINDS = ("redis", "github_repo", "pulumi_stack", "container")
@@ -190,6 +193,20 @@ def _shape_list(value: Any) -> Any:
     raise ValueError(f"{show(value)} is not `all`, `none` or a list of secret shapes")
 
 
+def _rate(value: Any) -> tuple[int, int]:
+    """``20/1h`` -> (20, 3600): at most 20 in any hour."""
+    count, slash, window = value.partition("/") if isinstance(value, str) else ("", "", "")
+    try:
+        seconds = _seconds(window) if slash else 0
+    except ValueError:
+        seconds = 0
+    if not (count.strip().isdigit() and 1 <= int(count) <= MAX_RATE and
+            MIN_WINDOW_S <= seconds <= MAX_EXPIRY_S):
+        raise ValueError(f"{show(value)} is not a rate; write how many per how long, e.g. "
+                         f"20/1h or 5/10m (1-{MAX_RATE} per 1m-7d)")
+    return int(count), seconds
+
+
 def _regex(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_REGEX:
         raise ValueError(f"{show(value)} is not a regular expression of 1-{MAX_REGEX} characters")
@@ -212,6 +229,7 @@ Name = Annotated[str, BeforeValidator(_name)]
 Patterns = Annotated[tuple[str, ...], BeforeValidator(_patterns)]
 AttrName = Annotated[str, BeforeValidator(_attr)]
 ChannelPattern = Annotated[str, BeforeValidator(_channel)]
+Rate = Annotated[tuple[int, int], BeforeValidator(_rate)]
 ShapeName = Annotated[str, BeforeValidator(_shape_name)]
 ShapeList = Annotated[tuple[ShapeName, ...] | None, BeforeValidator(_shape_list)]
 Regex = Annotated[str, BeforeValidator(_regex)]
@@ -346,6 +364,28 @@ class RuleSpec(_Strict):
         return self
 
 
+class BudgetSpec(_Strict):
+    """LLM spend: total tokens and/or estimated US dollars (at list price, graph/usage.py)."""
+
+    tokens: int | None = Field(None, ge=1, le=10**10)
+    usd: float | None = Field(None, gt=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _something(self) -> BudgetSpec:
+        if self.tokens is None and self.usd is None:
+            raise ValueError("a budget needs `tokens`, `usd` or both")
+        return self
+
+
+class LimitsSpec(_Strict):
+    """Rate limits on starting runs, and LLM spend budgets; each refusal is a sentence."""
+
+    runs_per_user: Rate | None = None
+    runs_per_channel: Rate | None = None
+    llm_per_run: BudgetSpec | None = None
+    llm_per_channel_per_day: BudgetSpec | None = None
+
+
 class RedactionSpec(_Strict):
     """Which well-known secret shapes are removed from everything opsbot writes (all of them
     unless ``shapes`` lists fewer), plus an operator's own under ``extra`` (name: regex)."""
@@ -366,3 +406,4 @@ class PolicyFile(_Strict):
     requesters: RequestersSpec | None = None
     rules: tuple[RuleSpec, ...] = ()
     redaction: RedactionSpec = RedactionSpec()
+    limits: LimitsSpec = LimitsSpec()

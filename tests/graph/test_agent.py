@@ -354,3 +354,16 @@ async def test_without_an_llm_each_suggested_command_is_listed_once(tmp_path):
     listed = answer.split("*Commands from those runbooks:*")[1].split("*Typed commands")[0]
     assert listed.split() == ["•", "`/ops", "redis", "info", "section=memory`",
                               "•", "`/ops", "redis", "slowlog`", "•", "`/ops", "redis", "info`"]
+
+
+async def test_the_policy_llm_budget_per_run_stops_the_run_with_a_sentence(llm_api, tmp_path):
+    budget = POLICY + "limits:\n  llm_per_run: {usd: 0.0001}\n"
+    llm_api.push(tool_call("redis__info", {}), text("never asked"))
+    graph, deps = make_graph(llm_api, tmp_path, policy=budget)
+    _, state = await run(graph)
+    answer = state.values["report"]["answer"]
+    assert answer.startswith("Stopped: this run hit its LLM budget per run ($0.0001) cap.")
+    assert len(llm_api.requests()) == 1
+    (total,) = [json.loads(r[0]) for r in deps.audit.db.execute(
+        "select data from audit where kind = 'llm.run'").fetchall()]
+    assert total["cap"] == "LLM budget per run ($0.0001)"
