@@ -281,7 +281,8 @@ class Nodes:
                 run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,
                 action=resolved.action.name, params=resolved.params.model_dump(mode="json"),
                 config=resolved.config.model_dump(mode="json"), secrets=dict(lease.values),
-                egress=resolved.egress, mounts=resolved.mounts, timeout=resolved.action.timeout,
+                egress=resolved.egress, mounts=resolved.mounts,
+                warm=resolved.toolset.warm(resolved.config), timeout=resolved.action.timeout,
                 preview=preview,
             )
 

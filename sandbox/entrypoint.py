@@ -3,7 +3,9 @@
 ``python -m sandbox.entrypoint`` is the image's command. It imports the connectors first, says
 ``{"ready": true}`` on stderr and only then blocks on stdin, so a pre-started (warm-pool)
 container has paid Python's start-up cost before a request exists; with ``--preload`` (what
-the pool uses) it also imports the connector libraries the actions load lazily. The protocol
+the pool uses) it also imports the connector libraries the actions load lazily; with
+``--mcp <server entry JSON>`` it starts that MCP server and opens its session before saying
+ready, so the one call it will get skips the server's start. The protocol
 (``sandbox/protocol.py``):
 
 * stdin: one :class:`~sandbox.protocol.SandboxRequest` JSON, then EOF;
@@ -41,15 +43,29 @@ Emit = Callable[[str], None]
 
 def main() -> int:
     result_stream = _private_stdout()
-    if "--preload" in sys.argv[1:]:
+    args = sys.argv[1:]
+    if "--preload" in args:
         _preload()
+    if "--mcp" in args:  # a warm-pool container of an MCP server: start it first
+        server = mcp.ServerEntry.model_validate_json(args[args.index("--mcp") + 1])
+        from tools import mcp_call
+
+        return mcp_call.prestarted(server, _ready, lambda: _answer(result_stream))
+    _ready()
+    _answer(result_stream)
+    return 0
+
+
+def _ready() -> None:
     sys.stderr.write(json.dumps({"ready": True}) + "\n")
     sys.stderr.flush()
+
+
+def _answer(result_stream: BinaryIO) -> None:
     raw = sys.stdin.buffer.read()
     result = handle(raw, _progress_writer(sys.stderr))
     result_stream.write(result.model_dump_json().encode() + b"\n")
     result_stream.flush()
-    return 0
 
 
 def _private_stdout() -> BinaryIO:

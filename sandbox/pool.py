@@ -12,6 +12,11 @@ There are two kinds, because a network namespace is fixed when a container start
 forwarders are opened when the box is taken; the declared endpoint names are then appended to
 its hosts file, see box.py).
 
+Besides those two, a toolset may ask for a kind of its own (``SandboxRequest.warm``): a
+container that runs a given command ahead of the request, with the mounts the request
+declares, e.g. an MCP server already started and initialised, waiting for one call. Such a
+kind is added on its first request (which goes cold) and kept at one ready container.
+
 Pooled containers are created before any request exists, so their ``opsbot.run_id``,
 ``opsbot.call_id`` and ``opsbot.action`` labels are empty and ``opsbot.pool`` names the kind;
 Docker cannot relabel a container, so the runner renames it after the call once taken.
@@ -20,6 +25,7 @@ Docker cannot relabel a container, so the runner renames it after the call once 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import structlog
 
@@ -27,6 +33,7 @@ from sandbox.box import Box, Provisioner
 from sandbox.engine import EngineError
 from sandbox.firewall import FirewallError
 from sandbox.hardening import POOLED, Identity
+from tools.base import Mount
 
 log = structlog.get_logger(__name__)
 
@@ -35,30 +42,57 @@ READY_TIMEOUT_S = 60.0
 PATIENCE_S = 3.0  # how long a run waits for a fill under way before going cold
 
 
+@dataclass(frozen=True)
+class Kind:
+    """What the containers of one kind are made with. ``size`` None: the pool's size."""
+
+    name: str
+    egress: bool
+    command: tuple[str, ...] = tuple(POOLED)
+    mounts: tuple[Mount, ...] = ()
+    size: int | None = None
+
+
 class WarmPool:
     def __init__(self, provisioner: Provisioner, instance: str, size: int):
         self.provisioner = provisioner
         self.instance = instance
         self.size = size
+        self._kinds = {name: Kind(name, egress=name == "egress") for name in KINDS}
         self._ready: dict[str, list[Box]] = {kind: [] for kind in KINDS}
         self._filling: set[asyncio.Task[None]] = set()
         self._arrival = asyncio.Event()
         self._closed = False
 
     def fill(self) -> None:
-        """Top both kinds up to ``size`` in the background."""
-        for kind in KINDS:
-            missing = self.size - len(self._ready[kind]) - self._pending(kind)
-            for _ in range(max(missing, 0)):
-                self._spawn(kind)
+        """Top every kind up to its size in the background."""
+        for kind in self._kinds.values():
+            self._top_up(kind)
 
-    async def take(self, egress: bool, patience: float = PATIENCE_S) -> Box | None:
+    def _top_up(self, kind: Kind) -> None:
+        size = self.size if kind.size is None else min(kind.size, self.size)
+        missing = size - len(self._ready[kind.name]) - self._pending(kind.name)
+        for _ in range(max(missing, 0)):
+            self._spawn(kind.name)
+
+    def add(self, kind: Kind) -> bool:
+        """Keep containers of ``kind`` ready from now on; False if it was already known."""
+        if kind.name in self._kinds or self._closed:
+            return False
+        self._kinds[kind.name] = kind
+        self._ready[kind.name] = []
+        self._top_up(kind)
+        return True
+
+    async def take(self, egress: bool | str, patience: float = PATIENCE_S) -> Box | None:
         """A ready box of the right kind (a replacement is started), or None.
 
         When none is ready but one is being prepared, wait for it (up to ``patience``): it is
         further along than a cold start would be, and a cold start would only compete with
         it for the CPU."""
-        kind = KINDS[egress]
+        kind = egress if isinstance(egress, str) else KINDS[egress]
+        if kind not in self._kinds:
+            return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
         while (box := self._take_ready(kind)) is None and self._pending(kind) and not (
@@ -101,8 +135,8 @@ class WarmPool:
         for task in list(self._filling):
             task.cancel()
         await asyncio.gather(*self._filling, return_exceptions=True)
-        boxes = [box for kind in KINDS for box in self._ready[kind]]
-        self._ready = {kind: [] for kind in KINDS}
+        boxes = [box for ready in self._ready.values() for box in ready]
+        self._ready = {kind: [] for kind in self._kinds}
         await asyncio.gather(*(self.provisioner.destroy(b) for b in boxes), return_exceptions=True)
 
     def _pending(self, kind: str) -> int:
@@ -119,12 +153,14 @@ class WarmPool:
         self._arrival.set()
         self._arrival = asyncio.Event()
 
-    async def _make(self, kind: str) -> None:
-        identity = Identity(instance=self.instance, pool=kind)
+    async def _make(self, name: str) -> None:
+        kind = self._kinds[name]
+        identity = Identity(instance=self.instance, pool=name)
         try:
-            box = await self.provisioner.create(identity, kind == "egress", POOLED)
+            box = await self.provisioner.create(identity, kind.egress, list(kind.command),
+                                                mounts=kind.mounts)
         except (EngineError, OSError) as e:  # run cold until the next fill
-            log.warning("sandbox.pool.fill_failed", kind=kind, error=str(e)[:300])
+            log.warning("sandbox.pool.fill_failed", kind=name, error=str(e)[:300])
             return
         try:
             ready = await self._warm(box)
@@ -135,7 +171,7 @@ class WarmPool:
             await self.provisioner.destroy(box)
             return
         box.phases.clear()
-        self._ready[kind].append(box)
+        self._ready[name].append(box)
 
     async def _warm(self, box: Box) -> bool:
         """Start the box and wait until its entrypoint has imported everything."""

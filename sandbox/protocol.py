@@ -27,7 +27,10 @@ class SandboxRequest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
     egress: list[Endpoint] = Field(default_factory=list)
-    mounts: list[Mount] = Field(default_factory=list)  # host directories (a cold container)
+    mounts: list[Mount] = Field(default_factory=list)  # host directories
+    # argv of a container made ready for this request ahead of time (its own warm-pool kind,
+    # e.g. an MCP server already running); None: the common pool. Never carries secrets.
+    warm: list[str] | None = None
     # host:port as declared -> host:port the container must dial instead (set by the runner)
     endpoints: dict[str, str] = Field(default_factory=dict)
     timeout: float = 30.0

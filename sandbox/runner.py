@@ -21,6 +21,8 @@ and :meth:`start` reaps whatever a crashed predecessor of the same instance left
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,7 +37,7 @@ from sandbox.engine import Engine, EngineError
 from sandbox.firewall import Firewall, FirewallError
 from sandbox.hardening import ENTRYPOINT, Identity, instance_filter
 from sandbox.image import image_tag
-from sandbox.pool import WarmPool
+from sandbox.pool import Kind, WarmPool
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.stream import Exchange
 from tools.base import ToolResult
@@ -147,17 +149,31 @@ class SandboxRunner:
 
     async def _box(self, request: SandboxRequest, command: list[str] | None) -> Box:
         """A pooled box for the production entrypoint when one is ready (and, for named
-        endpoints, while pooled hosts files can be written; never with mounts, which are
-        fixed at creation), else a cold one."""
+        endpoints, while pooled hosts files can be written; with mounts only in a kind of its
+        own, as they are fixed at creation), else a cold one."""
         names = named_hosts(request.egress)
-        poolable = command is ENTRYPOINT and not request.mounts and (
+        kind, fresh = self._kind(request)
+        poolable = command is ENTRYPOINT and not fresh and (
+            kind is not None or not request.mounts) and (
             not names or self.provisioner.pool_names)
-        if poolable and (box := await self._warm_box(request)) is not None:
+        if poolable and (box := await self._warm_box(request, kind)) is not None:
             return box
         return await self._cold_box(request, command, names)
 
-    async def _warm_box(self, request: SandboxRequest) -> Box | None:
-        box = await self.pool.take(bool(request.egress))
+    def _kind(self, request: SandboxRequest) -> tuple[str | None, bool]:
+        """The pool kind of a request that asks for its own, and whether it was new (its
+        first request goes cold while the pool prepares the next)."""
+        if not request.warm or self.config.warm_pool == 0:
+            return None, False
+        recipe = json.dumps([request.warm, bool(request.egress),
+                             [m.model_dump() for m in request.mounts]], sort_keys=True)
+        name = "w-" + hashlib.sha256(recipe.encode()).hexdigest()[:10]
+        fresh = self.pool.add(Kind(name, bool(request.egress), tuple(request.warm),
+                                   tuple(request.mounts), size=1))
+        return name, fresh
+
+    async def _warm_box(self, request: SandboxRequest, kind: str | None = None) -> Box | None:
+        box = await self.pool.take(kind or bool(request.egress))
         if box is None:
             return None
         try:

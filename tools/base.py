@@ -253,6 +253,9 @@ class Toolset(Generic[C]):
     # enabled when the first one is set; the rest are optional. Empty: wired by hand.
     env: Mapping[str, str] = field(default_factory=dict)
     mounts: Callable[[Action[Any], BaseModel, C], list[Mount]] = lambda a, p, c: []
+    # argv of a pooled container made ready for this toolset's calls ahead of time (e.g. an
+    # MCP server already started); None: the common warm pool. Never with secrets.
+    warm: Callable[[C], list[str] | None] = lambda c: None
 
     def action(self, name: str) -> Action[Any] | None:
         return next((a for a in self.actions if a.name == name), None)

@@ -343,7 +343,17 @@ def build_toolset(entry: ServerEntry, specs: Sequence[ToolSpec]) -> Toolset[Serv
         secrets=lambda a, p, c: c.secret_refs(),
         mounts=lambda a, p, c: list(c.mounts),
         target_kinds=("mcp",),
+        warm=prestart_command,
     )
+
+
+def prestart_command(entry: ServerEntry) -> list[str] | None:
+    """How a warm-pool container starts a stdio server ahead of the call, for servers that
+    need no secret (their ``env`` is minted per call, so those start with the call)."""
+    if entry.transport != "stdio" or entry.env:
+        return None
+    return ["python3", "-m", "sandbox.entrypoint", "--preload", "--mcp",
+            entry.model_dump_json()]
 
 
 def rejected(entry: ServerEntry, specs: Sequence[ToolSpec]) -> dict[str, str]:

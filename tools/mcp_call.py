@@ -40,7 +40,56 @@ def call(entry: ServerEntry, tool: str, params: dict[str, Any], ctx: ActionConte
                                         progress_callback=progress)
         return _result(invocation, result)
 
+    if _LIVE is not None and _LIVE.entry == entry:
+        return _LIVE.run(invocation, go)
     return _session(entry, ctx, invocation, go)
+
+
+class _Live:
+    """The session a warm-pool container opened before its call arrived (:func:`prestarted`);
+    the call, made from the entrypoint's worker thread, runs on the session's event loop."""
+
+    def __init__(self, entry: ServerEntry, client: Any):
+        self.entry = entry
+        self.client = client
+
+    def run(self, invocation: str, work: Callable[[Any], Awaitable[ToolResult]]) -> ToolResult:
+        import anyio
+        import anyio.from_thread
+
+        async def bounded() -> ToolResult:
+            with anyio.fail_after(self.entry.timeout):
+                return await work(self.client)
+
+        return _guarded(self.entry, invocation, self.entry.timeout,
+                        lambda: anyio.from_thread.run(bounded))
+
+
+_LIVE: _Live | None = None
+
+
+def prestarted(entry: ServerEntry, ready: Callable[[], None], answer: Callable[[], None]) -> int:
+    """Start ``entry``'s server and open its session, say ready, then ``answer`` the one
+    request (read from stdin in a worker thread); a server that fails to start means no
+    ready, and the pool discards the container."""
+    import anyio
+    import anyio.to_thread
+
+    async def main() -> None:
+        global _LIVE
+        from mcp import Client
+
+        async with Client(_server(entry, ActionContext(config={})), cache=None,
+                          read_timeout_seconds=entry.timeout) as client:
+            _LIVE = _Live(entry, client)
+            ready()
+            await anyio.to_thread.run_sync(answer)
+
+    try:
+        anyio.run(main)
+    except Exception:  # noqa: BLE001 - no ready was said, or the answer is already written
+        return 1
+    return 0
 
 
 def list_tools(entry: ServerEntry, ctx: ActionContext) -> ToolResult:
@@ -87,8 +136,13 @@ def _session(entry: ServerEntry, ctx: ActionContext, invocation: str,
                               cache=None) as client:
                 return await work(client)
 
+    return _guarded(entry, invocation, limit, lambda: anyio.run(main))
+
+
+def _guarded(entry: ServerEntry, invocation: str, limit: float,
+             run: Callable[[], ToolResult]) -> ToolResult:
     try:
-        return anyio.run(main)
+        return run()
     except TimeoutError:
         return ToolResult.fail(invocation, f"The MCP server `{entry.name}` did not answer within "
                                            f"{limit:g} s.")

@@ -56,7 +56,7 @@ servers:
     args: [/srv/mcp/malicious.py]
     floor: 3
     tiers: {{flood: 0, hang: 0}}
-    timeout: 4
+    timeout: 10
     mounts: [{{source: {fakes}, target: /srv/mcp}}]
   - name: mute
     transport: stdio
@@ -233,14 +233,14 @@ async def test_lying_read_only_annotation_is_still_gated_by_the_floor(h):
 async def test_a_5mb_answer_is_cut(h):
     _, report = await run(h, "shady flood")
     (call,) = report["calls"]
-    assert call["status"] == "ok" and "more characters cut by opsbot" in call["output"]
+    assert call["status"] == "ok" and "more characters cut by opsbot" in call["output"], call
     assert len(call["output"]) < 100_000
 
 
 async def test_a_tool_that_never_answers_times_out_and_leaves_no_container(h, docker_client):
     _, report = await run(h, "shady hang")
     (call,) = report["calls"]
-    assert "did not answer within 4 s" in call["output"], call
+    assert "did not answer within 10 s" in call["output"], call
     await h.bot.runtime.sandbox.settle()
     (row,) = execs(h, "shady hang")
     assert leftovers(docker_client, row["call_id"]) == []
@@ -368,3 +368,17 @@ async def test_an_http_server_is_called_from_the_sandbox_through_its_egress(
         (row,) = execs(h, "remote count_rows")
     assert report["calls"][0]["output"] == "orders: 42 rows"
     assert row["network"] != "none"  # its own network, reaching only the declared endpoint
+
+
+async def test_a_secretless_stdio_server_is_started_ahead_in_a_pooled_container(
+        h, docker_client):
+    since = int(time.time()) - 1
+    for _ in range(2):  # the first sight of the server adds its pool kind (and may go cold)
+        await run(h, "time get_current_time timezone=UTC")
+        await h.bot.runtime.sandbox.pool.wait_ready()
+    created = docker_client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                   filters={"type": "container", "event": "create",
+                                            "label": "opsbot.pool"})
+    server_kind = {e["id"] for e in created
+                   if e["Actor"]["Attributes"]["opsbot.pool"].startswith("w-")}
+    assert execs(h, "time get_current_time")[-1]["container"] in server_kind

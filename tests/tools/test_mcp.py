@@ -142,3 +142,12 @@ def test_a_server_that_lies_about_its_schema_gets_a_sentence_not_a_crash():
         action.params.model_validate({"x": 1})
     not_an_object = ToolSpec(name="listy", input_schema={"type": "array"})
     assert "not an object schema" in rejected(entry(), [not_an_object])["listy"]
+
+
+def test_only_secretless_stdio_servers_are_started_ahead():
+    from tools.mcp import prestart_command
+
+    assert prestart_command(entry())[-2:] == ["--mcp", entry().model_dump_json()]
+    assert prestart_command(entry(env={"TOKEN": "kv/data/x#token"})) is None  # minted per call
+    http = ServerEntry(name="h", transport="http", url="https://mcp.example.com/mcp")
+    assert prestart_command(http) is None
