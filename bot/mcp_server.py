@@ -7,7 +7,8 @@ only what its token allows. Each call is a *run* for the token's Slack user, sub
 the run manager like a slash command: policy applies, a gated call posts its approval card in
 the token's first channel (else ``OPSBOT_MCP_CHANNEL``), and the MCP call completes once the
 run ends — with progress notifications while it waits, and a tool error carrying the reason
-when it is denied, expires or fails. Everything is audited like a Slack run.
+when it is denied, expires or fails. A client that cancels (or goes away) ends its run, so
+nothing waits for an approval nobody will collect. Everything is audited like a Slack run.
 
 The endpoint is stateless (no MCP session to keep on one process), so any opsbot process can
 answer any request; the run itself may execute elsewhere: the wait reads the run store.
@@ -111,7 +112,11 @@ async def _call(deps: McpDeps, token: Token, name: str, args: dict[str, Any],
                 call={"toolset": toolset, "action": action, "params": args})
     run = await deps.bot.submit(task)
     log.info("mcp.call", run_id=run.run_id, tool=name, token=token.id, user=token.user)
-    state = await _wait(deps, run.run_id, ctx)
+    try:
+        state = await _wait(deps, run.run_id, ctx)
+    except asyncio.CancelledError:  # the client cancelled or went away: nobody wants it now
+        await asyncio.shield(deps.bot.runs.end(run.run_id, "the MCP client cancelled the call"))
+        raise
     return await _result(deps, run.run_id, state)
 
 

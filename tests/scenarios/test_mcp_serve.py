@@ -178,3 +178,20 @@ def test_tokens_cli_creates_lists_and_revokes(tmp_path, monkeypatch, capsys, log
     found, why = asyncio.run(authenticate(store, secret))
     assert found is None and why == "the token was revoked"
     assert secret not in (tmp_path / "opsbot.sqlite").read_bytes().decode("latin-1")
+
+
+async def test_a_client_that_goes_away_ends_its_run_and_nothing_runs(bot, redis_db):
+    redis_db.set("survivor", "1")
+    before = runs_so_far(bot)
+    async with client(bot, await token(bot)) as mcp:
+        pending = asyncio.ensure_future(mcp.call_tool("redis__flushdb", {}))
+        thread = await bot.run_thread(index=before)
+        card = await bot.card(thread)
+        pending.cancel()
+    report = await bot.report(thread, timeout=60)
+    assert "cancelled" in report.text
+    stops = bot.bot.runtime.audit.db.execute(
+        "select data from audit where kind = 'run.stop'").fetchall()
+    assert any("the MCP client cancelled the call" in row[0] for row in stops)
+    assert "Cancelled" in bot.card_state(card).blocks[-1]["text"]["text"]
+    assert redis_db.get("survivor") == "1"
