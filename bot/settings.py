@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     ssh_role: str | None = _env("OPSBOT_SSH_ROLE")
     ssh_known_hosts: Path | None = _env("OPSBOT_SSH_KNOWN_HOSTS")
     ssh_user: str = Field("opsbot", validation_alias="OPSBOT_SSH_USER")
+    docker_socket: str | None = _env("OPSBOT_DOCKER_SOCKET")
     docker_host: str | None = _env("DOCKER_HOST")
     qdrant_url: str | None = _env("QDRANT_URL")
     pagerduty_webhook_secret: SecretStr | None = _env("PAGERDUTY_WEBHOOK_SECRET")

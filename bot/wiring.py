@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 import yaml
+from docker.errors import DockerException
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -33,10 +34,15 @@ from graph.runs import RunManager
 from graph.store import Dedupe, RunStore, open_db
 from graph.surface import Surface
 from sandbox.config import SandboxConfig, instance_key
+from sandbox.credentials.docker import DockerToken
+from sandbox.docker_inventory import DockerInventory
+from sandbox.docker_proxy import DockerProxy
 from sandbox.credentials import CredentialBroker, VaultConfig, VaultError
 from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
 from tools.catalog import Catalog
+from tools.docker import TOOLSET as DOCKER
+from tools.docker import ContainerFact, DockerConfig
 from tools.github import GitHubConfig
 from tools.postgres import PostgresConfig
 from tools.pulumi import PulumiConfig
@@ -130,6 +136,32 @@ def _shell_problem(error: Exception) -> str:
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
         return f"line {error.problem_mark.line + 1}: {error.problem} ({error.context or 'YAML'})"
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+async def start_docker(settings: Settings, catalog: Catalog, broker: CredentialBroker,
+                       stack: AsyncExitStack) -> None:
+    """The Docker connector: its filtering proxy, its token kind, and the container list that
+    policy reads (``sandbox/docker_inventory.py``), kept current in the background."""
+    if settings.docker_socket is None:
+        return
+    inventory = DockerInventory(settings.docker_socket)
+    stack.callback(inventory.close)
+    try:
+        facts = await inventory.facts()
+    except DockerException as e:
+        raise ConfigError(f"OPSBOT_DOCKER_SOCKET: cannot list containers at "
+                          f"{settings.docker_socket} ({type(e).__name__}).") from None
+    proxy = DockerProxy(settings.docker_socket)
+    await proxy.start()
+    stack.push_async_callback(proxy.close)
+    broker.register(DockerToken(proxy))
+
+    def install(seen: tuple[ContainerFact, ...]) -> None:
+        catalog.install(DOCKER, DockerConfig(proxy_port=proxy.port, containers=seen))
+
+    install(facts)
+    watcher = asyncio.create_task(inventory.watch(install), name="docker-inventory")
+    stack.callback(watcher.cancel)
 
 
 def _login(model: type[BaseModel], env: str, url_env: str, url: str, password: str | None,
@@ -245,6 +277,7 @@ async def runtime(
         sandbox = await SandboxRunner.start(sandbox_config(settings))
         stack.push_async_callback(sandbox.close)
         discovery = await discover(servers, catalog, sandbox, broker, audit, stack)
+        await start_docker(settings, catalog, broker, stack)
         policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
         protect(settings, policy)  # opsbot's tokens and the policy's secret shapes
         saver = await stack.enter_async_context(

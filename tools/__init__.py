@@ -4,12 +4,13 @@ The registry is an explicit list (no directory scan). Add a connector by importi
 ``TOOLSET`` here.
 """
 
-from tools import github, openapi_apis, postgres, pulumi, redis
+from tools import docker, github, openapi_apis, postgres, pulumi, redis
 from tools.base import Action, Toolset
 
 TOOLSETS: tuple[Toolset, ...] = (
     redis.TOOLSET,
     postgres.TOOLSET,
+    docker.TOOLSET,
     github.TOOLSET,
     pulumi.TOOLSET,
     openapi_apis.NEON_TOOLSET,

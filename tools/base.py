@@ -115,6 +115,7 @@ class SecretKind(StrEnum):
     KV = "kv"  # a KV v2 secret, read with a token minted for the action
     DATABASE = "database"  # a database user created for the action (Vault database engine)
     SSH = "ssh"  # an SSH certificate signed for the action (Vault SSH engine)
+    DOCKER = "docker"  # a token for opsbot's Docker API proxy, scoped to the action's requests
 
 
 class SecretRef(BaseModel):

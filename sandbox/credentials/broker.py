@@ -178,6 +178,10 @@ class CredentialBroker:
         self.instance = instance
         self._orphans: set[asyncio.Task[None]] = set()
 
+    def register(self, kind: Kind) -> None:
+        """Add (or replace) a credential kind once its service runs (the Docker proxy)."""
+        self._kinds[kind.kind] = kind
+
     async def mint(
         self, run_id: str, call_id: str, secrets: list[SecretRef], ttl_s: float
     ) -> Lease:
