@@ -76,8 +76,8 @@ class Selector(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, pattern=r"^/?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
-                             description="The container's name.")
-    label: str | None = Field(None, description="Select by label: key=value.")
+                             max_length=129, description="The container's name.")
+    label: str | None = Field(None, max_length=386, description="Select by label: key=value.")
 
     @model_validator(mode="after")
     def _label(self) -> Selector:
@@ -96,7 +96,7 @@ class One(Selector):
 
 class LogsParams(One):
     tail: int = Field(100, ge=1, le=5000, description="How many lines from the end.")
-    since: str | None = Field(None, pattern=r"^\d{1,4}[smh]$",
+    since: str | None = Field(None, pattern=r"^\d{1,4}[smh]$", max_length=5,
                               description="Only lines newer than this, e.g. 10m, 2h.")
 
 
