@@ -232,8 +232,8 @@ async def test_dynamic_passwords_appear_nowhere(
         bot_processes: BotProcesses, slack_emulator: SlackEmulator,  # noqa: F811
         openai_emulator: OpenAIEmulator, vault_engines, app, sandbox_image,  # noqa: F811
         issued_passwords, tmp_path):
-    openai_emulator.push(tool_call("postgres__query", {"sql": "select current_user, 1/0"}),
-                         text("The query failed; nothing to repeat."))
+    openai_emulator.push(tool_call("postgres__activity", {"limit": 5}),  # tier 0: runs unasked
+                         text("Nothing stands out in the activity."))
     data = tmp_path / "data"
     env = bot_env(slack_emulator, data, vault_engines.redis.url, sandbox_image,
                   VAULT_ADDR=vault_engines.openbao.addr, VAULT_TOKEN=vault_engines.parent_token(),
@@ -246,7 +246,7 @@ async def test_dynamic_passwords_appear_nowhere(
         h = ProcessHarness(bot, slack_emulator, client)
         for index, command in enumerate(["redis info", "postgres activity",
                                          'postgres query sql="select * from nowhere"',
-                                         "why does the query fail?"]):
+                                         "why is the database slow?"]):
             await h.command(command)
             await h.report(await h.run_thread(index))
     assert await bot.terminate() == 0
