@@ -36,7 +36,10 @@ from graph.surface import Surface
 from sandbox.config import SandboxConfig, instance_key
 from sandbox.credentials.docker import DockerToken
 from sandbox.docker_inventory import DockerInventory
+from sandbox import messages
 from sandbox.docker_proxy import DockerProxy
+from sandbox.engine import EngineError
+from sandbox.image import PULUMI_LABEL
 from sandbox.credentials import CredentialBroker, VaultConfig, VaultError
 from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
@@ -136,6 +139,18 @@ def _shell_problem(error: Exception) -> str:
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
         return f"line {error.problem_mark.line + 1}: {error.problem} ({error.context or 'YAML'})"
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+async def mark_pulumi(catalog: Catalog, sandbox: SandboxRunner) -> None:
+    """``/ops help`` marks the Pulumi toolset unavailable when the image has no Pulumi CLI."""
+    if "pulumi" not in catalog.configs:
+        return
+    try:
+        labels = await sandbox.engine.image_labels(sandbox.image)
+    except EngineError:
+        return  # no image yet: the runner already says so, with the command that fixes it
+    if labels.get(PULUMI_LABEL) != "present":
+        catalog.mark_unavailable("pulumi", messages.pulumi_cli_missing())
 
 
 async def start_docker(settings: Settings, catalog: Catalog, broker: CredentialBroker,
@@ -278,6 +293,7 @@ async def runtime(
         stack.push_async_callback(sandbox.close)
         discovery = await discover(servers, catalog, sandbox, broker, audit, stack)
         await start_docker(settings, catalog, broker, stack)
+        await mark_pulumi(catalog, sandbox)
         policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
         protect(settings, policy)  # opsbot's tokens and the policy's secret shapes
         saver = await stack.enter_async_context(

@@ -23,8 +23,9 @@ def help_text(catalog: Catalog, toolset: str | None = None) -> str:
         if not chosen:
             names = ", ".join(f"`{t.name}`" for t in toolsets)
             return f"No toolset `{toolset}`. Available: {names}."
-        return _toolset(chosen[0], detailed=True)
-    return "\n\n".join([HEADER, *(_toolset(t, detailed=False) for t in toolsets)])
+        return _toolset(chosen[0], True, catalog.unavailable.get(toolset, ""))
+    return "\n\n".join([HEADER, *(_toolset(t, False, catalog.unavailable.get(t.name, ""))
+                                   for t in toolsets)])
 
 
 def command_examples(catalog: Catalog, limit: int = 8) -> list[str]:
@@ -32,6 +33,7 @@ def command_examples(catalog: Catalog, limit: int = 8) -> list[str]:
     lines = [
         f"`/ops {usage(t, a)}`"
         for t in catalog.enabled()
+        if t.name not in catalog.unavailable
         for a in t.actions
         if a.tier == 0
     ]
@@ -45,8 +47,9 @@ def usage(toolset: Toolset[Any], action: Action[Any]) -> str:
     return " ".join([toolset.name, action.name, *required, *optional])
 
 
-def _toolset(toolset: Toolset[Any], detailed: bool) -> str:
-    lines = [f"*{toolset.name}* — {toolset.description}"]
+def _toolset(toolset: Toolset[Any], detailed: bool, unavailable: str = "") -> str:
+    state = f" _Unavailable: {unavailable}_" if unavailable else ""
+    lines = [f"*{toolset.name}* — {toolset.description}{state}"]
     for action in toolset.actions:
         tier = f"tier {action.tier.label}"
         lines.append(f"• `{usage(toolset, action)}` — {_first_sentence(action.description)} ({tier})")

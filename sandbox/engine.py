@@ -91,6 +91,10 @@ class Engine:
         except DockerException as e:
             raise EngineError(step, str(e)) from None
 
+    async def image_labels(self, tag: str) -> dict[str, str]:
+        found = await self.call("inspect the image", self.api.inspect_image, tag)
+        return dict((found.get("Config") or {}).get("Labels") or {})
+
     async def image_exists(self, tag: str) -> bool:
         try:
             await self.call("inspect the image", self.api.inspect_image, tag)

@@ -17,6 +17,9 @@ The build never touches a package index from inside a container:
 2. wheels: ``pip download --only-binary=:all:`` for CPython 3.11 manylinux on the host, cached
    per requirement set, then installed by the Dockerfile's first stage with networking disabled.
 3. code: ``tools/`` and the sandbox entrypoint, compiled to bytecode (the root fs is read-only).
+4. the Pulumi CLI, copied from the host when ``pulumi`` is on PATH at build time (its
+   installers download from the internet, so the image never fetches one); the image's
+   ``opsbot.pulumi-cli`` label says whether it is in, and ``/ops help`` says so too.
 
 Usage::
 
@@ -55,6 +58,7 @@ SLIM_PATHS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/loc
 WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
                    "manylinux_2_34_x86_64")
 
+PULUMI_LABEL = "opsbot.pulumi-cli"  # "present" or "absent": what /ops help tells people
 Log = Callable[[str], None]
 
 
@@ -69,13 +73,27 @@ def image_files(root: Path = ROOT) -> list[Path]:
     return tools + [root / "sandbox" / name for name in SANDBOX_FILES]
 
 
-def image_tag(root: Path = ROOT) -> str:
-    """``opsbot-sandbox:<12 hex>``: a hash of paths and contents of :func:`image_files`."""
+def image_tag(root: Path = ROOT, cli: list[Path] | None = None) -> str:
+    """``opsbot-sandbox:<12 hex>``: a hash of paths and contents of :func:`image_files`, and
+    of which Pulumi CLI goes in (names, sizes, mtimes of :func:`pulumi_cli`)."""
     digest = hashlib.sha256(" ".join(BASE_PACKAGES).encode() + b"\0")  # the base's recipe too
     for path in image_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
+    for path in pulumi_cli() if cli is None else cli:
+        stat = path.stat()
+        digest.update(f"cli {path.name} {stat.st_size} {stat.st_mtime_ns}\0".encode())
     return f"{REPOSITORY}:{digest.hexdigest()[:12]}"
+
+
+def pulumi_cli(found: str | None = None) -> list[Path]:
+    """The host's Pulumi CLI, if any: every ``pulumi*`` executable beside the ``pulumi`` on
+    PATH (the CLI runs its language host, ``pulumi-language-python``, from there)."""
+    found = found or shutil.which("pulumi")
+    if found is None:
+        return []
+    directory = Path(found).resolve().parent
+    return sorted(p for p in directory.glob("pulumi*") if p.is_file() and os.access(p, os.X_OK))
 
 
 def image_exists(client: docker.DockerClient, tag: str) -> bool:
@@ -106,8 +124,9 @@ def build_image(
             return tag
         base = _base_image(client, log)
         wheels = _wheelhouse(root / "sandbox" / "requirements.txt", log)
-        context = _context(root, wheels)
-        _docker_build(client, context, tag, base, log)
+        cli = pulumi_cli()
+        context = _context(root, wheels, cli)
+        _docker_build(client, context, tag, base, log, cli)
     log(f"Built {tag} (base {base}).")
     return tag
 
@@ -210,11 +229,15 @@ def _wheelhouse(requirements: Path, log: Log) -> Path:
     return wheels
 
 
-def _context(root: Path, wheels: Path) -> Path:
-    """The build context: Dockerfile, wheels/, pip.whl and opsbot/{tools,sandbox}."""
-    context = BUILD_DIR / "context"
+def _context(root: Path, wheels: Path, cli: list[Path] | None = None,
+             context: Path = BUILD_DIR / "context") -> Path:
+    """The build context: Dockerfile, wheels/, pip.whl, opsbot/{tools,sandbox} and pulumi-bin/
+    (the host's Pulumi CLI, or nothing)."""
     shutil.rmtree(context, ignore_errors=True)
     (context / "wheels").mkdir(parents=True)
+    (context / "pulumi-bin").mkdir()
+    for binary in cli or []:
+        shutil.copy(binary, context / "pulumi-bin" / binary.name)
     for wheel in wheels.iterdir():
         name = "pip.whl" if wheel.name.startswith("pip-") else f"wheels/{wheel.name}"
         shutil.copy(wheel, context / name)
@@ -228,12 +251,13 @@ def _context(root: Path, wheels: Path) -> Path:
 
 
 def _docker_build(
-    client: docker.DockerClient, context: Path, tag: str, base: str, log: Log
+    client: docker.DockerClient, context: Path, tag: str, base: str, log: Log, cli: list[Path]
 ) -> None:
     log(f"Building {tag} from {base} (networking disabled) ...")
+    labels = {"opsbot.sandbox": "1", PULUMI_LABEL: "present" if cli else "absent"}
     _stream_build(
         client, log, path=str(context), tag=tag, buildargs={"BASE": base}, network_mode="none",
-        rm=True, forcerm=True, labels={"opsbot.sandbox": "1"},
+        rm=True, forcerm=True, labels=labels,
     )
 
 

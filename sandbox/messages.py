@@ -74,3 +74,9 @@ def no_free_slot(limit: int, waited_s: float) -> str:
     return (f"Not run: opsbot was already running as many sandboxed actions as it may at once "
             f"({limit}), and none finished within {seconds(waited_s)} s. Try again when the "
             "others are done.")
+
+
+def pulumi_cli_missing() -> str:
+    return ("the sandbox image holds the Pulumi SDK but no Pulumi CLI (none was on the host's "
+            "PATH when the image was built); install the CLI on the host, then run "
+            "`opsbot sandbox build`.")

@@ -113,6 +113,11 @@ class Catalog:
         self.toolsets = {t.name: t for t in toolsets}
         self.configs = dict(configs)
         self.generation = 0
+        self.unavailable: dict[str, str] = {}  # toolset -> why its actions cannot work here
+
+    def mark_unavailable(self, name: str, reason: str) -> None:
+        """A configured toolset whose actions cannot work here (``/ops help`` says why)."""
+        self.unavailable[name] = reason
 
     def install(self, toolset: Toolset[Any], config: BaseModel) -> None:
         """Add or replace a toolset (and its config) built at run time."""

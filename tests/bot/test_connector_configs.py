@@ -97,3 +97,25 @@ def test_the_commands_file_becomes_the_shell_toolset(tmp_path):
     install_shell(settings, catalog)
     assert [a.name for a in catalog.toolset("shell").actions] == ["uptime"]
     assert catalog.configs["shell"].user == "opsbot"
+
+
+@pytest.mark.docker
+async def test_help_marks_pulumi_unavailable_when_the_image_has_no_cli(sandbox_runner, tmp_path):
+    from bot.wiring import mark_pulumi
+    from graph.help import command_examples, help_text
+    from sandbox.image import pulumi_cli
+    from tools import TOOLSETS
+    from tools.catalog import Catalog
+    from tools.pulumi import PulumiConfig
+
+    if pulumi_cli():
+        pytest.skip("a Pulumi CLI is on this host's PATH, so the image holds it: nothing to mark")
+    (tmp_path / "Pulumi.yaml").write_text("name: infra\nruntime: python\n")
+    pulumi = PulumiConfig(work_dir=str(tmp_path), backend_url="file:///tmp/s", stacks=("dev",))
+    catalog = Catalog(TOOLSETS, {"pulumi": pulumi})
+    assert "Unavailable" not in help_text(catalog)
+    await mark_pulumi(catalog, sandbox_runner)
+    assert "no Pulumi CLI (none was on the host's PATH" in help_text(catalog)
+    assert "_Unavailable: the sandbox image holds the Pulumi SDK but no Pulumi CLI" in help_text(
+        catalog, "pulumi")
+    assert not [line for line in command_examples(catalog) if "pulumi" in line]
