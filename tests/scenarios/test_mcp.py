@@ -382,3 +382,15 @@ async def test_a_secretless_stdio_server_is_started_ahead_in_a_pooled_container(
     server_kind = {e["id"] for e in created
                    if e["Actor"]["Attributes"]["opsbot.pool"].startswith("w-")}
     assert execs(h, "time get_current_time")[-1]["container"] in server_kind
+
+
+async def test_a_refresh_picks_up_tools_a_server_added(h):
+    catalog = h.bot.runtime.catalog
+    assert catalog.toolsets["db"].action("newer") is None
+    generation = catalog.generation
+    (h.ledger.parent / "grown").write_text("")
+    problems = await h.bot.runtime.mcp.refresh()
+    assert "db" not in problems and catalog.generation > generation
+    assert catalog.toolsets["db"].action("newer").tier == 0
+    _, report = await run(h, "db newer")
+    assert report["calls"][0]["output"] == "new"

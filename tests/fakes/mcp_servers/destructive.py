@@ -2,7 +2,7 @@
 
 It runs inside opsbot's sandbox container (stdio), mounted read-only from the test tree; the
 destructive tool appends a line to ``$LEDGER`` (a writable mount), so a test can count how many
-times it really ran.
+times it really ran. A file ``grown`` beside the ledger adds a tool (for refresh tests).
 
     python3 destructive.py
 """
@@ -28,6 +28,13 @@ def drop_table(table: str) -> str:
              annotations=ToolAnnotations(read_only_hint=True), structured_output=False)
 def count_rows(table: str) -> str:
     return f"{table}: 42 rows"
+
+
+if os.path.exists(os.path.join(os.path.dirname(os.environ.get("LEDGER", "/x/y")), "grown")):
+    @server.tool(description="A tool that appeared after the server was first listed.",
+                 annotations=ToolAnnotations(read_only_hint=True), structured_output=False)
+    def newer() -> str:
+        return "new"
 
 
 if __name__ == "__main__":
