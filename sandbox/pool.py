@@ -15,7 +15,8 @@ its hosts file, see box.py).
 Besides those two, a toolset may ask for a kind of its own (``SandboxRequest.warm``): a
 container that runs a given command ahead of the request, with the mounts the request
 declares, e.g. an MCP server already started and initialised, waiting for one call. Such a
-kind is added on its first request (which goes cold) and kept at one ready container.
+kind is added on its first request (which goes cold) and kept at one ready container; a newer
+kind of the same family (the toolset's, after its recipe changed) retires the older one.
 
 Pooled containers are created before any request exists, so their ``opsbot.run_id``,
 ``opsbot.call_id`` and ``opsbot.action`` labels are empty and ``opsbot.pool`` names the kind;
@@ -51,6 +52,7 @@ class Kind:
     command: tuple[str, ...] = tuple(POOLED)
     mounts: tuple[Mount, ...] = ()
     size: int | None = None
+    family: str = ""  # a newer kind of the same family retires this one (e.g. per toolset)
 
 
 class WarmPool:
@@ -79,10 +81,18 @@ class WarmPool:
         """Keep containers of ``kind`` ready from now on; False if it was already known."""
         if kind.name in self._kinds or self._closed:
             return False
+        for old in [k for k in self._kinds.values() if kind.family and k.family == kind.family]:
+            self._retire(old.name)
         self._kinds[kind.name] = kind
         self._ready[kind.name] = []
         self._top_up(kind)
         return True
+
+    def _retire(self, name: str) -> None:
+        """Stop keeping ``name``: its ready boxes go (fills under way are dropped on arrival)."""
+        del self._kinds[name]
+        for box in self._ready.pop(name, []):
+            self._spawn_destroy(box)
 
     async def take(self, egress: bool | str, patience: float = PATIENCE_S) -> Box | None:
         """A ready box of the right kind (a replacement is started), or None.
@@ -167,7 +177,7 @@ class WarmPool:
         except BaseException:
             await self.provisioner.destroy(box)
             raise
-        if not ready or self._closed:
+        if not ready or self._closed or name not in self._kinds:
             await self.provisioner.destroy(box)
             return
         box.phases.clear()

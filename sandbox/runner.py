@@ -169,7 +169,7 @@ class SandboxRunner:
                              [m.model_dump() for m in request.mounts]], sort_keys=True)
         name = "w-" + hashlib.sha256(recipe.encode()).hexdigest()[:10]
         fresh = self.pool.add(Kind(name, bool(request.egress), tuple(request.warm),
-                                   tuple(request.mounts), size=1))
+                                   tuple(request.mounts), size=1, family=request.toolset))
         return name, fresh
 
     async def _warm_box(self, request: SandboxRequest, kind: str | None = None) -> Box | None:

@@ -26,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import keyword
 import re
@@ -343,17 +344,25 @@ def build_toolset(entry: ServerEntry, specs: Sequence[ToolSpec]) -> Toolset[Serv
         secrets=lambda a, p, c: c.secret_refs(),
         mounts=lambda a, p, c: list(c.mounts),
         target_kinds=("mcp",),
-        warm=prestart_command,
+        warm=partial(prestart_command, listing=_listing(specs)),
     )
 
 
-def prestart_command(entry: ServerEntry) -> list[str] | None:
+def prestart_command(entry: ServerEntry, listing: str = "") -> list[str] | None:
     """How a warm-pool container starts a stdio server ahead of the call, for servers that
-    need no secret (their ``env`` is minted per call, so those start with the call)."""
+    need no secret (their ``env`` is minted per call, so those start with the call).
+
+    ``listing`` (a digest of the tools listed) is part of the command, so once a server lists
+    different tools, containers started before are retired instead of serving a stale one."""
     if entry.transport != "stdio" or entry.env:
         return None
     return ["python3", "-m", "sandbox.entrypoint", "--preload", "--mcp",
-            entry.model_dump_json()]
+            entry.model_dump_json(), *(["--listing", listing] if listing else [])]
+
+
+def _listing(specs: Sequence[ToolSpec]) -> str:
+    blob = json.dumps([s.model_dump(mode="json") for s in specs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def rejected(entry: ServerEntry, specs: Sequence[ToolSpec]) -> dict[str, str]:

@@ -148,6 +148,9 @@ def test_only_secretless_stdio_servers_are_started_ahead():
     from tools.mcp import prestart_command
 
     assert prestart_command(entry())[-2:] == ["--mcp", entry().model_dump_json()]
+    before = build_toolset(entry(), [LOG]).warm(entry())
+    after = build_toolset(entry(), [LOG, ToolSpec(name="git_show")]).warm(entry())
+    assert before != after  # a server that lists other tools gets fresh warm containers
     assert prestart_command(entry(env={"TOKEN": "kv/data/x#token"})) is None  # minted per call
     http = ServerEntry(name="h", transport="http", url="https://mcp.example.com/mcp")
     assert prestart_command(http) is None
