@@ -88,6 +88,9 @@ class WarmPool:
         self._top_up(kind)
         return True
 
+    def kinds(self) -> list[Kind]:
+        return list(self._kinds.values())
+
     def _retire(self, name: str) -> None:
         """Stop keeping ``name``: its ready boxes go (fills under way are dropped on arrival)."""
         del self._kinds[name]

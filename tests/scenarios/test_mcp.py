@@ -387,6 +387,7 @@ async def test_a_secretless_stdio_server_is_started_ahead_in_a_pooled_container(
 async def test_a_refresh_picks_up_tools_a_server_added(h):
     catalog = h.bot.runtime.catalog
     assert catalog.toolsets["db"].action("newer") is None
+    await run(h, "db count_rows table=t")  # the server's warm kind exists from here on
     generation = catalog.generation
     (h.ledger.parent / "grown").write_text("")
     problems = await h.bot.runtime.mcp.refresh()
@@ -394,3 +395,5 @@ async def test_a_refresh_picks_up_tools_a_server_added(h):
     assert catalog.toolsets["db"].action("newer").tier == 0
     _, report = await run(h, "db newer")
     assert report["calls"][0]["output"] == "new"
+    pool = h.bot.runtime.sandbox.pool
+    assert len([k for k in pool.kinds() if k.family == "db"]) == 1  # the stale kind retired
