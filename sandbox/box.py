@@ -227,24 +227,42 @@ class Provisioner:
         await asyncio.gather(*steps, return_exceptions=True)
         if box.network is not None:
             await self._guard("firewall", self.firewall.release(box.network.bridge))
-            await self._guard("network", self.engine.remove_network(box.network.id))
-            self.networks.discard(box.network.id)
+            await self._remove_network(box.network.id)
+
+    async def retry_teardown(self) -> int:
+        """Remove what a failed teardown left (a container the engine could not remove, the
+        network it kept): at close, when whatever blocked it may be gone. A container whose
+        removal failed is "dead" in Docker and nothing else would ever remove it."""
+        containers, networks = list(self.containers), list(self.networks)
+        await asyncio.gather(*(self._remove_container_id(c) for c in containers))
+        await asyncio.gather(*(self._remove_network(n) for n in networks))
+        return (len(containers) - len(self.containers)) + (len(networks) - len(self.networks))
 
     async def _remove_container(self, box: Box) -> None:
         if box.container:
-            await self._guard("container", self.engine.remove(box.container))
-            self.containers.discard(box.container)
+            await self._remove_container_id(box.container)
+
+    async def _remove_container_id(self, container: str) -> None:
+        """Forgotten only once gone: a failed removal stays tracked for retry_teardown."""
+        if await self._guard("container", self.engine.remove(container)):
+            self.containers.discard(container)
+
+    async def _remove_network(self, network: str) -> None:
+        if await self._guard("network", self.engine.remove_network(network)):
+            self.networks.discard(network)
 
     async def _close_io(self, box: Box) -> None:
         if box.attachment is not None:
             box.attachment.close()
         await close_forwarders(box.forwarders)
 
-    async def _guard(self, what: str, step: Awaitable[None]) -> None:
+    async def _guard(self, what: str, step: Awaitable[None]) -> bool:
         try:
             await step
         except (EngineError, OSError, RuntimeError) as e:
             log.error("sandbox.teardown_failed", what=what, error=str(e)[:300])
+            return False
+        return True
 
 
 def _append(path: str, text: str) -> None:

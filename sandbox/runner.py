@@ -278,10 +278,13 @@ class SandboxRunner:
         return len(containers) + len(networks)
 
     async def close(self) -> None:
-        """Stop taking runs, empty the pool, wait for removals, drop the firewall chain."""
+        """Stop taking runs, empty the pool, wait for removals (retrying any that failed), drop
+        the firewall chain."""
         self._closed = True
         await self.pool.close()
         await self.settle()
+        if await self.provisioner.retry_teardown():
+            log.warning("sandbox.teardown_retried", detail="removed what a failed removal left")
         await self.firewall.close()
         self.engine.close()
 

@@ -199,3 +199,8 @@ async def test_a_pooled_box_learns_names_or_the_run_goes_cold(sandbox_image, red
     assert not cold.pooled and cold.result.status is Status.OK, cold.result.error
     assert runner.provisioner.pool_names is False
     assert [e["path"] for e in logs if e["event"] == "sandbox.pool.hosts_unwritable"] == [path]
+    # The box whose hosts file was immutable could not be removed then ("dead" in Docker, left
+    # after every full test run); close retried it once the file was writable again.
+    owned = {"label": f"{LABEL}.instance={instance}"}
+    assert docker_client.containers.list(all=True, filters=owned) == []
+    assert docker_client.networks.list(filters=owned) == []
