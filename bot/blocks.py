@@ -7,7 +7,9 @@ had to be shortened to fit (a call's output past ``CALL_OUTPUT``, or the whole m
 too, for the caller to attach as a file in the thread (``files.uploadV2``).
 
 Tool output and the model's answer are untrusted text: ``&``, ``<`` and ``>`` are escaped, so
-an output containing ``<!channel>`` or a crafted link shows as text instead of pinging anyone.
+an output containing ``<!channel>`` or a crafted link shows as text instead of pinging anyone;
+tool output sits in a code block it cannot close, and a call's summary stays on its line
+(``approvals/mrkdwn.py``).
 
 Usage::
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from approvals.mrkdwn import escape, truncate
+from approvals.mrkdwn import code, code_block, escape, one_line, truncate
 from graph.surface import CallReport, Report, RunState
 
 SECTION = 3000  # section text
@@ -107,11 +109,11 @@ def _call(call: CallReport, limit: int | None) -> str:
     """One call: summary, status, note, invocation and (up to ``limit``) its output."""
     icon = CALL_ICONS.get(call.status, "•")
     note = f" _({call.note})_" if call.note else ""
-    head = f"{icon} *{escape(call.summary)}* — {call.status}{note}"
+    head = f"{icon} *{one_line(call.summary)}* — {call.status}{note}"
     if call.invocation and limit != 0:
-        head += f"\n`{escape(call.invocation)}`"
+        head += f"\n{code(call.invocation)}"
     output = call.output if limit is None else truncate(call.output, limit) if limit else ""
-    return head + (f"\n```{escape(output)}```" if output else "")
+    return head + (f"\n{code_block(output)}" if output else "")
 
 
 def _footer(report: Report) -> str:
