@@ -28,6 +28,7 @@ from langgraph.graph import END
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, Send, interrupt
 
+from approvals.mrkdwn import one_line
 from graph import commands, help, usage
 from graph.deps import GraphDeps
 from graph.policy import Channel, Proposer, Requester, Verdict, evaluate
@@ -82,8 +83,13 @@ def task_of(state: GraphState | Branch) -> Task:
 
 
 def emit(event: dict[str, Any]) -> None:
-    """Progress for the status message (``custom`` stream); a no-op outside a streamed run."""
-    get_stream_writer()(event)
+    """Progress for the status message (``custom`` stream); a no-op outside a streamed run.
+
+    A step's text and detail quote untrusted text (a summary naming a key, a tool's progress
+    line): kept to one line, with ``<!channel>`` and links shown as text (``one_line``)."""
+    shown = {k: one_line(v) if k in ("text", "detail") and isinstance(v, str) else v
+             for k, v in event.items()}
+    get_stream_writer()(shown)
 
 
 class Nodes:
