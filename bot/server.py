@@ -70,7 +70,9 @@ async def running_bot(
             app, secret.get_secret_value() if secret else None)
         pd_secret = settings.pagerduty_webhook_secret
         pd = pagerduty_handler(pd_secret.get_secret_value(), rt.dedupe, incidents) if pd_secret else None
-        web_runner = web.AppRunner(build_web(slack, pd, lambda: _health(rt), mcp), access_log=None)
+        scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        web_runner = web.AppRunner(build_web(slack, pd, lambda: _health(rt), mcp, scrape),
+                                   access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)
         await site.start()

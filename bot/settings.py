@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     docker_host: str | None = _env("DOCKER_HOST")
     qdrant_url: str | None = _env("QDRANT_URL")
     pagerduty_webhook_secret: SecretStr | None = _env("PAGERDUTY_WEBHOOK_SECRET")
+    metrics_token: SecretStr | None = _env("OPSBOT_METRICS_TOKEN")  # bearer for GET /metrics
 
     mcp: Path | None = _env("OPSBOT_MCP")
     mcp_channel: str | None = _env("OPSBOT_MCP_CHANNEL")

@@ -9,6 +9,7 @@ that starts nothing.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -118,17 +119,37 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "degraded": problems, "checks": checks})
 
 
+METRICS_TOKEN = web.AppKey("metrics_token", str)
+METRICS_UNAUTHORISED = "GET /metrics needs Authorization: Bearer <OPSBOT_METRICS_TOKEN>"
+
+
 async def prometheus(request: web.Request) -> web.Response:
+    """Prometheus text; with ``OPSBOT_METRICS_TOKEN`` set, only for ``Authorization: Bearer``
+    with that token (a scraper's ``bearer_token``)."""
+    token = request.app.get(METRICS_TOKEN)
+    if token and not _bearer(request, token):
+        return web.json_response(
+            {"ok": False, "error": METRICS_UNAUTHORISED}, status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="opsbot metrics"'})
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _bearer(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode())
 
 
 def build_web(
     slack: Handler | None, pagerduty: Handler | None,
     health: Callable[[], dict[str, Any]] | None = None, mcp: Handler | None = None,
+    metrics_token: str | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     if health is not None:
         app[HEALTH] = health
+    if metrics_token:
+        app[METRICS_TOKEN] = metrics_token
     if slack is not None:
         app.router.add_post("/slack/events", slack)
     if pagerduty is not None:
