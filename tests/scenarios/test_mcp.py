@@ -112,8 +112,9 @@ async def bot(redis_server, sandbox_image, tmp_path_factory):
     servers.write_text(MCP_FILE.format(repo=root / "repo", fakes=FAKES, ledger=ledger))
     with SlackEmulator() as slack:
         settings = settings_for(slack, redis_server.url, root / "data", MCP_POLICY, mcp=servers)
-        began = time.monotonic()
+        began, running_since = time.monotonic(), int(time.time()) - 1
         async with harness(settings, slack) as running:
+            running.since = running_since
             running.boot_s = time.monotonic() - began
             running.repo, running.ledger = root / "repo", ledger / "calls.log"
             yield running
@@ -154,19 +155,22 @@ def execs(h, action: str) -> list[dict]:
 
 
 async def test_git_reads_run_at_tier_0_inside_sandbox_containers(h, docker_client):
-    since = int(time.time()) - 1
     for tool, needle in (("git_status", "README.md"), ("git_log", "first"),
                          ("git_diff_unstaged", "+world")):
         _, report = await run(h, f"git {tool} repo_path=/repo")
         (call,) = report["calls"]
         assert call["status"] == "ok" and needle in call["output"], call
         assert not any(m.blocks and "approval:" in str(m.blocks) for m in h.slack.messages(h.channel))
-    started = docker_client.events(since=since, until=int(time.time()) + 1, decode=True, filters={
-        "type": "container", "event": "start", "label": "opsbot.action=git git_status"})
-    images = [e["from"] for e in started]
-    assert images and all(i.startswith("opsbot-sandbox:") for i in images)
+    for row in execs(h, "git git_status") + execs(h, "git git_log"):
+        (start,) = docker_client.events(since=h.since, until=int(time.time()) + 1, decode=True,
+                                        filters={"type": "container", "event": "start",
+                                                 "container": row["container"]})
+        assert start["from"].startswith("opsbot-sandbox:")  # the sandbox image ran it
     status = git(h.repo, "status", "--porcelain")
     assert "A  notes.txt" in status and " M README.md" in status  # reads changed nothing
+    listing = (await h.command("help git")).body
+    assert "git git_status <repo_path>" in listing and "(tier 0 observe)" in listing
+    assert "git git_reset <repo_path>" in listing and "(tier 4 production)" in listing
 
 
 async def test_git_commit_is_gated_by_the_policy_rule_and_runs_once_approved(h):
@@ -372,11 +376,10 @@ async def test_an_http_server_is_called_from_the_sandbox_through_its_egress(
 
 async def test_a_secretless_stdio_server_is_started_ahead_in_a_pooled_container(
         h, docker_client):
-    since = int(time.time()) - 1
     for _ in range(2):  # the first sight of the server adds its pool kind (and may go cold)
         await run(h, "time get_current_time timezone=UTC")
         await h.bot.runtime.sandbox.pool.wait_ready()
-    created = docker_client.events(since=since, until=int(time.time()) + 1, decode=True,
+    created = docker_client.events(since=h.since, until=int(time.time()) + 1, decode=True,
                                    filters={"type": "container", "event": "create",
                                             "label": "opsbot.pool"})
     server_kind = {e["id"] for e in created
