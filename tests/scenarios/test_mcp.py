@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import secrets
 import json
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -154,23 +157,48 @@ def execs(h, action: str) -> list[dict]:
     return [d for d in (json.loads(r[0]) for r in rows) if d["action"] == action]
 
 
+@contextmanager
+def container_events(docker_client, instance: str, event: str) -> Iterator[dict[str, dict]]:
+    """Container id -> event (``from`` image, labels) for every container of ``instance`` that
+    had ``event`` meanwhile, read from the engine's live stream (its stored history is a small
+    ring shared by every user of the engine)."""
+    seen: dict[str, dict] = {}
+    stream = docker_client.events(decode=True, filters={
+        "type": "container", "event": event, "label": f"opsbot.instance={instance}"})
+
+    def read() -> None:
+        with suppress(Exception):  # closing the stream ends the loop
+            for item in stream:
+                seen[item["id"]] = item
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        yield seen
+    finally:
+        stream.close()
+
+
 async def test_git_reads_run_at_tier_0_inside_sandbox_containers(h, docker_client):
+    instance = h.bot.runtime.sandbox.config.instance
+    with container_events(docker_client, instance, "start") as starts:
+        await _git_reads(h)
+        ran = [r["container"] for r in execs(h, "git git_status") + execs(h, "git git_log")]
+        await wait_until(lambda: all(c in starts for c in ran), 10, lambda: str(starts))
+    assert all(starts[c]["from"].startswith("opsbot-sandbox:") for c in ran)  # sandbox image
+    status = git(h.repo, "status", "--porcelain")
+    assert "A  notes.txt" in status and " M README.md" in status  # reads changed nothing
+    listing = (await h.command("help git")).body
+    assert "git git_status <repo_path>" in listing and "(tier 0 observe)" in listing
+    assert "git git_reset <repo_path>" in listing and "(tier 4 production)" in listing
+
+
+async def _git_reads(h) -> None:
     for tool, needle in (("git_status", "README.md"), ("git_log", "first"),
                          ("git_diff_unstaged", "+world")):
         _, report = await run(h, f"git {tool} repo_path=/repo")
         (call,) = report["calls"]
         assert call["status"] == "ok" and needle in call["output"], call
         assert not any(m.blocks and "approval:" in str(m.blocks) for m in h.slack.messages(h.channel))
-    for row in execs(h, "git git_status") + execs(h, "git git_log"):
-        (start,) = docker_client.events(since=h.since, until=int(time.time()) + 1, decode=True,
-                                        filters={"type": "container", "event": "start",
-                                                 "container": row["container"]})
-        assert start["from"].startswith("opsbot-sandbox:")  # the sandbox image ran it
-    status = git(h.repo, "status", "--porcelain")
-    assert "A  notes.txt" in status and " M README.md" in status  # reads changed nothing
-    listing = (await h.command("help git")).body
-    assert "git git_status <repo_path>" in listing and "(tier 0 observe)" in listing
-    assert "git git_reset <repo_path>" in listing and "(tier 4 production)" in listing
 
 
 async def test_git_commit_is_gated_by_the_policy_rule_and_runs_once_approved(h):
@@ -376,15 +404,18 @@ async def test_an_http_server_is_called_from_the_sandbox_through_its_egress(
 
 async def test_a_secretless_stdio_server_is_started_ahead_in_a_pooled_container(
         h, docker_client):
-    for _ in range(2):  # the first sight of the server adds its pool kind (and may go cold)
-        await run(h, "time get_current_time timezone=UTC")
-        await h.bot.runtime.sandbox.pool.wait_ready()
-    created = docker_client.events(since=h.since, until=int(time.time()) + 1, decode=True,
-                                   filters={"type": "container", "event": "create",
-                                            "label": "opsbot.pool"})
-    server_kind = {e["id"] for e in created
-                   if e["Actor"]["Attributes"]["opsbot.pool"].startswith("w-")}
-    assert execs(h, "time get_current_time")[-1]["container"] in server_kind
+    pool = h.bot.runtime.sandbox.pool
+    instance = h.bot.runtime.sandbox.config.instance
+    with container_events(docker_client, instance, "create") as created:
+        for _ in range(2):  # the first sight of the server adds its pool kind (and may go cold)
+            await run(h, "time get_current_time timezone=UTC")
+            await pool.wait_ready()
+        row = execs(h, "time get_current_time")[-1]
+        await wait_until(lambda: row["container"] in created, 10, lambda: str(created))
+    (kind,) = [k for k in pool.kinds() if k.family == "time"]
+    assert "--mcp" in kind.command
+    labels = created[row["container"]]["Actor"]["Attributes"]
+    assert labels["opsbot.pool"] == kind.name  # made ahead, for this server
 
 
 async def test_a_refresh_picks_up_tools_a_server_added(h):
