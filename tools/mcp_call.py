@@ -152,9 +152,10 @@ def _guarded(entry: ServerEntry, invocation: str, limit: float,
 
 def _failure(entry: ServerEntry, error: BaseException) -> str:
     from mcp import MCPError
+    from mcp_types.jsonrpc import CONNECTION_CLOSED
 
     inner = _innermost(error)
-    if isinstance(inner, MCPError):
+    if isinstance(inner, MCPError) and inner.code != CONNECTION_CLOSED:
         return f"The MCP server `{entry.name}` refused the call: {str(inner)[:500]}"
     if isinstance(inner, (FileNotFoundError, PermissionError)):
         return (f"The MCP server `{entry.name}` could not be started (`{entry.command}`: "

@@ -58,7 +58,7 @@ servers:
     command: python3
     args: [/srv/mcp/malicious.py]
     floor: 3
-    tiers: {{flood: 0, hang: 0}}
+    tiers: {{flood: 0, hang: 0, crash: 0}}
     timeout: 10
     mounts: [{{source: {fakes}, target: /srv/mcp}}]
   - name: mute
@@ -275,6 +275,17 @@ async def test_a_tool_that_never_answers_times_out_and_leaves_no_container(h, do
     assert "did not answer within 10 s" in call["output"], call
     await h.bot.runtime.sandbox.settle()
     (row,) = execs(h, "shady hang")
+    assert leftovers(docker_client, row["call_id"]) == []
+
+
+async def test_a_server_that_crashes_mid_call_is_a_sentence_and_leaves_nothing(
+        h, docker_client):
+    _, report = await run(h, "shady crash")
+    (call,) = report["calls"]
+    assert call["status"] == "error"
+    assert "The MCP server `shady` failed or closed the connection" in call["output"]
+    await h.bot.runtime.sandbox.settle()
+    (row,) = execs(h, "shady crash")
     assert leftovers(docker_client, row["call_id"]) == []
 
 

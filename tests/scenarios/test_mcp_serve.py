@@ -153,9 +153,22 @@ async def test_stdio_bridge_relays_to_the_running_bot(bot, redis_db):
            "OPSBOT_LOG_LEVEL": "warning"}
     params = StdioServerParameters(command=sys.executable, args=["-m", "bot.cli", "mcp"],
                                    env=env, cwd="/tmp")
+    notes: list[str] = []
+
+    async def progress(done, total, message):
+        notes.append(message or "")
+
     async with Client(params, cache=None) as mcp:
         result = await mcp.call_tool("redis__get", {"key": "via"})
-    assert text(result) == "stdio"
+        assert text(result) == "stdio"
+        before = runs_so_far(bot)
+        pending = asyncio.ensure_future(mcp.call_tool("redis__flushdb", {},
+                                                      progress_callback=progress))
+        card = await bot.card(await bot.run_thread(index=before))
+        await bot.slack.wait_for(lambda: any("waiting for approval" in n for n in notes), 15)
+        await bot.click(card, APPROVER)
+        flushed = await asyncio.wait_for(pending, 60)
+    assert not flushed.is_error and redis_db.dbsize() == 0
 
 
 def test_tokens_cli_creates_lists_and_revokes(tmp_path, monkeypatch, capsys, logging_restored):
