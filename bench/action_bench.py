@@ -17,8 +17,13 @@ Rows, interleaved sample by sample so that machine noise hits all of them alike:
     no I/O), the baseline;
   * cold: ``warm_pool=0``; the action creates its egress network, container, forwarder and
     firewall rules, then runs;
-  * warm: ``warm_pool=2``, the pool refilled between actions (a chat bot's pace).
-Targets (issue 3): cold p50 ≤ 1.5 × bare p50; warm p50 ≤ 0.5 × bare p50.
+  * warm: ``warm_pool=2``, the pool refilled between actions (a chat bot's pace);
+  * dynamic: as warm, but the action logs in as a Redis ACL user that OpenBao's database
+    engine creates for it and drops afterwards (``deploy/vault/dynamic-credentials.sh`` roles)
+    instead of reading the static password from KV.
+Targets (issue 3): cold p50 ≤ 1.5 × bare p50; warm p50 ≤ 0.5 × bare p50. Issue 10 asks for
+the cost of dynamic credentials per action: mint + revoke of the dynamic row against the warm
+(static KV read) row's, printed after the table.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ from sandbox.runner import SandboxRunner
 from tests.scenarios.test_vault_e2e import parent_token
 from tests.services.openbao import start_openbao
 from tests.services.redis import start_redis
+from tests.services.vault_engines import REDIS_READ, REDIS_WRITE, run_setup
 from tools import TOOLSETS
+from tools.base import SecretKind, SecretRef
 from tools.catalog import Catalog
 from tools.redis import RedisConfig
 
@@ -202,28 +209,33 @@ async def quiet(*pipelines: Pipeline) -> None:
         await p.runner.pool.wait_ready()
 
 
-async def measure(image: str, workdir: Path, catalog: Catalog, broker: CredentialBroker,
-                  samples: int) -> dict[str, tuple[list[float], list[Spans]]]:
-    cold_cfg = SandboxConfig(instance="benchactcold", image=image, warm_pool=0)
-    warm_cfg = SandboxConfig(instance="benchactwarm", image=image, warm_pool=2)
-    (workdir / "cold").mkdir()
-    (workdir / "warm").mkdir()
-    async with pipeline(workdir / "cold", cold_cfg, catalog, broker) as cold, \
-            pipeline(workdir / "warm", warm_cfg, catalog, broker) as warm:
-        rows: dict[str, list[float]] = {"bare": [], "cold": [], "warm": []}
+async def measure(image: str, workdir: Path, catalogs: dict[str, Catalog],
+                  broker: CredentialBroker, samples: int
+                  ) -> dict[str, tuple[list[float], list[Spans]]]:
+    configs = {"cold": SandboxConfig(instance="benchactcold", image=image, warm_pool=0),
+               "warm": SandboxConfig(instance="benchactwarm", image=image, warm_pool=2),
+               "dynamic": SandboxConfig(instance="benchactdyn", image=image, warm_pool=2)}
+    async with AsyncExitStack() as stack:
+        pipes = {}
+        for name, config in configs.items():
+            (workdir / name).mkdir()
+            catalog = catalogs["dynamic" if name == "dynamic" else "static"]
+            pipes[name] = await stack.enter_async_context(
+                pipeline(workdir / name, config, catalog, broker))
+        rows: dict[str, list[float]] = {"bare": [], **{name: [] for name in pipes}}
         steps: dict[str, Callable[[], Awaitable[float]]] = {
-            "bare": lambda: bare_docker_run(image), "cold": cold.action, "warm": warm.action}
+            "bare": lambda: bare_docker_run(image), **{n: p.action for n, p in pipes.items()}}
         for step in steps.values():  # warm-up: imports, first connections, page cache
-            await quiet(cold, warm)
+            await quiet(*pipes.values())
             await step()
-        cold.spans.clear()
-        warm.spans.clear()
+        for p in pipes.values():
+            p.spans.clear()
         for _ in range(samples):
             for name, step in steps.items():
-                await quiet(cold, warm)
+                await quiet(*pipes.values())
                 rows[name].append(await step())
-        return {"bare": (rows["bare"], []), "cold": (rows["cold"], cold.spans),
-                "warm": (rows["warm"], warm.spans)}
+        return {"bare": (rows["bare"], []),
+                **{name: (rows[name], p.spans) for name, p in pipes.items()}}
 
 
 def _ms(seconds: float) -> str:
@@ -238,7 +250,8 @@ def report(results: dict[str, tuple[list[float], list[Spans]]], samples: int,
     print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'target':>7} {'pooled':>7}")
     names = {"bare": "bare: docker run --rm <image> true",
              "cold": "opsbot action, cold (warm_pool=0)",
-             "warm": "opsbot action, warm pool (refilled)"}
+             "warm": "opsbot action, warm pool (refilled)",
+             "dynamic": "warm, dynamic Redis ACL user per action"}
     for key, (times, spans) in results.items():
         p50 = statistics.median(times)
         target = TARGETS.get(key)
@@ -246,8 +259,49 @@ def report(results: dict[str, tuple[list[float], list[Spans]]], samples: int,
         pooled = f"{sum(bool(s.outcome and s.outcome.pooled) for s in spans)}/{len(spans)}" if spans else ""
         print(f"{names[key]:46} {_ms(p50)} {_ms(percentile(times, 0.99))} {p50 / base:5.2f}x "
               f"{verdict:>7} {pooled:>7}")
-    for key in ("cold", "warm"):
+    credentials(results)
+    for key in ("cold", "warm", "dynamic"):
         breakdown(key, *results[key])
+
+
+async def broker_alone(broker: CredentialBroker, password: str | None, samples: int
+                       ) -> dict[str, list[float]]:
+    """Mint + revoke per credential kind, without the rest of the pipeline around it."""
+    kinds = {
+        "static KV read": [SecretRef(name="redis_password", path=SECRET, key="password")],
+        "dynamic Redis ACL user": SecretRef.login("redis", REDIS_READ),
+        "SSH certificate (key pair + sign)": [
+            SecretRef(name=f"ssh_{k}", path="ssh/sign/opsbot", key=k, kind=SecretKind.SSH,
+                      params=(("principal", "opsbot-observe"),))
+            for k in ("private_key", "certificate")],
+    }
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(samples):
+        for name, refs in kinds.items():
+            began = time.perf_counter()
+            await broker.revoke(await broker.mint("bench", "c", refs, 20))
+            times[name].append(time.perf_counter() - began)
+    return times
+
+
+def credentials(results: dict[str, tuple[list[float], list[Spans]]]) -> None:
+    """Issue 10: what a credential that dies with the action costs, against the static read."""
+    def cost(key: str) -> tuple[float, float, float]:
+        spans = results[key][1]
+        mint = statistics.median(s.mint for s in spans)
+        revoke = statistics.median(s.revoke for s in spans)
+        both = statistics.median(s.mint + s.revoke for s in spans)
+        return mint, revoke, both
+
+    static, dynamic = cost("warm"), cost("dynamic")
+    print("\ncredentials per action, median ms (mint / revoke / mint+revoke):")
+    print(f"  static KV read (child token, read, revoke)      {static[0] * 1000:6.1f} / "
+          f"{static[1] * 1000:6.1f} / {static[2] * 1000:6.1f}")
+    print(f"  dynamic Redis ACL user (create, DELUSER)        {dynamic[0] * 1000:6.1f} / "
+          f"{dynamic[1] * 1000:6.1f} / {dynamic[2] * 1000:6.1f}   "
+          f"{dynamic[2] / static[2]:.2f}x the static read")
+    end_to_end = statistics.median(results["dynamic"][0]) - statistics.median(results["warm"][0])
+    print(f"  end to end, warm p50: dynamic - static = {end_to_end * 1000:+.1f} ms")
 
 
 def breakdown(key: str, times: list[float], spans: list[Spans]) -> None:
@@ -280,14 +334,25 @@ def main() -> None:
         redis_proc, redis_server = start_redis(workdir / "redis", password="bench-redis-password")
         try:
             vault.put(SECRET, password=redis_server.password)
+            run_setup(vault, {"REDIS_HOST": redis_server.host, "REDIS_PORT": str(redis_server.port),
+                              "REDIS_ADMIN_PASSWORD": redis_server.password or "",
+                              "OPSBOT_SSH": "1"})
             broker = CredentialBroker(VaultConfig(addr=vault.addr, token=parent_token(vault)))
-            catalog = Catalog(TOOLSETS, {"redis": RedisConfig(
-                url=redis_server.url, password_secret=f"{SECRET}#password")})
-            results = asyncio.run(measure(image, workdir, catalog, broker, args.samples))
+            catalogs = {
+                "static": Catalog(TOOLSETS, {"redis": RedisConfig(
+                    url=redis_server.url, password_secret=f"{SECRET}#password")}),
+                "dynamic": Catalog(TOOLSETS, {"redis": RedisConfig(
+                    url=redis_server.url, read_role=REDIS_READ, write_role=REDIS_WRITE)})}
+            results = asyncio.run(measure(image, workdir, catalogs, broker, args.samples))
+            alone = asyncio.run(broker_alone(broker, redis_server.password, args.samples))
         finally:
             redis_proc.kill()
             bao_proc.kill()
     report(results, args.samples, (before, os.getloadavg()[0]))
+    print("\nthe broker alone (no sandbox), median ms of mint + revoke, interleaved:")
+    for name, values in alone.items():
+        print(f"  {name:44} {statistics.median(values) * 1000:6.1f}  "
+              f"(p99 {percentile(values, 0.99) * 1000:.1f})")
 
 
 if __name__ == "__main__":

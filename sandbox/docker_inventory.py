@@ -36,12 +36,16 @@ class DockerInventory:
                     interval: float = REFRESH_S) -> None:
         """Call ``changed`` with the list whenever it differs from the last one; forever."""
         last: tuple[ContainerFact, ...] | None = None
+        failing = False
         while True:
             try:
                 current = await self.facts()
             except docker.errors.DockerException as e:
-                log.warning("docker_inventory.unavailable", error=type(e).__name__)
+                if not failing:  # once per outage, not every few seconds
+                    log.warning("docker_inventory.unavailable", error=type(e).__name__)
+                failing = True
             else:
+                failing = False
                 if current != last:
                     result = changed(current)
                     if result is not None:
