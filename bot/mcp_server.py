@@ -31,7 +31,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-from bot import asgi
+from bot import asgi, messages
 from bot.deps import BotDeps
 from bot.tokens import Token, TokenStore, authenticate
 from graph.agent import tool_name
@@ -105,8 +105,7 @@ async def _call(deps: McpDeps, token: Token, name: str, args: dict[str, Any],
         return _error(refusal)
     channel = token.channels[0] if token.channels else deps.channel
     if not channel:
-        return _error("opsbot has no channel for approvals of MCP calls: set "
-                      "OPSBOT_MCP_CHANNEL, or create the token with --channels.")
+        return _error(messages.MCP_NO_CHANNEL)
     task = Task(source=Source.MCP, team=deps.team, channel=channel, user=token.user,
                 text=f"{toolset} {action} (MCP, token {token.id})",
                 call={"toolset": toolset, "action": action, "params": args})
@@ -122,15 +121,14 @@ async def _call(deps: McpDeps, token: Token, name: str, args: dict[str, Any],
 
 def _refusal(deps: McpDeps, token: Token, call: Call) -> str:
     if not token.allows_toolset(call.toolset):
-        return f"This token may call only {token.scope()}; `{call.ref}` is outside it."
+        return messages.mcp_out_of_scope(token.scope(), call.ref)
     decision = evaluate(deps.bot.policy, deps.bot.catalog, call, Requester(user=token.user),
                         Channel(id=token.channels[0] if token.channels else deps.channel or ""),
                         Proposer.MODEL)  # an MCP client is an agent: the run reviews it so too
     if decision.verdict is Verdict.DENY:
         return decision.reason
     if decision.tier > token.max_tier:
-        return (f"`{call.ref}` is tier {decision.tier.label}; this token may call tiers up "
-                f"to {token.max_tier.label}.")
+        return messages.mcp_tier_too_high(call.ref, decision.tier.label, token.max_tier.label)
     return ""
 
 
@@ -161,21 +159,21 @@ def _state_note(deps: McpDeps, run_id: str, state: RunState) -> str:
     if state is RunState.WAITING:
         pending = deps.bot.runs.desk.pending(run_id)
         who = "; ".join(p.rule.describe() for p in pending) or "an approver"
-        return f"run {run_id} is waiting for approval in Slack by {who}"
+        return messages.mcp_waiting(run_id, who)
     return f"run {run_id} is {state.value}"
 
 
 async def _result(deps: McpDeps, run_id: str, state: RunState) -> types.CallToolResult:
     calls = await reported_calls(deps.audit, run_id, patience_s=30)
     if not calls:
-        return _error(f"Run {run_id} ended {state.value} without a result.")
+        return _error(messages.mcp_no_result(run_id, state.value))
     call = calls[0]
     text = call.output or call.status
     if call.note and call.note not in text:
         text = f"{text}\n({call.note})"
     if call.status in ("ok", "no_data"):
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
-    return _error(f"{text}\n(run {run_id} in Slack; `opsbot audit {run_id}` has the story)")
+    return _error(messages.mcp_failed(text, run_id))
 
 
 def _error(text: str) -> types.CallToolResult:

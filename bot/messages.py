@@ -1,4 +1,5 @@
-"""Every sentence opsbot says in Slack outside of run reports, in one place."""
+"""Every sentence opsbot says in Slack outside of run reports, and to MCP clients, in one
+place."""
 
 MALFORMED_COMMAND = "That slash command arrived without a user or channel; nothing was run."
 BAD_BUTTON = "That button's payload is malformed; nothing was changed."
@@ -20,3 +21,29 @@ def runs_list(rows) -> str:
         lines.append(f"• `{run.run_id}` {state.value} · <@{run.task.user}> · "
                      f"{run.task.text[:60] or 'alert'}{waiting}")
     return "\n".join(lines)
+
+
+# MCP clients (bot/mcp_server.py) -----------------------------------------------------------
+
+MCP_NO_CHANNEL = ("opsbot has no channel for approvals of MCP calls: set OPSBOT_MCP_CHANNEL, "
+                  "or create the token with --channels.")
+
+
+def mcp_out_of_scope(scope: str, ref: str) -> str:
+    return f"This token may call only {scope}; `{ref}` is outside it."
+
+
+def mcp_tier_too_high(ref: str, tier: str, max_tier: str) -> str:
+    return f"`{ref}` is tier {tier}; this token may call tiers up to {max_tier}."
+
+
+def mcp_no_result(run_id: str, state: str) -> str:
+    return f"Run {run_id} ended {state} without a result."
+
+
+def mcp_failed(text: str, run_id: str) -> str:
+    return f"{text}\n(run {run_id} in Slack; `opsbot audit {run_id}` has the story)"
+
+
+def mcp_waiting(run_id: str, who: str) -> str:
+    return f"run {run_id} is waiting for approval in Slack by {who}"
