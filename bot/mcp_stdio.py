@@ -46,7 +46,7 @@ def upstream_for(settings: Settings) -> Client:
     if settings.token is None:
         raise ConfigError("OPSBOT_TOKEN is not set: create one with `opsbot tokens create "
                           "--as <your Slack user id>` and put it in the MCP client's env.")
-    url = settings.mcp_url or f"http://127.0.0.1:{settings.port or 3000}/mcp"
+    url = _url(settings)
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer "
                                                         f"{settings.token.get_secret_value()}"},
                               timeout=httpx2.Timeout(30, read=CALL_TIMEOUT_S))
@@ -54,6 +54,45 @@ def upstream_for(settings: Settings) -> Client:
 
 
 async def bridge(settings: Settings) -> None:
-    async with upstream_for(settings) as upstream, stdio_server() as (read, write):
-        server = relay(upstream)
-        await server.run(read, write, server.create_initialization_options())
+    """Relay until the client closes stdin; an opsbot that can't be reached or refuses the
+    token is a :class:`ConfigError` (one sentence), not a traceback in the client's log."""
+    upstream = upstream_for(settings)
+    await _preflight(settings)
+    try:
+        await upstream.__aenter__()
+    except Exception as e:  # noqa: BLE001 - turned into the sentence the user can act on
+        raise ConfigError(_unreachable(settings, e)) from None
+    try:
+        async with stdio_server() as (read, write):
+            server = relay(upstream)
+            await server.run(read, write, server.create_initialization_options())
+    finally:
+        await upstream.__aexit__(None, None, None)
+
+
+async def _preflight(settings: Settings) -> None:
+    """One ping with the token, so a refused token is told as such (the MCP client reports
+    any HTTP error status the same way)."""
+    assert settings.token is not None
+    headers = {"Authorization": f"Bearer {settings.token.get_secret_value()}",
+               "Accept": "application/json, text/event-stream"}
+    try:
+        async with httpx2.AsyncClient(timeout=15) as http:
+            response = await http.post(_url(settings), headers=headers,
+                                       json={"jsonrpc": "2.0", "id": 0, "method": "ping"})
+    except httpx2.HTTPError as e:
+        raise ConfigError(_unreachable(settings, e)) from None
+    if response.status_code == 401:
+        raise ConfigError(f"{_url(settings)} refused OPSBOT_TOKEN (401: unknown, expired or "
+                          "revoked); create a new one with `opsbot tokens create`.")
+
+
+def _url(settings: Settings) -> str:
+    return settings.mcp_url or f"http://127.0.0.1:{settings.port or 3000}/mcp"
+
+
+def _unreachable(settings: Settings, error: BaseException) -> str:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return (f"could not reach opsbot at {_url(settings)} ({type(error).__name__}); is "
+            "`opsbot serve` running there? Set OPSBOT_MCP_URL to its /mcp address.")

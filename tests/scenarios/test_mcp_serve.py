@@ -208,3 +208,16 @@ async def test_a_client_that_goes_away_ends_its_run_and_nothing_runs(bot, redis_
     assert any("the MCP client cancelled the call" in row[0] for row in stops)
     assert "Cancelled" in bot.card_state(card).blocks[-1]["text"]["text"]
     assert redis_db.get("survivor") == "1"
+
+
+async def test_stdio_bridge_with_a_refused_token_says_so_in_one_sentence(bot):
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HOME": "/tmp",
+           "OPSBOT_TOKEN": "opsbot_t-0000000000_" + "A" * 43,
+           "OPSBOT_MCP_URL": f"{bot.bot.url}/mcp", "OPSBOT_LOG_LEVEL": "warning"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "mcp", env=env, cwd="/tmp",
+        stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert err.decode().strip().startswith("opsbot: ") and "refused OPSBOT_TOKEN (401" in err.decode()
+    assert "Traceback" not in err.decode()
