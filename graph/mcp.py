@@ -130,10 +130,12 @@ class Discovery:
         self.problems: dict[str, str] = {}
         self._round = 0
 
-    async def refresh(self) -> dict[str, str]:
-        """List every server at once; returns the problems (server -> sentence)."""
+    async def refresh(self, only: Sequence[str] | None = None) -> dict[str, str]:
+        """List every server (or those named ``only``) at once; returns the problems
+        (server -> sentence)."""
         self._round += 1
-        await asyncio.gather(*(self._refresh(entry) for entry in self.spec.servers))
+        chosen = [e for e in self.spec.servers if only is None or e.name in only]
+        await asyncio.gather(*(self._refresh(entry) for entry in chosen))
         return dict(self.problems)
 
     async def refresher(self) -> None:
