@@ -1,30 +1,33 @@
-"""Approval requests in SQLite, with compare-and-set transitions.
+"""Approval requests with compare-and-set transitions, over either storage mode's rows.
 
 Every change is ``UPDATE ... WHERE id = ? AND version = ?``: when two clicks (or two processes)
-race, exactly one write lands; the loser re-reads and sees the decided request. ``vote`` is the
+race, exactly one write lands; the loser re-reads and sees the decided request. Inside a
+transaction the row is read with a lock (PostgreSQL ``FOR UPDATE``; SQLite transactions are
+exclusive), so the vote, its audit row and the resume job commit together. ``vote`` is the
 single entry point for clicks and returns a :class:`VoteOutcome` whose ``message`` is the
 sentence to show the clicker.
 
+The rows themselves live in the deployment's database (``graph/records``); this module holds
+the logic both modes share.
+
 Usage::
 
-    store = ApprovalStore(db)
-    store.create(request)
-    outcome = store.vote(request.id, user="U2", groups=frozenset(), approve=True, now=now)
+    store = ApprovalStore(rows)
+    await store.create(request)
+    outcome = await store.vote(request.id, user="U2", groups=frozenset(), approve=True, now=now)
     if outcome.decided: ...resume the run...
 """
 
 from __future__ import annotations
 
-import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-
-import sqlite_utils
 
 from approvals.models import ApprovalRequest, ApprovalStatus, Vote
 from approvals.rules import refusal
 
-TABLE = "approvals"
 _MAX_CAS_ATTEMPTS = 20
 
 
@@ -36,44 +39,49 @@ class VoteOutcome:
     message: str  # what the clicker is told
 
 
+class ApprovalRows(ABC):
+    """Where approval requests are kept (one backend per storage mode)."""
+
+    @abstractmethod
+    async def insert(self, request: ApprovalRequest) -> None:
+        """Insert once; inserting an existing id changes nothing."""
+
+    @abstractmethod
+    async def get(self, approval_id: str, lock: bool = False) -> ApprovalRequest | None: ...
+
+    @abstractmethod
+    async def for_run(self, run_id: str, lock: bool = False) -> list[ApprovalRequest]: ...
+
+    @abstractmethod
+    async def pending(self) -> list[ApprovalRequest]: ...
+
+    @abstractmethod
+    async def cas(self, old: ApprovalRequest, new: ApprovalRequest) -> bool:
+        """Write ``new`` (with ``old.version + 1``) only if the row is still at ``old.version``."""
+
+
 class ApprovalStore:
-    def __init__(self, db: sqlite_utils.Database):
-        self.db = db
-        if TABLE not in db.table_names():
-            db[TABLE].create(
-                {"id": str, "run_id": str, "thread_id": str, "status": str, "version": int,
-                 "expires_at": str, "body": str},
-                pk="id",
-            )
-            db[TABLE].create_index(["run_id"])
-            db[TABLE].create_index(["status"])
+    def __init__(self, rows: ApprovalRows):
+        self.rows = rows
 
-    def create(self, request: ApprovalRequest) -> ApprovalRequest:
+    async def create(self, request: ApprovalRequest) -> ApprovalRequest:
         """Insert once; creating an existing id returns the stored request unchanged."""
-        existing = self.get(request.id)
-        if existing is not None:
-            return existing
-        self.db[TABLE].insert(self._row(request), ignore=True)
-        return self.get(request.id) or request
+        await self.rows.insert(request)
+        return await self.rows.get(request.id) or request
 
-    def get(self, approval_id: str) -> ApprovalRequest | None:
-        rows = list(self.db.query(f"select body from {TABLE} where id = ?", [approval_id]))
-        return ApprovalRequest.model_validate_json(rows[0]["body"]) if rows else None
+    async def get(self, approval_id: str, lock: bool = False) -> ApprovalRequest | None:
+        return await self.rows.get(approval_id, lock)
 
-    def for_run(self, run_id: str) -> list[ApprovalRequest]:
-        rows = self.db.query(
-            f"select body from {TABLE} where run_id = ? order by rowid", [run_id]
-        )
-        return [ApprovalRequest.model_validate_json(r["body"]) for r in rows]
+    async def for_run(self, run_id: str, lock: bool = False) -> list[ApprovalRequest]:
+        return await self.rows.for_run(run_id, lock)
 
-    def pending(self) -> list[ApprovalRequest]:
-        rows = self.db.query(f"select body from {TABLE} where status = 'pending' order by rowid")
-        return [ApprovalRequest.model_validate_json(r["body"]) for r in rows]
+    async def pending(self) -> list[ApprovalRequest]:
+        return await self.rows.pending()
 
-    def set_card(self, approval_id: str, card_ts: str) -> None:
-        self._update(approval_id, lambda r: r.model_copy(update={"card_ts": card_ts}))
+    async def set_card(self, approval_id: str, card_ts: str) -> None:
+        await self._update(approval_id, lambda r: r.model_copy(update={"card_ts": card_ts}))
 
-    def vote(
+    async def vote(
         self,
         approval_id: str,
         user: str,
@@ -83,57 +91,45 @@ class ApprovalStore:
         reason: str = "",
     ) -> VoteOutcome:
         for _ in range(_MAX_CAS_ATTEMPTS):
-            request = self.get(approval_id)
+            request = await self.rows.get(approval_id, lock=True)
             if request is None:
                 return VoteOutcome(None, False, False, "that approval request does not exist.")
             outcome = _apply_vote(request, user, groups, approve, now, reason)
             if outcome.request is request:  # nothing to write
                 return outcome
-            if self._cas(request, outcome.request):
-                return outcome
+            if await self.rows.cas(request, outcome.request):
+                return _bumped(outcome, request)
         return VoteOutcome(None, False, False, "too many simultaneous clicks; try again.")
 
-    def close(self, approval_id: str, status: ApprovalStatus, now: datetime) -> ApprovalRequest | None:
+    async def close(self, approval_id: str, status: ApprovalStatus,
+                    now: datetime) -> ApprovalRequest | None:
         """Move a pending request to expired/cancelled. None when it was already final."""
         def change(r: ApprovalRequest) -> ApprovalRequest | None:
             if r.status.final:
                 return None
             return r.model_copy(update={"status": status, "decided_at": now})
 
-        return self._update(approval_id, change)
+        return await self._update(approval_id, change)
 
-    def _update(self, approval_id: str, change) -> ApprovalRequest | None:
+    async def _update(self, approval_id: str,
+                      change: Callable[[ApprovalRequest], ApprovalRequest | None]
+                      ) -> ApprovalRequest | None:
         for _ in range(_MAX_CAS_ATTEMPTS):
-            request = self.get(approval_id)
+            request = await self.rows.get(approval_id, lock=True)
             if request is None:
                 return None
             updated = change(request)
             if updated is None:
                 return None
-            if self._cas(request, updated):
+            if await self.rows.cas(request, updated):
                 return updated.model_copy(update={"version": request.version + 1})
         raise RuntimeError(f"approval {approval_id}: compare-and-set kept failing")
 
-    def _cas(self, old: ApprovalRequest, new: ApprovalRequest) -> bool:
-        new = new.model_copy(update={"version": old.version + 1})
-        row = self._row(new)
-        cursor = self.db.execute(
-            f"update {TABLE} set status = ?, version = ?, body = ? where id = ? and version = ?",
-            [row["status"], row["version"], row["body"], old.id, old.version],
-        )
-        return cursor.rowcount == 1
 
-    @staticmethod
-    def _row(request: ApprovalRequest) -> dict:
-        return {
-            "id": request.id,
-            "run_id": request.run_id,
-            "thread_id": request.thread_id,
-            "status": request.status.value,
-            "version": request.version,
-            "expires_at": request.expires_at.isoformat(),
-            "body": json.dumps(request.model_dump(mode="json")),
-        }
+def _bumped(outcome: VoteOutcome, old: ApprovalRequest) -> VoteOutcome:
+    assert outcome.request is not None
+    written = outcome.request.model_copy(update={"version": old.version + 1})
+    return VoteOutcome(written, outcome.accepted, outcome.decided, outcome.message)
 
 
 def _apply_vote(

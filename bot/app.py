@@ -1,15 +1,15 @@
 """The Slack Bolt app: explicit wiring, nothing at import time.
 
 ``build_app`` creates the ``AsyncApp`` with a Web API client pointed at ``OPSBOT_SLACK_API_URL``
-(429s retried after ``Retry-After``), adds event de-duplication, and registers one listener
-module per surface.
+(429s retried after ``Retry-After``) and registers one listener module per surface. Nothing
+touches the database before the ack: Slack's redeliveries are de-duplicated on ``event_id``
+in the transaction that records the run (``graph/runs.py``).
 """
 
 from __future__ import annotations
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -48,14 +48,6 @@ def build_app(
         # returns is fast; Bolt's other mode polls for the ack every 10 ms.
         process_before_response=True,
     )
-
-    @app.middleware
-    async def dedupe_events(body, next):
-        """Slack redelivers events (retries, duplicates): only the first ``event_id`` runs."""
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id and not deps.dedupe.first_time(f"slack:{event_id}"):
-            return BoltResponse(status=200, body="")
-        return await next()
 
     register_all(app, deps, incidents)
     return app

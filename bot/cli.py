@@ -1,13 +1,16 @@
 """The ``opsbot`` command.
 
     opsbot serve              Slack (HTTP, or Socket Mode with SLACK_APP_TOKEN); console if no tokens
+    opsbot serve --role ingress   scale-out: Slack + webhooks only (acks and enqueues)
+    opsbot worker             scale-out: runs jobs (graph, sandbox, Vault)
+    opsbot db migrate         create/upgrade the PostgreSQL schema (OPSBOT_DATABASE_URL)
     opsbot chat               the bot in a terminal
     opsbot sandbox build      build the sandbox image (offline-capable)
     opsbot policy check FILE  validate a policy file
     opsbot policy explain "<command>" --user U --channel C
     opsbot tokens create --as U123 [--toolsets a,b] [--max-tier N] [--expires 30d] | list | revoke ID
     opsbot mcp                opsbot's catalog for an MCP client on stdio (OPSBOT_TOKEN)
-    opsbot audit [RUN] [--json]
+    opsbot audit [RUN] [--json] [--refused]
     opsbot runbooks ingest DIR | search "query"
 """
 
@@ -42,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opsbot", description="ChatOps for SRE teams.")
     parser.set_defaults(func=_serve)
     sub = parser.add_subparsers(dest="command")
-    _add(sub, "serve", _serve, "run in Slack (or the console when no Slack tokens are set)")
+    serve = _add(sub, "serve", _serve, "run in Slack (or the console when no Slack tokens are set)")
+    serve.add_argument("--role", choices=["all", "ingress"], default="all",
+                       help="ingress: Slack and webhooks only, jobs run in `opsbot worker` "
+                            "processes (needs OPSBOT_DATABASE_URL)")
+    _add(sub, "worker", _worker, "run jobs from the PostgreSQL queue (scale-out)")
     _add(sub, "chat", _chat, "run in this terminal")
+
+    db = _add(sub, "db", None, "the PostgreSQL database").add_subparsers(dest="sub", required=True)
+    _add(db, "migrate", _db_migrate, "create or upgrade the schema (idempotent)")
 
     sandbox = _add(sub, "sandbox", None, "the sandbox image").add_subparsers(dest="sub", required=True)
     _add(sandbox, "build", _sandbox_build, "build the sandbox image")
@@ -78,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     audit = _add(sub, "audit", _audit, "print a run's audit trail")
     audit.add_argument("run", nargs="?")
     audit.add_argument("--json", action="store_true")
+    audit.add_argument("--refused", action="store_true",
+                       help="every refusal: clicks, cancels, executions")
 
     runbooks = _add(sub, "runbooks", None, "runbook search").add_subparsers(dest="sub", required=True)
     ingest = _add(runbooks, "ingest", _runbooks_ingest, "load Markdown runbooks into Qdrant")
@@ -96,12 +108,45 @@ def _add(sub, name: str, func: Callable | None, help: str) -> argparse.ArgumentP
 
 
 def _serve(args, settings: Settings) -> int:
+    from bot.wiring import Role
+
+    role = Role(getattr(args, "role", "all"))
     if not settings.slack_enabled:
+        if role is not Role.ALL:
+            raise ConfigError("SLACK_BOT_TOKEN is not set: the ingress role serves Slack.")
         print("opsbot: no SLACK_BOT_TOKEN set; starting the console (opsbot chat).", file=sys.stderr)
         return _chat(args, settings)
     from bot.server import serve
 
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, role))
+    return 0
+
+
+def _worker(args, settings: Settings) -> int:
+    from bot.server import serve
+    from bot.wiring import Role, check_role
+
+    check_role(settings, Role.WORKER)
+    if not settings.slack_enabled:
+        raise ConfigError("SLACK_BOT_TOKEN is not set: workers post progress and reports "
+                          "through the Slack Web API.")
+    asyncio.run(serve(settings, Role.WORKER))
+    return 0
+
+
+def _db_migrate(args, settings: Settings) -> int:
+    from bot.wiring import open_records
+
+    if not settings.scale_out:
+        raise ConfigError("OPSBOT_DATABASE_URL is not set: embedded mode keeps its SQLite "
+                          "schema up to date by itself.")
+
+    async def go() -> None:
+        records = await open_records(settings)  # migrates first
+        await records.close()
+
+    asyncio.run(go())
+    print("database schema is up to date")
     return 0
 
 
@@ -175,7 +220,7 @@ def _mcp(args, settings: Settings) -> int:
 def _audit(args, settings: Settings) -> int:
     from bot.audit_cmd import show
 
-    return show(settings, args.run, as_json=args.json)
+    return show(settings, args.run, as_json=args.json, refused=args.refused)
 
 
 def _runbooks_ingest(args, settings: Settings) -> int:

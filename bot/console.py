@@ -114,7 +114,7 @@ async def _answered_here(line: str, manager: RunManager, surface: ConsoleSurface
     except commands.ParseError:
         return False  # the run reports the error, as in Slack
     if isinstance(command, commands.ListRuns):
-        surface.write(messages.runs_list(manager.active(CHANNEL)))
+        surface.write(messages.runs_list(await manager.active(CHANNEL)))
     elif isinstance(command, commands.Cancel):
         surface.write(await manager.cancel(command.run_id, REQUESTER, frozenset()))
         await _settle(manager, surface, stdin)

@@ -16,7 +16,7 @@ from bot.directory import Directory
 from bot.settings import Settings
 from graph.policy import Policy
 from graph.runs import RunManager
-from graph.store import Dedupe, RunStore
+from graph.records import Records
 from graph.task import Task
 from tools.catalog import Catalog
 
@@ -29,9 +29,8 @@ class BotDeps:
     catalog: Catalog
     policy: Policy
     runs: RunManager
-    run_store: RunStore
+    records: Records
     directory: Directory
-    dedupe: Dedupe
     _work: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     def spawn(self, work: Awaitable[object]) -> None:
@@ -52,10 +51,10 @@ class BotDeps:
         except Exception:  # noqa: BLE001 - logged with its traceback; the listener already acked
             log.exception("handed-off work failed")
 
-    async def submit(self, task: Task):
-        """Fill in what policy needs to know about the requester and channel, then queue."""
+    async def submit(self, task: Task, delivery: str | None = None):
+        """Fill in what policy needs to know about the requester and channel, then record and
+        queue the run (``delivery``: a Slack ``event_id`` or webhook id seen only once)."""
         groups = await self.directory.groups_of(task.user)
         name = task.channel_name or await self.directory.channel_name(task.channel)
         return await self.runs.submit(
-            task.model_copy(update={"user_groups": groups, "channel_name": name})
-        )
+            task.model_copy(update={"user_groups": groups, "channel_name": name}), delivery)

@@ -43,8 +43,8 @@ class Incidents:
 
     async def posted(self, alert: Alert, channel: str, ts: str, team: str) -> None:
         """PagerDuty's Slack app announced ``alert`` in ``channel`` (message ``ts``)."""
-        if not self._claim(alert.id):
-            self._attached(alert.id, "slack post", channel=channel, ts=ts)
+        if not await self._claim(alert.id):
+            await self._attached(alert.id, "slack post", channel=channel, ts=ts)
             return
         await self._start(Task(source=Source.ALERT, team=team, channel=channel,
                                user=PAGERDUTY_USER, text=alert.title, thread_ts=ts,
@@ -62,7 +62,7 @@ class Incidents:
 
     async def _triggered(self, event: WebhookEvent) -> None:
         incident = event.alert.id
-        if self.deps.run_store.for_alert(incident) is not None:
+        if await self.deps.records.runs.for_alert(incident) is not None:
             await self._start_from_webhook(event)  # a re-trigger: in order with what follows
             return
         self._in_grace.add(incident)
@@ -76,12 +76,12 @@ class Incidents:
     async def _start_from_webhook(self, event: WebhookEvent) -> None:
         incident = event.alert.id
         channel = self._default_channel()
-        if channel is None and self.deps.run_store.for_alert(incident) is None:
+        if channel is None and await self.deps.records.runs.for_alert(incident) is None:
             log.warning("no incident channel id in the policy; webhook incident not investigated",
                         incident=incident)
             return
-        if not self._claim(incident):
-            self._attached(incident, "webhook", event=event.type)
+        if not await self._claim(incident):
+            await self._attached(incident, "webhook", event=event.type)
             await self._status(event, "re-triggered")
             return
         await self._start(Task(source=Source.ALERT, team=self.team, channel=channel or "",
@@ -92,7 +92,7 @@ class Incidents:
         early = self._early.get(incident)
         if early is not None and early.status == "resolved":
             log.info("incident resolved before its investigation started", incident=incident)
-            self.deps.runs.audit.record("alert.skipped", None, PAGERDUTY_USER, incident=incident,
+            await self.deps.records.audit.record("alert.skipped", None, PAGERDUTY_USER, incident=incident,
                                         reason="resolved before the investigation started")
             return
         await self.deps.submit(task)
@@ -102,14 +102,14 @@ class Incidents:
 
     async def _status(self, event: WebhookEvent, label: str | None = None) -> None:
         incident = event.alert.id
-        found = self.deps.run_store.for_alert(incident)
+        found = await self.deps.records.runs.for_alert(incident)
         if found is None:
             if incident in self._in_grace:
                 self._early[incident] = event
             return
         run, state = found
         who = f" by {event.agent}" if event.agent else ""
-        self.deps.runs.audit.record("alert.status", run.run_id, PAGERDUTY_USER,
+        await self.deps.records.audit.record("alert.status", run.run_id, PAGERDUTY_USER,
                                     incident=incident, status=event.status, agent=event.agent)
         step = StepState.OK if event.status == "resolved" else StepState.RUNNING
         await self.deps.runs.annotate(run.run_id, "pagerduty",
@@ -117,18 +117,18 @@ class Incidents:
         if event.status == "resolved" and state in LIVE:
             await self.deps.runs.end(run.run_id, f"incident resolved in PagerDuty{who}")
 
-    def _attached(self, incident: str, via: str, **where: str) -> None:
-        found = self.deps.run_store.for_alert(incident)
+    async def _attached(self, incident: str, via: str, **where: str) -> None:
+        found = await self.deps.records.runs.for_alert(incident)
         run_id = found[0].run_id if found else None
         log.info("incident already under investigation", incident=incident, run_id=run_id)
-        self.deps.runs.audit.record("alert.attached", run_id, PAGERDUTY_USER, incident=incident,
+        await self.deps.records.audit.record("alert.attached", run_id, PAGERDUTY_USER, incident=incident,
                                     via=via, **where)
 
-    def _claim(self, incident: str) -> bool:
+    async def _claim(self, incident: str) -> bool:
         """True for exactly one caller per incident, ever (runs outlive the dedupe window)."""
-        if self.deps.run_store.for_alert(incident) is not None:
+        if await self.deps.records.runs.for_alert(incident) is not None:
             return False
-        return self.deps.dedupe.first_time(f"incident:{incident}")
+        return await self.deps.records.dedupe.first_time(f"incident:{incident}")
 
     def _default_channel(self) -> str | None:
         for entry in self.deps.policy.incident_channels:

@@ -100,8 +100,8 @@ async def _call(deps: McpDeps, token: Token, name: str, args: dict[str, Any],
     call = Call(id="mcp", toolset=toolset, action=action, params=args)
     refusal = _refusal(deps, token, call)
     if refusal:
-        deps.audit.record("mcp.refused", None, token.user, token=token.id, tool=name,
-                          reason=refusal)
+        await deps.audit.record("mcp.refused", None, token.user, token=token.id, tool=name,
+                                reason=refusal)
         return _error(refusal)
     channel = token.channels[0] if token.channels else deps.channel
     if not channel:
@@ -140,24 +140,25 @@ async def _wait(deps: McpDeps, run_id: str, ctx: Any) -> RunState:
     async def on_state(state: RunState) -> None:
         nonlocal steps
         steps += 1
-        await session.report_progress(steps, None, _state_note(deps, run_id, state))
+        await session.report_progress(steps, None, await _state_note(deps, run_id, state))
 
     async def keepalive() -> None:
         nonlocal last_note, steps
         loop = asyncio.get_running_loop()
         if loop.time() - last_note >= KEEPALIVE_S:
             last_note = loop.time()
-            found = deps.bot.run_store.get(run_id)
+            found = await deps.bot.records.runs.get(run_id)
             if found and found[1] is RunState.WAITING:
                 steps += 1
-                await session.report_progress(steps, None, _state_note(deps, run_id, found[1]))
+                await session.report_progress(steps, None,
+                                              await _state_note(deps, run_id, found[1]))
 
-    return await wait_for_end(deps.bot.run_store, run_id, on_state, keepalive)
+    return await wait_for_end(deps.bot.records.runs, run_id, on_state, keepalive)
 
 
-def _state_note(deps: McpDeps, run_id: str, state: RunState) -> str:
+async def _state_note(deps: McpDeps, run_id: str, state: RunState) -> str:
     if state is RunState.WAITING:
-        pending = deps.bot.runs.desk.pending(run_id)
+        pending = await deps.bot.runs.desk.pending(run_id)
         who = "; ".join(p.rule.describe() for p in pending) or "an approver"
         return messages.mcp_waiting(run_id, who)
     return f"run {run_id} is {state.value}"

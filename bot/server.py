@@ -1,4 +1,11 @@
-"""``opsbot serve``: the Slack front-end (HTTP or Socket Mode) plus the HTTP extras.
+"""``opsbot serve`` and ``opsbot worker``: the processes, by role.
+
+* ``serve`` (role ``all``): the Slack front-end (HTTP or Socket Mode) plus the HTTP extras and
+  the run workers, in one process — embedded mode's only shape, and valid in scale-out too.
+* ``serve --role ingress`` (scale-out): Slack, webhooks and health; acks and enqueues; needs
+  neither Docker nor Vault.
+* ``worker`` (scale-out): runs jobs (graph, sandbox, Vault), posts progress through the Slack
+  Web API, serves health and metrics.
 
 ``running_bot`` is the same start-up as a context manager, used by ``serve`` and by tests that
 drive the whole bot over real HTTP.
@@ -9,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, closing
+from contextlib import AsyncExitStack, asynccontextmanager, closing, nullcontext
 from dataclasses import dataclass
 
 import aiohttp
@@ -17,30 +24,29 @@ import structlog
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
-
 from slack_sdk.errors import SlackApiError
 
 from bot.app import build_app, slack_client
-from bot.errors import ConfigError
-from bot.runbooks import runbooks_for
 from bot.deps import BotDeps
 from bot.directory import Directory
+from bot.errors import ConfigError
+from bot.incidents import Incidents
+from bot.runbooks import runbooks_for
 from bot.settings import Settings
 from bot.slack_surface import SlackSurface
-from bot.incidents import Incidents
 from bot.mcp_server import McpDeps
 from bot.mcp_server import endpoint as mcp_endpoint
 from bot.web import build_web, pagerduty_handler, slack_handler
-from bot.wiring import Runtime, runtime
+from bot.wiring import Role, Runtime, runtime
 
 log = structlog.get_logger("opsbot.server")
 
 
 @dataclass
 class RunningBot:
-    app: AsyncApp
+    app: AsyncApp | None
     runtime: Runtime
-    deps: BotDeps
+    deps: BotDeps | None
     port: int
 
     @property
@@ -51,58 +57,70 @@ class RunningBot:
 @asynccontextmanager
 async def running_bot(
     settings: Settings, host: str = "0.0.0.0", status_interval: float = 1.0, runbooks=None,
-    incident_grace_s: float = 5.0,
+    incident_grace_s: float = 5.0, role: Role = Role.ALL,
 ) -> AsyncIterator[RunningBot]:
     session = aiohttp.ClientSession()
     client = slack_client(settings, session)
     surface = SlackSurface(client, interval=status_interval)
-    async with (session, runtime(settings, surface, runbooks=runbooks) as rt,
+    async with (session, runtime(settings, surface, runbooks=runbooks, role=role) as rt,
                 AsyncExitStack() as stack):
-        directory = Directory(client, groups=rt.policy.slack_groups())
-        deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.run_store, directory, rt.dedupe)
         team = await _team_id(client)
-        incidents = Incidents(deps, team=team, grace_s=incident_grace_s)
-        mcp = await stack.enter_async_context(mcp_endpoint(
-            McpDeps(deps, rt.tokens, rt.audit, team, settings.mcp_channel)))
-        app = build_app(settings, deps, client, incidents)
-        secret = settings.slack_signing_secret
-        slack = None if settings.socket_mode else slack_handler(
-            app, secret.get_secret_value() if secret else None)
-        pd_secret = settings.pagerduty_webhook_secret
-        pd = pagerduty_handler(pd_secret.get_secret_value(), rt.dedupe, incidents) if pd_secret else None
+        app = deps = slack = pd = mcp = None
+        if role is not Role.WORKER:
+            directory = Directory(client, groups=rt.policy.slack_groups())
+            deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.records, directory)
+            incidents = Incidents(deps, team=team, grace_s=incident_grace_s)
+            mcp = await stack.enter_async_context(mcp_endpoint(
+                McpDeps(deps, rt.tokens, rt.audit, team, settings.mcp_channel)))
+            app = build_app(settings, deps, client, incidents)
+            secret = settings.slack_signing_secret
+            slack = None if settings.socket_mode else slack_handler(
+                app, secret.get_secret_value() if secret else None)
+            pd_secret = settings.pagerduty_webhook_secret
+            pd = (pagerduty_handler(pd_secret.get_secret_value(), rt.records.dedupe, incidents)
+                  if pd_secret else None)
         scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-        web_runner = web.AppRunner(build_web(slack, pd, lambda: _health(rt), mcp, scrape),
+        web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client), mcp, scrape),
                                    access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)
         await site.start()
         port = web_runner.addresses[0][1]
         socket_handler = None
-        if settings.socket_mode:
+        if settings.socket_mode and app is not None:
             socket_handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
             await socket_handler.connect_async()
-        log.info("listening", port=port, mode="socket" if socket_handler else "http")
+        log.info("listening", port=port, role=role.value,
+                 mode="socket" if socket_handler else "http")
         try:
             yield RunningBot(app, rt, deps, port)
         finally:
             if socket_handler is not None:
                 await socket_handler.close_async()
             await web_runner.cleanup()
-            await deps.drain()
+            if deps is not None:
+                await deps.drain()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, role: Role = Role.ALL) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with closing(runbooks_for(settings)) as runbooks:
-        async with running_bot(settings, runbooks=runbooks):
+    runbooks = runbooks_for(settings) if role.works else None
+    with closing(runbooks) if runbooks is not None else nullcontext():
+        async with running_bot(settings, runbooks=runbooks, role=role):
             await stop.wait()
 
 
-def _health(rt: Runtime) -> dict[str, str]:
-    return {"sandbox_image": rt.sandbox.image_problem or "ok"}
+async def _ready(rt: Runtime, client) -> dict[str, str]:
+    checks = await rt.readiness()
+    try:
+        await client.auth_test()
+        checks["slack"] = "ok"
+    except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+        checks["slack"] = f"Slack auth.test failed ({type(e).__name__})"
+    return checks
 
 
 async def _team_id(client) -> str:

@@ -31,7 +31,11 @@ FIXES = {
     "OPSBOT_PORT": "use a TCP port number between 1 and 65535 (0 picks a free one)",
     "REDIS_URL": "use a URL like redis://127.0.0.1:6379/0",
     "OPSBOT_WORKERS": "use a number of run workers between 1 and 64",
+    "OPSBOT_DATABASE_URL": "use a URL like postgresql://opsbot:…@db.internal:5432/opsbot",
+    "OPSBOT_WORKER_LANES": "list lanes from maintenance, incident, chat, scheduled, "
+                           "comma-separated",
 }
+LANES = ("maintenance", "incident", "chat", "scheduled")
 
 
 def _env(name: str, *more: str) -> Any:
@@ -86,8 +90,15 @@ class Settings(BaseSettings):
     policy: Path | None = _env("OPSBOT_POLICY")
     port: int = Field(3000, ge=0, le=65535, validation_alias="OPSBOT_PORT")
     sandbox_image: str | None = _env("OPSBOT_SANDBOX_IMAGE")
-    database_url: str | None = _env("OPSBOT_DATABASE_URL")
+    database_url: SecretStr | None = _env("OPSBOT_DATABASE_URL")
     workers: int = Field(4, ge=1, le=64, validation_alias="OPSBOT_WORKERS")
+    heartbeat_s: float = Field(5.0, ge=0.1, le=300, validation_alias="OPSBOT_HEARTBEAT_S")
+    queue_poll_s: float = Field(1.0, ge=0.05, le=60, validation_alias="OPSBOT_QUEUE_POLL_S")
+    worker_lanes: str = Field("maintenance,incident,chat,scheduled",
+                              validation_alias="OPSBOT_WORKER_LANES")
+    # Test-only: turns off the per-thread job lock, the lease and the execute guard, to show
+    # what they prevent. Never set it in a deployment.
+    unsafe_no_fencing: bool = Field(False, validation_alias="OPSBOT_UNSAFE_NO_FENCING")
     log_level: str = Field("info", validation_alias="OPSBOT_LOG_LEVEL")
     # The variables connectors declare themselves (Toolset.env), by name: see ConnectorEnv.
     connector_env: dict[str, str] = Field(default_factory=dict)
@@ -125,14 +136,31 @@ class Settings(BaseSettings):
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
 
-    def check_scale_out(self) -> None:
-        """Scale-out storage is named in the design but not built yet: say so, don't ignore it."""
-        if self.database_url:
-            raise ConfigError(
-                "OPSBOT_DATABASE_URL is set, but this opsbot keeps runs, approvals, audit and "
-                "checkpoints in SQLite under OPSBOT_DATA_DIR (scale-out on PostgreSQL is not "
-                "implemented yet); unset OPSBOT_DATABASE_URL."
-            )
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL (postgresql://…)")
+        return v
+
+    @field_validator("worker_lanes")
+    @classmethod
+    def _lanes(cls, v: str) -> str:
+        lanes = [lane.strip() for lane in v.split(",") if lane.strip()]
+        unknown = [lane for lane in lanes if lane not in LANES]
+        if not lanes or unknown:
+            raise ValueError(f"unknown lane {', '.join(unknown) or '(none given)'}")
+        return ",".join(lanes)
+
+    @property
+    def scale_out(self) -> bool:
+        """PostgreSQL mode: records, checkpoints and the queue live in OPSBOT_DATABASE_URL."""
+        return self.database_url is not None
+
+    @property
+    def dsn(self) -> str:
+        assert self.database_url is not None
+        return self.database_url.get_secret_value()
 
     def check_slack(self) -> None:
         """Slack needs a signing secret in HTTP mode; Socket Mode does not."""
@@ -168,7 +196,6 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as e:
         raise ConfigError(_sentence(e)) from None
     settings.check_slack()
-    settings.check_scale_out()
     return settings
 
 

@@ -11,8 +11,8 @@ revoked; both take effect on the next request.
     opsbot tokens list
     opsbot tokens revoke t-0a1b2c3d4e
 
-The store is a small async interface (:class:`TokenStore`): :class:`SqliteTokens` keeps tokens
-in the data database; a PostgreSQL store implements the same four methods.
+The store is a small async interface (:class:`TokenStore`): :class:`RecordsTokens` keeps tokens
+in the deployment's records (SQLite or PostgreSQL, ``graph/records``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-import sqlite_utils
 from pydantic import BaseModel, ConfigDict
 
+from graph.records import TokenRows
 from tools.base import Tier
 
 PREFIX = "opsbot_"
@@ -76,34 +76,28 @@ class TokenStore(Protocol):
     async def revoke(self, token_id: str, at: datetime) -> bool: ...
 
 
-class SqliteTokens:
-    """Tokens in the data database (``tokens`` table)."""
+class RecordsTokens:
+    """Tokens in the deployment's records (either storage mode)."""
 
-    def __init__(self, db: sqlite_utils.Database):
-        self.db = db
-        db.execute("create table if not exists tokens (id text primary key, digest text not null,"
-                   " record text not null)")
+    def __init__(self, rows: TokenRows):
+        self.rows = rows
 
     async def add(self, token: Token, digest: str) -> None:
-        self.db.execute("insert into tokens (id, digest, record) values (?, ?, ?)",
-                        [token.id, digest, token.model_dump_json()])
+        await self.rows.add(token.id, digest, token.model_dump_json())
 
     async def get(self, token_id: str) -> tuple[Token, str] | None:
-        row = self.db.execute("select record, digest from tokens where id = ?",
-                              [token_id]).fetchone()
-        return (Token.model_validate_json(row[0]), row[1]) if row else None
+        found = await self.rows.get(token_id)
+        return (Token.model_validate_json(found[0]), found[1]) if found else None
 
     async def all(self) -> list[Token]:
-        rows = self.db.execute("select record from tokens order by rowid").fetchall()
-        return [Token.model_validate_json(r[0]) for r in rows]
+        return [Token.model_validate_json(r) for r in await self.rows.all()]
 
     async def revoke(self, token_id: str, at: datetime) -> bool:
         found = await self.get(token_id)
         if found is None or found[0].revoked_at is not None:
             return False
-        revoked = found[0].model_copy(update={"revoked_at": at})
-        self.db.execute("update tokens set record = ? where id = ?",
-                        [revoked.model_dump_json(), token_id])
+        await self.rows.update(token_id, found[0].model_copy(update={"revoked_at": at})
+                               .model_dump_json())
         return True
 
 

@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 
 from bot.errors import ConfigError
 from bot.settings import Settings
-from bot.tokens import SqliteTokens, Token, issue, parse_expiry
-from graph.audit import AuditLog
+from bot.tokens import RecordsTokens, Token, issue, parse_expiry
 from graph.policy.schema import TIER_NAMES
-from graph.store import open_db
+from graph.records import Records
 from tools.base import Tier
 
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -39,18 +38,22 @@ async def _create(settings: Settings, user: str, toolsets: tuple[str, ...], tier
         expires_in = parse_expiry(expires)
     except ValueError as e:
         raise ConfigError(f"--expires: {e}.") from None
-    store, audit = _open(settings)
-    token, secret = await issue(store, user, toolsets=toolsets, max_tier=tier,
-                                channels=channels, expires_in=expires_in, name=name)
-    audit.record("token.create", None, user, token=token.id, toolsets=list(toolsets),
-                 max_tier=int(tier), channels=list(channels),
-                 expires_at=token.expires_at.isoformat() if token.expires_at else None)
+    records = await _open(settings)
+    try:
+        token, secret = await issue(RecordsTokens(records.tokens), user, toolsets=toolsets,
+                                    max_tier=tier, channels=channels, expires_in=expires_in,
+                                    name=name)
+        await records.audit.record(
+            "token.create", None, user, token=token.id, toolsets=list(toolsets),
+            max_tier=int(tier), channels=list(channels),
+            expires_at=token.expires_at.isoformat() if token.expires_at else None)
+    finally:
+        await records.close()
     return token, secret
 
 
 def show(settings: Settings) -> int:
-    store, _ = _open(settings)
-    tokens = asyncio.run(store.all())
+    tokens = asyncio.run(_all(settings))
     if not tokens:
         print("no tokens")
     now = datetime.now(UTC)
@@ -62,19 +65,36 @@ def show(settings: Settings) -> int:
 
 
 def revoke(settings: Settings, token_id: str) -> int:
-    store, audit = _open(settings)
-    if not asyncio.run(store.revoke(token_id, datetime.now(UTC))):
+    if not asyncio.run(_revoke(settings, token_id)):
         print(f"opsbot: no active token {token_id}")
         return 1
-    audit.record("token.revoke", None, None, token=token_id)
     print(f"Revoked {token_id}; requests with it are refused from now on.")
     return 0
 
 
-def _open(settings: Settings) -> tuple[SqliteTokens, AuditLog]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_db(settings.data_dir / "opsbot.sqlite")
-    return SqliteTokens(db), AuditLog(db)
+async def _all(settings: Settings) -> list[Token]:
+    records = await _open(settings)
+    try:
+        return await RecordsTokens(records.tokens).all()
+    finally:
+        await records.close()
+
+
+async def _revoke(settings: Settings, token_id: str) -> bool:
+    records = await _open(settings)
+    try:
+        if not await RecordsTokens(records.tokens).revoke(token_id, datetime.now(UTC)):
+            return False
+        await records.audit.record("token.revoke", None, None, token=token_id)
+        return True
+    finally:
+        await records.close()
+
+
+async def _open(settings: Settings) -> Records:
+    from bot.wiring import open_records
+
+    return await open_records(settings)
 
 
 def _list(text: str) -> tuple[str, ...]:
@@ -82,7 +102,7 @@ def _list(text: str) -> tuple[str, ...]:
 
 
 def _toolsets(settings: Settings, text: str) -> tuple[str, ...]:
-    from bot.wiring import mcp_servers
+    from bot.connectors import mcp_servers
     from tools import TOOLSETS
 
     servers = mcp_servers(settings)

@@ -1,5 +1,5 @@
 """The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty``, ``/mcp``,
-``GET /healthz``, ``GET /metrics``.
+``GET /healthz`` (liveness), ``GET /readyz`` (readiness), ``GET /metrics``.
 
 Stock Bolt parses the body inside ``BoltRequest`` before checking anything, so a truncated JSON
 body raises and the server answers 500 (which Slack retries). Here the body is size-limited,
@@ -91,7 +91,7 @@ def pagerduty_handler(secret: str, dedupe, incidents) -> Handler:
         except pagerduty.WebhookError as e:
             return _pd(web.json_response({"ok": True, "ignored": str(e)}, status=202), "ignored")
         delivery = request.headers.get("X-Webhook-Id") or event.id
-        if delivery and not dedupe.first_time(f"pagerduty:{delivery}"):
+        if delivery and not await dedupe.first_time(f"pagerduty:{delivery}"):
             return _pd(web.json_response({"ok": True, "duplicate": True}), "duplicate")
         incidents.webhook(event)
         return _pd(web.json_response({"ok": True}, status=202), "accepted")
@@ -109,14 +109,23 @@ def _count(response: web.Response, outcome: str) -> web.Response:
     return response
 
 
-HEALTH = web.AppKey("health", Callable[[], dict[str, Any]])
+Readiness = Callable[[], Awaitable[dict[str, str]]]
+READY = web.AppKey("ready", Readiness)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 while the process serves; ``degraded`` lists what keeps actions from running."""
-    checks = request.app[HEALTH]() if HEALTH in request.app else {}
+    """Liveness: 200 while the process serves HTTP (restart it when this stops answering)."""
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 with the reason until everything this process needs answers (the
+    database; Slack auth; for workers the Docker engine with the sandbox image, and Vault)."""
+    checks = await request.app[READY]() if READY in request.app else {}
     problems = {k: v for k, v in checks.items() if v != "ok"}
-    return web.json_response({"ok": True, "degraded": problems, "checks": checks})
+    status = 503 if problems else 200
+    return web.json_response({"ok": not problems, "problems": problems, "checks": checks},
+                             status=status)
 
 
 METRICS_TOKEN = web.AppKey("metrics_token", str)
@@ -141,13 +150,12 @@ def _bearer(request: web.Request, token: str) -> bool:
 
 
 def build_web(
-    slack: Handler | None, pagerduty: Handler | None,
-    health: Callable[[], dict[str, Any]] | None = None, mcp: Handler | None = None,
-    metrics_token: str | None = None,
+    slack: Handler | None, pagerduty: Handler | None, ready: Readiness | None = None,
+    mcp: Handler | None = None, metrics_token: str | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
-    if health is not None:
-        app[HEALTH] = health
+    if ready is not None:
+        app[READY] = ready
     if metrics_token:
         app[METRICS_TOKEN] = metrics_token
     if slack is not None:
@@ -157,5 +165,6 @@ def build_web(
     if mcp is not None:
         app.router.add_route("*", "/mcp", mcp)  # MCP streamable HTTP (bot/mcp_server.py)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
     return app

@@ -1,64 +1,68 @@
 """Building the running system from settings: the one place where pieces meet.
 
-``Runtime`` opens the data store, loads policy, starts the sandbox runner (which reaps what a
-crashed predecessor left), opens the checkpointer, compiles the graph and starts the run
-manager. Front-ends (Slack, console, tests) pass the surface they want.
+``runtime`` opens the records (SQLite, or PostgreSQL in scale-out mode), builds the catalog and
+the policy, and starts what this process's role needs:
+
+* ``ingress`` (scale-out only): records, policy, catalog and the run manager — it acks Slack,
+  records and defers jobs; no Docker, no Vault, no graph;
+* ``worker`` (scale-out only): additionally the credential broker (which revokes what dead
+  instances left open), the sandbox runner (which reaps what dead instances left running),
+  MCP servers' listings, the Docker connector, the checkpointer and compiled graph, and the
+  queue's worker with its periodic tasks;
+* ``all``: both, in one process (``opsbot serve``; in embedded mode the only shape).
+
+Front-ends (Slack, console, tests) pass the surface they want.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import fcntl
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
-from docker.errors import DockerException
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 
-from approvals.store import ApprovalStore
+from bot.connectors import (
+    connector_configs,
+    discover,
+    install_shell,
+    mark_pulumi,
+    mcp_servers,
+    start_docker,
+)
 from bot.errors import ConfigError
 from bot.redaction import protect
 from bot.settings import Settings
-from bot.tokens import SqliteTokens
-from graph.audit import AuditLog
+from bot.tokens import RecordsTokens
 from graph.build import build_graph
+from graph.checkpoints import Graphs, postgres_graphs, sqlite_graphs
 from graph.deps import GraphDeps, Limits
+from graph.driver import Driver
+from graph.lease import Lease, LocalLease, NoLease, PgLease
 from graph.leases import revoke_orphaned
-from graph.mcp import Discovery, MCPConfigError, MCPFile, load_servers
+from graph.mcp import Discovery
 from graph.policy import Policy, PolicyError, load_policy, parse_policy
+from graph.queue import JobQueue, LocalQueue
+from graph.records import Records
 from graph.runs import RunManager
-from graph.store import Dedupe, RunStore, open_db
 from graph.surface import Surface
-from sandbox.config import SandboxConfig, instance_key
-from sandbox.credentials.docker import DockerToken
-from sandbox.docker_inventory import DockerInventory
-from sandbox import messages
-from sandbox.docker_proxy import DockerProxy
-from sandbox.engine import EngineError
-from sandbox.image import PULUMI_LABEL
+from sandbox.config import SandboxConfig, new_instance
 from sandbox.credentials import CredentialBroker, VaultConfig, VaultError
+from sandbox.engine import EngineError
+from sandbox.instances import InstanceInUse
 from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
 from tools.catalog import Catalog
-from tools.docker import TOOLSET as DOCKER
-from tools.docker import ContainerFact, DockerConfig
-from tools.github import GitHubConfig
-from tools.postgres import PostgresConfig
-from tools.pulumi import PulumiConfig
-from tools.redis import RedisConfig
-from tools.shell import build_toolset, load_commands
 
 log = structlog.get_logger("opsbot.wiring")
 
-SHELL_NEEDS = {
-    "OPSBOT_SSH_ROLE": "set the Vault SSH role that signs each action's certificate "
-                       "(e.g. ssh/sign/opsbot)",
-    "OPSBOT_SSH_KNOWN_HOSTS": "point it at a known_hosts file pinning the hosts' keys",
-}
 CONSOLE_POLICY = """\
 version: 1
 groups:
@@ -66,142 +70,75 @@ groups:
 defaults:
   approvers: [console]
 """
+EXPIRY_SWEEP_S = 30
+DEDUPE_PRUNE_S = 3600
+
+
+class Role(StrEnum):
+    ALL = "all"
+    INGRESS = "ingress"
+    WORKER = "worker"
+
+    @property
+    def works(self) -> bool:
+        return self is not Role.INGRESS
 
 
 @dataclass
 class Runtime:
     settings: Settings
+    role: Role
     catalog: Catalog
     policy: Policy
+    records: Records
+    queue: JobQueue
     runs: RunManager
-    run_store: RunStore
-    approvals: ApprovalStore
-    audit: AuditLog
-    dedupe: Dedupe
-    sandbox: SandboxRunner
-    broker: CredentialBroker
+    driver: Driver | None = None
+    sandbox: SandboxRunner | None = None
+    broker: CredentialBroker | None = None
     mcp: Discovery | None = None
-    tokens: SqliteTokens | None = None
+
+    @property
+    def audit(self):
+        return self.records.audit
+
+    @property
+    def run_store(self):
+        return self.records.runs
+
+    @property
+    def approvals(self):
+        return self.records.approvals
+
+    @property
+    def dedupe(self):
+        return self.records.dedupe
+
+    @property
+    def tokens(self) -> RecordsTokens:
+        return RecordsTokens(self.records.tokens)
+
+    async def readiness(self) -> dict[str, str]:
+        """What must answer before this process takes work (``GET /readyz``): the database;
+        for workers also the Docker engine with the sandbox image, and Vault."""
+        checks = {"database": await self.records.ping()}
+        if self.sandbox is not None:
+            checks["sandbox"] = await _sandbox_ready(self.sandbox)
+        if self.broker is not None:
+            try:
+                await self.broker.check()
+                checks["vault"] = "ok"
+            except VaultError as e:
+                checks["vault"] = str(e)
+        return checks
 
 
-def connector_configs(settings: Settings) -> dict[str, BaseModel]:
-    """Each connector's config, for the connectors this deployment has configured."""
-    configs: dict[str, BaseModel] = {}
-    if settings.redis_url:
-        configs["redis"] = _login(RedisConfig, "OPSBOT_REDIS", "REDIS_URL", settings.redis_url,
-                                  settings.redis_password_secret, settings.redis_read_role,
-                                  settings.redis_write_role)
-    if settings.postgres_url:
-        configs["postgres"] = _login(PostgresConfig, "OPSBOT_POSTGRES", "OPSBOT_POSTGRES_URL",
-                                     settings.postgres_url, settings.postgres_password_secret,
-                                     settings.postgres_read_role, settings.postgres_write_role)
-    if settings.github_token is not None:
-        configs["github"] = _config(GitHubConfig, {"api_url": "OPSBOT_GITHUB_API_URL"},
-                                    api_url=settings.github_api_url)
-    if settings.pulumi_dir is not None:
-        stacks = tuple(s.strip() for s in (settings.pulumi_stacks or "").split(",") if s.strip())
-        configs["pulumi"] = _config(
-            PulumiConfig, {"work_dir": "OPSBOT_PULUMI_DIR", "backend_url": "OPSBOT_PULUMI_BACKEND",
-                           "stacks": "OPSBOT_PULUMI_STACKS"},
-            work_dir=str(settings.pulumi_dir), backend_url=settings.pulumi_backend or "",
-            stacks=stacks, passphrase_secret=settings.pulumi_passphrase_secret)
-    for toolset in TOOLSETS:  # connectors that declare their own settings (Toolset.env)
-        names = dict(toolset.env)
-        if names and next(iter(names.values())) in settings.connector_env:
-            values = {f: settings.connector_env[n] for f, n in names.items()
-                      if n in settings.connector_env}
-            configs[toolset.name] = _config(toolset.config, names, **values)
-    return configs
-
-
-def install_shell(settings: Settings, catalog: Catalog) -> None:
-    """The ``shell`` toolset, built from the commands file (``OPSBOT_COMMANDS``)."""
-    if settings.commands is None:
-        return
-    for name, value in (("OPSBOT_SSH_ROLE", settings.ssh_role),
-                        ("OPSBOT_SSH_KNOWN_HOSTS", settings.ssh_known_hosts)):
-        if value is None:
-            raise ConfigError(f"{name} is not set, but OPSBOT_COMMANDS is: {SHELL_NEEDS[name]}.")
+async def _sandbox_ready(sandbox: SandboxRunner) -> str:
     try:
-        config = load_commands(settings.commands.read_text(), ssh_role=settings.ssh_role,
-                               known_hosts=settings.ssh_known_hosts.read_text(),  # type: ignore[union-attr]
-                               user=settings.ssh_user)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ConfigError(f"OPSBOT_COMMANDS: {_shell_problem(e)}") from None
-    catalog.install(build_toolset(config), config)
-
-
-def _shell_problem(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        return f"line {error.problem_mark.line + 1}: {error.problem} ({error.context or 'YAML'})"
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-async def mark_pulumi(catalog: Catalog, sandbox: SandboxRunner) -> None:
-    """``/ops help`` marks the Pulumi toolset unavailable when the image has no Pulumi CLI."""
-    if "pulumi" not in catalog.configs:
-        return
-    try:
-        labels = await sandbox.engine.image_labels(sandbox.image)
-    except EngineError:
-        return  # no image yet: the runner already says so, with the command that fixes it
-    if labels.get(PULUMI_LABEL) != "present":
-        catalog.mark_unavailable("pulumi", messages.pulumi_cli_missing())
-
-
-async def start_docker(settings: Settings, catalog: Catalog, broker: CredentialBroker,
-                       stack: AsyncExitStack) -> None:
-    """The Docker connector: its filtering proxy, its token kind, and the container list that
-    policy reads (``sandbox/docker_inventory.py``), kept current in the background."""
-    if settings.docker_socket is None:
-        return
-    inventory = DockerInventory(settings.docker_socket)
-    stack.callback(inventory.close)
-    try:
-        facts = await inventory.facts()
-    except DockerException as e:
-        raise ConfigError(f"OPSBOT_DOCKER_SOCKET: cannot list containers at "
-                          f"{settings.docker_socket} ({type(e).__name__}).") from None
-    proxy = DockerProxy(settings.docker_socket)
-    await proxy.start()
-    stack.push_async_callback(proxy.close)
-    broker.register(DockerToken(proxy))
-
-    def install(seen: tuple[ContainerFact, ...]) -> None:
-        catalog.install(DOCKER, DockerConfig(proxy_port=proxy.port, containers=seen))
-
-    install(facts)
-    watcher = asyncio.create_task(inventory.watch(install), name="docker-inventory")
-    stack.callback(watcher.cancel)
-
-
-def _login(model: type[BaseModel], env: str, url_env: str, url: str, password: str | None,
-           read: str | None, write: str | None) -> BaseModel:
-    """A database connector's config (``tools.logins.Login``) from its ``<env>_*`` settings."""
-    whole = f"{env}_PASSWORD_SECRET" if password and not (read or write) else f"{env}_READ_ROLE"
-    names = {"url": url_env, "password_secret": f"{env}_PASSWORD_SECRET",
-             "read_role": f"{env}_READ_ROLE", "write_role": f"{env}_WRITE_ROLE", "": whole}
-    return _config(model, names, url=url, password_secret=password, read_role=read,
-                   write_role=write)
-
-
-def _config(model: type[BaseModel], names: dict[str, str], **values: Any) -> BaseModel:
-    """Build a connector config; a bad value is a ConfigError naming the variable."""
-    try:
-        return model(**values)
-    except (ValidationError, ValueError, OSError) as e:
-        if isinstance(e, ValidationError):
-            first = e.errors()[0]
-            field = str(first["loc"][0]) if first["loc"] else ""
-            message = first["msg"].removeprefix("Value error, ")
-        else:
-            field, message = "", str(e)
-        name = names.get(field, next(iter(names.values())))
-        raise ConfigError(f"{name} is invalid: {message}.") from None
+        await sandbox.engine.image_exists(sandbox.image)
+    except EngineError as e:
+        return str(e)
+    return sandbox.image_problem or "ok"
 
 
 def policy_for(settings: Settings, console: bool = False, catalog: Catalog | None = None
@@ -217,34 +154,12 @@ def policy_for(settings: Settings, console: bool = False, catalog: Catalog | Non
         raise ConfigError(f"OPSBOT_POLICY: {e}") from None
 
 
-def mcp_servers(settings: Settings) -> MCPFile | None:
-    if settings.mcp is None:
-        return None
-    try:
-        return load_servers(settings.mcp, reserved=[t.name for t in TOOLSETS])
-    except MCPConfigError as e:
-        raise ConfigError(f"OPSBOT_MCP: {e}") from None
-
-
-async def discover(servers: MCPFile | None, catalog: Catalog, sandbox: SandboxRunner,
-                   broker: CredentialBroker, audit: AuditLog, stack: AsyncExitStack
-                   ) -> Discovery | None:
-    """List the MCP servers' tools into the catalog (at start, then every refresh interval)."""
-    if servers is None or not servers.servers:
-        return None
-    discovery = Discovery(servers, catalog, sandbox, broker, audit)
-    await discovery.refresh()
-    refresher = asyncio.create_task(discovery.refresher(), name="mcp-refresher")
-    stack.callback(refresher.cancel)
-    return discovery
-
-
-def sandbox_config(settings: Settings) -> SandboxConfig:
+def sandbox_config(settings: Settings, instance: str) -> SandboxConfig:
     return SandboxConfig(image=settings.sandbox_image, docker_host=settings.docker_host,
-                         instance=instance_key(settings.data_dir))
+                         instance=instance)
 
 
-def broker_for(settings: Settings) -> CredentialBroker:
+def broker_for(settings: Settings, instance: str = "") -> CredentialBroker:
     vault = None
     if settings.vault_addr:
         if settings.vault_token is None:
@@ -258,7 +173,7 @@ def broker_for(settings: Settings) -> CredentialBroker:
     static: dict[str, SecretStr] = {}
     if settings.github_token is not None:
         static["GITHUB_TOKEN"] = settings.github_token
-    return CredentialBroker(vault, static=static, instance=instance_key(settings.data_dir))
+    return CredentialBroker(vault, static=static, instance=instance)
 
 
 def llm_for(settings: Settings) -> Any:
@@ -271,47 +186,175 @@ def llm_for(settings: Settings) -> Any:
                       stream_usage=True, max_retries=1, timeout=60)
 
 
+@contextmanager
+def _only_process(data_dir: Path) -> Iterator[None]:
+    """Embedded mode is one process per data directory: a second one would re-queue the
+    first one's runs. The lock dies with the process, however it dies."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "opsbot.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(
+                f"OPSBOT_DATA_DIR={data_dir} is in use by a running opsbot (pid {holder}); stop "
+                "it first, or run several processes on PostgreSQL (OPSBOT_DATABASE_URL).") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def check_role(settings: Settings, role: Role) -> None:
+    if role is not Role.ALL and not settings.scale_out:
+        raise ConfigError(f"the {role.value} role needs OPSBOT_DATABASE_URL (PostgreSQL): "
+                          "without it opsbot is one process (`opsbot serve`).")
+
+
+async def open_records(settings: Settings) -> Records:
+    """The deployment's records; in scale-out mode the schema is brought up to date first
+    (idempotent, safe from every replica at once)."""
+    if not settings.scale_out:
+        from graph.records.sqlite import SqliteRecords
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteRecords(settings.data_dir / "opsbot.sqlite")
+    import psycopg
+
+    from graph.pgqueue import PgQueue
+    from graph.records.migrations import migrate
+    from graph.records.postgres import PgRecords
+
+    try:
+        await migrate(settings.dsn, PgQueue.schema())
+        return await PgRecords.open(settings.dsn, max_size=settings.workers + 4)
+    except psycopg.Error as e:
+        raise ConfigError(f"OPSBOT_DATABASE_URL: PostgreSQL refused or did not answer "
+                          f"({type(e).__name__}); check the URL, the server and its "
+                          "credentials.") from None
+
+
 @asynccontextmanager
 async def runtime(
-    settings: Settings, surface: Surface, console: bool = False, runbooks: Any = None
+    settings: Settings, surface: Surface, console: bool = False, runbooks: Any = None,
+    role: Role = Role.ALL,
 ) -> AsyncIterator[Runtime]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_db(settings.data_dir / "opsbot.sqlite")
-    audit = AuditLog(db)
+    check_role(settings, role)
     catalog = Catalog(TOOLSETS, connector_configs(settings))
     install_shell(settings, catalog)
-    servers = mcp_servers(settings)
-    broker = broker_for(settings)
+    async with AsyncExitStack() as stack:
+        if not settings.scale_out:
+            stack.enter_context(_only_process(settings.data_dir))
+        records = await open_records(settings)
+        stack.push_async_callback(records.close)  # last out: everything below writes to it
+        queue = await _queue(settings, stack)
+        rt = Runtime(settings, role, catalog, Policy(), records, queue,
+                     RunManager(records, queue, surface))
+        if role.works:
+            await _tools(rt, stack)
+        rt.policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
+        protect(settings, rt.policy)  # opsbot's tokens and the policy's secret shapes
+        if role.works:
+            await _worker(rt, surface, runbooks, stack)
+        log.info("opsbot ready", role=role.value, storage=records.mode,
+                 toolsets=sorted(catalog.configs), data_dir=str(settings.data_dir))
+        yield rt
+
+
+async def _queue(settings: Settings, stack: AsyncExitStack) -> JobQueue:
+    if not settings.scale_out:
+        queue = LocalQueue(settings.workers)
+        stack.push_async_callback(queue.stop)
+        return queue
+    from graph.pgqueue import PgQueue, WorkerTuning
+
+    lanes = tuple(settings.worker_lanes.split(","))
+    tuning = WorkerTuning(concurrency=settings.workers, heartbeat_s=settings.heartbeat_s,
+                          poll_s=settings.queue_poll_s, lanes=lanes)
+    queue = PgQueue(settings.dsn, tuning, fenced=not settings.unsafe_no_fencing)
+    await queue.open()
+    stack.push_async_callback(queue.close)
+    return queue
+
+
+async def _tools(rt: Runtime, stack: AsyncExitStack) -> None:
+    """What actions run with: the broker, the sandbox, and connectors started on the host."""
+    settings, instance = rt.settings, new_instance(rt.settings.data_dir)
+    rt.broker = broker_for(settings, instance)
     try:
-        await broker.check()
+        await rt.broker.check()
     except VaultError as e:
         raise ConfigError(f"VAULT_ADDR/VAULT_TOKEN: {e}") from None
-    await revoke_orphaned(audit, broker)  # what a killed predecessor's actions left open
-    async with AsyncExitStack() as stack:
-        stack.callback(db.close)  # last out: everything below writes to it
-        sandbox = await SandboxRunner.start(sandbox_config(settings))
-        stack.push_async_callback(sandbox.close)
-        discovery = await discover(servers, catalog, sandbox, broker, audit, stack)
-        await start_docker(settings, catalog, broker, stack)
-        await mark_pulumi(catalog, sandbox)
-        policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
-        protect(settings, policy)  # opsbot's tokens and the policy's secret shapes
-        saver = await stack.enter_async_context(
-            AsyncSqliteSaver.from_conn_string(str(settings.data_dir / "checkpoints.sqlite")))
-        await saver.setup()  # WAL mode
-        # NORMAL sync in WAL mode survives a crashed process (not a power cut), half the fsyncs.
-        await saver.conn.execute("pragma synchronous=normal")
-        deps = GraphDeps(catalog=catalog, policy=policy, executor=sandbox, broker=broker,
-                         audit=audit, runbooks=runbooks, llm=llm_for(settings),
-                         model_name=settings.model, limits=Limits())
-        graph = build_graph(deps, saver)
-        run_store, approvals = RunStore(db), ApprovalStore(db)
-        manager = RunManager(graph, run_store, approvals, audit, surface,
-                             workers=settings.workers, recursion_limit=deps.limits.recursion_limit)
-        await manager.start()
-        stack.push_async_callback(manager.stop)
-        sweeper = asyncio.create_task(manager.desk.sweeper(), name="approval-sweeper")
-        stack.callback(sweeper.cancel)
-        log.info("opsbot ready", toolsets=sorted(catalog.configs), data_dir=str(settings.data_dir))
-        yield Runtime(settings, catalog, policy, manager, run_store, approvals, audit,
-                      Dedupe(db), sandbox, broker, discovery, SqliteTokens(db))
+    try:
+        rt.sandbox = await SandboxRunner.start(sandbox_config(settings, instance))
+    except InstanceInUse as e:
+        raise ConfigError(str(e)) from None
+    stack.push_async_callback(rt.sandbox.close)
+    # what killed predecessors' actions left open (their containers were just reaped)
+    await revoke_orphaned(rt.records.audit, rt.broker, rt.sandbox.instances.died_here)
+    rt.mcp = await discover(mcp_servers(settings), rt.catalog, rt.sandbox, rt.broker,
+                            rt.records.audit, stack)
+    await start_docker(settings, rt.catalog, rt.broker, stack)
+    await mark_pulumi(rt.catalog, rt.sandbox)
+
+
+async def _worker(rt: Runtime, surface: Surface, runbooks: Any, stack: AsyncExitStack) -> None:
+    """The half of a process that runs jobs: checkpoints, graph, driver, queue worker."""
+    settings = rt.settings
+    assert rt.sandbox is not None and rt.broker is not None
+    fenced = not settings.unsafe_no_fencing
+    deps = GraphDeps(catalog=rt.catalog, policy=rt.policy, executor=rt.sandbox, broker=rt.broker,
+                     audit=rt.records.audit, executions=rt.records.executions, guard=fenced,
+                     worker=rt.sandbox.config.instance, runbooks=runbooks,
+                     llm=llm_for(settings), model_name=settings.model, limits=Limits())
+    graphs = await stack.enter_async_context(_graphs(settings, deps))
+    rt.driver = Driver(graphs, rt.records, rt.queue, _lease(settings), surface, rt.runs.desk,
+                       rt.runs.checklists, recursion_limit=deps.limits.recursion_limit)
+    _periodic(rt, stack)
+    if isinstance(rt.queue, LocalQueue):
+        for job in await rt.driver.lost_jobs():
+            rt.queue.put(job)
+    await rt.queue.start(rt.driver.handle)
+    stack.push_async_callback(rt.queue.stop)
+
+
+def _graphs(settings: Settings, deps: GraphDeps):
+    build = lambda saver: build_graph(deps, saver)  # noqa: E731
+    if settings.scale_out:
+        return postgres_graphs(settings.dsn, settings.workers, build)
+    return sqlite_graphs(settings.data_dir / "checkpoints.sqlite", build)
+
+
+def _lease(settings: Settings) -> Lease:
+    if settings.unsafe_no_fencing:
+        return NoLease()
+    return PgLease(settings.dsn) if settings.scale_out else LocalLease()
+
+
+def _periodic(rt: Runtime, stack: AsyncExitStack) -> None:
+    """Approval expiry and dedupe pruning (and, scale-out, the stalled-job sweep): once per
+    tick across every replica (procrastinate periodic tasks), or in-process when embedded."""
+    tasks: dict[str, tuple[int, Callable[[], Awaitable[Any]]]] = {
+        "expire_approvals": (EXPIRY_SWEEP_S, rt.runs.desk.sweep),
+        "prune_dedupe": (DEDUPE_PRUNE_S, rt.records.dedupe.prune),
+    }
+    queue = rt.queue
+    if not isinstance(queue, LocalQueue):
+        every = max(1, round(rt.settings.heartbeat_s))
+        tasks["retry_stalled"] = (every, queue.retry_stalled)  # type: ignore[attr-defined]
+        for name, (every_s, work) in tasks.items():
+            queue.periodic(name, every_s, work)  # type: ignore[attr-defined]
+        return
+    for name, (every_s, work) in tasks.items():
+        loop = asyncio.create_task(_every(every_s, work, name), name=name)
+        stack.callback(loop.cancel)
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[Any]], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:  # noqa: BLE001 - the next tick tries again
+            log.exception("periodic task failed", task=name)

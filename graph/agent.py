@@ -81,7 +81,7 @@ class Agent:
     async def step(self, state: GraphState) -> dict[str, Any]:
         update = await self._step(state)
         if not (update.get("calls") or update.get("results")):  # the agent's final word
-            self._audit_run(state, update)
+            await self._audit_run(state, update)
         return update
 
     async def _step(self, state: GraphState) -> dict[str, Any]:
@@ -99,7 +99,7 @@ class Agent:
         update["usage"] = _tick(update["usage"])
         if isinstance(reply, str):
             return {**update, "messages": new, "calls": [], "answer": reply}
-        return {**update, "messages": [*new, reply], **self._plan(state, reply, update["usage"])}
+        return {**update, "messages": [*new, reply], **(await self._plan(state, reply, update["usage"]))}
 
     async def route(self, state: GraphState) -> str:
         """To policy when the model asked for tools (even only malformed ones), else report.
@@ -127,15 +127,15 @@ class Agent:
             emit({"step": "llm", "text": "Thinking", "state": StepState.FAILED,
                   "detail": _llm_failure(e)})
             return _llm_error(e)
-        self._audit(state, reply, time.monotonic() - began)
+        await self._audit(state, reply, time.monotonic() - began)
         asked = len(reply.tool_calls) + len(reply.invalid_tool_calls)
         emit({"step": "llm", "text": "Thinking", "state": StepState.OK,
               "detail": f"round {round_no}: " + (f"{asked} tool call(s)" if asked else "answered")})
         return reply
 
-    def _audit(self, state: GraphState, reply: AIMessage, seconds: float) -> None:
+    async def _audit(self, state: GraphState, reply: AIMessage, seconds: float) -> None:
         used = reply.usage_metadata or {}
-        self.deps.audit.record(
+        await self.deps.audit.record(
             "llm.call", state["run_id"], model=self.deps.model_name,
             round=state.get("rounds", 0) + 1, input_tokens=used.get("input_tokens", 0),
             output_tokens=used.get("output_tokens", 0), total_tokens=used.get("total_tokens", 0),
@@ -143,10 +143,10 @@ class Agent:
             tool_calls=[tc["name"] for tc in reply.tool_calls],
         )
 
-    def _audit_run(self, state: GraphState, update: dict[str, Any]) -> None:
+    async def _audit_run(self, state: GraphState, update: dict[str, Any]) -> None:
         """The run's LLM totals, once, when the agent gives its final word."""
         used = update.get("usage") or {}
-        self.deps.audit.record(
+        await self.deps.audit.record(
             "llm.run", state["run_id"], model=self.deps.model_name, calls=used.get("calls", 0),
             input_tokens=used.get("input_tokens", 0), output_tokens=used.get("output_tokens", 0),
             total_tokens=used.get("total_tokens", 0), cost_usd=cost(self.deps.model_name, used),
@@ -189,8 +189,8 @@ class Agent:
             for call_id, tc in zip(ids, asked, strict=True)
         ]
 
-    def _plan(self, state: GraphState, reply: AIMessage, usage: dict[str, int]
-              ) -> dict[str, Any]:
+    async def _plan(self, state: GraphState, reply: AIMessage, usage: dict[str, int]
+                    ) -> dict[str, Any]:
         update: dict[str, Any] = {"usage": add_usage(usage, reply.usage_metadata or {})}
         if not (reply.tool_calls or reply.invalid_tool_calls):
             return {**update, "calls": [], "answer": _text(reply.content)}
@@ -201,12 +201,12 @@ class Agent:
         kept = set(ids[:cap])
         calls = [_to_call(i, tc) for i, tc in zip(ids, valid) if i in kept]
         broken = {i: _malformed(tc) for i, tc in zip(ids[len(valid):], invalid) if i in kept}
-        refused = self._refuse_extra(state, ids, [*valid, *invalid], cap)
+        refused = await self._refuse_extra(state, ids, [*valid, *invalid], cap)
         return {**update, "calls": calls, "rounds": round_no, "results": {**broken, **refused},
                 "run_calls": [*state.get("run_calls", []), *(c["id"] for c in calls), *broken]}
 
-    def _refuse_extra(self, state: GraphState, ids: list[str], asked: list[dict[str, Any]],
-                      cap: int) -> dict[str, Any]:
+    async def _refuse_extra(self, state: GraphState, ids: list[str],
+                            asked: list[dict[str, Any]], cap: int) -> dict[str, Any]:
         """Calls past ``max_calls_per_round`` in one turn: not run, and the model is told why
         (the status message says so once; the report lists only what was considered)."""
         extra = list(zip(ids[cap:], asked[cap:]))
@@ -217,8 +217,8 @@ class Agent:
         emit({"step": f"cap-{len(state.get('run_calls', []))}",
               "text": f"{len(extra)} tool call(s) not run", "state": StepState.SKIPPED,
               "detail": f"at most {cap} per model turn"})
-        self.deps.audit.record("agent.calls_refused", state["run_id"], count=len(extra),
-                               limit=cap, asked=len(asked))
+        await self.deps.audit.record("agent.calls_refused", state["run_id"], count=len(extra),
+                                     limit=cap, asked=len(asked))
         return {call_id: _not_run(tc, why) for call_id, tc in extra}
 
     # caps ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from graph.audit import AuditLog
+from graph.records import AuditLog, Executions
 from graph.policy import Policy
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from tools.base import SecretRef
@@ -106,6 +106,9 @@ class GraphDeps:
     executor: Executor
     broker: Broker
     audit: AuditLog
+    executions: Executions | None = None  # execution rows: the execute guard
+    guard: bool = True  # False only in the test that shows what the guard prevents
+    worker: str = ""  # names this process in execution rows
     runbooks: Runbooks | None = None
     llm: Any = None  # a LangChain chat model (ChatOpenAI) or None when not configured
     model_name: str = ""

@@ -1,17 +1,18 @@
 """The approval desk: where a paused run's approval requests live until someone decides.
 
-The run manager hands it each pending interrupt (``ask``); the desk turns it into an approval
-request (idempotent per interrupt id), posts the card, records clicks through the store's
-compare-and-set, keeps cards up to date, expires what is left too long, and — once a request is
-decided — asks the manager to resume the run with that decision (``resume`` callback).
+The driver hands it each pending interrupt (``ask``); the desk turns it into an approval
+request (idempotent per interrupt id) and posts the card. Clicks, closes and expiry are each
+one transaction: the compare-and-set, its audit rows and — once a request is decided — the job
+that resumes the run commit together, so a decided approval always resumes, on whichever
+worker, after whatever crash. The card is updated after the commit.
 
 Button values are untrusted: a click only counts if the approval exists, belongs to the channel
-and card it was clicked on, and carries the hash of the exact action the card showed.
+and card it was clicked on, and carries the hash of the exact action the card showed. Every
+refused click is an audit row (``approval.rejected``), with its run when there is one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,15 +23,15 @@ import structlog
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from approvals.rules import ApproverRule
-from approvals.store import ApprovalStore, VoteOutcome
-from graph.audit import AuditLog
+from approvals.store import VoteOutcome
 from graph.commands import clean
-from graph.store import RunStore
+from graph.queue import Job, JobKind, JobQueue, lane_for
+from graph.records import Records, Tx
 from graph.surface import RunRef, Surface
 from graph.task import Task
 
 log = structlog.get_logger("opsbot.desk")
-Resume = Callable[[RunRef, ApprovalRequest], None]
+MISMATCH = "That button does not match its approval request; nothing was changed."
 
 
 @dataclass(frozen=True)
@@ -48,87 +49,128 @@ class Click:
 
 
 class ApprovalDesk:
-    def __init__(self, approvals: ApprovalStore, runs: RunStore, audit: AuditLog,
-                 surface: Surface, clock: Callable[[], datetime], resume: Resume):
-        self.approvals = approvals
-        self.runs = runs
-        self.audit = audit
+    def __init__(self, records: Records, queue: JobQueue, surface: Surface,
+                 clock: Callable[[], datetime]):
+        self.records = records
+        self.queue = queue
         self.surface = surface
         self.clock = clock
-        self.resume = resume
 
-    async def ask(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> ApprovalRequest:
-        """The request for this interrupt, with its card posted exactly once."""
-        request = self.approvals.create(self._request(run, interrupt_id, value))
+    @property
+    def approvals(self):
+        return self.records.approvals
+
+    async def ask(self, tx: Tx, run: RunRef, interrupt_id: str,
+                  value: dict[str, Any]) -> ApprovalRequest:
+        """The request for this interrupt (created once, inside ``tx``); ``show`` posts its card
+        once ``tx`` has committed."""
+        return await tx.approvals.create(self._request(run, interrupt_id, value))
+
+    async def show(self, run: RunRef, request: ApprovalRequest) -> None:
+        """Post the card of a pending request that has none yet (exactly once)."""
         if request.card_ts is None and request.status is ApprovalStatus.PENDING:
             await self._post(run, request)
-        return request
 
     async def click(self, click: Click) -> str:
         """Record an Approve/Deny click; returns the sentence for the clicker."""
-        request = self.approvals.get(click.approval_id)
-        problem = _tampered(request, click)
-        if problem:
-            self.audit.record("approval.rejected", request.run_id if request else None,
-                              click.user, approval=click.approval_id, reason=problem)
-            return problem
-        outcome = self.approvals.vote(click.approval_id, click.user, click.groups, click.approve,
-                                      self.clock(), click.reason)
-        await self._after_vote(outcome, click)
+        async with self.records.transaction() as tx:
+            request = await _locked(tx, click.approval_id)
+            problem = _tampered(request, click)
+            if problem:
+                await _refused(tx, request, click, problem)
+                return problem
+            outcome = await tx.approvals.vote(click.approval_id, click.user, click.groups,
+                                              click.approve, self.clock(), click.reason)
+            run = await self._record_vote(tx, outcome, click)
+        if run is not None and outcome.request is not None and (outcome.accepted or outcome.decided):
+            await self.surface.update_approval(run, outcome.request)
         return outcome.message
 
-    def pending(self, run_id: str) -> list[ApprovalRequest]:
-        return [a for a in self.approvals.for_run(run_id) if not a.status.final]
+    async def refuse(self, approval_id: str | None, user: str, problem: str, **detail: Any) -> None:
+        """Record a click refused before it reached the desk (e.g. a button value that is not
+        JSON): an auditor finds every refusal."""
+        request = await self.records.approvals.get(approval_id) if approval_id else None
+        await self.records.audit.record("approval.rejected", request.run_id if request else None,
+                                        user, approval=approval_id, reason=problem, **detail)
 
-    def may_decide(self, run_id: str, user: str, groups: frozenset[str]) -> bool:
-        rules = (a.rule for a in self.pending(run_id))
-        return any(_is_approver(rule, user, groups) for rule in rules)
+    async def pending(self, run_id: str) -> list[ApprovalRequest]:
+        return [a for a in await self.records.approvals.for_run(run_id) if not a.status.final]
 
-    async def close_run(self, run_id: str, status: ApprovalStatus) -> int:
-        """Close every pending request of a run (cancel, incident resolved)."""
-        return sum([await self.close(r, status) for r in self.pending(run_id)])
+    async def may_decide(self, run_id: str, user: str, groups: frozenset[str]) -> bool:
+        return any(_is_approver(a.rule, user, groups) for a in await self.pending(run_id))
 
-    async def close(self, request: ApprovalRequest, status: ApprovalStatus) -> int:
-        closed = self.approvals.close(request.id, status, self.clock())
-        if closed is None:
-            return 0
-        found = self.runs.get(closed.run_id)
-        if found is None:
-            return 1
-        run, _ = found
-        self.audit.record("approval.decision", run.run_id, None, approval=closed.id,
-                          status=status.value)
-        await self.surface.update_approval(run, closed)
-        self.resume(run, closed)
-        return 1
+    async def close_in(self, tx: Tx, run: RunRef, requests: list[ApprovalRequest],
+                       status: ApprovalStatus) -> list[ApprovalRequest]:
+        """Close these pending requests inside ``tx``; each closed one gets its resume job.
+        Update the cards (``update_cards``) once ``tx`` has committed."""
+        closed = []
+        for request in requests:
+            done = await tx.approvals.close(request.id, status, self.clock())
+            if done is None:
+                continue
+            await tx.audit.record("approval.decision", run.run_id, None, approval=done.id,
+                                  status=status.value)
+            await self._resume(tx, run, done)
+            closed.append(done)
+        return closed
+
+    async def update_cards(self, run: RunRef, requests: list[ApprovalRequest]) -> None:
+        for request in requests:
+            await self.surface.update_approval(run, request)
 
     async def sweep(self) -> int:
         """Expire pending approvals past their expiry; update cards and end the waits."""
         now, count = self.clock(), 0
-        for request in self.approvals.pending():
-            if request.expired(now):
-                count += await self.close(request, ApprovalStatus.EXPIRED)
+        for request in await self.records.approvals.pending():
+            if not request.expired(now):
+                continue
+            found = await self.records.runs.get(request.run_id)
+            if found is None:
+                continue
+            async with self.records.transaction() as tx:
+                await tx.runs.row(request.run_id, lock=True)  # lock order: run, then approvals
+                closed = await self.close_in(tx, found[0], [request], ApprovalStatus.EXPIRED)
+            await self.update_cards(found[0], closed)
+            count += len(closed)
         return count
 
-    async def sweeper(self, every_s: float = 30) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.sweep()
-            except Exception:  # noqa: BLE001 - the next sweep tries again
-                log.exception("approval sweep failed")
+    async def _record_vote(self, tx: Tx, outcome: VoteOutcome, click: Click) -> RunRef | None:
+        request = outcome.request
+        if request is None:
+            return None
+        run_id = request.run_id
+        if not (outcome.accepted or outcome.decided):
+            if not request.status.final:  # not allowed to decide: an auditor wants to know
+                await _refused(tx, request, click, outcome.message)
+            return None
+        found = await tx.runs.get(run_id)
+        if outcome.accepted:
+            await tx.audit.record("approval.vote", run_id, click.user, approval=request.id,
+                                  approve=click.approve, reason=click.reason)
+        if outcome.decided:
+            await tx.audit.record("approval.decision", run_id, click.user, approval=request.id,
+                                  status=request.status.value, by=request.deciders,
+                                  hash=request.action_hash)
+            if found is not None:
+                await self._resume(tx, found[0], request)
+        return found[0] if found else None
+
+    async def _resume(self, tx: Tx, run: RunRef, request: ApprovalRequest) -> None:
+        await self.queue.defer(tx, Job(JobKind.RESUME, run.run_id, run.thread_id,
+                                       lane_for(run.task), approval_id=request.id))
 
     async def _post(self, run: RunRef, request: ApprovalRequest) -> None:
         card_ts = await self.surface.ask_approval(run, request)
         if card_ts:
-            self.approvals.set_card(request.id, card_ts)
-            current = self.approvals.get(request.id)
+            await self.records.approvals.set_card(request.id, card_ts)
+            current = await self.records.approvals.get(request.id)
             if current is not None and current.status.final:  # decided while posting
                 await self.surface.update_approval(run, current)
-        self.audit.record("approval.request", run.run_id, run.task.user, approval=request.id,
-                          action=request.canonical, hash=request.action_hash,
-                          approvers=request.rule.model_dump(mode="json"),
-                          expires_at=request.expires_at.isoformat())
+        await self.records.audit.record(
+            "approval.request", run.run_id, run.task.user, approval=request.id,
+            action=request.canonical, hash=request.action_hash,
+            approvers=request.rule.model_dump(mode="json"),
+            expires_at=request.expires_at.isoformat())
 
     def _request(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> ApprovalRequest:
         review, call = value["review"], value["call"]
@@ -144,32 +186,30 @@ class ApprovalDesk:
             created_at=now, expires_at=now + timedelta(seconds=review["expires_in_s"]),
         )
 
-    async def _after_vote(self, outcome: VoteOutcome, click: Click) -> None:
-        request = outcome.request
-        if request is None or not (outcome.accepted or outcome.decided):
-            return
-        found = self.runs.get(request.run_id)
-        if found is None:
-            return
-        run, _ = found
-        if outcome.accepted:
-            self.audit.record("approval.vote", run.run_id, click.user, approval=request.id,
-                              approve=click.approve, reason=click.reason)
-        await self.surface.update_approval(run, request)
-        if outcome.decided:
-            self.audit.record("approval.decision", run.run_id, click.user, approval=request.id,
-                              status=request.status.value, by=request.deciders,
-                              hash=request.action_hash)
-            self.resume(run, request)
+
+async def _locked(tx: Tx, approval_id: str) -> ApprovalRequest | None:
+    """The approval, locked for this transaction — after its run's row, the order every
+    transaction that touches both follows (a cancel locks the run, then its approvals)."""
+    request = await tx.approvals.get(approval_id)
+    if request is None:
+        return None
+    await tx.runs.row(request.run_id, lock=True)
+    return await tx.approvals.get(approval_id, lock=True)
+
+
+async def _refused(tx: Tx, request: ApprovalRequest | None, click: Click, problem: str) -> None:
+    await tx.audit.record("approval.rejected", request.run_id if request else None, click.user,
+                          approval=click.approval_id, approve=click.approve, reason=problem,
+                          channel=click.channel)
 
 
 def _tampered(request: ApprovalRequest | None, click: Click) -> str:
     if request is None:
         return "That approval request does not exist; nothing was changed."
     if request.channel != click.channel or request.action_hash != click.shown_hash:
-        return "That button does not match its approval request; nothing was changed."
-    if request.card_ts and click.message_ts and click.message_ts != request.card_ts:
-        return "That button does not match its approval request; nothing was changed."
+        return MISMATCH
+    if request.card_ts and click.message_ts != request.card_ts:  # a missing one too
+        return MISMATCH
     return ""
 
 

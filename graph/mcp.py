@@ -30,7 +30,7 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from graph.audit import AuditLog
+from graph.records import AuditLog
 from graph.deps import Broker, Executor
 from graph.policy.schema import parse_duration
 from sandbox.protocol import SandboxRequest

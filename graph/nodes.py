@@ -42,6 +42,8 @@ from tools.secrets import REDACTOR
 
 log = structlog.get_logger("opsbot.graph")
 PREVIEW_LIMIT = 20_000  # kept whole for the approver (the card attaches what it can't show)
+INTERRUPTED = ("interrupted: opsbot stopped while this action was running, so its outcome is "
+               "unknown; it was not run again")
 
 
 def merge(left: dict | None, right: dict | None) -> dict:
@@ -249,7 +251,10 @@ class Nodes:
         state = StepState.OK if result.status in (Status.OK, Status.NO_DATA) else StepState.FAILED
         emit({"step": call.id, "text": branch["review"]["summary"], "state": state,
               "detail": _clip(result.error or result.status.value, 200)})
-        return {"results": {call.id: {"result": result.model_dump(mode="json"), "note": note}}}
+        entry = {"result": result.model_dump(mode="json"), "note": note}
+        if note == INTERRUPTED:
+            entry["interrupted"] = True
+        return {"results": {call.id: entry}}
 
     async def _execute(self, branch: Branch, call: Call) -> tuple[ToolResult, str]:
         try:
@@ -258,11 +263,26 @@ class Nodes:
             return ToolResult(status=Status.DENIED, invocation=call.ref, error=str(e)), ""
         refusal = _refuse(branch, resolved.hash)
         if refusal:
-            self.deps.audit.record("execute.refused", branch["run_id"], call_id=call.id,
-                                   reason=refusal, hash=resolved.hash)
+            await self.deps.audit.record("execute.refused", branch["run_id"], call_id=call.id,
+                                         reason=refusal, hash=resolved.hash)
             return ToolResult(status=Status.DENIED, invocation=call.ref, error=refusal), refusal
+        if not await self._claim(branch["run_id"], call.id, resolved.hash):
+            await self.deps.audit.record("execute.refused", branch["run_id"], call_id=call.id,
+                                         reason="already attempted", hash=resolved.hash)
+            return ToolResult.fail(call.ref, INTERRUPTED), INTERRUPTED
         emit({"step": call.id, "text": resolved.summary, "state": StepState.RUNNING})
-        return await self._run_sandboxed(branch, resolved), _approved_note(branch)
+        result = await self._run_sandboxed(branch, resolved)
+        if self.deps.executions is not None:
+            await self.deps.executions.finish(branch["run_id"], call.id, result.status.value)
+        return result, _approved_note(branch)
+
+    async def _claim(self, run_id: str, call_id: str, action_hash: str) -> bool:
+        """The execute guard: the first attempt at a call claims it; a replay (a drive that died
+        mid-action and was continued) never repeats the side effect."""
+        if self.deps.executions is None:
+            return True
+        first = await self.deps.executions.claim(run_id, call_id, action_hash, self.deps.worker)
+        return first or not self.deps.guard
 
     async def _run_sandboxed(self, branch: Branch, resolved, preview: bool = False) -> ToolResult:
         """One sandboxed action (or preview); at most ``max_parallel_per_run`` of a run at once
@@ -282,7 +302,7 @@ class Nodes:
         try:
             secrets = resolved.preview_secrets if preview else resolved.secrets
             lease = await self.deps.broker.mint(run_id, call.id, secrets, resolved.action.timeout)
-            self.deps.audit.record("credential.lease", run_id, call_id=call.id, **lease.audit())
+            await self.deps.audit.record("credential.lease", run_id, call_id=call.id, **lease.audit())
             request = SandboxRequest(
                 run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,
                 action=resolved.action.name, params=resolved.params.model_dump(mode="json"),
@@ -299,18 +319,18 @@ class Nodes:
             outcome = await self.deps.executor.run(request, on_progress=progress)
         except VaultError as e:  # a sentence for the user: Vault down, path or key missing
             message = str(e)
-            self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
+            await self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
             return ToolResult(status=Status.ERROR, invocation=call.ref, error=message)
         except Exception as e:  # noqa: BLE001 - a bug: logged in full, a reference id in chat
             message = _unexpected(e, run_id, call.id)
-            self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
+            await self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
             return ToolResult(status=Status.ERROR, invocation=call.ref, error=message)
         finally:
             if lease is not None:
                 await self.deps.broker.revoke(lease)
-                self.deps.audit.record("credential.revoke", run_id, call_id=call.id,
+                await self.deps.audit.record("credential.revoke", run_id, call_id=call.id,
                                        **lease.audit())
-        self.deps.audit.record(
+        await self.deps.audit.record(
             "sandbox.preview" if preview else "sandbox.exec", run_id, call_id=call.id,
             action=call.ref,
             params=resolved.params.model_dump(mode="json"), hash=resolved.hash,
@@ -330,6 +350,8 @@ class Nodes:
         results = state.get("results", {})
         if not all(c["id"] in results for c in state.get("calls", [])):
             return END  # another branch of this round is still on its way here
+        if _interrupted(state):
+            return "report"  # an action's outcome is unknown: a person looks before anything else
         if state.get("mode") == "llm" and not state.get("cancelled"):
             return "agent"
         return "report"
@@ -342,6 +364,8 @@ class Nodes:
         run_state = RunState.FAILED if failed and not state.get("answer") else RunState.DONE
         if state.get("cancelled"):
             run_state = RunState.CANCELLED
+        if _interrupted(state):
+            run_state = RunState.INTERRUPTED
         report = Report(
             run_id=state["run_id"], state=run_state, headline=state.get("headline", ""),
             answer=state.get("answer", ""), calls=calls,
@@ -369,6 +393,10 @@ def _unshowable(call: Call, hidden: list[str]) -> str:
             f"shaped like a secret ({', '.join(hidden)}), which opsbot never posts in Slack, so "
             "an approver could not see the whole action. Keep the secret in Vault and refer "
             "to it instead.")
+
+
+def _interrupted(state: GraphState) -> bool:
+    return any(entry.get("interrupted") for entry in state.get("results", {}).values())
 
 
 def _refuse(branch: Branch, actual_hash: str) -> str:

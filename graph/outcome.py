@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from graph.audit import AuditLog
-from graph.store import RunStore
+from graph.records import AuditLog, RunStore
 from graph.surface import CallReport, RunState
 
 POLL_S = 0.1
@@ -27,7 +26,7 @@ async def wait_for_end(runs: RunStore, run_id: str, on_state: OnState | None = N
     poll (a caller's keep-alive, e.g. progress notifications while a run waits)."""
     last: RunState | None = None
     while True:
-        found = runs.get(run_id)
+        found = await runs.get(run_id)
         state = found[1] if found else RunState.FAILED
         if state != last and on_state is not None:
             await on_state(state)
@@ -44,7 +43,7 @@ async def reported_calls(audit: AuditLog, run_id: str, poll_s: float = POLL_S,
     """The calls of the run's audited report (written right after its final state)."""
     deadline = asyncio.get_running_loop().time() + patience_s
     while True:
-        rows = [r for r in audit.story(run_id) if r["kind"] == "report"]
+        rows = [r for r in await audit.story(run_id) if r["kind"] == "report"]
         if rows:
             return [CallReport.model_validate(c) for c in rows[-1]["data"].get("calls", [])]
         if asyncio.get_running_loop().time() > deadline:

@@ -6,9 +6,9 @@ The graph and the run manager talk only to a :class:`Surface`. Each run has one 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -87,6 +87,17 @@ class Checklist:
                 existing.text, existing.state, existing.detail = text, state, detail
                 return
         self.steps.append(Step(key, text, state, detail))
+
+    def dump(self) -> dict[str, Any]:
+        """JSON-shaped, for the run's row (another process may drive the run next)."""
+        return asdict(self)
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> Checklist:
+        steps = [Step(s["key"], s["text"], StepState(s["state"]), s.get("detail", ""))
+                 for s in data.get("steps", [])]
+        return cls(run_id=data["run_id"], state=RunState(data.get("state", "queued")),
+                   headline=data.get("headline", ""), steps=steps)
 
     def render(self) -> str:
         head = f"*opsbot* `{self.run_id}` · {self.state.value}"

@@ -2,7 +2,7 @@
 
 Usage::
 
-    config = SandboxConfig(instance=instance_key(data_dir), docker_host=settings.docker_host,
+    config = SandboxConfig(instance=new_instance(data_dir), docker_host=settings.docker_host,
                            image=settings.sandbox_image)
     runner = await SandboxRunner.start(config)
 """
@@ -10,6 +10,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import secrets
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -34,9 +35,13 @@ class SandboxConfig(BaseModel):
     instance: str = Field(
         "default",
         pattern=r"^[a-z0-9][a-z0-9-]{0,19}$",
-        description="Names this opsbot's containers, networks and firewall chain so a restarted "
-        "opsbot reaps exactly what its crashed predecessor left (see instance_key).",
+        description="Names this process's containers, networks and firewall chain; a runner "
+        "reaps what dead instances on this host left, never a live sibling's (see "
+        "new_instance and sandbox/instances.py).",
     )
+    instances_dir: Path | None = Field(
+        None, description="Where live instances hold their lock files (default: a host-wide "
+        "directory, /run/opsbot/instances as root).")
     memory_mb: int = Field(256, ge=32, le=65536, description="Memory limit (no swap), MiB.")
     cpus: float = Field(1.0, gt=0, le=64, description="CPU quota in cores.")
     pids: int = Field(128, ge=16, le=32768, description="Maximum processes and threads.")
@@ -106,7 +111,8 @@ class SandboxConfig(BaseModel):
         return min(wanted, self.max_timeout_s)
 
 
-def instance_key(data_dir: str | Path) -> str:
-    """A stable instance name for an opsbot data directory (``i`` + 12 hex of its path)."""
+def new_instance(data_dir: str | Path) -> str:
+    """A name for one opsbot process: ``i`` + 6 hex of its data directory (so a person can
+    group them) + ``-`` + 6 random hex (so two processes never share one)."""
     resolved = str(Path(data_dir).expanduser().resolve())
-    return "i" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    return f"i{hashlib.sha256(resolved.encode()).hexdigest()[:6]}-{secrets.token_hex(3)}"

@@ -197,6 +197,13 @@ class Engine:
         found = await self.call("list networks", self.api.networks, filters=filters)
         return [n["Id"] for n in found]
 
+    async def labelled(self, label: str) -> list[dict[str, str]]:
+        """The labels of every container and network carrying ``label``."""
+        containers = await self.call("list containers", self.api.containers, all=True,
+                                     filters={"label": label})
+        networks = await self.call("list networks", self.api.networks, filters={"label": label})
+        return [item.get("Labels") or {} for item in (*containers, *networks)]
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()

@@ -135,6 +135,27 @@ class Firewall:
         self._worker.shutdown(wait=False)
 
 
+async def chains() -> dict[str, str]:
+    """Every opsbot chain on this host: instance -> chain (a chain can outlive its containers)."""
+    if shutil.which("iptables") is None:
+        return {}
+    code, out = await asyncio.to_thread(_iptables, "-S")
+    names = [line.split()[1] for line in out.splitlines() if line.startswith("-N OPSBOT-")]
+    return {name.removeprefix("OPSBOT-"): name for name in names} if code == 0 else {}
+
+
+async def drop(chain: str) -> None:
+    """Remove a dead instance's chain: its rules, the jumps to it, the chain itself."""
+    def work() -> None:
+        _iptables("-F", chain)
+        for parent in PARENTS:
+            while _iptables("-D", parent, "-j", chain)[0] == 0:
+                pass
+        _iptables("-X", chain)
+
+    await asyncio.to_thread(work)
+
+
 def _deletion(line: str) -> str:
     """``-D`` for a rule as it was added with ``-A chain ...`` or ``-I chain 1 ...``."""
     verb, chain, *rest = line.split(" ")

@@ -38,6 +38,7 @@ from docker.types import LogConfig, Ulimit
 
 from sandbox.config import SandboxConfig
 from tools.base import Mount
+from sandbox.instances import HOST
 
 LABEL = "opsbot"
 NO_RESOLVER = "192.0.2.1"  # TEST-NET-1 (RFC 5737): documentation only, routed nowhere
@@ -59,6 +60,7 @@ class Identity:
         labels = {
             LABEL: "1",
             f"{LABEL}.instance": self.instance,
+            f"{LABEL}.host": HOST,
             f"{LABEL}.run_id": self.run_id,
             f"{LABEL}.call_id": self.call_id,
             f"{LABEL}.action": self.action,

@@ -80,3 +80,8 @@ def pulumi_cli_missing() -> str:
     return ("the sandbox image holds the Pulumi SDK but no Pulumi CLI (none was on the host's "
             "PATH when the image was built); install the CLI on the host, then run "
             "`opsbot sandbox build`.")
+
+
+def instance_in_use(instance: str) -> str:
+    return (f"the sandbox instance name {instance} is held by another live opsbot process on "
+            "this host; each process needs its own.")

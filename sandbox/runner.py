@@ -35,7 +35,10 @@ from sandbox.config import SandboxConfig
 from sandbox.egress import EgressError, named_hosts
 from sandbox.engine import Engine, EngineError
 from sandbox.firewall import Firewall, FirewallError
-from sandbox.hardening import ENTRYPOINT, Identity, instance_filter
+from sandbox.firewall import chains as firewall_chains
+from sandbox.firewall import drop as drop_chain
+from sandbox.hardening import ENTRYPOINT, LABEL, Identity, instance_filter
+from sandbox.instances import HOST, InstanceInUse, Instances, default_dir
 from sandbox.image import image_tag
 from sandbox.pool import Kind, WarmPool
 from sandbox.protocol import SandboxOutcome, SandboxRequest
@@ -61,6 +64,7 @@ class SandboxRunner:
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
         self._slots = asyncio.Semaphore(config.max_running)
+        self.instances = Instances(config.instances_dir or default_dir())
 
     @classmethod
     async def start(cls, config: SandboxConfig) -> SandboxRunner:
@@ -70,14 +74,23 @@ class SandboxRunner:
         work without it); a missing image does not: ``run`` reports it on every call until the
         image is built, and :attr:`image_problem` tells the app at boot.
         """
-        engine = await Engine.connect(config.engine_url)
+        instances = Instances(config.instances_dir or default_dir())
+        if not instances.claim(config.instance):
+            raise InstanceInUse(messages.instance_in_use(config.instance))
+        try:
+            engine = await Engine.connect(config.engine_url)
+        except EngineError:
+            instances.release(config.instance)
+            raise
         firewall = Firewall(config.instance, enabled=config.firewall)
         runner = cls(config, engine, firewall, config.image or image_tag())
+        runner.instances = instances  # the one holding our lock
         reaped = await runner.reap()  # before the firewall is on: its start empties the chain
+        reaped += await runner.reap_dead()
         await firewall.start()
         if await runner._check_image():
             runner.pool.fill()
-        log.info("sandbox.started", image=runner.image, reaped=reaped,
+        log.info("sandbox.started", image=runner.image, reaped=reaped, instance=config.instance,
                  firewall=firewall.available, warm_pool=config.warm_pool)
         return runner
 
@@ -277,6 +290,29 @@ class SandboxRunner:
             log.warning("sandbox.reaped", containers=len(containers), networks=len(networks))
         return len(containers) + len(networks)
 
+    async def reap_dead(self) -> int:
+        """Remove what dead instances on this host left: their containers, networks and
+        firewall chains. A live sibling (its lock is held) is never touched."""
+        found = {labels.get(f"{LABEL}.instance", "") for labels in
+                 await self.engine.labelled(LABEL) if labels.get(f"{LABEL}.host", HOST) == HOST}
+        chains = await firewall_chains()
+        dead = {i for i in found | set(chains) if i and i != self.config.instance
+                and self.instances.dead(i)}
+        count = 0
+        for instance in sorted(dead):
+            filters = instance_filter(instance)
+            containers = await self.engine.containers(filters)
+            await asyncio.gather(*(self.engine.remove(c) for c in containers))
+            networks = await self.engine.networks(filters)
+            for network in networks:
+                await self.engine.remove_network(network)
+            if instance in chains:
+                await drop_chain(chains[instance])
+            count += len(containers) + len(networks)
+        if dead:
+            log.warning("sandbox.reaped_dead", instances=sorted(dead), objects=count)
+        return count
+
     async def close(self) -> None:
         """Stop taking runs, empty the pool, wait for removals (retrying any that failed), drop
         the firewall chain."""
@@ -287,6 +323,7 @@ class SandboxRunner:
             log.warning("sandbox.teardown_retried", detail="removed what a failed removal left")
         await self.firewall.close()
         self.engine.close()
+        self.instances.release(self.config.instance)
 
     def _log(self, request: SandboxRequest, outcome: SandboxOutcome) -> None:
         log.info("sandbox.run", run_id=request.run_id, call_id=request.call_id,

@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.services.postgres",
     "tests.services.vault_engines",
     "tests.services.sshd",
+    "tests.services.records",
     "tests.fakes.slack",
     "tests.fakes.openai",
     "tests.scenarios.llm_harness",

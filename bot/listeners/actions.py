@@ -1,8 +1,10 @@
 """Approve / Deny buttons and the deny-reason modal.
 
 Every handler acks first. Button values are untrusted: they only name an approval id and the
-action hash the card showed; the run manager checks both against its records, the channel and
-the card's message before anything is recorded.
+action hash the card showed; the desk checks both against its records, the channel and the
+card's message before anything is recorded. A click whose payload can't be read (a value that
+is not JSON, a channel that disagrees with its container) is refused with a sentence and an
+audit row, like every other refused click.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
 
 async def _approve(deps: BotDeps, body: dict, client) -> None:
     where, parsed = _where(body), parse_button_value(_value(body))
+    user = body.get("user", {}).get("id") or ""
     if parsed is None or where is None:
+        await deps.runs.desk.refuse(None, user, messages.BAD_BUTTON, approve=True,
+                                    value=_value(body)[:200])
         await _tell(client, body, messages.BAD_BUTTON)
         return
-    user = body["user"]["id"]
     click = Click(approval_id=parsed[0], shown_hash=parsed[1], user=user,
                   groups=await deps.directory.groups_of(user), approve=True,
                   channel=where[0], message_ts=where[1])
@@ -49,9 +53,12 @@ async def _approve(deps: BotDeps, body: dict, client) -> None:
 async def _open_deny_modal(deps: BotDeps, body: dict, client) -> None:
     """Deny asks for an optional reason first; the decision is taken on submit."""
     parsed, where = parse_button_value(_value(body)), _where(body)
-    request = deps.runs.desk.approvals.get(parsed[0]) if parsed else None
+    request = await deps.records.approvals.get(parsed[0]) if parsed else None
     if request is None or where is None:
-        await _tell(client, body, messages.BAD_BUTTON if parsed is None else messages.DENY_GONE)
+        problem = messages.BAD_BUTTON if parsed is None or where is None else messages.DENY_GONE
+        await deps.runs.desk.refuse(parsed[0] if parsed else None,
+                                    body.get("user", {}).get("id") or "", problem, approve=False)
+        await _tell(client, body, problem)
         return
     view = deny_reason_view(request)
     view["private_metadata"] = json.dumps(
@@ -66,6 +73,8 @@ async def _deny(deps: BotDeps, body: dict, view: dict, client) -> None:
         approval, shown, channel, ts = (meta["approval"], meta["hash"], meta["channel"],
                                         meta.get("message_ts"))
     except (ValueError, KeyError, TypeError):
+        await deps.runs.desk.refuse(None, body.get("user", {}).get("id") or "",
+                                    messages.BAD_BUTTON, approve=False)
         return
     values = view.get("state", {}).get("values", {})
     reason = (values.get("reason", {}).get("reason", {}).get("value") or "").strip()
@@ -82,13 +91,20 @@ def _value(body: dict) -> str:
 
 
 def _where(body: dict) -> tuple[str, str | None] | None:
+    """The channel and message the button was clicked on; None when the payload's two
+    accounts of the channel disagree (one of them was forged)."""
     container = body.get("container") or {}
-    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    named = (body.get("channel") or {}).get("id")
+    contained = container.get("channel_id")
+    if named and contained and named != contained:
+        return None
+    channel = named or contained
     return (channel, container.get("message_ts")) if channel else None
 
 
 async def _tell(client, body: dict, text: str) -> None:
-    where = _where(body)
-    if where is None or not body.get("user", {}).get("id"):
+    """An ephemeral reply where the button was (the container's channel: Slack sets it)."""
+    channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+    if not channel or not body.get("user", {}).get("id"):
         return
-    await client.chat_postEphemeral(channel=where[0], user=body["user"]["id"], text=text)
+    await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], text=text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.deps import BotDeps
+from bot.listeners.mentions import delivery
 from bot.pagerduty import alert_from_message
 from graph.policy import Channel
 from graph.task import Source, Task
@@ -22,12 +23,14 @@ def register(app: AsyncApp, deps: BotDeps, incidents=None) -> None:
     async def message(event, body, context) -> None:
         team = body.get("team_id") or ""
         if event.get("bot_id"):
-            deps.spawn(_maybe_alert(event, team))
+            deps.spawn(_maybe_alert(event, team, delivery(body)))
         elif _is_follow_up(event, context.get("bot_user_id")):
-            deps.spawn(_follow_up(event, team))
+            deps.spawn(_follow_up(event, team, delivery(body)))
 
-    async def _maybe_alert(event: dict, team: str) -> None:
+    async def _maybe_alert(event: dict, team: str, key: str | None) -> None:
         if incidents is None or not _from_pagerduty(event, deps):
+            return
+        if key is not None and not await deps.records.dedupe.first_time(key):
             return
         channel = Channel(id=event.get("channel", ""),
                           name=await deps.directory.channel_name(event.get("channel", "")))
@@ -37,13 +40,13 @@ def register(app: AsyncApp, deps: BotDeps, incidents=None) -> None:
         if alert is not None:
             await incidents.posted(alert, channel.id, event["ts"], team)
 
-    async def _follow_up(event: dict, team: str) -> None:
+    async def _follow_up(event: dict, team: str, key: str | None) -> None:
         thread_id = f"{team}:{event['channel']}:{event['thread_ts']}"
-        if deps.run_store.latest_in_thread(thread_id) is None:
+        if await deps.records.runs.latest_in_thread(thread_id) is None:
             return
         await deps.submit(Task(source=Source.THREAD, team=team, channel=event["channel"],
                                user=event["user"], text=event.get("text") or "",
-                               thread_ts=event["thread_ts"], message_ts=event["ts"]))
+                               thread_ts=event["thread_ts"], message_ts=event["ts"]), key)
 
 
 def _from_pagerduty(event: dict, deps: BotDeps) -> bool:

@@ -27,7 +27,8 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         if isinstance(parsed, commands.Help):
             await ack(response_type="ephemeral", text=help_text(deps.catalog, parsed.toolset))
         elif isinstance(parsed, commands.ListRuns):
-            await ack(response_type="ephemeral", text=messages.runs_list(deps.runs.active(channel)))
+            await ack()  # the list comes from the database: answered after the ack
+            deps.spawn(_list(deps, respond, channel))
         elif isinstance(parsed, commands.Cancel):
             await ack()
             deps.spawn(_cancel(deps, respond, parsed.run_id, user))
@@ -38,6 +39,10 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
                 channel_name=command.get("channel_name") or "", user=user, text=text,
                 is_dm=(command.get("channel_name") == "directmessage"),
             )))
+
+
+async def _list(deps: BotDeps, respond, channel: str) -> None:
+    await respond(response_type="ephemeral", text=messages.runs_list(await deps.runs.active(channel)))
 
 
 async def _cancel(deps: BotDeps, respond, run_id: str, user: str) -> None:

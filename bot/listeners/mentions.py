@@ -17,4 +17,10 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             source=Source.MENTION, team=body.get("team_id") or "", channel=event["channel"],
             user=event["user"], text=event.get("text") or "",
             thread_ts=event.get("thread_ts") or event["ts"], message_ts=event["ts"],
-        )))
+        ), delivery=delivery(body)))
+
+
+def delivery(body: dict) -> str | None:
+    """The dedupe key of an Events API delivery (Slack retries it with the same id)."""
+    event_id = body.get("event_id")
+    return f"slack:{event_id}" if event_id else None

@@ -15,7 +15,7 @@ leases (the database user is dropped before it returns), the token and the polic
         ...
     finally:
         await broker.revoke(lease)              # idempotent; records Vault trouble, never raises
-        audit.record("credential.revoke", run_id, **lease.audit())
+        await audit.record("credential.revoke", run_id, **lease.audit())
 
 A lease's audit form holds identifiers only (lease id, accessor, Vault lease ids), enough for
 ``revoke`` to end it from another process: a restarted opsbot revokes what a crashed one left
@@ -164,8 +164,8 @@ def default_kinds(static: Mapping[str, SecretStr]) -> dict[SecretKind, Kind]:
 class CredentialBroker:
     """Mints, issues and revokes per-action credentials. One per process; safe to share.
 
-    ``instance`` tags every lease (the sandbox's instance key), so a restarted opsbot revokes
-    only what it left itself. ``kinds`` replaces the default set (static, kv, database, ssh).
+    ``instance`` tags every lease (the process's sandbox instance), so a restarted opsbot revokes
+    only what dead instances left, never a live sibling's. ``kinds`` replaces the default set (static, kv, database, ssh).
     """
 
     def __init__(
@@ -219,13 +219,13 @@ class CredentialBroker:
             log.info("vault.lease.revoked", **_log_fields(lease))
 
     async def revoke_open(self, rows: list[dict[str, Any]]) -> list[Lease]:
-        """Revoke leases a crashed opsbot left (audit rows of this instance with no revocation).
+        """Revoke leases a crashed opsbot left (audit rows with no revocation, of instances the
+        caller judged dead: ``graph/leases.py``).
 
         ``rows`` are ``{"run_id", "call_id", "data": Lease.audit()}``; returns the leases,
         revoked or with ``revoke_error`` set, for the caller to audit.
         """
-        leases = [Lease.from_audit(r["run_id"], r["call_id"], r["data"]) for r in rows
-                  if r["data"].get("instance") == self.instance]
+        leases = [Lease.from_audit(r["run_id"], r["call_id"], r["data"]) for r in rows]
         for lease in leases:
             await self.revoke(lease)
         return leases

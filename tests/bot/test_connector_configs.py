@@ -1,11 +1,11 @@
 """Connector settings become connector configs at boot; a bad one is one sentence naming the
-variable (``bot.wiring.connector_configs``)."""
+variable (``bot.connectors.connector_configs``)."""
 
 import pytest
 
 from bot.errors import ConfigError
 from bot.settings import Settings
-from bot.wiring import connector_configs
+from bot.connectors import connector_configs
 
 REDIS = {"redis_url": "redis://127.0.0.1:6379/0"}
 READ, WRITE = "database/creds/opsbot-redis-read", "database/creds/opsbot-redis-write"
@@ -70,7 +70,7 @@ commands:
     ],
 )
 def test_bad_shell_settings_are_one_sentence(tmp_path, files, values, message):
-    from bot.wiring import install_shell
+    from bot.connectors import install_shell
     from tools.catalog import Catalog
 
     for name, text in files.items():
@@ -86,7 +86,7 @@ def test_bad_shell_settings_are_one_sentence(tmp_path, files, values, message):
 
 
 def test_the_commands_file_becomes_the_shell_toolset(tmp_path):
-    from bot.wiring import install_shell
+    from bot.connectors import install_shell
     from tools.catalog import Catalog
 
     (tmp_path / "commands.yml").write_text(COMMANDS)
@@ -101,7 +101,7 @@ def test_the_commands_file_becomes_the_shell_toolset(tmp_path):
 
 @pytest.mark.docker
 async def test_help_marks_pulumi_unavailable_when_the_image_has_no_cli(sandbox_runner, tmp_path):
-    from bot.wiring import mark_pulumi
+    from bot.connectors import mark_pulumi
     from graph.help import command_examples, help_text
     from sandbox.image import pulumi_cli
     from tools import TOOLSETS

@@ -26,7 +26,8 @@ def clean_env(monkeypatch, tmp_path):
         ({"OPSBOT_PORT": "http"}, "OPSBOT_PORT is invalid: Input should be a valid integer"),
         ({"OPSBOT_PORT": "70000"}, "OPSBOT_PORT is invalid: Input should be less than or equal to 65535; use a TCP port"),
         ({"OPSBOT_WORKERS": "0"}, "OPSBOT_WORKERS is invalid"),
-        ({"OPSBOT_DATABASE_URL": "postgresql://db/opsbot"}, "OPSBOT_DATABASE_URL is set, but this opsbot keeps"),
+        ({"OPSBOT_DATABASE_URL": "mysql://db/opsbot"}, "OPSBOT_DATABASE_URL is invalid: must be a PostgreSQL URL (postgresql://…); use a URL like postgresql://"),
+        ({"OPSBOT_WORKER_LANES": "chat,urgent"}, "OPSBOT_WORKER_LANES is invalid: unknown lane urgent; list lanes from"),
     ],
 )
 def test_bad_config_is_one_sentence(monkeypatch, env, message):

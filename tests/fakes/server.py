@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import inspect
 import concurrent.futures
 import json
 import threading
@@ -133,6 +134,7 @@ async def wait_until(
     predicate: Callable[[], T], timeout: float, describe: Callable[[], str]
 ) -> T:
     """Poll ``predicate`` on the caller's loop until it returns something truthy, and return it.
+    ``predicate`` may return an awaitable (e.g. a store query); it is awaited each time.
 
     On timeout, raises :class:`TimeoutError` whose message ends with ``describe()`` (what the
     emulator has seen so far), so a failing end-to-end test says what the bot actually did.
@@ -140,6 +142,8 @@ async def wait_until(
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() >= deadline:

@@ -20,11 +20,10 @@ from langgraph.types import Command
 from bot.settings import Settings
 from bot.wiring import llm_for
 from graph.agent import Agent, tool_name
-from graph.audit import AuditLog
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
 from graph.policy import parse_policy
-from graph.store import open_db
+from graph.records.sqlite import SqliteRecords
 from graph.task import Alert, Source, Task
 from sandbox.credentials import CredentialBroker
 from sandbox.protocol import SandboxOutcome, SandboxRequest
@@ -98,7 +97,7 @@ def make_graph(llm_api: OpenAIEmulator, tmp_path, executor: CannedExecutor | Non
     deps = GraphDeps(
         catalog=Catalog(TOOLSETS, {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}),
         policy=parse_policy(policy), executor=executor or CannedExecutor(),
-        broker=CredentialBroker(None), audit=AuditLog(open_db(tmp_path / "audit.sqlite")),
+        broker=CredentialBroker(None), audit=SqliteRecords(tmp_path / "audit.sqlite").audit,
         runbooks=Hits(), llm=llm_for(settings), model_name=settings.model,
         limits=Limits(**limits),
     )
@@ -137,12 +136,10 @@ async def test_answer_report_carries_citations_usage_and_audit(llm_api, tmp_path
     assert report["citations"] == [{"title": "Redis memory pressure",
                                     "path": "runbooks/redis-memory-pressure.md"}]
     assert "tokens in 2 calls (gpt-4o-mini, ≈ $" in report["usage"]
-    rows = deps.audit.db.execute("select data from audit where kind = 'llm.call'").fetchall()
-    calls = [json.loads(r[0]) for r in rows]
+    calls = [r["data"] for r in reversed(await deps.audit.rows(("llm.call",)))]
     assert [c["tool_calls"] for c in calls] == [["redis__info"], []]
     assert sum(c["total_tokens"] for c in calls) == state.values["usage"]["total_tokens"] > 0
-    (total,) = [json.loads(r[0]) for r in deps.audit.db.execute(
-        "select data from audit where kind = 'llm.run'").fetchall()]
+    (total,) = [r["data"] for r in await deps.audit.rows(("llm.run",))]
     assert total["calls"] == 2 and total["total_tokens"] == state.values["usage"]["total_tokens"]
     # each cost is rounded to 6 decimals on its own: the sum of rounded costs may differ by 1e-6
     assert total["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls), abs=2e-6)
@@ -327,8 +324,8 @@ async def test_a_turn_of_sixty_calls_runs_eight_four_at_a_time_and_tells_the_mod
     assert len(refused) == 52 and "at most 8 tool calls per model turn and this turn asked " \
         "for 60" in refused[0]
     assert len(state.values["report"]["calls"]) == 8, "the report lists what was considered"
-    rows = deps.audit.db.execute("select data from audit where kind = 'agent.calls_refused'")
-    assert [json.loads(r[0])["count"] for r in rows] == [52]
+    rows = await deps.audit.rows(("agent.calls_refused",))
+    assert [r["data"]["count"] for r in rows] == [52]
 
 
 class SharedCommands:
@@ -348,7 +345,7 @@ async def test_without_an_llm_each_suggested_command_is_listed_once(tmp_path):
     deps = GraphDeps(
         catalog=Catalog(TOOLSETS, {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}),
         policy=parse_policy(POLICY), executor=CannedExecutor(), broker=CredentialBroker(None),
-        audit=AuditLog(open_db(tmp_path / "audit.sqlite")), runbooks=SharedCommands())
+        audit=SqliteRecords(tmp_path / "audit.sqlite").audit, runbooks=SharedCommands())
     _, state = await run(build_graph(deps, InMemorySaver()), "why is redis slow?")
     answer = state.values["report"]["answer"]
     listed = answer.split("*Commands from those runbooks:*")[1].split("*Typed commands")[0]
@@ -364,6 +361,5 @@ async def test_the_policy_llm_budget_per_run_stops_the_run_with_a_sentence(llm_a
     answer = state.values["report"]["answer"]
     assert answer.startswith("Stopped: this run hit its LLM budget per run ($0.0001) cap.")
     assert len(llm_api.requests()) == 1
-    (total,) = [json.loads(r[0]) for r in deps.audit.db.execute(
-        "select data from audit where kind = 'llm.run'").fetchall()]
+    (total,) = [r["data"] for r in await deps.audit.rows(("llm.run",))]
     assert total["cap"] == "LLM budget per run ($0.0001)"

@@ -17,7 +17,7 @@ import redis
 from pydantic import ValidationError
 
 from sandbox import messages
-from sandbox.config import SandboxConfig, instance_key
+from sandbox.config import SandboxConfig, new_instance
 from sandbox.egress import endpoints_map, keeps_name, named_hosts, open_forwarders
 from sandbox.engine import Engine, EngineError
 from sandbox.entrypoint import handle
@@ -242,8 +242,9 @@ def test_config_limits_and_instance_keys(tmp_path):
     config = SandboxConfig()
     assert config.timeout_for(20) == 20 and config.timeout_for(0) == 30
     assert SandboxConfig(max_timeout_s=60).timeout_for(600) == 60
-    assert instance_key(tmp_path) == instance_key(tmp_path / "." ) != instance_key(tmp_path / "x")
-    assert SandboxConfig(instance=instance_key(tmp_path)).instance.startswith("i")
+    one, two, other = new_instance(tmp_path), new_instance(tmp_path / "."), new_instance(tmp_path / "x")
+    assert one[:7] == two[:7] != other[:7] and one != two, "grouped by data dir, never shared"
+    assert SandboxConfig(instance=one).instance == one
     with pytest.raises(ValidationError, match="instance"):
         SandboxConfig(instance="Bad_Name")
     with pytest.raises(ValidationError, match="user"):

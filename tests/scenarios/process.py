@@ -38,9 +38,12 @@ from typing import Any
 
 import aiohttp
 import docker
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
-from sandbox.config import SandboxConfig, instance_key
+from graph.surface import RunRef, RunState
+from sandbox.config import SandboxConfig
 from sandbox.hardening import instance_filter
 from sandbox.runner import SandboxRunner
 from tests.fakes.slack import SlackEmulator
@@ -92,6 +95,7 @@ class BotProcess:
 
     env: dict[str, str]
     console_script: bool = False
+    args: tuple[str, ...] = ("serve",)  # ("serve", "--role", "ingress") or ("worker",)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
@@ -106,8 +110,9 @@ class BotProcess:
 
     @property
     def instance(self) -> str:
-        """The sandbox instance key: names every container and network this bot makes."""
-        return instance_key(self.data_dir)
+        """The sandbox instance this process runs (names every container and network it
+        makes), from its start-up log line; empty before it started one."""
+        return next((e["instance"] for e in self.logs() if e.get("event") == "sandbox.started"), "")
 
     @property
     def url(self) -> str:
@@ -124,8 +129,8 @@ class BotProcess:
 
     def command(self) -> list[str]:
         if self.console_script:
-            return [str(Path(sys.executable).parent / "opsbot"), "serve"]
-        return [sys.executable, "-m", "bot.cli", "serve"]
+            return [str(Path(sys.executable).parent / "opsbot"), *self.args]
+        return [sys.executable, "-m", "bot.cli", *self.args]
 
     async def start(self, timeout: float = START_TIMEOUT_S) -> BotProcess:
         """Spawn the process and return once ``/healthz`` answers 200."""
@@ -222,16 +227,26 @@ class ProcessHarness(Harness):
 
 
 class AuditFile:
-    """Reads a bot's SQLite data file from outside the process, as an operator would."""
+    """Reads a bot's records from outside the process, as an operator would: its SQLite data
+    file, or (``dsn``) the PostgreSQL database of a scale-out deployment."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, dsn: str | None = None):
         self.path = data_dir / "opsbot.sqlite"
+        self.dsn = dsn
 
-    def _query(self, sql: str, args: list[Any]) -> list[sqlite3.Row]:
+    @classmethod
+    def of(cls, env: dict[str, str]) -> AuditFile:
+        """The records of the processes started with ``env``."""
+        return cls(Path(env["OPSBOT_DATA_DIR"]), env.get("OPSBOT_DATABASE_URL"))
+
+    def _query(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        if self.dsn is not None:
+            with psycopg.connect(self.dsn, row_factory=dict_row) as pg:
+                return pg.execute(sql.replace("?", "%s"), args).fetchall()
         conn = sqlite3.connect(self.path, timeout=10)
         try:
             conn.row_factory = sqlite3.Row
-            return conn.execute(sql, args).fetchall()
+            return [dict(r) for r in conn.execute(sql, args).fetchall()]
         finally:
             conn.close()
 
@@ -240,11 +255,38 @@ class AuditFile:
         sql, args = "select * from audit where kind = ?", [kind]
         if run_id is not None:
             sql, args = sql + " and run_id = ?", [kind, run_id]
-        return [{**dict(r), "data": json.loads(r["data"])} for r in self._query(sql + " order by id", args)]
+        return [{**r, "data": _decoded(r["data"])} for r in self._query(sql + " order by id", args)]
 
     def run_state(self, run_id: str) -> str | None:
         found = self._query("select state from runs where id = ?", [run_id])
         return found[0]["state"] if found else None
+
+    def runs(self) -> list[tuple[RunRef, RunState]]:
+        """Every run, oldest first (as ``RunStore.in_states`` returns them)."""
+        rows = self._query("select ref, state from runs order by created_at", [])
+        return [(RunRef.model_validate(_decoded(r["ref"])), RunState(r["state"])) for r in rows]
+
+
+def dump_database(path: Path) -> str:
+    """Every row of a SQLite data file as SQL text (canary checks read all of it)."""
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def _decoded(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def storage_env(storage: dict[str, str]) -> dict[str, str]:
+    """The environment for the ``storage`` fixture's mode (PostgreSQL: its database, and
+    heartbeats fast enough that a dead process's jobs are retried within seconds)."""
+    if "database_url" not in storage:
+        return {}
+    return {"OPSBOT_DATABASE_URL": storage["database_url"], "OPSBOT_HEARTBEAT_S": "0.5",
+            "OPSBOT_QUEUE_POLL_S": "0.2"}
 
 
 @dataclass(frozen=True)
@@ -283,8 +325,9 @@ class BotProcesses:
     def __init__(self) -> None:
         self.started: list[BotProcess] = []
 
-    async def start(self, env: dict[str, str], console_script: bool = False) -> BotProcess:
-        bot = BotProcess(env, console_script=console_script)
+    async def start(self, env: dict[str, str], console_script: bool = False,
+                    args: tuple[str, ...] = ("serve",)) -> BotProcess:
+        bot = BotProcess(env, console_script=console_script, args=args)
         self.started.append(bot)
         return await bot.start()
 
@@ -293,7 +336,8 @@ class BotProcesses:
             if bot.alive:
                 await bot.kill()
         for instance, image in {(b.instance, b.env["OPSBOT_SANDBOX_IMAGE"]) for b in self.started}:
-            await reap_instance(instance, image)
+            if instance:
+                await reap_instance(instance, image)
 
 
 @pytest.fixture

@@ -25,10 +25,12 @@ from tests.scenarios.process import (  # noqa: F401 (fixture)
     bot_env,
     bot_processes,
     leftovers,
+    storage_env,
 )
 from tests.services.redis import private_redis
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker,
+              pytest.mark.parametrize("storage", ["sqlite", "postgres"], indirect=True)]
 RUNNING_LINE = "Running `redis info` in the sandbox"
 
 
@@ -65,8 +67,9 @@ def _firewall_rules() -> str:
 
 async def test_sigkill_mid_action_is_reaped_and_reported(
         bot_processes: BotProcesses, slack_emulator: SlackEmulator,  # noqa: F811
-        paused_redis, sandbox_image, docker_client, tmp_path):
-    env = bot_env(slack_emulator, tmp_path / "data", paused_redis.url, sandbox_image)
+        paused_redis, sandbox_image, docker_client, tmp_path, storage):
+    env = bot_env(slack_emulator, tmp_path / "data", paused_redis.url, sandbox_image,
+                  **storage_env(storage))
     first = await bot_processes.start(env)
     paused_redis.client().execute_command("CLIENT", "PAUSE", "30000")
     async with SlackClient(first.events_url) as client:
@@ -82,7 +85,7 @@ async def test_sigkill_mid_action_is_reaped_and_reported(
     await first.kill()
     orphaned = leftovers(docker_client, first.instance)
     assert action in orphaned.containers, "the crash left the action's container behind"
-    audit = AuditFile(first.data_dir)
+    audit = AuditFile.of(env)
     assert audit.run_state(run_id) == "running"
 
     second = await bot_processes.start(env)

@@ -20,6 +20,7 @@ from tests.scenarios.llm_harness import (
     reports,
     running_llm_bot,
 )
+from tests.scenarios.process import AuditFile
 from tools.secrets import REDACTOR
 
 pytestmark = pytest.mark.docker
@@ -27,9 +28,8 @@ pytestmark = pytest.mark.docker
 
 def executions(h, action: str | None = None) -> list[str]:
     """Actions that really ran in the sandbox (previews for approvers excluded), in order."""
-    rows = h.bot.runtime.audit.db.execute(
-        "select data from audit where kind = 'sandbox.exec' order by id").fetchall()
-    ran = [json.loads(r[0])["action"] for r in rows]
+    rows = AuditFile(h.bot.runtime.settings.data_dir).rows("sandbox.exec")
+    ran = [r["data"]["action"] for r in rows]
     return [a for a in ran if action is None or a == action]
 
 
@@ -78,9 +78,7 @@ async def test_mention_investigates_with_redis_info_and_cites_a_runbook(hl, llm_
     assert 'path="runbooks/redis-memory-pressure.md"' in first[1]["content"]
     assert "used_memory:" in tool_texts(second)[0]
     assert executions(hl) == ["redis info"]
-    calls = hl.bot.runtime.audit.db.execute(
-        "select data from audit where kind = 'llm.call'").fetchall()
-    usage = [json.loads(r[0]) for r in calls]
+    usage = [r["data"] for r in AuditFile(hl.bot.runtime.settings.data_dir).rows("llm.call")]
     assert len(usage) == 2 and all(u["total_tokens"] > 0 and u["cost_usd"] > 0 for u in usage)
     total = sum(u["total_tokens"] for u in usage)
     assert f"{total:,} tokens in 2 calls (gpt-4o-mini, ≈ $" in report.text

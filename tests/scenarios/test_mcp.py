@@ -24,6 +24,7 @@ import pytest
 
 from graph.surface import RunState
 from tests.fakes.slack import SlackEmulator
+from tests.scenarios.process import AuditFile, dump_database
 from tests.scenarios.harness import APPROVER, LEAD, RUN_ID, harness, settings_for
 from tests.fakes.server import wait_until
 from tests.services.docker import leftovers
@@ -133,9 +134,8 @@ def h(bot):
 async def report_row(h, thread_ts: str) -> dict:
     """The run's audited report (written just after the Slack report is posted)."""
     run_id = RUN_ID.search(h.slack.message(h.channel, thread_ts).text).group(1)
-    rows = await h.slack.wait_for(lambda: [
-        r for r in h.bot.runtime.audit.story(run_id) if r["kind"] == "report"], 10)
-    return rows[-1]["data"]
+    rows = await h.slack.wait_for(lambda: h.bot.runtime.audit.rows(("report",), run_id), 10)
+    return rows[0]["data"]
 
 
 async def started(h, text: str, user: str = "UREQ1") -> str:
@@ -152,9 +152,8 @@ async def run(h, text: str, user: str = "UREQ1") -> tuple[str, dict]:
 
 
 def execs(h, action: str) -> list[dict]:
-    rows = h.bot.runtime.audit.db.execute(
-        "select data from audit where kind = 'sandbox.exec'").fetchall()
-    return [d for d in (json.loads(r[0]) for r in rows) if d["action"] == action]
+    rows = AuditFile(h.bot.runtime.settings.data_dir).rows("sandbox.exec")
+    return [r["data"] for r in rows if r["data"]["action"] == action]
 
 
 @contextmanager
@@ -369,10 +368,9 @@ async def test_server_secrets_come_from_vault_per_call_and_never_leave(
         assert report["calls"][0]["output"] == f"canary set, {len(canary)} characters"
         _, report = await run(h, "leaky leak")
         assert report["calls"][0]["output"] == "here it is: [redacted]"
-        leases = h.bot.runtime.audit.db.execute(
-            "select count(*) from audit where kind = 'credential.lease'").fetchone()[0]
+        leases = len(AuditFile(h.bot.runtime.settings.data_dir).rows("credential.lease"))
         assert leases >= 2  # minted for each call (and for the listing at boot)
-        dump = "\n".join(h.bot.runtime.audit.db.iterdump())
+        dump = dump_database(h.bot.runtime.settings.data_dir / "opsbot.sqlite")
     assert canary not in dump
     assert canary not in slack_emulator.all_text()
 

@@ -74,9 +74,8 @@ async def test_read_tool_returns_its_result(bot, redis_db):
         assert tools["redis__flushdb"].annotations.destructive_hint is True
         result = await mcp.call_tool("redis__get", {"key": "greeting"})
     assert not result.is_error and text(result) == "hello from redis"
-    story = bot.bot.runtime.audit.db.execute(
-        "select data from audit where kind = 'task' order by id desc limit 1").fetchone()
-    assert json.loads(story[0])["source"] == "mcp"
+    (story, *_) = await bot.bot.runtime.audit.rows(("task",))
+    assert story["data"]["source"] == "mcp"
 
 
 async def test_tier_4_call_waits_for_the_click_then_returns(bot, redis_db):
@@ -141,9 +140,7 @@ async def test_token_scoped_to_redis_can_call_nothing_else(bot, redis_db):
         too_high = await mcp.call_tool("redis__flushdb", {})
     assert outside.is_error and "outside it" in text(outside)
     assert too_high.is_error and "tiers up to 0 observe" in text(too_high)
-    refused = bot.bot.runtime.audit.db.execute(
-        "select count(*) from audit where kind = 'mcp.refused'").fetchone()[0]
-    assert refused >= 2
+    assert len(await bot.bot.runtime.audit.rows(("mcp.refused",))) >= 2
 
 
 async def test_stdio_bridge_relays_to_the_running_bot(bot, redis_db):
@@ -184,10 +181,10 @@ def test_tokens_cli_creates_lists_and_revokes(tmp_path, monkeypatch, capsys, log
     assert main(["tokens", "create", "--as", "U0DEV", "--toolsets", "rediss"]) == 2
     assert "rediss is not a toolset" in capsys.readouterr().err
     assert main(["tokens", "revoke", token_id]) == 0
-    from bot.tokens import SqliteTokens
-    from graph.store import open_db
+    from bot.tokens import RecordsTokens
+    from graph.records.sqlite import SqliteRecords
 
-    store = SqliteTokens(open_db(tmp_path / "opsbot.sqlite"))
+    store = RecordsTokens(SqliteRecords(tmp_path / "opsbot.sqlite").tokens)
     found, why = asyncio.run(authenticate(store, secret))
     assert found is None and why == "the token was revoked"
     assert secret not in (tmp_path / "opsbot.sqlite").read_bytes().decode("latin-1")
@@ -203,9 +200,8 @@ async def test_a_client_that_goes_away_ends_its_run_and_nothing_runs(bot, redis_
         pending.cancel()
     report = await bot.report(thread, timeout=60)
     assert "cancelled" in report.text
-    stops = bot.bot.runtime.audit.db.execute(
-        "select data from audit where kind = 'run.stop'").fetchall()
-    assert any("the MCP client cancelled the call" in row[0] for row in stops)
+    stops = await bot.bot.runtime.audit.rows(("run.stop",))
+    assert any("the MCP client cancelled the call" in row["data"]["reason"] for row in stops)
     assert "Cancelled" in bot.card_state(card).blocks[-1]["text"]["text"]
     assert redis_db.get("survivor") == "1"
 

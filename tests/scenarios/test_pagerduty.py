@@ -13,6 +13,7 @@ from graph.surface import RunState
 from tests.fakes.openai import Delay, text
 from tests.fakes.payloads import FIXTURES, message_event, pagerduty_alert
 from tests.scenarios.harness import CHANNEL
+from tests.scenarios.process import AuditFile
 from tests.scenarios.llm_harness import GRACE_S, INCIDENTS, incident_event, reports, send_webhook
 
 pytestmark = pytest.mark.docker
@@ -20,13 +21,11 @@ ANSWER = "Latency comes from KEYS * in a cron job; see the slow log."
 
 
 def runs(h) -> list:
-    return h.bot.runtime.run_store.in_states(*RunState)
+    return AuditFile(h.bot.runtime.settings.data_dir).runs()
 
 
 def audited(h, kind: str) -> list[dict]:
-    rows = h.bot.runtime.audit.db.execute(
-        "select data from audit where kind = ? order by id", [kind]).fetchall()
-    return [json.loads(r[0]) for r in rows]
+    return [r["data"] for r in AuditFile(h.bot.runtime.settings.data_dir).rows(kind)]
 
 
 def status_messages(h) -> list:

@@ -15,6 +15,7 @@ from bot.slack_surface import StatusMessage
 from tests.fakes.openai import Delay, text, tool_call
 from tests.fakes.slack import BOT_TOKEN
 from tests.scenarios.llm_harness import mention
+from tests.scenarios.process import AuditFile
 
 
 CHANNEL = "C0STATUS"
@@ -31,8 +32,7 @@ async def status(slack_emulator):
 
 def reported(h) -> bool:
     """The run manager audits a report after its final status and the report have landed."""
-    audit = h.bot.runtime.audit.db
-    return bool(audit.execute("select 1 from audit where kind = 'report'").fetchall())
+    return bool(AuditFile(h.bot.runtime.settings.data_dir).rows("report"))
 
 
 def gaps(calls) -> list[float]:

@@ -17,9 +17,11 @@ from tests.scenarios.process import (  # noqa: F401 (fixture)
     ProcessHarness,
     bot_env,
     bot_processes,
+    storage_env,
 )
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker,
+              pytest.mark.parametrize("storage", ["sqlite", "postgres"], indirect=True)]
 
 
 async def _wait_state(audit: AuditFile, run_id: str, state: str, timeout: float = 20) -> None:
@@ -30,10 +32,12 @@ async def _wait_state(audit: AuditFile, run_id: str, state: str, timeout: float 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 async def test_approval_survives_a_restart(stop, bot_processes: BotProcesses,  # noqa: F811
                                            slack_emulator: SlackEmulator,  # noqa: F811
-                                           redis_server, redis_db, sandbox_image, tmp_path):
+                                           redis_server, redis_db, sandbox_image, tmp_path,
+                                           storage):
     redis_db.set("session:1", "a")
     redis_db.set("session:2", "b")
-    env = bot_env(slack_emulator, tmp_path / "data", redis_server.url, sandbox_image)
+    env = bot_env(slack_emulator, tmp_path / "data", redis_server.url, sandbox_image,
+                  **storage_env(storage))
     first = await bot_processes.start(env)
     async with SlackClient(first.events_url) as client:
         h = ProcessHarness(first, slack_emulator, client)
@@ -41,7 +45,7 @@ async def test_approval_survives_a_restart(stop, bot_processes: BotProcesses,  #
         thread = await h.run_thread()
         card = await h.card(thread)
     run_id = RUN_ID.search(h.slack.message(CHANNEL, thread).text).group(1)
-    audit = AuditFile(first.data_dir)
+    audit = AuditFile.of(env)
     await _wait_state(audit, run_id, "waiting")
 
     code = await first.stop(stop)

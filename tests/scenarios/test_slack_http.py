@@ -6,8 +6,6 @@ import json
 import docker
 import pytest
 
-from sandbox.config import instance_key
-
 from tests.fakes.payloads import Signature, app_mention, slash_command, url_verification
 from tests.scenarios.harness import APPROVER, CHANNEL, LEAD, OUTSIDER, REQUESTER
 
@@ -30,7 +28,7 @@ async def test_flushdb_approved_runs_once_in_a_hardened_container(h, redis_db):
     redis_db.set("session:1", "a")
     redis_db.set("session:2", "b")
     seen: dict[str, dict] = {}
-    instance = instance_key(h.bot.runtime.settings.data_dir)
+    instance = h.bot.runtime.sandbox.config.instance
     watcher = asyncio.create_task(_watch_sandbox_containers(seen, instance))
     await h.command("redis flushdb")
     thread = await h.run_thread()
@@ -47,9 +45,8 @@ async def test_flushdb_approved_runs_once_in_a_hardened_container(h, redis_db):
     decided = h.card_state(card)
     assert all(b["type"] != "actions" for b in decided.blocks)
     assert f"Approved* by <@{APPROVER}>" in decided.blocks[-1]["text"]["text"]
-    row = h.bot.runtime.audit.db.execute(
-        "select data from audit where kind = 'sandbox.exec'").fetchone()
-    container = json.loads(row[0])["container"]
+    (row,) = await h.bot.runtime.audit.rows(("sandbox.exec",))
+    container = row["data"]["container"]
     attrs = next((a for cid, a in seen.items() if cid.startswith(container)), None)
     assert attrs is not None, f"the action's container {container} was seen running"
     host = attrs["HostConfig"]
@@ -59,7 +56,7 @@ async def test_flushdb_approved_runs_once_in_a_hardened_container(h, redis_db):
     assert host["Memory"] > 0 and host["PidsLimit"] > 0
     networks = attrs["NetworkSettings"]["Networks"]
     assert "bridge" not in networks and "host" not in networks
-    assert h.bot.runtime.audit.story(_run_id(report.text))  # audited
+    assert await h.bot.runtime.audit.story(_run_id(report.text))  # audited
 
 
 async def test_deny_runs_nothing_and_says_why(h, redis_db):
@@ -88,8 +85,7 @@ async def test_non_approver_double_click_and_self_approval(h, redis_db):
     await h.report(thread)
     await h.click(card, LEAD, value=h.button_value(card))  # a stale card's button, clicked late
     assert "already approved by" in await h.ephemeral(LEAD, "already")
-    assert len(h.bot.runtime.audit.db.execute(
-        "select * from audit where kind = 'sandbox.exec'").fetchall()) == 1
+    assert len(await h.bot.runtime.audit.rows(("sandbox.exec",))) == 1
 
 
 @pytest.mark.parametrize("signature", [Signature.FORGED, Signature.STALE, Signature.MISSING])
@@ -98,7 +94,7 @@ async def test_bad_signatures_get_401_and_start_nothing(h, signature):
     assert delivery.status == 401
     assert (await h.command("help")).status == 200  # a signed request after it is served...
     await h.bot.deps.drain()  # ...and everything handed off after the acks has finished
-    assert h.top_level() == [] and h.bot.runtime.run_store.in_states(*_all_states()) == []
+    assert h.top_level() == [] and await h.bot.runtime.run_store.in_states(*_all_states()) == []
 
 
 async def test_event_delivered_three_times_starts_one_run(h, redis_db):
@@ -109,7 +105,7 @@ async def test_event_delivered_three_times_starts_one_run(h, redis_db):
     report = await h.report(json.loads(payload.body)["event"]["ts"])
     assert "redis_version:" in report.text
     await h.bot.deps.drain()  # every delivery's hand-off has finished
-    assert len(h.bot.runtime.run_store.in_states(*_all_states())) == 1
+    assert len(await h.bot.runtime.run_store.in_states(*_all_states())) == 1
 
 
 @pytest.mark.parametrize("body", [b'{"type": "event_callback", "event": {"ty', b"payload=%7B%22ty"])
@@ -126,7 +122,7 @@ async def test_one_mebibyte_body_gets_413(h):
     payload = slash_command("x" * (1024 * 1024), user=REQUESTER, channel=CHANNEL, slack=h.slack)
     delivery = await h.post(payload)
     assert delivery.status == 413
-    assert h.bot.runtime.run_store.in_states(*_all_states()) == []
+    assert await h.bot.runtime.run_store.in_states(*_all_states()) == []
 
 
 async def test_url_verification(h):
@@ -144,14 +140,17 @@ async def test_help_unknown_and_free_text_without_llm(h):
     assert "No LLM is configured" in report.text and "/ops redis info" in report.text
 
 
-async def test_healthz_and_metrics(h):
+async def test_healthz_readyz_and_metrics(h):
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{h.bot.url}/healthz") as r:
+            assert r.status == 200 and (await r.json())["ok"] is True
+        async with session.get(f"{h.bot.url}/readyz") as r:
             body = await r.json()
-            assert r.status == 200 and body["ok"] is True and body["degraded"] == {}
-            assert body["checks"] == {"sandbox_image": "ok"}
+            assert r.status == 200 and body["problems"] == {}
+            assert body["checks"] == {"database": "ok", "sandbox": "ok", "vault": "ok",
+                                      "slack": "ok"}
         await h.command("help")
         async with session.get(f"{h.bot.url}/metrics") as r:
             assert 'opsbot_slack_requests_total{outcome="200"}' in await r.text()

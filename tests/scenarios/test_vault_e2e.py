@@ -81,7 +81,7 @@ async def test_redis_password_only_in_vault_minted_per_action_then_revoked(
         report = await h.report(await h.run_thread())
         assert "redis_version:" in report.text and "done" in report.text
         run_id = RUN_ID.search(report.text).group(1)
-        story = h.bot.runtime.audit.story(run_id)
+        story = await h.bot.runtime.audit.story(run_id)
 
     lease = next(r["data"] for r in story if r["kind"] == "credential.lease")
     revoked = next(r["data"] for r in story if r["kind"] == "credential.revoke")
@@ -118,7 +118,7 @@ async def test_vault_down_fails_the_action_with_a_sentence_and_runs_nothing(
             await h.command("redis info")
             report = await h.report(await h.run_thread())
             run_id = RUN_ID.search(report.text).group(1)
-            story = h.bot.runtime.audit.story(run_id)
+            story = await h.bot.runtime.audit.story(run_id)
             assert watcher.info("stats")["total_connections_received"] == connections
     finally:
         proc.kill()

@@ -12,11 +12,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from pydantic import SecretStr
 
-from graph.audit import AuditLog
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
 from graph.policy import parse_policy
-from graph.store import open_db
+from graph.records.sqlite import SqliteRecords
 from graph.task import Source, Task
 from sandbox.credentials import CredentialBroker
 from tests.tools.test_github import TOKEN, catalog, run
@@ -154,7 +153,7 @@ async def test_green_checks_and_an_approval_merge_with_the_checks_on_the_card(gi
                             "defaults:\n  autonomous_max_tier: 2\n  approvers: [sre]\n"),
         executor=InlineExecutor(),
         broker=CredentialBroker(None, {"GITHUB_TOKEN": SecretStr(TOKEN)}),
-        audit=AuditLog(open_db(tmp_path / "audit.sqlite")), limits=Limits())
+        audit=SqliteRecords(tmp_path / "audit.sqlite").audit, limits=Limits())
     graph = build_graph(deps, InMemorySaver())
     task = Task(source=Source.SLASH, team="T1", channel="C1", user="UREQ1",
                 text=f"github merge number={number} base=main", thread_ts=f"1.{next(_ids)}")

@@ -16,11 +16,10 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from graph.audit import AuditLog
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
 from graph.policy import parse_policy
-from graph.store import open_db
+from graph.records.sqlite import SqliteRecords
 from graph.task import Source, Task
 from sandbox.credentials import CredentialBroker
 from sandbox.entrypoint import handle
@@ -89,7 +88,7 @@ def graph_for(tmp_path, emulators: dict, executor: InlineExecutor):
     deps = GraphDeps(
         catalog=catalog(emulators), policy=parse_policy(POLICY), executor=executor,
         broker=CredentialBroker(None, {k: SecretStr(v) for k, v in static.items()}),
-        audit=AuditLog(open_db(tmp_path / "audit.sqlite")), limits=Limits())
+        audit=SqliteRecords(tmp_path / "audit.sqlite").audit, limits=Limits())
     return build_graph(deps, InMemorySaver())
 
 

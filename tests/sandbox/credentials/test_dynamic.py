@@ -13,15 +13,15 @@ import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 import redis
 from pydantic import SecretStr
 
-from graph.audit import AuditLog
 from graph.leases import revoke_orphaned
-from graph.store import open_db
+from graph.records.sqlite import SqliteRecords
 from sandbox.credentials import CredentialBroker, Lease, VaultConfig, VaultError
 from sandbox.protocol import SandboxRequest
 from tests.fakes.server import wait_until
@@ -38,6 +38,8 @@ from tools.base import SecretKind, SecretRef
 from tools.catalog import Call, Catalog
 from tools.redis import RedisConfig
 from tools.secrets import REDACTOR
+
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -174,45 +176,48 @@ async def test_an_expired_token_takes_its_database_users_with_it(vault_engines, 
 async def test_a_restarted_opsbot_revokes_what_its_predecessor_left(vault_engines, config,
                                                                     tmp_path):
     """The restart path, through the audit log: rows written as graph/nodes.py writes them."""
-    audit = AuditLog(open_db(tmp_path / "audit.sqlite"))
+    audit = SqliteRecords(tmp_path / "audit.sqlite").audit
     crashed = CredentialBroker(config, instance="box-a")
     left = await crashed.mint("run-crash", "c1", SecretRef.login("db", PG_READ), 60)
     done = await crashed.mint("run-crash", "c2", SecretRef.login("db", PG_READ), 60)
     other = await CredentialBroker(config, instance="box-b").mint(
         "run-other", "c1", SecretRef.login("db", PG_READ), 60)
     for lease in (left, done, other):
-        audit.record("credential.lease", lease.run_id, call_id=lease.call_id, **lease.audit())
+        await audit.record("credential.lease", lease.run_id, call_id=lease.call_id,
+                           **lease.audit())
     await crashed.revoke(done)
-    audit.record("credential.revoke", done.run_id, call_id=done.call_id, **done.audit())
+    await audit.record("credential.revoke", done.run_id, call_id=done.call_id, **done.audit())
     user, password = login_of(left, "db")
     other_user, _ = login_of(other, "db")
 
-    restarted = CredentialBroker(config, instance="box-a")
-    assert await revoke_orphaned(audit, restarted) == 1
+    restarted = CredentialBroker(config, instance="box-c")
+    dead = {"box-a"}.__contains__  # box-b is a live sibling
+    assert await revoke_orphaned(audit, restarted, dead) == 1
     assert user not in vault_engines.pg_roles()
     with pytest.raises(psycopg.OperationalError):
         pg_login(vault_engines, user, password)
     assert other_user in vault_engines.pg_roles()  # another instance's action may still run
-    assert audit.open_leases("box-a", "2000-01-01") == []
-    assert await revoke_orphaned(audit, restarted) == 0
-    [row] = [r for r in audit.story("run-crash") if r["data"].get("orphaned")]
+    assert [r["data"]["instance"] for r in await audit.open_leases(EPOCH)] == ["box-b"]
+    assert await revoke_orphaned(audit, restarted, dead) == 0
+    [row] = [r for r in await audit.story("run-crash") if r["data"].get("orphaned")]
     assert row["data"]["lease"] == left.id and row["data"]["revoked_at"]
     await CredentialBroker(config, instance="box-b").revoke(other)
 
 
 async def test_a_failed_revocation_stays_open_for_the_next_start(vault_engines, config, tmp_path):
-    audit = AuditLog(open_db(tmp_path / "audit.sqlite"))
+    audit = SqliteRecords(tmp_path / "audit.sqlite").audit
     broker = CredentialBroker(config, instance="box-down")
     lease = await broker.mint("run-down", "c", SecretRef.login("db", REDIS_READ), 60)
     user, _ = login_of(lease, "db")
-    audit.record("credential.lease", lease.run_id, call_id=lease.call_id, **lease.audit())
+    await audit.record("credential.lease", lease.run_id, call_id=lease.call_id, **lease.audit())
     offline = VaultConfig(addr="http://127.0.0.1:9", token=SecretStr("x"))
     await CredentialBroker(offline, instance="box-down").revoke(lease)
     assert lease.revoke_error and lease.revoked_at is None
-    audit.record("credential.revoke", lease.run_id, call_id=lease.call_id, **lease.audit())
-    assert [r["data"]["lease"] for r in audit.open_leases("box-down", "2000-01-01")] == [lease.id]
+    await audit.record("credential.revoke", lease.run_id, call_id=lease.call_id, **lease.audit())
+    assert [r["data"]["lease"] for r in await audit.open_leases(EPOCH)] == [lease.id]
     assert user in vault_engines.redis_users()
-    assert await revoke_orphaned(audit, CredentialBroker(config, instance="box-down")) == 1
+    restarted = CredentialBroker(config, instance="box-up")
+    assert await revoke_orphaned(audit, restarted, {"box-down"}.__contains__) == 1
     assert user not in vault_engines.redis_users()
 
 

@@ -1,0 +1,321 @@
+"""The worker side of runs: a job in, one drive of its LangGraph thread, the run settled.
+
+Every drive holds the thread's lease (:mod:`graph.lease`) and decides under it, from the run's
+row and the thread's checkpoint, what the job means now:
+
+* the run already ended (cancelled, say) → nothing (a final state is a fence);
+* ``start`` of a run that never started → start it;
+* ``resume`` whose approval is decided and whose interrupt is still pending → resume with the
+  decision read from the approval row (never from the job's arguments);
+* the thread stopped at its approvals → settle (re-post cards that are missing);
+* the thread stopped mid-flight (its previous drive died) → continue from the last
+  checkpoint; an action that was executing is not run again (the execute guard reports it
+  as interrupted);
+* anything else (a duplicate click's resume, say) → nothing.
+
+Settling posts cards and records ``waiting``, or posts the report and records the final state.
+A user's cancel reaches a running drive as a cancellation of its job; the reason was written
+to the run's row first, which is how a cancel is told from a shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import structlog
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from graph.desk import ApprovalDesk
+from graph.lease import Lease
+from graph.nodes import GraphState
+from graph.queue import Job, JobKind, JobQueue, lane_for, start_job
+from graph.records import Records
+from graph.records.base import RunRow
+from graph.surface import Checklist, Report, RunRef, RunState, StepState, Surface
+from graph.task import Task
+
+log = structlog.get_logger("opsbot.runs")
+Graphs = Callable[[], AbstractAsyncContextManager[CompiledStateGraph]]
+INTERRUPTED_NOTICE = ("Run `{run_id}` was interrupted: opsbot stopped while it was running. "
+                      "Nothing is retried automatically; check the target's state and run the "
+                      "command again if needed.")
+
+
+class Plan(Enum):
+    START = "start"
+    RESUME = "resume"
+    CONTINUE = "continue"
+    SETTLE = "settle"
+    NOTHING = "nothing"
+
+
+@dataclass
+class Checklists:
+    """Status-message checklists of the runs this process is touching; the run's row is the
+    truth between processes (loaded on first use, saved when a run settles)."""
+
+    records: Records
+
+    def __post_init__(self) -> None:
+        self._live: dict[str, Checklist] = {}
+
+    async def of(self, run: RunRef, row: RunRow | None = None) -> Checklist:
+        if run.run_id not in self._live:
+            row = row or await self.records.runs.row(run.run_id)
+            self._live[run.run_id] = (row.checklist if row and row.checklist else
+                                      Checklist(run_id=run.run_id, headline=headline(run.task)))
+        return self._live[run.run_id]
+
+    async def save(self, run_id: str, state: RunState | None = None, done: bool = False) -> None:
+        checklist = self._live.get(run_id)
+        if checklist is not None:
+            await self.records.runs.update(run_id, state=state, checklist=checklist)
+        elif state is not None:
+            await self.records.runs.update(run_id, state=state)
+        if done:
+            self._live.pop(run_id, None)
+
+
+class Driver:
+    def __init__(self, graphs: Graphs, records: Records, queue: JobQueue, lease: Lease,
+                 surface: Surface, desk: ApprovalDesk, checklists: Checklists,
+                 recursion_limit: int = 60):
+        self.graphs = graphs
+        self.records = records
+        self.queue = queue
+        self.lease = lease
+        self.surface = surface
+        self.desk = desk
+        self.checklists = checklists
+        self.recursion_limit = recursion_limit
+
+    async def handle(self, job: Job) -> None:
+        """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later)."""
+        async with self.lease.hold(job.thread_id):
+            row = await self.records.runs.row(job.run_id)
+            if row is None or row.state.final:
+                log.info("job skipped: run ended or unknown", run_id=job.run_id,
+                         kind=job.kind.value)
+                return
+            bind(row.run)
+            run = row.run
+            if job.kind is JobKind.START and row.state is RunState.QUEUED:
+                run = await self._open(run, row)  # a slash command's run opens its thread here
+            async with self._thread(job, run), self.graphs() as graph:
+                began = time.time()
+                try:
+                    await self._drive(graph, job, row, run)
+                finally:  # the span a test checks for overlaps: one drive of a thread at a time
+                    log.info("drive.span", thread_id=run.thread_id, run_id=run.run_id,
+                             began=began, ended=time.time())
+
+    def _thread(self, job: Job, run: RunRef) -> AbstractAsyncContextManager[None]:
+        """The lease of the thread the run lives in, when the job was keyed otherwise (a
+        start that opened its thread just now): a click on its card waits for this drive."""
+        if job.thread_id == run.thread_id:
+            return nullcontext()
+        return self.lease.hold(run.thread_id)
+
+    async def lost_jobs(self) -> list[Job]:
+        """Embedded mode at start: the jobs an in-memory queue lost when its process died."""
+        jobs = []
+        for run, state in await self.records.runs.in_states(RunState.QUEUED, RunState.RUNNING,
+                                                           RunState.WAITING):
+            lane = lane_for(run.task)
+            if state is RunState.WAITING:  # decided approvals whose resume died with the process
+                jobs += [Job(JobKind.RESUME, run.run_id, run.thread_id, lane, r.id)
+                         for r in await self.records.approvals.for_run(run.run_id)
+                         if r.status.final]
+            elif state is RunState.QUEUED:
+                jobs.append(start_job(run))
+            else:
+                jobs.append(Job(JobKind.CONTINUE, run.run_id, run.thread_id, lane))
+        return jobs
+
+    # deciding ----------------------------------------------------------------------------
+
+    async def _drive(self, graph: CompiledStateGraph, job: Job, row: RunRow, run: RunRef) -> None:
+        config = self._config(run)
+        snapshot = await graph.aget_state(config)
+        plan, inputs = await self._plan(job, row, snapshot)
+        log.info("drive", kind=job.kind.value, plan=plan.value)
+        if plan is Plan.NOTHING:
+            return
+        if plan is Plan.START:
+            busy = await self._waiting_in_thread(run)
+            if busy:
+                await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                               headline=busy))
+                return
+        if plan is Plan.SETTLE:
+            await self._settle(graph, run, config)
+            return
+        await self._run_graph(graph, run, inputs, config)
+
+    async def _plan(self, job: Job, row: RunRow, snapshot: Any) -> tuple[Plan, Any]:
+        mine = (snapshot.values or {}).get("run_id") == job.run_id
+        pending = {i.id for i in snapshot.interrupts}
+        if job.kind is JobKind.RESUME:
+            request = await self.records.approvals.get(job.approval_id or "")
+            if request is None or not request.status.final or not mine:
+                return Plan.NOTHING, None
+            if request.interrupt_id in pending:
+                return Plan.RESUME, Command(resume={request.interrupt_id: _decision(request)})
+            if snapshot.next and not pending:  # resumed once, and that drive died mid-flight
+                return Plan.CONTINUE, None
+            return Plan.NOTHING, None  # another drive already took this decision further
+        if not mine:
+            if row.state in (RunState.QUEUED, RunState.RUNNING):
+                return Plan.START, {"run_id": job.run_id, "task": row.run.task.model_dump(mode="json")}
+            return Plan.NOTHING, None
+        if _stopped_at_approvals(snapshot):
+            return Plan.SETTLE, None
+        if snapshot.next:
+            return Plan.CONTINUE, None
+        return Plan.SETTLE, None
+
+    # driving -----------------------------------------------------------------------------
+
+    async def _open(self, run: RunRef, row: RunRow) -> RunRef:
+        """Post the run's status message (once) and record where it lives."""
+        if run.status_ts is not None:
+            return run
+        checklist = await self.checklists.of(run, row)
+        checklist.state = RunState.RUNNING
+        run = await self.surface.open_run(run, checklist)
+        await self.records.runs.update(run.run_id, run=run, state=RunState.RUNNING)
+        return run
+
+    async def _run_graph(self, graph: CompiledStateGraph, run: RunRef, inputs: Any,
+                         config: dict[str, Any]) -> None:
+        await self.records.runs.set_state(run.run_id, RunState.RUNNING)
+        try:
+            await self._stream(graph, run, inputs, config)
+        except asyncio.CancelledError:
+            reason = await self._stop_reason(run.run_id)
+            if not reason:
+                raise  # opsbot is shutting down, not a user's cancel
+            asyncio.current_task().uncancel()
+            await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                           headline=reason))
+            return
+        except Exception as e:  # noqa: BLE001 - a failed run is reported, never lost
+            ref = hashlib.sha1(f"{run.run_id}{e!r}".encode()).hexdigest()[:8]
+            log.exception("run failed", ref=ref)
+            await self._finish(run, Report(run_id=run.run_id, state=RunState.FAILED,
+                                           headline=f"internal error (ref `{ref}`)"))
+            return
+        await self._settle(graph, run, config)
+
+    async def _stream(self, graph: CompiledStateGraph, run: RunRef, inputs: Any,
+                      config: dict[str, Any]) -> None:
+        checklist = await self.checklists.of(run)
+        async for part in graph.astream(inputs, config, stream_mode=["updates", "custom"],
+                                        version="v2", durability="sync"):
+            if part["type"] == "custom":
+                data = part["data"]
+                checklist.step(data["step"], data["text"], StepState(data["state"]),
+                               data.get("detail", ""))
+                await self.surface.progress(run, checklist)
+            elif part["type"] == "updates":
+                await self._audit_update(run, part["data"])
+
+    async def _stop_reason(self, run_id: str) -> str:
+        row = await asyncio.shield(self.records.runs.row(run_id))
+        return row.stop_reason if row else ""
+
+    # settling ----------------------------------------------------------------------------
+
+    async def _settle(self, graph: CompiledStateGraph, run: RunRef, config: dict[str, Any]) -> None:
+        snapshot = await graph.aget_state(config)
+        if not snapshot.interrupts:
+            report = Report.model_validate(snapshot.values.get("report") or {
+                "run_id": run.run_id, "state": RunState.FAILED,
+                "headline": "the run produced no report"})
+            await self._finish(run, report)
+            return
+        async with self.records.transaction() as tx:  # serialised with a cancel of this run
+            row = await tx.runs.row(run.run_id, lock=True)
+            stopped = row.stop_reason if row is not None else ""
+            if not stopped:
+                requests = [await self.desk.ask(tx, run, i.id, i.value) for i in snapshot.interrupts]
+        if stopped:
+            await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                           headline=stopped))
+            return
+        checklist = await self.checklists.of(run)
+        for request in requests:
+            await self.desk.show(run, request)
+            checklist.step(request.call_id, request.summary, StepState.WAITING,
+                           f"waiting for approval by {request.rule.describe()}")
+        checklist.state = RunState.WAITING
+        await self.checklists.save(run.run_id, RunState.WAITING)  # once its cards are out
+        await self.surface.progress(run, checklist, final=True)
+
+    async def _finish(self, run: RunRef, report: Report) -> None:
+        checklist = await self.checklists.of(run)
+        checklist.state = report.state
+        await self.surface.progress(run, checklist, final=True)
+        if report.state is RunState.INTERRUPTED:
+            await self.surface.say(run, INTERRUPTED_NOTICE.format(run_id=run.run_id))
+            await self.records.audit.record("run.state", run.run_id, state=report.state.value)
+        await self.surface.report(run, report)
+        await self.checklists.save(run.run_id, report.state, done=True)
+        await self.records.audit.record("report", run.run_id, state=report.state.value,
+                                        headline=report.headline,
+                                        calls=[c.model_dump() for c in report.calls])
+
+    # helpers -----------------------------------------------------------------------------
+
+    def _config(self, run: RunRef) -> dict[str, Any]:
+        return {"configurable": {"thread_id": run.thread_id},
+                "recursion_limit": self.recursion_limit}
+
+    async def _waiting_in_thread(self, run: RunRef) -> str:
+        for other, _ in await self.records.runs.in_states(RunState.WAITING,
+                                                          thread_id=run.thread_id):
+            if other.run_id != run.run_id:
+                return (f"run `{other.run_id}` in this thread is waiting for approval; decide it "
+                        f"or `/ops cancel {other.run_id}` first")
+        return ""
+
+    async def _audit_update(self, run: RunRef, update: dict[str, Any]) -> None:
+        policy = update.get("policy")
+        if not policy:
+            return
+        for call_id, review in policy.get("reviews", {}).items():
+            await self.records.audit.record(
+                "policy", run.run_id, run.task.user, call_id=call_id, verdict=review["verdict"],
+                tier=review["tier"], rule=review["rule"], reason=review["reason"],
+                action=review.get("canonical"), hash=review.get("hash"))
+
+
+def _stopped_at_approvals(snapshot: Any) -> bool:
+    return bool(snapshot.interrupts) and all(
+        t.interrupts or t.result is not None for t in snapshot.tasks)
+
+
+def _decision(request) -> dict[str, Any]:
+    return {"approval_id": request.id, "status": request.status.value, "by": request.deciders,
+            "reason": request.denial_reason, "hash": request.action_hash}
+
+
+def bind(run: RunRef) -> None:
+    """Every log line of this job carries the run, its requester and channel."""
+    structlog.contextvars.bind_contextvars(run_id=run.run_id, user=run.task.user,
+                                           channel=run.task.channel)
+
+
+def headline(task: Task) -> str:
+    if task.alert is not None:
+        return f"incident: {task.alert.title[:80]}"
+    return f"`{task.text[:80]}`" if task.text else ""
+

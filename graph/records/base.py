@@ -1,0 +1,196 @@
+"""The record interfaces both storage modes implement (see the package docstring).
+
+Each store is a small abstract class: a backend writes the SQL, the shared helpers here (and
+the approval logic in :mod:`approvals.store`) stay the same in both modes. Every method is
+async; the SQLite backend runs its statements inline (they take microseconds), PostgreSQL
+awaits its pool.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from approvals.store import ApprovalStore
+from graph.surface import Checklist, RunRef, RunState
+from tools.secrets import REDACTOR, Redactor
+
+DEDUPE_WINDOW_S = 6 * 3600  # Slack retries for ~5 minutes, PagerDuty for ~20; keep hours
+REFUSALS = ("approval.rejected", "execute.refused", "run.refused", "cancel.refused")
+
+
+@dataclass
+class RunRow:
+    """One run as recorded: where it lives, its state, and what only the database remembers
+    across processes (the status-message checklist, the job driving it, why it was stopped)."""
+
+    run: RunRef
+    state: RunState
+    checklist: Checklist | None = None
+    job_id: int | None = None
+    stop_reason: str = ""
+
+
+class RunStore(ABC):
+    """One row per run."""
+
+    @abstractmethod
+    async def add(self, run: RunRef, state: RunState = RunState.QUEUED) -> None: ...
+
+    @abstractmethod
+    async def row(self, run_id: str, lock: bool = False) -> RunRow | None:
+        """The run's row; ``lock`` holds it until the transaction ends (PostgreSQL)."""
+
+    @abstractmethod
+    async def update(self, run_id: str, *, run: RunRef | None = None,
+                     state: RunState | None = None, checklist: Checklist | None = None,
+                     job_id: int | None = None, stop_reason: str | None = None) -> None: ...
+
+    @abstractmethod
+    async def in_states(self, *states: RunState, channel: str | None = None,
+                        thread_id: str | None = None) -> list[tuple[RunRef, RunState]]: ...
+
+    @abstractmethod
+    async def latest_in_thread(self, thread_id: str) -> tuple[RunRef, RunState] | None: ...
+
+    @abstractmethod
+    async def for_alert(self, alert_id: str) -> tuple[RunRef, RunState] | None: ...
+
+    async def get(self, run_id: str) -> tuple[RunRef, RunState] | None:
+        row = await self.row(run_id)
+        return (row.run, row.state) if row else None
+
+    async def save(self, run: RunRef) -> None:
+        await self.update(run.run_id, run=run)
+
+    async def set_state(self, run_id: str, state: RunState) -> None:
+        await self.update(run_id, state=state)
+
+
+class AuditLog(ABC):
+    """The append-only audit log: one row per thing that happened, joined by run id.
+
+    Rows are never updated or deleted (the database refuses it). Every payload passes through
+    the redactor before it is written, so a secret value can't land here even by mistake.
+    """
+
+    redactor: Redactor = REDACTOR
+
+    async def record(self, kind: str, run_id: str | None, actor: str | None = None,
+                     **data: Any) -> None:
+        body = json.dumps(self.redactor.redact_obj(data), default=str, sort_keys=True)
+        await self._insert(kind, run_id, actor, body)
+
+    @abstractmethod
+    async def _insert(self, kind: str, run_id: str | None, actor: str | None,
+                      body: str) -> None: ...
+
+    @abstractmethod
+    async def story(self, run_id: str) -> list[dict[str, Any]]:
+        """Every row of one run, oldest first, ``data`` decoded."""
+
+    @abstractmethod
+    async def rows(self, kinds: tuple[str, ...] = (), run_id: str | None = None,
+                   limit: int = 200) -> list[dict[str, Any]]:
+        """Rows of these kinds (all kinds when empty), newest first."""
+
+    @abstractmethod
+    async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent runs: id, first and last row time, row count."""
+
+    @abstractmethod
+    async def open_leases(self, since: datetime) -> list[dict[str, Any]]:
+        """Credential leases recorded since ``since`` with no successful revocation (what a
+        crash left open), oldest first: ``{"run_id", "call_id", "data"}`` each."""
+
+
+class Dedupe(ABC):
+    """Remembers delivery ids (Slack ``event_id``, PagerDuty ``X-Webhook-Id``) across restarts."""
+
+    @abstractmethod
+    async def first_time(self, key: str) -> bool:
+        """True exactly once per key (an atomic insert)."""
+
+    @abstractmethod
+    async def prune(self, older_than_s: float = DEDUPE_WINDOW_S) -> int:
+        """Forget keys seen longer ago than that; returns how many."""
+
+
+class Executions(ABC):
+    """The execute guard: a unique row per (run, call) inserted before the side effect."""
+
+    @abstractmethod
+    async def claim(self, run_id: str, call_id: str, action_hash: str, worker: str) -> bool:
+        """True for the first attempt at this call; False when one already started (which may
+        or may not have acted: never repeat it)."""
+
+    @abstractmethod
+    async def finish(self, run_id: str, call_id: str, status: str) -> None: ...
+
+    @abstractmethod
+    async def finished_calls(self, run_id: str) -> set[str]:
+        """Call ids of this run whose execution ended (whatever the outcome)."""
+
+    @abstractmethod
+    async def count(self, run_id: str | None = None) -> int: ...
+
+
+class TokenRows(ABC):
+    """Bearer tokens as stored: an id, the SHA-256 of the secret, the token's record as JSON
+    (the model and its rules live with their users, ``bot/tokens.py``)."""
+
+    @abstractmethod
+    async def add(self, token_id: str, digest: str, record: str) -> None: ...
+
+    @abstractmethod
+    async def get(self, token_id: str) -> tuple[str, str] | None:
+        """``(record, digest)`` of a token, or None."""
+
+    @abstractmethod
+    async def all(self) -> list[str]: ...
+
+    @abstractmethod
+    async def update(self, token_id: str, record: str) -> None: ...
+
+
+class Records(ABC):
+    """Every store of one deployment, and transactions spanning them."""
+
+    tokens: TokenRows
+    runs: RunStore
+    approvals: ApprovalStore
+    audit: AuditLog
+    dedupe: Dedupe
+    executions: Executions
+    mode: str  # "sqlite" or "postgres"
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """Records bound to one transaction: everything written through it (and every job
+        deferred with it) commits together or not at all."""
+
+    @abstractmethod
+    async def ping(self) -> str:
+        """``ok``, or a sentence saying why the database does not answer."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Tx(Records):
+    """A :class:`Records` bound to one open transaction."""
+
+    connection: Any  # the backend's connection (procrastinate defers jobs on it)
+
+    @abstractmethod
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transaction has committed (never if it rolls back)."""
+
+
+def iso(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value

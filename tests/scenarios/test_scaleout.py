@@ -1,0 +1,216 @@
+"""Issue "start here" (scale-out): opsbot as several real processes sharing one PostgreSQL.
+
+Two ingress processes (`opsbot serve --role ingress`) and three workers (`opsbot worker`), the
+Slack emulator, a private Redis whose `INFO commandstats` counts every DEL the sandboxed actions
+send. Forty approval-gated `redis del` runs are requested through both ingresses; every card is
+clicked by two approvers at the same instant through different ingresses; one worker is
+SIGKILLed while it executes an action and another is SIGSTOPped past the stalled-job timeout,
+then continued. Every run must end with exactly one report, every approved action must run at
+most once (exactly once unless its worker died inside it, which is then reported), and no two
+drives of one thread may overlap. With the fences off (test-only setting) the same scenario
+must show a duplicate: the test can see the bug it guards against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.fakes.payloads import SlackClient
+from tests.fakes.server import wait_until
+from tests.fakes.slack import SlackEmulator, slack_emulator  # noqa: F401 (fixture)
+from tests.scenarios.harness import APPROVER, CHANNEL, LEAD, RUN_ID
+from tests.scenarios.process import (  # noqa: F401 (fixture)
+    ROOT,
+    BotProcess,
+    BotProcesses,
+    ProcessHarness,
+    bot_env,
+    bot_processes,
+)
+from tests.services.redis import private_redis
+
+pytestmark = pytest.mark.docker
+HEARTBEAT_S = 0.5  # stalled after 3 × 0.5 + 1 = 2.5 s; swept every second
+
+
+@dataclass
+class Cluster:
+    ingresses: list[ProcessHarness]
+    workers: list[BotProcess]
+    dsn: str
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(sql, args).fetchall()
+
+
+async def start_cluster(processes: BotProcesses, slack: SlackEmulator, dsn: str, redis_url: str,
+                        image: str, tmp: Path, **more: str) -> Cluster:
+    shared = {"OPSBOT_DATABASE_URL": dsn, "OPSBOT_HEARTBEAT_S": str(HEARTBEAT_S),
+              "OPSBOT_QUEUE_POLL_S": "0.2", "OPSBOT_WORKERS": "2", **more}
+    env = lambda name: bot_env(slack, tmp / name, redis_url, image, **shared)  # noqa: E731
+    migrate = subprocess.run([sys.executable, "-m", "bot.cli", "db", "migrate"], env=env("migrate"),
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    ingress = ("serve", "--role", "ingress")
+    started = await asyncio.gather(
+        *(processes.start(env(f"ingress{i}"), args=ingress) for i in range(2)),
+        *(processes.start(env(f"worker{i}"), args=("worker",)) for i in range(3)))
+    clients = [SlackClient(bot.events_url) for bot in started[:2]]
+    harnesses = [ProcessHarness(bot, slack, await client.__aenter__())
+                 for bot, client in zip(started[:2], clients, strict=True)]
+    return Cluster(harnesses, list(started[2:]), dsn)
+
+
+def worker_of(cluster: Cluster, instance: str) -> BotProcess | None:
+    return next((w for w in cluster.workers if w.instance == instance), None)
+
+
+async def in_flight(cluster: Cluster, worker: BotProcess) -> None:
+    """Until ``worker`` has claimed an execution it has not finished: it is inside an action
+    (the row is written with the fences off too; only its guarding is off)."""
+    await wait_until(lambda: cluster.query(
+        "select 1 from executions where worker = %s and finished_at is null", worker.instance),
+        120, lambda: f"worker {worker.instance} never started an action")
+
+
+async def faults(cluster: Cluster, thawed) -> None:
+    """SIGKILL worker 0 inside an action; SIGSTOP worker 1 inside one until ``thawed`` says
+    its stalled job was taken up elsewhere (bounced off the lease, or with the fences off,
+    run again), then SIGCONT it."""
+    killed, frozen = cluster.workers[0], cluster.workers[1]
+    await in_flight(cluster, killed)
+    await killed.kill()
+    await in_flight(cluster, frozen)
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        await wait_until(thawed, 120, lambda: "the frozen worker's job was never taken up")
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+
+
+def bounced(cluster: Cluster) -> bool:
+    """A live worker found a thread's lease held (by the frozen one) and backed off."""
+    return any(e.get("event") == "lease.busy" for w in cluster.workers[2:] for e in w.logs())
+
+
+async def request_and_approve(cluster: Cluster, redis, runs: int,
+                              thawed) -> list[tuple[str, str]]:
+    """``runs`` gated deletes through both ingresses; every card clicked twice at once."""
+    for i in range(runs):
+        redis.set(f"k{i}", "v")
+    a, b = cluster.ingresses
+    for i in range(runs):
+        await cluster.ingresses[i % 2].command(f"redis del keys=k{i}")
+    threads = [await a.run_thread(index=i, timeout=120) for i in range(runs)]
+    cards = await asyncio.gather(*(a.card(t, timeout=120) for t in threads))
+    await wait_until(lambda: len(cluster.query("select 1 from runs where state = 'waiting'")) == runs,
+                     120, lambda: str(cluster.query("select state, count(*) from runs group by 1")))
+    fault = asyncio.create_task(faults(cluster, thawed))
+    await asyncio.gather(*(click for card in cards
+                           for click in (a.click(card, APPROVER), b.click(card, LEAD))))
+    await fault
+    return [(RUN_ID.search(a.slack.message(CHANNEL, t).text).group(1), t) for t in threads]
+
+
+async def settled(cluster: Cluster, runs: int) -> None:
+    await wait_until(lambda: len(cluster.query(
+        "select 1 from runs where state in ('done', 'failed', 'cancelled', 'interrupted')")) == runs,
+        180, lambda: str(cluster.query(
+            "select r.id, r.state, r.thread_id, j.id, j.status, j.attempts, j.worker_id, j.args "
+            "from runs r left join procrastinate_jobs j on j.lock = r.thread_id "
+            "where r.state not in ('done', 'interrupted')")))
+    await wait_until(lambda: not cluster.query(
+        "select 1 from procrastinate_jobs where status in ('todo', 'doing') "
+        "and task_name = 'opsbot.drive'"), 60, lambda: str(cluster.query(
+            "select status, count(*) from procrastinate_jobs group by 1")))
+
+
+def overlaps(cluster: Cluster) -> list[str]:
+    """Pairs of drives of one thread whose spans overlap, from every worker's log."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for worker in cluster.workers:
+        for event in worker.logs():
+            if event.get("event") == "drive.span":
+                spans.setdefault(event["thread_id"], []).append((event["began"], event["ended"]))
+    found = []
+    for thread, mine in spans.items():
+        for (b1, e1), (b2, e2) in itertools.combinations(sorted(mine), 2):
+            if b2 < e1:
+                found.append(f"{thread}: {b1:.3f}-{e1:.3f} and {b2:.3f}-{e2:.3f}")
+    return found
+
+
+def del_calls(redis) -> int:
+    return int(redis.info("commandstats").get("cmdstat_del", {}).get("calls", 0))
+
+
+async def test_forty_runs_two_ingresses_three_workers_a_kill_and_a_freeze(
+        bot_processes: BotProcesses, slack_emulator: SlackEmulator,  # noqa: F811
+        postgres_database, sandbox_image, tmp_path):
+    runs = 40
+    with private_redis(tmp_path / "redis") as server:
+        redis = server.client()
+        cluster = await start_cluster(bot_processes, slack_emulator, postgres_database,
+                                      server.url, sandbox_image, tmp_path)
+        located = await request_and_approve(cluster, redis, runs, lambda: bounced(cluster))
+        await settled(cluster, runs)
+
+        states = dict(cluster.query("select id, state from runs"))
+        interrupted = {r for r, s in states.items() if s == "interrupted"}
+        assert set(states.values()) <= {"done", "interrupted"}, Counter(states.values())
+        assert interrupted, "the SIGKILLed worker was inside an action"
+        a = cluster.ingresses[0]
+        for run_id, thread in located:
+            reports = [m for m in a.slack.thread(CHANNEL, thread) if "*Run `r-" in m.text]
+            assert len(reports) == 1, f"{run_id}: {len(reports)} reports"
+        execs = Counter(r for (r,) in cluster.query(
+            "select run_id from audit where kind = 'sandbox.exec'"))
+        assert all(n == 1 for n in execs.values()), "an action ran twice"
+        done = {r for r, s in states.items() if s == "done"}
+        assert set(execs) >= done
+        keys = dict(cluster.query("select id, split_part(ref->'task'->>'text', '=', 2) from runs"))
+        assert not [r for r in done if redis.exists(keys[r])], "every done run deleted its key"
+        assert del_calls(redis) <= runs, "no DEL sent twice"
+        assert len(cluster.query("select 1 from executions")) == runs
+        assert overlaps(cluster) == []
+        decisions = Counter(r for (r,) in cluster.query(
+            "select run_id from audit where kind = 'approval.decision'"))
+        assert set(decisions.values()) == {1} and len(decisions) == runs
+        notices = [m for _, t in located for m in a.slack.thread(CHANNEL, t)
+                   if "was interrupted" in m.text]
+        assert len(notices) == len(interrupted)
+        already = [e for u in (APPROVER, LEAD) for e in a.slack.ephemerals(u)
+                   if "already approved by" in e.text]
+        assert len(already) == runs, "every second click was told it came too late"
+        ticks = cluster.query("select args->>'timestamp', count(*) from procrastinate_jobs "
+                              "where task_name = 'opsbot.retry_stalled' group by 1")
+        assert ticks and all(n == 1 for _, n in ticks), "each periodic tick fired once"
+
+
+async def test_without_the_fences_the_same_faults_run_an_action_twice(
+        bot_processes: BotProcesses, slack_emulator: SlackEmulator,  # noqa: F811
+        postgres_database, sandbox_image, tmp_path):
+    runs = 20
+    with private_redis(tmp_path / "redis") as server:
+        redis = server.client()
+        cluster = await start_cluster(bot_processes, slack_emulator, postgres_database,
+                                      server.url, sandbox_image, tmp_path,
+                                      OPSBOT_UNSAFE_NO_FENCING="1")
+        # Without the lease, the frozen worker's runs are finished by another worker while it
+        # is stopped; once it continues, it carries on with the actions it had started.
+        everything_final = lambda: len(cluster.query(  # noqa: E731
+            "select 1 from runs where state in ('done', 'interrupted')")) == runs
+        await request_and_approve(cluster, redis, runs, everything_final)
+        await wait_until(lambda: del_calls(redis) > runs, 60,
+                         lambda: f"{del_calls(redis)} DELs for {runs} runs")
