@@ -10,14 +10,15 @@
   lease is retried with backoff and no attempt cap; a shutdown's abort is retried at once.
 * Periodic tasks (stalled-job sweep, approval expiry, dedupe pruning) are deduplicated in the
   database: each fires once per tick however many workers run.
-* ``abort`` finds the ``doing`` job holding the thread's lock and asks procrastinate to abort
-  it (NOTIFY to whichever worker runs it, which cancels the job's task).
+* ``abort`` finds the ``doing`` job driving the run and asks procrastinate to abort it
+  (NOTIFY to whichever worker runs it, which cancels the job's task).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,8 @@ class PgQueue(JobQueue):
         cron = (f"*/{every_s // 60} * * * *" if every_s >= 60 else f"* * * * * */{every_s}")
 
         async def tick(timestamp: int) -> None:
+            if time.time() - timestamp > max(every_s, 5):
+                return  # a worker frozen past its tick deferred it late: a live one did it
             try:
                 await work()
             except Exception:  # noqa: BLE001 - the next tick tries again
@@ -130,9 +133,9 @@ class PgQueue(JobQueue):
 
     async def abort(self, run_id: str, thread_id: str) -> bool:
         rows = await self.app.connector.execute_query_all_async(
-            query="select id from procrastinate_jobs where lock = %(lock)s "
-                  "and status = 'doing' and task_name = %(task)s",
-            lock=thread_id, task=DRIVE)
+            query="select id from procrastinate_jobs where status = 'doing' "
+                  "and task_name = %(task)s and args->'job'->>'run_id' = %(run)s",
+            run=run_id, task=DRIVE)
         told = False
         for row in rows:
             told |= await self.app.job_manager.cancel_job_by_id_async(row["id"], abort=True)

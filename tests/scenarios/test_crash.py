@@ -100,7 +100,8 @@ async def test_sigkill_mid_action_is_reaped_and_reported(
                                              if f"Run `{run_id}` was interrupted" in m.text], 20)
     assert "Nothing is retried automatically" in notice[0].text
     assert f"`{run_id}` · interrupted" in h.slack.message(CHANNEL, thread).text
-    assert audit.run_state(run_id) == "interrupted"
+    await wait_until(lambda: audit.run_state(run_id) == "interrupted", 20,  # recorded last
+                     lambda: f"run {run_id} is {audit.run_state(run_id)}")
     assert audit.rows("credential.lease", run_id) and not audit.rows("sandbox.exec", run_id)
     assert [r["data"]["state"] for r in audit.rows("run.state", run_id)] == ["interrupted"]
 

@@ -54,7 +54,7 @@ async def test_restart_is_previewed_approved_and_prod_is_out_of_reach(
         restarted = await h.report(thread)
         await h.command(f"docker stop name={db.name}")
         denied = await h.report(await h.run_thread(2))
-        story = h.bot.runtime.audit.story(RUN_ID.search(restarted.text).group(1))
+        story = await h.bot.runtime.audit.story(RUN_ID.search(restarted.text).group(1))
 
     assert " up" in logs.text and "done" in logs.text
     preview = next(b["text"]["text"] for b in card.blocks

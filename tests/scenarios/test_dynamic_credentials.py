@@ -69,7 +69,7 @@ async def test_each_redis_action_logs_in_as_a_user_of_its_own_that_is_gone_after
         thread = await h.run_thread(1)
         await h.click(await h.card(thread), APPROVER)
         deleted = await h.report(thread)
-        stories = [h.bot.runtime.audit.story(RUN_ID.search(m.text).group(1))
+        stories = [await h.bot.runtime.audit.story(RUN_ID.search(m.text).group(1))
                    for m in (info, deleted)]
 
     assert "redis_version:" in info.text and "Deleted 1 of 1 keys" in deleted.text
@@ -109,7 +109,7 @@ async def test_terminate_is_gated_previewed_approved_and_ends_exactly_that_backe
         await h.click(card, REQUESTER)  # tier 4: not by the requester
         await h.click(card, APPROVER)
         done = await h.report(thread)
-        story = h.bot.runtime.audit.story(RUN_ID.search(done.text).group(1))
+        story = await h.bot.runtime.audit.story(RUN_ID.search(done.text).group(1))
 
     assert "read-only transaction" in refused.text
     assert "update accounts set balance = 7 where id = 3" in preview_of(card)

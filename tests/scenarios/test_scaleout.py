@@ -36,6 +36,7 @@ from tests.scenarios.process import (  # noqa: F401 (fixture)
     ProcessHarness,
     bot_env,
     bot_processes,
+    leftovers,
 )
 from tests.services.redis import private_redis
 
@@ -55,7 +56,7 @@ class Cluster:
 
 
 async def start_cluster(processes: BotProcesses, slack: SlackEmulator, dsn: str, redis_url: str,
-                        image: str, tmp: Path, **more: str) -> Cluster:
+                        image: str, tmp: Path, workers: int = 3, **more: str) -> Cluster:
     shared = {"OPSBOT_DATABASE_URL": dsn, "OPSBOT_HEARTBEAT_S": str(HEARTBEAT_S),
               "OPSBOT_QUEUE_POLL_S": "0.2", "OPSBOT_WORKERS": "2", **more}
     env = lambda name: bot_env(slack, tmp / name, redis_url, image, **shared)  # noqa: E731
@@ -65,7 +66,7 @@ async def start_cluster(processes: BotProcesses, slack: SlackEmulator, dsn: str,
     ingress = ("serve", "--role", "ingress")
     started = await asyncio.gather(
         *(processes.start(env(f"ingress{i}"), args=ingress) for i in range(2)),
-        *(processes.start(env(f"worker{i}"), args=("worker",)) for i in range(3)))
+        *(processes.start(env(f"worker{i}"), args=("worker",)) for i in range(workers)))
     clients = [SlackClient(bot.events_url) for bot in started[:2]]
     harnesses = [ProcessHarness(bot, slack, await client.__aenter__())
                  for bot, client in zip(started[:2], clients, strict=True)]
@@ -193,9 +194,6 @@ async def test_forty_runs_two_ingresses_three_workers_a_kill_and_a_freeze(
         already = [e for u in (APPROVER, LEAD) for e in a.slack.ephemerals(u)
                    if "already approved by" in e.text]
         assert len(already) == runs, "every second click was told it came too late"
-        ticks = cluster.query("select args->>'timestamp', count(*) from procrastinate_jobs "
-                              "where task_name = 'opsbot.retry_stalled' group by 1")
-        assert ticks and all(n == 1 for _, n in ticks), "each periodic tick fired once"
 
 
 async def test_without_the_fences_the_same_faults_run_an_action_twice(
@@ -214,3 +212,35 @@ async def test_without_the_fences_the_same_faults_run_an_action_twice(
         await request_and_approve(cluster, redis, runs, everything_final)
         await wait_until(lambda: del_calls(redis) > runs, 60,
                          lambda: f"{del_calls(redis)} DELs for {runs} runs")
+
+
+async def test_cancel_through_one_ingress_stops_a_run_held_behind_the_other(
+        bot_processes: BotProcesses, slack_emulator: SlackEmulator,  # noqa: F811
+        postgres_database, sandbox_image, docker_client, tmp_path):
+    """A read blocks inside its container (the test pauses its Redis); `/ops cancel` sent to
+    the other ingress reaches the worker that holds the run, which stops it. Meanwhile the two
+    workers' periodic sweep fires once per tick, not once per worker."""
+    with private_redis(tmp_path / "redis") as server:
+        cluster = await start_cluster(bot_processes, slack_emulator, postgres_database,
+                                      server.url, sandbox_image, tmp_path, workers=2)
+        server.client().execute_command("CLIENT", "PAUSE", "30000")
+        a, b = cluster.ingresses
+        await a.command("redis info")
+        thread = await a.run_thread(timeout=60)
+        await a.slack.wait_for(lambda: "Running `redis info` in the sandbox"
+                               in a.slack.message(CHANNEL, thread).text, 60)
+        run_id = RUN_ID.search(a.slack.message(CHANNEL, thread).text).group(1)
+        await b.command(f"cancel {run_id}")
+        said = await b.slack.wait_for(lambda: [r for r in b.slack.responses()
+                                               if run_id in str(r.body)], 30)
+        assert "cancelled" in str(said[-1].body)
+        report = await a.report(thread, timeout=30)
+        assert "cancelled by <@UREQ1>" in report.text
+        assert cluster.query("select state from runs where id = %s", run_id) == [("cancelled",)]
+        await wait_until(lambda: not [c for w in cluster.workers
+                                      for c in leftovers(docker_client, w.instance)
+                                      .containers.values() if run_id in str(c["Names"])],
+                         30, lambda: "the cancelled action's container is still there")
+        ticks = cluster.query("select args->>'timestamp', count(*) from procrastinate_jobs "
+                              "where task_name = 'opsbot.retry_stalled' group by 1")
+        assert len(ticks) >= 3 and all(n == 1 for _, n in ticks), ticks

@@ -52,7 +52,7 @@ async def test_declared_commands_run_over_ssh_from_the_sandbox(
         assert not FLAG.exists(), "nothing ran before the approval"
         await h.click(card, APPROVER)
         raised = await h.report(thread)
-        story = h.bot.runtime.audit.story(RUN_ID.search(raised.text).group(1))
+        story = await h.bot.runtime.audit.story(RUN_ID.search(raised.text).group(1))
 
     assert "hello-from-the-sandbox" in echoed.text and "done" in echoed.text
     assert f"touch {FLAG}" in h.card_state(card).text or f"touch {FLAG}" in str(card.blocks)
