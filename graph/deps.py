@@ -70,8 +70,9 @@ class Limits:
 
 
 class RunSlots:
-    """At most ``limit`` sandboxed actions (or previews) of one run at a time; the rest wait
-    their turn. The sandbox runner caps the whole process the same way.
+    """At most ``limit`` holders per key at a time; the rest wait their turn. Keyed by run: at
+    most so many sandboxed actions (or previews) of one run (the sandbox runner caps the whole
+    process the same way); keyed by thread with a limit of one: the embedded lease.
 
     Usage::
 

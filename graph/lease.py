@@ -15,14 +15,14 @@ checkpoint under it.
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from psycopg import AsyncConnection
+
+from graph.deps import RunSlots
 
 log = structlog.get_logger("opsbot.lease")
 
@@ -37,24 +37,14 @@ class Lease(ABC):
 
 
 class LocalLease(Lease):
-    """One asyncio lock per thread, dropped when nobody holds or waits for it (a long-lived bot
-    doesn't keep one per Slack thread ever seen)."""
+    """One gate of one per thread (:class:`graph.deps.RunSlots`, which drops a gate nobody
+    holds or waits for: a long-lived bot doesn't keep one per Slack thread ever seen)."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: Counter[str] = Counter()
+        self._gates = RunSlots()
 
-    @asynccontextmanager
-    async def hold(self, thread_id: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(thread_id, asyncio.Lock())
-        self._users[thread_id] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[thread_id] -= 1
-            if not self._users[thread_id]:
-                del self._users[thread_id], self._locks[thread_id]
+    def hold(self, thread_id: str) -> AbstractAsyncContextManager[None]:
+        return self._gates.hold(thread_id, 1)
 
 
 class PgLease(Lease):
