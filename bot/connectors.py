@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from bot.errors import ConfigError
 from bot.settings import Settings
-from graph.mcp import Discovery, MCPConfigError, MCPFile, load_servers
-from graph.records import AuditLog
+from graph.mcp import Discovery, Follower, MCPConfigError, MCPFile, load_servers
+from graph.records import AuditLog, Listings
 from sandbox import messages
 from sandbox.credentials import CredentialBroker
 from sandbox.credentials.docker import DockerToken
@@ -172,13 +172,24 @@ def mcp_servers(settings: Settings) -> MCPFile | None:
         raise ConfigError(f"OPSBOT_MCP: {e}") from None
 
 
+async def follow(servers: MCPFile | None, catalog: Catalog, listings: Listings,
+                 stack: AsyncExitStack) -> None:
+    """An ingress process's MCP toolsets: what the workers listed, reloaded every 10 s."""
+    if servers is None or not servers.servers:
+        return
+    follower = Follower(servers, catalog, listings)
+    await follower.load()
+    task = asyncio.create_task(follower.follow(), name="mcp-follower")
+    stack.callback(task.cancel)
+
+
 async def discover(servers: MCPFile | None, catalog: Catalog, sandbox: SandboxRunner,
-                   broker: CredentialBroker, audit: AuditLog, stack: AsyncExitStack
-                   ) -> Discovery | None:
+                   broker: CredentialBroker, audit: AuditLog, stack: AsyncExitStack,
+                   listings: Listings | None = None) -> Discovery | None:
     """List the MCP servers' tools into the catalog (at start, then every refresh interval)."""
     if servers is None or not servers.servers:
         return None
-    discovery = Discovery(servers, catalog, sandbox, broker, audit)
+    discovery = Discovery(servers, catalog, sandbox, broker, audit, listings)
     await discovery.refresh()
     refresher = asyncio.create_task(discovery.refresher(), name="mcp-refresher")
     stack.callback(refresher.cancel)

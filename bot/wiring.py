@@ -32,6 +32,7 @@ from pydantic import SecretStr, ValidationError
 from bot.connectors import (
     connector_configs,
     discover,
+    follow,
     install_shell,
     mark_pulumi,
     mcp_servers,
@@ -253,6 +254,8 @@ async def runtime(
                      RunManager(records, queue, surface))
         if role.works:
             await _tools(rt, stack)
+        else:  # MCP tools as the workers listed them (an ingress runs no sandbox)
+            await follow(mcp_servers(settings), catalog, records.listings, stack)
         rt.policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
         protect(settings, rt.policy)  # opsbot's tokens and the policy's secret shapes
         if role.works:
@@ -294,7 +297,7 @@ async def _tools(rt: Runtime, stack: AsyncExitStack) -> None:
     # what killed predecessors' actions left open (their containers were just reaped)
     await revoke_orphaned(rt.records.audit, rt.broker, rt.sandbox.instances.died_here)
     rt.mcp = await discover(mcp_servers(settings), rt.catalog, rt.sandbox, rt.broker,
-                            rt.records.audit, stack)
+                            rt.records.audit, stack, rt.records.listings)
     await start_docker(settings, rt.catalog, rt.broker, stack)
     await mark_pulumi(rt.catalog, rt.sandbox)
 

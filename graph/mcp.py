@@ -17,6 +17,10 @@ untrusted code: it never runs on opsbot's host), with the secrets its entry refe
 for that listing, and installs the result in the catalog with :func:`tools.mcp.build_toolset`.
 A server that cannot be listed keeps its previous tools (or none, at boot) and says why in
 ``/ops help``; :meth:`Discovery.refresher` lists again every ``refresh`` interval.
+
+Each listing is also written to the records; an ingress process (which runs no sandbox) builds
+the same toolsets from them with :class:`Follower`, so ``/ops <server> <tool>`` and ``/mcp``
+know every tool whichever process takes the request.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from graph.records import AuditLog
+from graph.records import AuditLog, Listings
 from graph.deps import Broker, Executor
 from graph.policy.schema import parse_duration
 from sandbox.protocol import SandboxRequest
@@ -121,12 +125,13 @@ class Discovery:
     """Lists the declared servers' tools in the sandbox and keeps the catalog's copy current."""
 
     def __init__(self, spec: MCPFile, catalog: Catalog, executor: Executor, broker: Broker,
-                 audit: AuditLog):
+                 audit: AuditLog, listings: Listings | None = None):
         self.spec = spec
         self.catalog = catalog
         self.executor = executor
         self.broker = broker
         self.audit = audit
+        self.listings = listings
         self.problems: dict[str, str] = {}
         self._round = 0
 
@@ -158,6 +163,8 @@ class Discovery:
         skipped = rejected(entry, specs)
         toolset = build_toolset(entry, specs)
         self.catalog.install(toolset, entry)
+        if self.listings is not None:
+            await self.listings.save(entry.name, [s.model_dump(mode="json") for s in specs])
         log.info("mcp.listed", server=entry.name, tools=[a.name for a in toolset.actions],
                  skipped=skipped)
 
@@ -185,6 +192,35 @@ class Discovery:
             return [ToolSpec.model_validate(item) for item in result.data or []], ""
         except ValidationError:
             return None, f"the MCP server `{entry.name}` listed its tools in a malformed shape."
+
+
+class Follower:
+    """An ingress process's copy of the MCP toolsets, from the listings workers recorded."""
+
+    NOT_LISTED = "no worker has listed its tools yet"
+
+    def __init__(self, spec: MCPFile, catalog: Catalog, listings: Listings, every_s: float = 10):
+        self.spec = spec
+        self.catalog = catalog
+        self.listings = listings
+        self.every_s = every_s
+
+    async def load(self) -> None:
+        listed = await self.listings.all()
+        for entry in self.spec.servers:
+            if entry.name in listed:
+                specs = [ToolSpec.model_validate(t) for t in listed[entry.name]]
+                self.catalog.install(build_toolset(entry, specs), entry)
+            elif entry.name not in self.catalog.toolsets:
+                self.catalog.install(_unavailable(entry, self.NOT_LISTED), entry)
+
+    async def follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                await self.load()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("mcp.follow_failed")
 
 
 def _unavailable(entry: ServerEntry, problem: str) -> Toolset[ServerEntry]:

@@ -24,10 +24,11 @@ from graph.records.base import (
     AuditLog,
     Dedupe,
     Executions,
+    Listings,
     Records,
     RunStore,
     TokenRows,
     Tx,
 )
 
-__all__ = ["AuditLog", "Dedupe", "Executions", "Records", "RunStore", "TokenRows", "Tx"]
+__all__ = ["AuditLog", "Dedupe", "Executions", "Listings", "Records", "RunStore", "TokenRows", "Tx"]

@@ -158,10 +158,22 @@ class TokenRows(ABC):
     async def update(self, token_id: str, record: str) -> None: ...
 
 
+class Listings(ABC):
+    """The tools each MCP server listed when a worker last asked it (JSON-shaped tool specs):
+    ingress processes, which run no sandbox, build the same catalog from these."""
+
+    @abstractmethod
+    async def save(self, server: str, tools: list[dict[str, Any]]) -> None: ...
+
+    @abstractmethod
+    async def all(self) -> dict[str, list[dict[str, Any]]]: ...
+
+
 class Records(ABC):
     """Every store of one deployment, and transactions spanning them."""
 
     tokens: TokenRows
+    listings: Listings
     runs: RunStore
     approvals: ApprovalStore
     audit: AuditLog

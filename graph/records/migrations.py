@@ -53,6 +53,11 @@ create table tokens (
     id text primary key, digest text not null, record jsonb not null,
     created_at timestamptz not null default now());
 """),
+    (2, "MCP servers' tool listings, shared with ingress processes", """
+create table mcp_listings (
+    server text primary key, tools jsonb not null,
+    updated_at timestamptz not null default now());
+"""),
 ]
 
 

@@ -27,6 +27,7 @@ from graph.records.base import (
     AuditLog,
     Dedupe,
     Executions,
+    Listings,
     Records,
     RunRow,
     RunStore,
@@ -268,6 +269,20 @@ class PgTokens(TokenRows):
                           [record, token_id])
 
 
+class PgListings(Listings):
+    def __init__(self, db: _Conn):
+        self.db = db
+
+    async def save(self, server: str, tools: list[dict[str, Any]]) -> None:
+        await self.db.run("insert into mcp_listings (server, tools) values (%s, %s) on conflict "
+                          "(server) do update set tools = excluded.tools, updated_at = now()",
+                          [server, Jsonb(tools)])
+
+    async def all(self) -> dict[str, list[dict[str, Any]]]:
+        return {r["server"]: r["tools"] for r in await self.db.all(
+            "select server, tools from mcp_listings")}
+
+
 class PgRecords(Records):
     mode = "postgres"
 
@@ -332,6 +347,7 @@ def _bind(records: Records, db: _Conn) -> None:
     records.dedupe = PgDedupe(db)
     records.executions = PgExecutions(db)
     records.tokens = PgTokens(db)
+    records.listings = PgListings(db)
 
 
 def _lock(lock: bool) -> str:

@@ -25,6 +25,7 @@ from graph.records.base import (
     AuditLog,
     Dedupe,
     Executions,
+    Listings,
     Records,
     RunRow,
     RunStore,
@@ -56,6 +57,8 @@ create trigger if not exists audit_no_update before update on audit
     begin select raise(abort, 'the audit log is append-only'); end;
 create trigger if not exists audit_no_delete before delete on audit
     begin select raise(abort, 'the audit log is append-only'); end;
+create table if not exists mcp_listings (server text primary key, tools text not null,
+    updated_at text not null);
 create table if not exists tokens (id text primary key, digest text not null, record text not null);
 create table if not exists executions (
     run_id text not null, call_id text not null, action_hash text not null, worker text,
@@ -292,6 +295,19 @@ class SqliteTokens(TokenRows):
         await self.db.run("update tokens set record = ? where id = ?", [record, token_id])
 
 
+class SqliteListings(Listings):
+    def __init__(self, db: _Db):
+        self.db = db
+
+    async def save(self, server: str, tools: list[dict[str, Any]]) -> None:
+        await self.db.run("insert or replace into mcp_listings (server, tools, updated_at) "
+                          "values (?, ?, ?)", [server, json.dumps(tools), _now()])
+
+    async def all(self) -> dict[str, list[dict[str, Any]]]:
+        rows = await self.db.all("select server, tools from mcp_listings")
+        return {r["server"]: json.loads(r["tools"]) for r in rows}
+
+
 class SqliteRecords(Records):
     mode = "sqlite"
 
@@ -309,6 +325,7 @@ class SqliteRecords(Records):
         self.dedupe = SqliteDedupe(db)
         self.executions = SqliteExecutions(db)
         self.tokens = SqliteTokens(db)
+        self.listings = SqliteListings(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -347,7 +364,7 @@ class _SqliteTx(Tx):
     def __init__(self, records: SqliteRecords):
         self.runs, self.approvals, self.audit = records.runs, records.approvals, records.audit
         self.dedupe, self.executions = records.dedupe, records.executions
-        self.tokens = records.tokens
+        self.tokens, self.listings = records.tokens, records.listings
         self.connection = records.db.conn
         self.callbacks: list[Callable[[], None]] = []
 
