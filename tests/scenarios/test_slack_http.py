@@ -186,3 +186,22 @@ async def _watch_sandbox_containers(seen: dict[str, dict], instance: str) -> Non
             await asyncio.sleep(0.02)
     finally:
         client.close()
+
+
+async def test_readyz_says_what_is_missing_while_healthz_stays_up(slack_emulator, redis_server,
+                                                                   sandbox_image, tmp_path):
+    """Readiness is 503 with the reason until what a worker needs answers: here the sandbox
+    image was never built. Liveness stays 200 (restarting would not build the image)."""
+    import aiohttp
+
+    from tests.scenarios.harness import harness, settings_for
+
+    settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data",
+                            sandbox_image="opsbot-sandbox:never-built")
+    async with harness(settings, slack_emulator) as h, aiohttp.ClientSession() as session:
+        async with session.get(f"{h.bot.url}/readyz") as r:
+            body = await r.json()
+            assert r.status == 503 and set(body["problems"]) == {"sandbox"}
+            assert "opsbot sandbox build" in body["problems"]["sandbox"]
+        async with session.get(f"{h.bot.url}/healthz") as r:
+            assert r.status == 200
