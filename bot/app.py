@@ -18,18 +18,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import BotDeps
 from bot.listeners import register_all
+from bot.metrics import CountingWebClient, RateLimitCounter
 from bot.settings import Settings
 
 
 def slack_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """The Web API client; pass one long-lived ``session`` so calls reuse connections."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return AsyncWebClient(
+    return CountingWebClient(
         token=token,
         base_url=settings.slack_api_url,
         session=session,
         timeout=15,
         retry_handlers=[
+            RateLimitCounter(),  # counts every 429, retries nothing itself
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=8),
         ],

@@ -35,6 +35,7 @@ from bot.runbooks import runbooks_for
 from bot.settings import Settings
 from bot.slack_surface import SlackSurface
 from bot.mcp_server import McpDeps
+from bot.metrics import scrape_time
 from bot.mcp_server import endpoint as mcp_endpoint
 from bot.web import build_web, pagerduty_handler, slack_handler
 from bot.wiring import Role, Runtime, runtime
@@ -80,7 +81,8 @@ async def running_bot(
             pd = (pagerduty_handler(pd_secret.get_secret_value(), rt.records.dedupe, incidents)
                   if pd_secret else None)
         scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-        web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client), mcp, scrape),
+        web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client), mcp, scrape,
+                                             scrape_time(rt.queue, rt.records)),
                                    access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)

@@ -100,7 +100,7 @@ def pagerduty_handler(secret: str, dedupe, incidents) -> Handler:
 
 
 def _pd(response: web.Response, outcome: str) -> web.Response:
-    metrics.PAGERDUTY_EVENTS.labels(outcome=outcome).inc()
+    metrics.webhook("pagerduty", outcome)
     return response
 
 
@@ -129,6 +129,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 METRICS_TOKEN = web.AppKey("metrics_token", str)
+REFRESH = web.AppKey("metrics_refresh", metrics.Refresh)
 METRICS_UNAUTHORISED = "GET /metrics needs Authorization: Bearer <OPSBOT_METRICS_TOKEN>"
 
 
@@ -140,6 +141,8 @@ async def prometheus(request: web.Request) -> web.Response:
         return web.json_response(
             {"ok": False, "error": METRICS_UNAUTHORISED}, status=401,
             headers={"WWW-Authenticate": 'Bearer realm="opsbot metrics"'})
+    if REFRESH in request.app:
+        await request.app[REFRESH]()
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -152,8 +155,11 @@ def _bearer(request: web.Request, token: str) -> bool:
 def build_web(
     slack: Handler | None, pagerduty: Handler | None, ready: Readiness | None = None,
     mcp: Handler | None = None, metrics_token: str | None = None,
+    refresh: metrics.Refresh | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
+    if refresh is not None:
+        app[REFRESH] = refresh
     if ready is not None:
         app[READY] = ready
     if metrics_token:

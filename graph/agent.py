@@ -24,7 +24,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from graph import commands
+from graph import commands, metrics
 from graph.deps import GraphDeps
 from graph.nodes import GraphState, emit, task_of
 from graph.policy import Verdict
@@ -124,6 +124,7 @@ class Agent:
             reply = await self.deps.llm.bind_tools(self.tools()).ainvoke(
                 [SystemMessage(SYSTEM), *history])
         except Exception as e:  # noqa: BLE001 - the endpoint's failure is the run's answer
+            metrics.llm_call(self.deps.model_name, "error")
             emit({"step": "llm", "text": "Thinking", "state": StepState.FAILED,
                   "detail": _llm_failure(e)})
             return _llm_error(e)
@@ -135,6 +136,7 @@ class Agent:
 
     async def _audit(self, state: GraphState, reply: AIMessage, seconds: float) -> None:
         used = reply.usage_metadata or {}
+        metrics.llm_call(self.deps.model_name, "ok", dict(used), cost(self.deps.model_name, used))
         await self.deps.audit.record(
             "llm.call", state["run_id"], model=self.deps.model_name,
             round=state.get("rounds", 0) + 1, input_tokens=used.get("input_tokens", 0),

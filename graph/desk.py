@@ -24,6 +24,7 @@ import structlog
 from approvals.models import ApprovalRequest, ApprovalStatus
 from approvals.rules import ApproverRule
 from approvals.store import VoteOutcome
+from graph import metrics
 from graph.commands import clean
 from graph.queue import Job, JobKind, JobQueue, lane_for
 from graph.records import Records, Tx
@@ -112,6 +113,7 @@ class ApprovalDesk:
                                   status=status.value)
             await self._resume(tx, run, done)
             closed.append(done)
+            tx.after_commit(lambda done=done: metrics.approval_decided(done, self.clock()))
         return closed
 
     async def update_cards(self, run: RunRef, requests: list[ApprovalRequest]) -> None:
@@ -153,6 +155,7 @@ class ApprovalDesk:
                                   hash=request.action_hash)
             if found is not None:
                 await self._resume(tx, found[0], request)
+            tx.after_commit(lambda: metrics.approval_decided(request, self.clock()))
         return found[0] if found else None
 
     async def _resume(self, tx: Tx, run: RunRef, request: ApprovalRequest) -> None:
@@ -171,6 +174,7 @@ class ApprovalDesk:
             action=request.canonical, hash=request.action_hash,
             approvers=request.rule.model_dump(mode="json"),
             expires_at=request.expires_at.isoformat())
+        metrics.APPROVALS_REQUESTED.labels(str(request.tier)).inc()
 
     def _request(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> ApprovalRequest:
         review, call = value["review"], value["call"]

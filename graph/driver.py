@@ -33,6 +33,7 @@ import structlog
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from graph import metrics
 from graph.desk import ApprovalDesk
 from graph.lease import Lease
 from graph.nodes import GraphState
@@ -272,6 +273,7 @@ class Driver:
         await self.records.audit.record("report", run.run_id, state=report.state.value,
                                         headline=report.headline,
                                         calls=[c.model_dump() for c in report.calls])
+        metrics.run_ended(run.task, lane_for(run.task).value, report.state.value)
 
     # helpers -----------------------------------------------------------------------------
 

@@ -36,6 +36,12 @@ from graph.records import Tx
 
 log = structlog.get_logger("opsbot.queue")
 DRIVE = "opsbot.drive"
+DEPTH = """select j.queue_name as lane, count(*) as jobs,
+       extract(epoch from now() - min(e.at)) as age
+  from procrastinate_jobs j
+  left join lateral (select min(at) as at from procrastinate_events
+                     where job_id = j.id and type = 'deferred') e on true
+ where j.status = 'todo' group by j.queue_name"""
 LANES = [lane.value for lane in (Lane.MAINTENANCE, Lane.INCIDENT, Lane.CHAT, Lane.SCHEDULED)]
 
 
@@ -166,6 +172,10 @@ class PgQueue(JobQueue):
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(idle(), timeout)
+
+    async def depth(self) -> dict[str, tuple[int, float]]:
+        rows = await self.app.connector.execute_query_all_async(query=DEPTH)
+        return {r["lane"]: (int(r["jobs"]), float(r["age"] or 0)) for r in rows}
 
     async def _drive(self, job: dict[str, Any]) -> None:
         assert self._handler is not None, "the queue was not started with a handler"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -102,6 +103,10 @@ class JobQueue(ABC):
     async def drain(self, timeout: float = 30) -> None:
         """Wait until every queued job has run (tests, graceful shutdown)."""
 
+    async def depth(self) -> dict[str, tuple[int, float]]:
+        """``{lane: (jobs waiting, age of the oldest in seconds)}`` for lanes with jobs."""
+        return {}
+
 
 class LocalQueue(JobQueue):
     """Embedded mode: a priority queue and ``workers`` asyncio tasks in this process."""
@@ -112,12 +117,22 @@ class LocalQueue(JobQueue):
         self._order = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[None]] = {}  # run id -> the job task driving it
+        self._waiting: dict[int, tuple[Lane, float]] = {}  # order -> lane, when queued
 
     async def defer(self, tx: Tx, job: Job) -> None:
         tx.after_commit(lambda: self.put(job))
 
     def put(self, job: Job) -> None:
-        self._queue.put_nowait((-PRIORITY[job.lane], next(self._order), job))
+        order = next(self._order)
+        self._waiting[order] = (job.lane, time.time())
+        self._queue.put_nowait((-PRIORITY[job.lane], order, job))
+
+    async def depth(self) -> dict[str, tuple[int, float]]:
+        now, lanes = time.time(), {}
+        for lane, queued in self._waiting.values():
+            jobs, age = lanes.get(lane.value, (0, 0.0))
+            lanes[lane.value] = (jobs + 1, max(age, now - queued))
+        return lanes
 
     async def abort(self, run_id: str, thread_id: str) -> bool:
         task = self._running.get(run_id)
@@ -141,7 +156,8 @@ class LocalQueue(JobQueue):
 
     async def _work(self, handler: Handler) -> None:
         while True:
-            _, _, job = await self._queue.get()
+            _, order, job = await self._queue.get()
+            self._waiting.pop(order, None)
             structlog.contextvars.clear_contextvars()
             task = asyncio.create_task(handler(job))
             self._running[job.run_id] = task

@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 import structlog
 
 from approvals.models import ApprovalRequest, ApprovalStatus
+from graph import metrics
 from graph.desk import ApprovalDesk
 from graph.driver import Checklists
-from graph.queue import JobQueue, start_job
+from graph.queue import JobQueue, lane_for, start_job
 from graph.records import Records, Tx
 from graph.records.base import RunRow
 from graph.surface import Report, RunRef, RunState, StepState, Surface
@@ -82,6 +83,7 @@ class RunManager:
                 "task", run.run_id, task.user, source=task.source.value, channel=task.channel,
                 text=task.text, alert=task.alert.model_dump(exclude={"raw"}) if task.alert else None)
             await self.queue.defer(tx, start_job(run))
+        metrics.run_started(task, lane_for(task).value)
         return run
 
     # stopping ----------------------------------------------------------------------------

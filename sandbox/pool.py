@@ -138,6 +138,15 @@ class WarmPool:
     def ready(self, kind: str) -> int:
         return len(self._ready[kind])
 
+    def sizes(self) -> dict[str, int]:
+        """Ready boxes per kind, a toolset's own kinds under its family (for metrics)."""
+        sizes: dict[str, int] = {}
+        for name, boxes in self._ready.items():
+            kind = self._kinds.get(name)
+            label = (kind.family or name) if kind else name
+            sizes[label] = sizes.get(label, 0) + len(boxes)
+        return sizes
+
     async def wait_ready(self) -> None:
         """Until the fills under way finish (tests and benchmarks use this)."""
         while self._filling:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from pydantic import ValidationError
 
-from sandbox import messages
+from sandbox import messages, metrics
 from sandbox.box import Box, HostsFileError, Provisioner, slug
 from sandbox.config import SandboxConfig
 from sandbox.egress import EgressError, named_hosts
@@ -60,6 +60,7 @@ class SandboxRunner:
         self.image = image
         self.provisioner = Provisioner(engine, firewall, config, image)
         self.pool = WarmPool(self.provisioner, config.instance, config.warm_pool)
+        metrics.POOLS.add(self.pool)
         self._image_ok = False
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -145,6 +146,7 @@ class SandboxRunner:
             if box is not None:
                 self._later(self.provisioner.destroy(box))
         self._log(request, outcome)
+        metrics.sandbox_ran(outcome.pooled, outcome.phases, outcome.result.status.value)
         return outcome
 
     async def _refusal(self) -> str | None:

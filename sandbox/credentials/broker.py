@@ -38,6 +38,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from sandbox import metrics
 from sandbox.credentials.database import Database
 from sandbox.credentials.kinds import Grant, IssueContext, Kind, Need, now, stanza
 from sandbox.credentials.ssh import SSH
@@ -191,11 +192,16 @@ class CredentialBroker:
         needs = plan(secrets, self._kinds)
         lease = Lease(run_id, call_id, names=tuple(r.name for r in secrets),
                       instance=self.instance)
-        if any(self._kinds[n.kind].uses_vault for n in needs):
-            ttl = math.ceil(ttl_s + self._require_vault().config.ttl_margin_s)
-            values = await self._issue_in_thread(lease, needs, ttl)
-        else:
-            values = self._issue(lease, needs, math.ceil(ttl_s))
+        try:
+            if any(self._kinds[n.kind].uses_vault for n in needs):
+                ttl = math.ceil(ttl_s + self._require_vault().config.ttl_margin_s)
+                values = await self._issue_in_thread(lease, needs, ttl)
+            else:
+                values = self._issue(lease, needs, math.ceil(ttl_s))
+        except VaultError:
+            metrics.FAILURES.labels("mint").inc()
+            raise
+        metrics.counted(metrics.MINTED, (str(n.kind) for n in needs))
         lease.values.update({name: SecretStr(v) for name, v in values.items()})
         log.info("vault.lease.minted", **_log_fields(lease))
         return lease
@@ -217,6 +223,9 @@ class CredentialBroker:
             lease.revoked_at = now()
         if lease.revoked_at is not None:
             log.info("vault.lease.revoked", **_log_fields(lease))
+            metrics.counted(metrics.REVOKED, (g.kind for g in lease.grants))
+        else:
+            metrics.FAILURES.labels("revoke").inc()
 
     async def revoke_open(self, rows: list[dict[str, Any]]) -> list[Lease]:
         """Revoke leases a crashed opsbot left (audit rows with no revocation, of instances the
