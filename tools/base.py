@@ -116,6 +116,7 @@ class SecretKind(StrEnum):
     DATABASE = "database"  # a database user created for the action (Vault database engine)
     SSH = "ssh"  # an SSH certificate signed for the action (Vault SSH engine)
     DOCKER = "docker"  # a token for opsbot's Docker API proxy, scoped to the action's requests
+    VAULT = "vault"  # a Vault token whose policy grants the action's metadata paths alone
 
 
 class SecretRef(BaseModel):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import secrets as _random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,17 +39,23 @@ from pydantic import SecretStr
 
 from sandbox import metrics
 from sandbox.credentials.database import Database
-from sandbox.credentials.kinds import Grant, IssueContext, Kind, Need, now, stanza
+from sandbox.credentials.kinds import (
+    Grant,
+    IssueContext,
+    Kind,
+    Need,
+    now,
+    policy_name,
+    stanza,
+)
 from sandbox.credentials.ssh import SSH
 from sandbox.credentials.stored import KV, Static
 from sandbox.credentials.vault import NOT_RUN, Vault, VaultConfig, VaultError
+from sandbox.credentials.vault_token import VaultToken
 from tools.base import SecretKind, SecretRef
 from tools.secrets import REDACTOR
 
 log = structlog.get_logger(__name__)
-
-POLICY_PREFIX = "opsbot-action-"
-_SLUG = re.compile(r"[^a-z0-9]+")
 
 # sudo on auth/token/create lets a non-root token grant a policy it does not hold itself;
 # sys/leases/revoke ends a dynamic database user at once (and a crashed run's at the next start).
@@ -152,13 +157,8 @@ def policy_hcl(paths: tuple[str, ...]) -> str:
     return "".join(stanza(p, "read") for p in paths)
 
 
-def policy_name(run_id: str, call_id: str) -> str:
-    slug = "-".join(_SLUG.sub("-", s.lower()).strip("-")[:40] for s in (run_id, call_id))
-    return f"{POLICY_PREFIX}{slug}-{_random.token_hex(4)}"
-
-
 def default_kinds(static: Mapping[str, SecretStr]) -> dict[SecretKind, Kind]:
-    kinds: list[Kind] = [Static(static), KV(), Database(), SSH()]
+    kinds: list[Kind] = [Static(static), KV(), Database(), SSH(), VaultToken()]
     return {kind.kind: kind for kind in kinds}
 
 
@@ -196,6 +196,8 @@ class CredentialBroker:
             if any(self._kinds[n.kind].uses_vault for n in needs):
                 ttl = math.ceil(ttl_s + self._require_vault().config.ttl_margin_s)
                 values = await self._issue_in_thread(lease, needs, ttl)
+            elif any(getattr(self._kinds[n.kind], "blocking", False) for n in needs):
+                values = await self._issue_in_thread(lease, needs, math.ceil(ttl_s))
             else:
                 values = self._issue(lease, needs, math.ceil(ttl_s))
         except VaultError:

@@ -24,6 +24,7 @@ entry in ``CredentialBroker``'s kinds. Usage::
 from __future__ import annotations
 
 import re
+import secrets as _random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,9 +51,20 @@ def check_role(ref: SecretRef, verb: str, what: str, keys: tuple[str, ...]) -> N
                          f"{NOT_RUN}")
 
 
-def stanza(path: str, capability: str) -> str:
+def stanza(path: str, *capabilities: str) -> str:
     """One path of the action's policy."""
-    return f'path "{path}" {{\n  capabilities = ["{capability}"]\n}}\n'
+    listed = ", ".join(f'"{c}"' for c in capabilities)
+    return f'path "{path}" {{\n  capabilities = [{listed}]\n}}\n'
+
+
+POLICY_PREFIX = "opsbot-action-"  # the parent token may write and delete these policies only
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def policy_name(run_id: str, call_id: str) -> str:
+    """A fresh name for one action's throwaway Vault policy."""
+    slug = "-".join(_SLUG.sub("-", s.lower()).strip("-")[:40] for s in (run_id, call_id))
+    return f"{POLICY_PREFIX}{slug}-{_random.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,8 @@ class IssueContext:
 class Kind(Protocol):
     kind: SecretKind
     uses_vault: bool  # issued with the action's child token (and covered by its policy)
+    # Kinds that call a service while issuing also set ``blocking = True``: the broker then
+    # issues in a worker thread even when no kind of the action uses Vault.
     leased: bool  # Vault leases it to that token: the token must outlive its last use
     dynamic: bool  # a new value per action (redacted only while it may still be around)
     public: frozenset[str]  # keys whose values are not secret (a username): never redacted
