@@ -194,22 +194,27 @@ def block_actions(*, user: str = "U1", channel: str = "C1", message_ts: str,
                   action_id: str, value: str = "", block_id: str | None = None,
                   message: dict[str, Any] | None = None, thread_ts: str | None = None,
                   slack: SlackEmulator | None = None,
-                  response_url: str | None = None) -> Payload:
+                  response_url: str | None = None,
+                  container: dict[str, Any] | None = None) -> Payload:
     """A button click (form field ``payload=``) on the message at ``message_ts``.
 
     With ``slack=``, ``message`` defaults to that message as the emulator holds it (blocks
     included), and the ``response_url`` is bound to it (``replace_original`` edits it).
+    ``container`` changes the payload's container (a key set to None is left out): a forged
+    or malformed click.
     """
     if message is None and slack is not None:
         found = slack.message(channel, message_ts)
         message = found.to_api() if found else None
     message = message or {"type": "message", "ts": message_ts, "text": "", "blocks": []}
     button = _find_element(message.get("blocks", []), action_id)
+    where = {"type": "message", "message_ts": message_ts, "channel_id": channel,
+             "is_ephemeral": False, **({"thread_ts": thread_ts} if thread_ts else {}),
+             **(container or {})}
     return _interactive({
         "type": "block_actions", "user": _user(user), "api_app_id": APP_ID,
         "token": VERIFICATION_TOKEN, "trigger_id": new_trigger_id(),
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
-                      "is_ephemeral": False, **({"thread_ts": thread_ts} if thread_ts else {})},
+        "container": {k: v for k, v in where.items() if v is not None},
         "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN}, "enterprise": None,
         "is_enterprise_install": False, "channel": {"id": channel, "name": channel.lower()},
         "message": message, "state": {"values": {}},

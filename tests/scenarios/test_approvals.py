@@ -257,3 +257,56 @@ async def test_cancel_racing_the_deciding_click_has_exactly_two_outcomes(
                 assert "Flushed the database" in report.text and redis_db.dbsize() == 0
                 assert len(await h.bot.runtime.audit.rows(("sandbox.exec",), run_id)) == 1
     assert outcomes  # which of the two won each time is up to the race
+
+
+async def test_every_refused_click_is_on_the_record(h, redis_db, monkeypatch, capsys,
+                                                    logging_restored):
+    """A non-approver's Approve, the requester's own tier-4 Approve, a non-approver's Deny, a
+    button value that is not JSON and a click naming no approval: each one a row an auditor
+    finds with `opsbot audit --refused` (with its run where there is one)."""
+    from bot.cli import main
+
+    thread, card = await pending_flush(h, redis_db)
+    run_id = RUN_ID.search(h.slack.message(CHANNEL, thread).text).group(1)
+    await h.click(card, OUTSIDER)
+    await h.ephemeral(OUTSIDER, "can't approve")
+    await h.click(card, REQUESTER)
+    await h.ephemeral(REQUESTER, "you requested this action")
+    await h.deny(card, OUTSIDER, reason="nope")
+    await h.ephemeral(OUTSIDER, "can't deny")
+    for value in ("not json", json.dumps({"approval": "a-000000000000", "hash": "0" * 64})):
+        await h.click(card, LEAD, value=value)
+    await h.slack.wait_for(lambda: len([e for e in h.slack.ephemerals(LEAD)
+                                        if "nothing was changed" in e.text]) == 2)
+    await h.bot.deps.drain()
+    refused = list(reversed(await h.bot.runtime.audit.rows(("approval.rejected",))))
+    assert [(r["actor"], r["run_id"]) for r in refused] == [
+        (OUTSIDER, run_id), (REQUESTER, run_id), (OUTSIDER, run_id), (LEAD, None), (LEAD, None)]
+    assert "you requested this action" in refused[1]["data"]["reason"]
+    assert refused[4]["data"]["approval"] == "a-000000000000"
+
+    monkeypatch.setenv("OPSBOT_DATA_DIR", str(h.bot.runtime.settings.data_dir))
+    if h.bot.runtime.settings.scale_out:
+        monkeypatch.setenv("OPSBOT_DATABASE_URL", h.bot.runtime.settings.dsn)
+    monkeypatch.setenv("OPSBOT_LOG_LEVEL", "error")
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["audit", "--refused", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len([r for r in listed if r["kind"] == "approval.rejected"]) == 5
+
+
+@pytest.mark.parametrize("forgery", ["no message_ts", "channels disagree"])
+async def test_a_click_that_cannot_name_its_card_does_not_vote(h, redis_db, forgery):
+    thread, card = await pending_flush(h, redis_db)
+    container = ({"message_ts": None} if forgery == "no message_ts"
+                 else {"channel_id": "C0ELSEWHERE"})
+    delivery = await h.post(block_actions(
+        user=APPROVER, channel=CHANNEL, message_ts=card.ts, action_id="opsbot_approve",
+        value=h.button_value(card), slack=h.slack, container=container))
+    assert delivery.status == 200
+    await h.slack.wait_for(lambda: [e for e in h.slack.ephemerals(APPROVER)
+                                    if "nothing was changed" in e.text])
+    approval = json.loads(h.button_value(card))["approval"]
+    assert (await h.bot.runtime.approvals.get(approval)).votes == []
+    assert await h.bot.runtime.audit.rows(("approval.rejected",))
+    assert redis_db.dbsize() == 1 and await executions(h) == 0
