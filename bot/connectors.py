@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
 from docker.errors import DockerException
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +24,7 @@ from graph.records import AuditLog, Listings
 from sandbox import messages
 from sandbox.credentials import CredentialBroker
 from sandbox.credentials.docker import DockerToken
+from sandbox.credentials.github_app import GitHubApp, GitHubAppToken
 from sandbox.docker_inventory import DockerInventory
 from sandbox.docker_proxy import DockerProxy
 from sandbox.engine import EngineError
@@ -54,9 +56,11 @@ def connector_configs(settings: Settings) -> dict[str, BaseModel]:
         configs["postgres"] = _login(PostgresConfig, "OPSBOT_POSTGRES", "OPSBOT_POSTGRES_URL",
                                      settings.postgres_url, settings.postgres_password_secret,
                                      settings.postgres_read_role, settings.postgres_write_role)
-    if settings.github_token is not None:
+    if settings.github_token is not None or settings.github_app_id is not None:
+        app = settings.github_app_id is not None  # the App wins: a token per action
         configs["github"] = _config(GitHubConfig, {"api_url": "OPSBOT_GITHUB_API_URL"},
-                                    api_url=settings.github_api_url)
+                                    api_url=settings.github_api_url, app=app,
+                                    token_secret=None if app else "static:GITHUB_TOKEN")
     if settings.pulumi_dir is not None:
         stacks = tuple(s.strip() for s in (settings.pulumi_stacks or "").split(",") if s.strip())
         configs["pulumi"] = _config(
@@ -71,6 +75,30 @@ def connector_configs(settings: Settings) -> dict[str, BaseModel]:
                       if n in settings.connector_env}
             configs[toolset.name] = _config(toolset.config, names, **values)
     return configs
+
+
+def github_app_kind(settings: Settings) -> GitHubAppToken | None:
+    """The credential kind that mints GitHub App installation tokens, when an App is set."""
+    names = {"OPSBOT_GITHUB_APP_ID": settings.github_app_id,
+             "OPSBOT_GITHUB_APP_INSTALLATION_ID": settings.github_app_installation_id,
+             "OPSBOT_GITHUB_APP_PRIVATE_KEY_FILE": settings.github_app_private_key_file}
+    if settings.github_app_id is None:
+        return None
+    missing = [name for name, value in names.items() if value is None]
+    if missing:
+        raise ConfigError(f"{missing[0]} is not set, but OPSBOT_GITHUB_APP_ID is: the App needs "
+                          "its id, its installation id and its private key file (PEM).")
+    key_file = settings.github_app_private_key_file
+    try:
+        pem = key_file.read_text()  # type: ignore[union-attr]
+        serialization.load_pem_private_key(pem.encode(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"OPSBOT_GITHUB_APP_PRIVATE_KEY_FILE: cannot read a PEM private key "
+                          f"from {key_file} ({type(e).__name__}).") from None
+    return GitHubAppToken(GitHubApp(api_url=settings.github_api_url,
+                                    app_id=settings.github_app_id,
+                                    installation_id=settings.github_app_installation_id,
+                                    private_key=pem))
 
 
 def install_shell(settings: Settings, catalog: Catalog) -> None:

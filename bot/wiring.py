@@ -33,6 +33,7 @@ from bot.connectors import (
     connector_configs,
     discover,
     follow,
+    github_app_kind,
     install_shell,
     mark_pulumi,
     mcp_servers,
@@ -174,7 +175,11 @@ def broker_for(settings: Settings, instance: str = "") -> CredentialBroker:
     static: dict[str, SecretStr] = {}
     if settings.github_token is not None:
         static["GITHUB_TOKEN"] = settings.github_token
-    return CredentialBroker(vault, static=static, instance=instance)
+    broker = CredentialBroker(vault, static=static, instance=instance)
+    app = github_app_kind(settings)
+    if app is not None:
+        broker.register(app)
+    return broker
 
 
 def llm_for(settings: Settings) -> Any:

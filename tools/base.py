@@ -117,6 +117,7 @@ class SecretKind(StrEnum):
     SSH = "ssh"  # an SSH certificate signed for the action (Vault SSH engine)
     DOCKER = "docker"  # a token for opsbot's Docker API proxy, scoped to the action's requests
     VAULT = "vault"  # a Vault token whose policy grants the action's metadata paths alone
+    GITHUB_APP = "github_app"  # a GitHub App installation token for one repo and permission set
 
 
 class SecretRef(BaseModel):

@@ -31,7 +31,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tools import github_change as change
 from tools import github_ops as ops
-from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
+from tools.base import (
+    Action,
+    ActionContext,
+    Endpoint,
+    SecretKind,
+    SecretRef,
+    Target,
+    Tier,
+    ToolResult,
+    Toolset,
+)
 from tools.catalog import CallError
 
 REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
@@ -50,6 +60,9 @@ class GitHubConfig(BaseModel):
     api_url: str = "https://api.github.com"
     token_secret: str | None = "static:GITHUB_TOKEN"
     default_repos: tuple[str, ...] = ()
+    # True: each action gets a GitHub App installation token for its repo with the permissions
+    # of PERMISSIONS (sandbox/credentials/github_app.py; OPSBOT_GITHUB_APP_*), not token_secret.
+    app: bool = False
 
     @field_validator("api_url")
     @classmethod
@@ -527,7 +540,21 @@ def _egress(action: Action[Any], params: BaseModel, config: GitHubConfig) -> lis
 
 
 def _secrets(action: Action[Any], params: BaseModel, config: GitHubConfig) -> list[SecretRef]:
+    if config.app:
+        return [SecretRef(name="github_token", path=repo_name(params, config), key="token",
+                          kind=SecretKind.GITHUB_APP,
+                          params=(("permissions", permission_text(action)),))]
     return [SecretRef.parse("github_token", config.token_secret)] if config.token_secret else []
+
+
+def permission_text(action: Action[Any]) -> str:
+    """``contents=write,pull_requests=write``: what the action's App token may do. A preview
+    (the action asked for at tier 0, ``Resolved.preview_secrets``) gets the same scopes read-only."""
+    wanted = PERMISSIONS[action.name]
+    own = TOOLSET.action(action.name)
+    if own is not None and action.tier < own.tier:
+        wanted = {name: "read" for name in wanted}
+    return ",".join(f"{name}={level}" for name, level in sorted(wanted.items()))
 
 
 TOOLSET: Toolset[GitHubConfig] = Toolset(

@@ -15,10 +15,18 @@ Blocking (requests), so callers run these in a worker thread::
         ...  # the action, with token.value
     finally:
         revoke(app, token)
+
+:class:`GitHubAppToken` is the broker's credential kind ``github_app`` doing exactly that for
+each action whose GitHub connector runs as the App (``GitHubConfig.app``). Revoking needs the
+token itself, which a grant never holds: the kind keeps live tokens in memory until their
+action ends. After a crash they cannot be revoked and die at GitHub's one hour.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -26,6 +34,10 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 from pydantic import BaseModel, ConfigDict, SecretStr
+
+from sandbox.credentials.kinds import Grant, IssueContext, Need
+from sandbox.credentials.vault import NOT_RUN, Vault, VaultError
+from tools.base import SecretKind, SecretRef
 
 JWT_LIFETIME_S = 540  # GitHub accepts at most 10 minutes; leave room for clock skew
 CLOCK_SKEW_S = 60
@@ -108,3 +120,65 @@ def _post(app: GitHubApp, path: str, body: dict[str, object]) -> requests.Respon
 def _url(app: GitHubApp, path: str) -> str:
     parts = urlsplit(app.api_url)
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
+
+
+REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
+PERMISSION = re.compile(r"([a-z_]{1,64})=(read|write)")
+
+
+def parse_permissions(text: str) -> dict[str, str]:
+    """``contents=write,issues=read`` → ``{"contents": "write", "issues": "read"}``."""
+    pairs = [PERMISSION.fullmatch(item) for item in text.split(",") if item]
+    if not pairs or not all(pairs):
+        raise ValueError(f"`{text}` is not a list of permission=read|write")
+    return {m.group(1): m.group(2) for m in pairs if m}
+
+
+class GitHubAppToken:
+    """The broker's kind ``github_app``: ref path = the repository, ``params: permissions``."""
+
+    kind = SecretKind.GITHUB_APP
+    uses_vault, leased, dynamic, blocking = False, False, True, True
+    public: frozenset[str] = frozenset()
+
+    def __init__(self, app: GitHubApp) -> None:
+        self.app = app
+        self._live: dict[str, InstallationToken] = {}
+        self._lock = threading.Lock()
+
+    def validate(self, ref: SecretRef) -> None:
+        if not REPO.fullmatch(ref.path) or ref.key != "token":
+            raise VaultError(f"a GitHub App token is for one repository (owner/name), not "
+                             f"`{ref.path}`; {NOT_RUN}")
+        try:
+            parse_permissions(dict(ref.params).get("permissions", ""))
+        except ValueError as e:
+            raise VaultError(f"the GitHub App token for {ref.path} names no valid permissions "
+                             f"({e}); {NOT_RUN}") from None
+
+    def policy(self, need: Need) -> str:
+        return ""
+
+    def issue(self, ctx: IssueContext, need: Need) -> tuple[dict[str, str], Grant]:
+        try:
+            token = mint(self.app, need.path, parse_permissions(need.param("permissions") or ""))
+        except GitHubAppError as e:
+            raise VaultError(str(e)) from None
+        grant_id = f"gh-{secrets.token_hex(8)}"
+        with self._lock:
+            self._live[grant_id] = token
+        grant = Grant(kind=self.kind, path=need.path, lease_id=grant_id, ttl_s=3600,
+                      facts={key: value for key, value in token.audit().items() if key != "kind"})
+        return {name: token.value for name in need.keys}, grant
+
+    def revoke(self, vault: Vault | None, grant: Grant) -> None:
+        with self._lock:
+            token = self._live.pop(grant.lease_id or "", None)
+        if token is None:
+            raise VaultError(f"GitHub App token {grant.lease_id} was minted by an opsbot that is "
+                             f"gone; it expires at {grant.facts.get('expires_at')}.")
+        problem = revoke(self.app, token)
+        if problem:
+            with self._lock:
+                self._live[grant.lease_id or ""] = token  # a later revoke may retry
+            raise VaultError(f"{problem}; it expires at {token.expires_at}.")

@@ -119,3 +119,24 @@ async def test_help_marks_pulumi_unavailable_when_the_image_has_no_cli(sandbox_r
     assert "_Unavailable: the sandbox image holds the Pulumi SDK but no Pulumi CLI" in help_text(
         catalog, "pulumi")
     assert not [line for line in command_examples(catalog) if "pulumi" in line]
+
+
+def test_a_github_app_gives_each_action_an_installation_token(tmp_path):
+    from bot.wiring import broker_for
+    from tests.tools.test_github_app import keypair
+    from tools.base import SecretKind
+
+    key = tmp_path / "app.pem"
+    key.write_text(keypair()[0])
+    app = {"github_app_id": 4242, "github_app_installation_id": 77,
+           "github_app_private_key_file": key}
+    settings = Settings(_env_file=None, **app)
+    github = connector_configs(settings)["github"]
+    assert github.app and github.token_secret is None
+    assert SecretKind.GITHUB_APP in broker_for(settings)._kinds
+    assert SecretKind.GITHUB_APP not in broker_for(Settings(_env_file=None))._kinds
+    key.write_text("not a key")
+    with pytest.raises(ConfigError, match="OPSBOT_GITHUB_APP_PRIVATE_KEY_FILE: cannot read a PEM"):
+        broker_for(settings)
+    with pytest.raises(ConfigError, match="OPSBOT_GITHUB_APP_INSTALLATION_ID is not set"):
+        broker_for(Settings(_env_file=None, github_app_id=1, github_app_private_key_file=key))

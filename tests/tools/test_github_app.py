@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.credentials.github_app import GitHubApp, GitHubAppError, app_jwt, mint, revoke
 from tests.tools.test_github import catalog
-from tools.base import ActionContext, Status
-from tools.catalog import Call
-from tools.github import PERMISSIONS, TOOLSET
+from tools.base import ActionContext, SecretKind, SecretRef, Status
+from tools.catalog import Call, Catalog
+from tools.github import PERMISSIONS, TOOLSET, GitHubConfig
 
 pytest_plugins = ["tests.fakes.github"]
 
@@ -98,3 +98,85 @@ def test_the_app_jwt_must_be_signed_by_the_apps_key(github_api, app):
         mint(app, "acme/api", {"members": "write"})
     assert not github_api.apps.tokens
     assert app_jwt(app).count(".") == 2
+
+
+# --- the broker's kind: the token an action runs with ------------------------------------------
+
+def app_graph(github_api, app, tmp_path):
+    """The run graph over an App-authenticated GitHub connector; actions run in-process through
+    the sandbox entrypoint (InlineExecutor), credentials come from the broker's github_app kind."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from graph.build import build_graph
+    from graph.deps import GraphDeps, Limits
+    from graph.policy import parse_policy
+    from graph.records.sqlite import SqliteRecords
+    from sandbox.credentials import CredentialBroker
+    from sandbox.credentials.github_app import GitHubAppToken
+    from tests.tools.test_openapi import POLICY, InlineExecutor
+
+    config = GitHubConfig(api_url=github_api.url, default_repos=("acme/api",), app=True,
+                          token_secret=None)
+    broker = CredentialBroker(None, kinds={SecretKind.GITHUB_APP: GitHubAppToken(app)})
+    executor = InlineExecutor()
+    records = SqliteRecords(tmp_path / "audit.sqlite")
+    deps = GraphDeps(catalog=Catalog([TOOLSET], {"github": config}), policy=parse_policy(POLICY),
+                     executor=executor, broker=broker, audit=records.audit, limits=Limits())
+    return build_graph(deps, InMemorySaver()), executor, records
+
+
+async def test_an_action_runs_with_a_token_for_its_repo_and_permissions_only(
+        github_api, app, tmp_path):
+    from tests.tools.test_openapi import start
+
+    graph, executor, records = app_graph(github_api, app, tmp_path)
+    config, state = await start(graph, "github branch fix-burst")
+    report = state.values["report"]
+    assert report["calls"][0]["status"] == "ok", report
+    assert "fix-burst" in github_api.repos["acme/api"].branches
+    assert github_api.apps.minted == [{"installation": INSTALLATION, "repositories": ["acme/api"],
+                                       "permissions": {"contents": "write"}}]
+    (request,) = executor.requests
+    token = request.secrets["github_token"].get_secret_value()
+    assert token.startswith("ghs_") and github_api.apps.revoked == [token], "revoked after"
+    used = {r.headers.get("Authorization") for r in github_api.requests
+            if not r.path.startswith(("/app/", "/installation/"))}
+    assert used == {f"token {token}"}, "every API call of the action used that token"
+    (lease,) = [r["data"] for r in await records.audit.story(state.values["run_id"])
+                if r["kind"] == "credential.revoke"]
+    (grant,) = lease["grants"]
+    assert grant["kind"] == "github_app" and grant["permissions"] == {"contents": "write"}
+    assert grant["repositories"] == ["acme/api"] and grant["revoked_at"]
+    assert token not in str(lease)
+
+
+async def test_a_merge_preview_reads_with_a_read_only_token(github_api, app, tmp_path):
+    from tests.tools.test_github import TOKEN, run
+    from tests.tools.test_openapi import start
+
+    graph, executor, _ = app_graph(github_api, app, tmp_path)
+    github_api.tokens.add(TOKEN)  # set-up through the plain token; the run itself uses the App
+    run(github_api, "branch", branch="fix")
+    run(github_api, "commit", branch="fix", message="Fix", files={"app.py": "VERSION = 2\n"})
+    number = run(github_api, "open_pr", head="fix", title="Fix").data["number"]
+    github_api.apps.minted.clear()
+    _, state = await start(graph, f"github merge number={number} base=main")
+    assert len(state.interrupts) == 1, "tier 3: waits for approval, after its preview"
+    (minted,) = github_api.apps.minted
+    assert set(minted["permissions"].values()) == {"read"}
+    assert minted["permissions"] == {k: "read" for k in PERMISSIONS["merge"]}
+
+
+def test_permission_text_and_refusals():
+    from sandbox.credentials import VaultError
+    from sandbox.credentials.github_app import GitHubAppToken
+    from tools.github import permission_text
+
+    assert permission_text(TOOLSET.action("open_pr")) == "contents=read,pull_requests=write"
+    kind = GitHubAppToken(GitHubApp(app_id=1, installation_id=2, private_key="x"))
+    for path, perms in (("acme", "contents=read"), ("acme/api", "contents=admin"),
+                        ("acme/api", "")):
+        ref = SecretRef(name="github_token", path=path, key="token",
+                        kind=SecretKind.GITHUB_APP, params=(("permissions", perms),))
+        with pytest.raises(VaultError, match="did not run"):
+            kind.validate(ref)
