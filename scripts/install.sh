@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
 apt_packages=(docker.io redis-server postgresql debootstrap iptables python3-venv python3-dev
-              gcc git ca-certificates openssh-server openssh-client iproute2)
+              gcc git ca-certificates openssh-server openssh-client iproute2
+              docker-compose chromium fonts-liberation)  # tests: `docker-compose config`, the console in Chromium
+# `kubectl kustomize` renders deploy/kubernetes in the tests; Debian's kubectl when none is there
+command -v kubectl >/dev/null 2>&1 || apt_packages+=(kubernetes-client)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
