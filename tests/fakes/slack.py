@@ -35,10 +35,12 @@ from aiohttp import web
 
 from tests.fakes.payloads import SIGNING_SECRET
 from tests.fakes.server import Emulator, strings_in
+from tests.fakes.slack_ai import AI_METHODS
 from tests.fakes.slack_blocks import MESSAGE_MAX_BLOCKS, block_errors, error_fields
 from tests.fakes.slack_methods import METHODS, Params, apply_response
 from tests.fakes.slack_workspace import (
     ApiFailure,
+    AssistantThread,
     Channel,
     Ephemeral,
     Message,
@@ -55,6 +57,7 @@ BOT_TOKEN = "xoxb-1-opsbot-test-token"
 APP_TOKEN = "xapp-1-A1-opsbot-test-token"
 CONNECTIONS_OPEN = "apps.connections.open"
 RESPONSE_URL_USES = 5  # Slack: a response_url works up to five times
+ALL_METHODS = {**METHODS, **AI_METHODS}
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Call:
     at: float
     status: int
     response: dict[str, Any]
+    injected: bool = False  # the answer came from rate_limit()/fail(), not from the method
 
     @property
     def ok(self) -> bool:
@@ -137,9 +141,15 @@ class SlackEmulator(Emulator):
             self.workspace.users[user_id] = User(user_id, name, real_name, is_bot, email)
 
     def add_channel(self, channel_id: str, name: str, archived: bool = False,
-                    private: bool = False) -> None:
+                    private: bool = False, members: list[str] = ()) -> None:
         with self._lock:
-            self.workspace.channels[channel_id] = Channel(channel_id, name, private, archived)
+            self.workspace.channels[channel_id] = Channel(channel_id, name, private, archived,
+                                                          set(members))
+
+    def without_streaming(self) -> None:
+        """Behave like a workspace without Agents & AI Apps: ``chat.*Stream`` are unknown."""
+        with self._lock:
+            self.workspace.streaming = False
 
     def set_usergroup(self, group_id: str, users: list[str]) -> None:
         """Members returned by ``usergroups.users.list`` for ``group_id`` (e.g. ``S0SRE``)."""
@@ -185,9 +195,9 @@ class SlackEmulator(Emulator):
         self._add_fault(method, _Fault("delay", times, seconds=seconds))
 
     def _add_fault(self, method: str, fault: _Fault) -> None:
-        if method not in METHODS and method != CONNECTIONS_OPEN:
+        if method not in ALL_METHODS and method != CONNECTIONS_OPEN:
             raise ValueError(f"The Slack emulator does not implement `{method}`; "
-                             f"it implements: {', '.join(sorted(METHODS))}.")
+                             f"it implements: {', '.join(sorted(ALL_METHODS))}.")
         with self._lock:
             self._faults.setdefault(method, []).append(fault)
 
@@ -228,6 +238,20 @@ class SlackEmulator(Emulator):
         with self._lock:
             return copy.deepcopy(list(self.workspace.views.values()))
 
+    def home(self, user: str) -> View | None:
+        """The Home tab last published for ``user`` (``views.publish``)."""
+        with self._lock:
+            return copy.deepcopy(self.workspace.home_views.get(user))
+
+    def assistant_thread(self, channel: str, thread_ts: str) -> AssistantThread | None:
+        """Status, suggested prompts and title the bot set on an assistant thread."""
+        with self._lock:
+            return copy.deepcopy(self.workspace.assistant_threads.get((channel, thread_ts)))
+
+    def streams(self, channel: str, thread_ts: str | None = None) -> list[Message]:
+        """Messages made by ``chat.startStream`` (in one thread, or the whole channel)."""
+        return [m for m in self.messages(channel, thread_ts) if m.stream is not None]
+
     def files(self) -> list[UploadedFile]:
         with self._lock:
             return copy.deepcopy(list(self.workspace.files.values()))
@@ -248,6 +272,13 @@ class SlackEmulator(Emulator):
         sources += self.socket.ack_payloads()
         return "\n".join(s for source in sources for s in strings_in(source))
 
+    def refused_layouts(self) -> list[Call]:
+        """Calls refused for their blocks, chunks or view (not by injected faults): opsbot
+        must never send a layout Slack or slack_sdk's models would refuse."""
+        refusals = ("invalid_blocks", "invalid_chunks", "invalid_blocks_format")
+        return [c for c in self.calls() if not c.injected and (
+            c.error in refusals or (c.method.startswith("views.") and c.error == "invalid_arguments"))]
+
     def describe(self) -> str:
         """A one-line summary of the calls so far, for assertion messages."""
         counts = Counter(f"{c.method}({c.error or 'ok'})" for c in self.calls())
@@ -265,8 +296,9 @@ class SlackEmulator(Emulator):
             if fault.kind == "delay":
                 await asyncio.sleep(fault.seconds)
         status, body, headers = self._answer(method, request, params, bad_body, faults)
+        injected = any(f.kind != "delay" for f in faults)
         self._record(Call(method, request.method, dict(request.headers), params, raw,
-                          time.monotonic(), status, body))
+                          time.monotonic(), status, body, injected))
         return web.json_response(body, status=status, headers=headers)
 
     def _answer(self, method: str, request: web.Request, params: dict[str, Any],
@@ -288,7 +320,7 @@ class SlackEmulator(Emulator):
         self._authenticate(method, token)
         if method == CONNECTIONS_OPEN:
             return {"ok": True, "url": self.socket.issue_url()}
-        handler = METHODS.get(method)
+        handler = ALL_METHODS.get(method)
         if handler is None:
             raise ApiFailure("unknown_method")
         with self._lock:
@@ -384,6 +416,12 @@ def _token(request: web.Request, params: dict[str, Any]) -> str | None:
 
 @pytest.fixture
 def slack_emulator() -> Iterator[SlackEmulator]:
-    """A running Slack emulator for one test (bot token ``BOT_TOKEN``, app token ``APP_TOKEN``)."""
+    """A running Slack emulator for one test (bot token ``BOT_TOKEN``, app token ``APP_TOKEN``).
+
+    At the end it checks that nothing the test's bot sent was refused for its layout: every
+    block, chunk and view opsbot sends passes Slack's limits and slack_sdk's models."""
     with SlackEmulator() as slack:
         yield slack
+        refused = [(c.method, c.response.get("errors") or c.response.get("response_metadata"))
+                   for c in slack.refused_layouts()]
+        assert not refused, f"Slack refused layouts opsbot sent: {refused}"

@@ -8,8 +8,10 @@ problem, each naming the offending field with a JSON pointer::
      "response_metadata": {"messages": ["[ERROR] must be less than 3001 characters ..."]}}
 
 :func:`block_errors` returns that ``errors`` list (empty when the blocks are valid) and
-:func:`error_fields` the fields that go with it. Limits come
-from Slack's Block Kit reference and slack_sdk's own model validators.
+:func:`error_fields` the fields that go with it. Limits come from Slack's Block Kit reference;
+then every block must also pass slack_sdk's own models (:func:`sdk_errors`): the type is one
+the SDK knows, its validators accept it, and it survives a round trip through the model
+unchanged (a field the SDK drops is a field Slack would not understand either).
 
 Usage::
 
@@ -19,6 +21,9 @@ Usage::
 from __future__ import annotations
 
 from typing import Any
+
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
 
 MESSAGE_MAX_BLOCKS = 50
 VIEW_MAX_BLOCKS = 100
@@ -45,7 +50,7 @@ IMAGE_ALT = 2000
 
 BLOCK_TYPES = {
     "section", "header", "actions", "context", "divider", "image", "input", "rich_text",
-    "markdown", "file", "video", "context_actions", "table",
+    "markdown", "file", "video", "context_actions", "table", "plan", "task_card",
 }
 SELECT_TYPES = {
     "static_select", "external_select", "users_select", "conversations_select",
@@ -67,7 +72,39 @@ def block_errors(blocks: Any, max_blocks: int = MESSAGE_MAX_BLOCKS) -> list[str]
     seen_ids: set[str] = set()
     for i, block in enumerate(blocks):
         check.block(f"/blocks/{i}", block, seen_ids)
-    return check.errors
+    return check.errors or sdk_errors(blocks)
+
+
+def sdk_errors(blocks: list[Any]) -> list[str]:
+    """What slack_sdk's Block Kit models say about ``blocks`` (already shaped like blocks)."""
+    errors = []
+    for i, block in enumerate(blocks):
+        problem = _sdk_problem(block)
+        if problem:
+            errors.append(f"slack_sdk: {problem} [json-pointer:/blocks/{i}]")
+    return errors
+
+
+def _sdk_problem(block: dict[str, Any]) -> str:
+    parsed = Block.parse(dict(block))
+    if parsed is None:
+        return f"unknown block type `{block.get('type')}`"
+    try:
+        dumped = parsed.to_dict()
+    except (SlackObjectFormationError, AttributeError, TypeError) as e:
+        return str(e) or type(e).__name__
+    if dumped != block:
+        return f"does not survive the model unchanged (sent {_keys(block)}, kept {_keys(dumped)})"
+    return ""
+
+
+def _keys(value: Any) -> str:
+    """A short account of a value's shape: which fields, nested, for the error message."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_keys(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_keys(v) for v in value[:3]) + ("…" if len(value) > 3 else "") + "]"
+    return type(value).__name__
 
 
 def error_fields(errors: list[str]) -> dict[str, Any]:

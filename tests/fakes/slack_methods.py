@@ -116,6 +116,8 @@ def chat_update(ws: Workspace, p: Params) -> dict[str, Any]:
         raise ApiFailure("cant_update_message")
     text, blocks, attachments = content(p, UPDATE_TEXT_LIMIT, old=message)
     ws.edit(message, text, blocks, attachments)
+    if "metadata" in p:
+        message.metadata = p.json("metadata", "invalid_metadata_format")
     return {"ok": True, "channel": channel.id, "ts": message.ts, "text": text,
             "message": message.to_api()}
 
@@ -213,14 +215,14 @@ def _valid_view(p: Params) -> dict[str, Any]:
     return view
 
 
-def _view_hash(view: dict[str, Any]) -> str:
+def view_hash(view: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(view, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def views_open(ws: Workspace, p: Params) -> dict[str, Any]:
     ws.claim_trigger(p.str("trigger_id"))
     view = _valid_view(p)
-    opened = View(ws.next_id("V"), view, p.str("trigger_id") or "", _view_hash(view),
+    opened = View(ws.next_id("V"), view, p.str("trigger_id") or "", view_hash(view),
                   external_id=view.get("external_id"))
     ws.views[opened.id] = opened
     return {"ok": True, "view": opened.to_api()}
@@ -236,7 +238,7 @@ def views_update(ws: Workspace, p: Params) -> dict[str, Any]:
         raise ApiFailure("hash_conflict")
     view = _valid_view(p)
     found.history.append(found.view)
-    found.view, found.hash = view, _view_hash(view)
+    found.view, found.hash = view, view_hash(view)
     return {"ok": True, "view": found.to_api()}
 
 

@@ -67,6 +67,7 @@ class Channel:
     name: str
     is_private: bool = False
     is_archived: bool = False
+    members: set[str] = field(default_factory=set)  # for users.conversations
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -105,6 +106,11 @@ class Message:
     metadata: dict[str, Any] | None = None
     edits: list[Edit] = field(default_factory=list)
     deleted: bool = False
+    stream: Stream | None = None  # set for a message made by chat.startStream
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream is not None and not self.stream.stopped
 
     @property
     def is_reply(self) -> bool:
@@ -127,6 +133,52 @@ class Message:
             body["reactions"] = [{"name": n, "users": u, "count": len(u)}
                                  for n, u in reactions.items()]
         return body
+
+
+@dataclass
+class Stream:
+    """What ``chat.startStream``/``appendStream``/``stopStream`` put into one message: the
+    chunks in arrival order, the plan's tasks (latest state by id, and every state each went
+    through), and whether it was stopped. The message's ``text`` is its markdown so far."""
+
+    recipient_user: str | None
+    recipient_team: str | None
+    task_display_mode: str | None
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_history: dict[str, list[str]] = field(default_factory=dict)
+    plan_title: str = ""
+    stopped: bool = False
+
+    def apply(self, chunk: dict[str, Any]) -> str:
+        """Take one chunk; returns the markdown it adds to the message."""
+        self.chunks.append(chunk)
+        kind = chunk["type"]
+        if kind == "task_update":
+            self.tasks[chunk["id"]] = chunk
+            history = self.task_history.setdefault(chunk["id"], [])
+            if not history or history[-1] != chunk["status"]:
+                history.append(chunk["status"])
+        elif kind == "plan_update":
+            self.plan_title = chunk["title"]
+        return chunk.get("text", "") if kind == "markdown_text" else ""
+
+
+@dataclass
+class AssistantThread:
+    """An assistant thread's state as ``assistant.threads.*`` set it; ``statuses`` keeps every
+    status in order (``""`` when cleared: by the app, or by Slack when the app replied)."""
+
+    channel: str
+    thread_ts: str
+    statuses: list[str] = field(default_factory=list)
+    prompts: list[dict[str, str]] = field(default_factory=list)
+    prompts_title: str = ""
+    title: str = ""
+
+    @property
+    def status(self) -> str:
+        return self.statuses[-1] if self.statuses else ""
 
 
 @dataclass
@@ -214,6 +266,9 @@ class Workspace:
         self.response_urls: dict[str, ResponseUrl] = {}
         self.webhook_posts: list[WebhookPost] = []
         self.used_triggers: set[str] = set()
+        self.home_views: dict[str, View] = {}  # views.publish, by user
+        self.assistant_threads: dict[tuple[str, str], AssistantThread] = {}
+        self.streaming = True  # False: an older workspace, chat.*Stream are unknown methods
         self.origin = ""  # http://127.0.0.1:<port>, set once the server is listening
         self._last_ts = 0
         self._serial = 0
@@ -257,7 +312,19 @@ class Workspace:
 
     def add(self, message: Message) -> Message:
         self.messages[(message.channel, message.ts)] = message
+        if message.user == BOT_USER_ID and message.thread_ts:
+            self.replied(message.channel, message.thread_ts)
         return message
+
+    def assistant_thread(self, channel: str, thread_ts: str) -> AssistantThread:
+        key = (channel, thread_ts)
+        return self.assistant_threads.setdefault(key, AssistantThread(channel, thread_ts))
+
+    def replied(self, channel: str, thread_ts: str) -> None:
+        """Slack clears an assistant thread's status when the app replies in it."""
+        thread = self.assistant_threads.get((channel, thread_ts))
+        if thread is not None and thread.status:
+            thread.statuses.append("")
 
     def message(self, channel: str, ts: str | None) -> Message:
         found = self.messages.get((channel, ts or ""))

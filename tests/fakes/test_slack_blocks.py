@@ -68,6 +68,16 @@ CASES = [
     ("button style", [actions(button(style="green"))],
      "must be one of ['danger', 'primary'] [json-pointer:/blocks/0/elements/0/style]"),
     ("not a list", {"type": "section"}, "must be an array [json-pointer:/blocks]"),
+    ("field slack_sdk drops", [section(colour="red")],
+     "slack_sdk: does not survive the model unchanged (sent {colour: str, text: {text: str, "
+     "type: str}, type: str}, kept {text: {text: str, type: str}, type: str}) "
+     "[json-pointer:/blocks/0]"),
+    ("task status slack_sdk refuses", [{"type": "task_card", "task_id": "t1", "title": "Read",
+                                        "status": "waiting"}],
+     "slack_sdk: status must be an expected value (pending, in_progress, complete, or error) "
+     "[json-pointer:/blocks/0]"),
+    ("empty feedback buttons", [{"type": "context_actions", "elements": []}],
+     "slack_sdk: elements attribute must be specified [json-pointer:/blocks/0]"),
 ]
 
 
@@ -85,8 +95,15 @@ AT_THE_LIMIT = [
     ("context", [context(10)]),
     ("actions", [actions(*[button(action_id=f"a{i}") for i in range(25)])]),
     ("fields", [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2000}] * 10}]),
-    ("divider and rich text", [{"type": "divider"},
-                               {"type": "rich_text", "elements": []}]),
+    ("plan with tasks and feedback buttons", [
+        {"type": "plan", "title": "Investigating", "tasks": [
+            {"type": "task_card", "task_id": "t1", "title": "Read INFO", "status": "complete"}]},
+        {"type": "context_actions", "elements": [{
+            "type": "feedback_buttons", "action_id": "feedback",
+            "positive_button": {"text": {"type": "plain_text", "text": "Good"}, "value": "up"},
+            "negative_button": {"text": {"type": "plain_text", "text": "Bad"}, "value": "down"}}]}]),
+    ("divider and rich text", [{"type": "divider"}, {"type": "rich_text", "elements": [
+        {"type": "rich_text_section", "elements": [{"type": "text", "text": "hi"}]}]}]),
 ]
 
 
