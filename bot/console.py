@@ -88,6 +88,9 @@ class ConsoleSurface:
     async def say(self, run: RunRef, text: str) -> None:
         self.write(text)
 
+    async def refused(self, task: Task, text: str) -> None:
+        self.write(f"⛔ {text}")
+
 
 async def repl(manager: RunManager, surface: ConsoleSurface, catalog: Catalog,
                stdin: TextIO = sys.stdin) -> None:

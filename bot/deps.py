@@ -51,10 +51,13 @@ class BotDeps:
         except Exception:  # noqa: BLE001 - logged with its traceback; the listener already acked
             log.exception("handed-off work failed")
 
-    async def submit(self, task: Task, delivery: str | None = None):
+    async def submit(self, task: Task, delivery: str | None = None, tell: bool = True):
         """Fill in what policy needs to know about the requester and channel, then record and
-        queue the run (``delivery``: a Slack ``event_id`` or webhook id seen only once)."""
+        queue the run (``delivery``: a Slack ``event_id`` or webhook id seen only once). A run
+        the policy's limits refuse is told to the requester (``tell``) and returned as
+        :class:`graph.runs.Refused`."""
         groups = await self.directory.groups_of(task.user)
         name = task.channel_name or await self.directory.channel_name(task.channel)
         return await self.runs.submit(
-            task.model_copy(update={"user_groups": groups, "channel_name": name}), delivery)
+            task.model_copy(update={"user_groups": groups, "channel_name": name}), delivery,
+            tell=tell)

@@ -37,6 +37,7 @@ from bot.tokens import Token, TokenStore, authenticate
 from graph.agent import tool_name
 from graph.outcome import reported_calls, wait_for_end
 from graph.policy import Channel, Proposer, Requester, Verdict, evaluate
+from graph.runs import Refused
 from graph.surface import RunState
 from graph.task import Source, Task
 from tools.base import Action, Tier, Toolset
@@ -109,7 +110,9 @@ async def _call(deps: McpDeps, token: Token, name: str, args: dict[str, Any],
     task = Task(source=Source.MCP, team=deps.team, channel=channel, user=token.user,
                 text=f"{toolset} {action} (MCP, token {token.id})",
                 call={"toolset": toolset, "action": action, "params": args})
-    run = await deps.bot.submit(task)
+    run = await deps.bot.submit(task, tell=False)
+    if isinstance(run, Refused):
+        return _error(run.sentence)
     log.info("mcp.call", run_id=run.run_id, tool=name, token=token.id, user=token.user)
     try:
         state = await _wait(deps, run.run_id, ctx)

@@ -27,7 +27,7 @@ from approvals.mrkdwn import truncate
 from approvals.models import ApprovalRequest
 from bot.blocks import TEXT, report_message, report_text
 from graph.surface import Checklist, Report, RunRef, RunState
-from graph.task import Source
+from graph.task import Source, Task
 from tools.secrets import REDACTOR
 
 log = structlog.get_logger("opsbot.slack")
@@ -158,6 +158,15 @@ class SlackSurface:
 
     async def say(self, run: RunRef, text: str) -> None:
         await self._post(channel=run.task.channel, thread_ts=run.thread_ts, text=text)
+
+    async def refused(self, task: Task, text: str) -> None:
+        """An ephemeral message to the requester where they asked (the thread, if any)."""
+        where = {k: v for k, v in {"thread_ts": task.thread_ts}.items() if v}
+        try:
+            await self.client.chat_postEphemeral(
+                channel=task.channel, user=task.user, text=REDACTOR.redact(text), **where)
+        except SlackApiError as e:  # e.g. the bot is not in that channel: nothing can reach them
+            log.warning("refusal not delivered", error=e.response.get("error"))
 
     async def _post(self, **kwargs: Any) -> Any:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}

@@ -52,6 +52,7 @@ from graph.leases import revoke_orphaned
 from graph.mcp import Discovery
 from graph.policy import Policy, PolicyError, load_policy, parse_policy
 from graph.queue import JobQueue, LocalQueue
+from graph.quota import Quota, asks_llm
 from graph.records import Records
 from graph.runs import RunManager
 from graph.surface import Surface
@@ -154,6 +155,13 @@ def policy_for(settings: Settings, console: bool = False, catalog: Catalog | Non
         return Policy()
     except PolicyError as e:
         raise ConfigError(f"OPSBOT_POLICY: {e}") from None
+
+
+def quota_for(settings: Settings, policy: Policy, catalog: Catalog) -> Quota:
+    """The policy's limits on starting runs; the LLM budget only matters with an LLM."""
+    if settings.openai_api_key is None:
+        return Quota(policy.limits, settings.model)
+    return Quota(policy.limits, settings.model, lambda task: asks_llm(task, catalog))
 
 
 def sandbox_config(settings: Settings, instance: str) -> SandboxConfig:
@@ -263,6 +271,7 @@ async def runtime(
             await follow(mcp_servers(settings), catalog, records.listings, stack)
         rt.policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
         protect(settings, rt.policy)  # opsbot's tokens and the policy's secret shapes
+        rt.runs.quota = quota_for(settings, rt.policy, catalog)
         if role.works:
             await _worker(rt, surface, runbooks, stack)
         log.info("opsbot ready", role=role.value, storage=records.mode,

@@ -7,8 +7,9 @@ typed command, one decision per call. Results come back as tool messages on the 
 truncated to ``Limits.tool_output_chars`` with a note saying so, redacted, and framed as
 untrusted data; denials and errors are results too, so the model can adapt.
 
-Hard caps (tool rounds, wall time, tokens) are checked before every model call; hitting one
-ends the run with an answer naming the cap and listing what was found so far. Wall time counts
+Hard caps (tool rounds, wall time, tokens, the policy's LLM budgets per run and per channel
+per day) are checked before every model call; hitting one ends the run with an answer naming
+the cap and listing what was found so far. Wall time counts
 opsbot's own work: a round that waited for a human approval does not count against it.
 
 Every model call is audited (``llm.call``: tokens, estimated cost, seconds, tools asked for),
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -28,6 +30,7 @@ from graph import commands, metrics
 from graph.deps import GraphDeps
 from graph.nodes import GraphState, emit, task_of
 from graph.policy import Verdict
+from graph.quota import midnight
 from graph.surface import StepState
 from graph.usage import add_usage, cost
 from tools.base import Status, ToolResult
@@ -91,7 +94,7 @@ class Agent:
             message, citations = await self._opening(state)
             new.append(message)
             update["citations"] = citations
-        cap = self._cap(state, update["usage"])
+        cap = await self._cap(state, update["usage"])
         if cap:
             return {**update, "messages": new, "calls": [], "cap": cap,
                     "answer": self._capped(state, cap)}
@@ -225,7 +228,7 @@ class Agent:
 
     # caps ---------------------------------------------------------------------------------
 
-    def _cap(self, state: GraphState, usage: dict[str, int]) -> str:
+    async def _cap(self, state: GraphState, usage: dict[str, int]) -> str:
         limits = self.deps.limits
         if state.get("rounds", 0) >= limits.max_tool_rounds:
             return f"tool rounds ({limits.max_tool_rounds})"
@@ -233,7 +236,18 @@ class Agent:
             return f"wall time ({int(limits.max_wall_s)} s)"
         if usage.get("total_tokens", 0) >= limits.max_tokens:
             return f"tokens ({limits.max_tokens:,})"
-        return self.deps.policy.limits.run_cap(usage, self.deps.model_name)  # policy's budget
+        return (self.deps.policy.limits.run_cap(usage, self.deps.model_name)  # policy's budgets
+                or await self._channel_cap(state))
+
+    async def _channel_cap(self, state: GraphState) -> str:
+        """The channel's daily budget: its model calls since midnight UTC, this run's too
+        (every call is an ``llm.call`` row the moment it returns)."""
+        budget = self.deps.policy.limits
+        if budget.llm_per_channel_per_day is None:
+            return ""
+        spent = await self.deps.audit.llm_spend(task_of(state).channel,
+                                                midnight(datetime.now(UTC)))
+        return budget.channel_cap(spent, self.deps.model_name)
 
     def _capped(self, state: GraphState, cap: str) -> str:
         results = state.get("results", {})

@@ -1,7 +1,9 @@
 """The run manager: what ingress does with runs — start them, cancel them, annotate them.
 
 Every hand-off is one transaction: ``submit`` writes the dedupe key, the run row, the ``task``
-audit row and the start job together; ``cancel`` decides against the approvals of the run,
+audit row and the start job together — or, when the policy's limits refuse the run
+(:mod:`graph.quota`), the dedupe key and a ``run.refused`` row, and the requester is told why;
+``cancel`` decides against the approvals of the run,
 locked, so that exactly one of two things happens when a cancel races the approval click:
 
 * "cancelled, nothing ran": pending approvals are closed (their resume jobs end the run
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -25,6 +28,7 @@ from graph import metrics
 from graph.desk import ApprovalDesk
 from graph.driver import Checklists
 from graph.queue import JobQueue, lane_for, start_job
+from graph.quota import Quota
 from graph.records import Records, Tx
 from graph.records.base import RunRow
 from graph.surface import Report, RunRef, RunState, StepState, Surface
@@ -37,6 +41,13 @@ NOT_ALLOWED = "Only the requester or one of the run's approvers can cancel it."
 CANCELLED = "Run `{run_id}` cancelled: nothing it was waiting to do will run."
 CANCEL_REFUSED = ("Cancel refused: {summary} was already approved and is running in run "
                   "`{run_id}`; it can't be stopped safely halfway.")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A run the policy's limits did not let start: the sentence its requester was told."""
+
+    sentence: str
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class RunManager:
         self.surface = surface
         self.desk = ApprovalDesk(records, queue, surface, clock)
         self.checklists = Checklists(records)
+        self.quota = Quota()  # the policy's run limits, set once the policy is loaded
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -72,19 +84,33 @@ class RunManager:
 
     # starting ----------------------------------------------------------------------------
 
-    async def submit(self, task: Task, delivery: str | None = None) -> RunRef | None:
-        """Record and queue a run; None when ``delivery`` was already seen (a redelivery)."""
+    async def submit(self, task: Task, delivery: str | None = None, *,
+                     tell: bool = True) -> RunRef | Refused | None:
+        """Record and queue a run; None when ``delivery`` was already seen (a redelivery);
+        :class:`Refused` when the policy's limits say no — the requester is told through the
+        surface unless ``tell`` is False (a caller that answers them itself, e.g. MCP)."""
         run = RunRef(run_id=new_run_id(), task=task, thread_ts=task.thread_ts)
         async with self.records.transaction() as tx:
             if delivery is not None and not await tx.dedupe.first_time(delivery):
                 return None
-            await tx.runs.add(run)
-            await tx.audit.record(
-                "task", run.run_id, task.user, source=task.source.value, channel=task.channel,
-                text=task.text, alert=task.alert.model_dump(exclude={"raw"}) if task.alert else None)
-            await self.queue.defer(tx, start_job(run))
+            refusal = await self.quota.refusal(tx, task, self.clock())
+            if refusal:
+                await tx.audit.record("run.refused", None, task.user, reason=refusal,
+                                      **_described(task))
+            else:
+                await self._record(tx, run)
+        if refusal:
+            log.info("run refused", user=task.user, channel=task.channel)
+            if tell:
+                await self.surface.refused(task, refusal)
+            return Refused(refusal)
         metrics.run_started(task, lane_for(task).value)
         return run
+
+    async def _record(self, tx: Tx, run: RunRef) -> None:
+        await tx.runs.add(run)
+        await tx.audit.record("task", run.run_id, run.task.user, **_described(run.task))
+        await self.queue.defer(tx, start_job(run))
 
     # stopping ----------------------------------------------------------------------------
 
@@ -172,3 +198,9 @@ class RunManager:
         rows = await self.records.runs.in_states(RunState.QUEUED, RunState.RUNNING,
                                                  RunState.WAITING, channel=channel)
         return [(run, state, await self.desk.pending(run.run_id)) for run, state in rows]
+
+
+def _described(task: Task) -> dict[str, Any]:
+    """A task as its audit row tells it (``task`` or ``run.refused``)."""
+    return {"source": task.source.value, "channel": task.channel, "text": task.text,
+            "alert": task.alert.model_dump(exclude={"raw"}) if task.alert else None}

@@ -149,3 +149,6 @@ class Surface(Protocol):
 
     async def say(self, run: RunRef, text: str) -> None:
         """A plain reply in the run's thread (notices such as 'interrupted')."""
+
+    async def refused(self, task: Task, text: str) -> None:
+        """Tell a task's requester, and only them, why no run was started for it."""

@@ -6,10 +6,11 @@ today) is the stores' job; these functions only judge what they are given, so on
 cases tests them. Usage::
 
     limits = policy.limits
-    refusal = limits.run_refusal(user_runs=20, channel_runs=3, user="U1", channel=channel)
+    refusal = limits.run_refusal(user_runs=20, channel_runs=3, user="U1", channel_shown="#ops")
     if refusal:
         ...  # tell the requester, start nothing
-    limits.budget_refusal(limits.llm_per_run, usage, model, "this run")  # "… $0.50 …" or None
+    limits.llm_refusal(spent_today, model, "#ops")   # a channel's budget for today, or None
+    limits.run_cap(usage, model)                      # "LLM budget per run ($0.5)" or ""
 """
 
 from __future__ import annotations
@@ -69,15 +70,27 @@ class PolicyLimits(BaseModel):
         """Why a new run may not start, given the runs already started in each window."""
         rate = self.runs_per_user
         if rate is not None and user_runs >= rate.count:
-            return (f"<@{user}> has started {user_runs} runs in the last "
+            return (f"<@{user}> has started {_runs(user_runs)} in the last "
                     f"{format_duration(rate.window_s)}; the policy allows {rate.shown} per "
                     "person. Nothing was started; try again later.")
         rate = self.runs_per_channel
         if rate is not None and channel_runs >= rate.count:
-            return (f"{channel_shown} has started {channel_runs} runs in the last "
+            return (f"{channel_shown} has started {_runs(channel_runs)} in the last "
                     f"{format_duration(rate.window_s)}; the policy allows {rate.shown} per "
                     "channel. Nothing was started; try again later.")
         return None
+
+    def llm_refusal(self, spent_today: Mapping[str, Any], model: str,
+                    channel_shown: str) -> str | None:
+        """Why a run that would ask the LLM may not start: the channel's spend since midnight
+        UTC has reached its daily budget."""
+        budget = self.llm_per_channel_per_day
+        spent = budget.spent(spent_today, model) if budget else None
+        if spent is None:
+            return None
+        return (f"{channel_shown} has used its LLM budget for today ({spent}; the policy's "
+                "budget per channel per day, counted from midnight UTC). Nothing was started; "
+                "typed commands still work, or ask again after midnight UTC.")
 
     def run_cap(self, usage: Mapping[str, Any], model: str) -> str:
         """The per-run LLM budget this run's ``usage`` has reached, named for the report."""
@@ -90,6 +103,10 @@ class PolicyLimits(BaseModel):
         budget = self.llm_per_channel_per_day
         spent = budget.spent(spent_today, model) if budget else None
         return f"LLM budget per channel per day ({spent})" if spent else ""
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
 
 
 def compile_limits(spec: LimitsSpec) -> PolicyLimits:

@@ -30,23 +30,10 @@ def semantic_issues(spec: PolicyFile, toolsets: Sequence[Toolset[Any]] | None) -
         *_unreachable_rules(spec),
         *_duplicate_channels(spec),
         *_target_kinds(spec, _known_kinds(toolsets)),
-        *_unenforced_limits(spec),
     ]
     if toolsets is not None:
         found += _registry_names(spec, toolsets)
     return found
-
-
-# Limits whose counts the run store cannot give yet (runs started per user/channel in a
-# window, a channel's LLM spend today): refused rather than accepted and silently not applied.
-UNENFORCED_LIMITS = ("runs_per_user", "runs_per_channel", "llm_per_channel_per_day")
-
-
-def _unenforced_limits(spec: PolicyFile) -> Iterator[Found]:
-    for key in UNENFORCED_LIMITS:
-        if getattr(spec.limits, key) is not None:
-            yield ("limits", key), (f"`{key}` is not enforced by this opsbot yet; remove it "
-                                    "rather than rely on a limit that limits nothing")
 
 
 def _duplicate_names(spec: PolicyFile) -> Iterator[Found]:

@@ -22,6 +22,7 @@ from tools.secrets import REDACTOR, Redactor
 
 DEDUPE_WINDOW_S = 6 * 3600  # Slack retries for ~5 minutes, PagerDuty for ~20; keep hours
 REFUSALS = ("approval.rejected", "execute.refused", "run.refused", "cancel.refused")
+SPEND = ("input_tokens", "output_tokens", "total_tokens", "calls")  # AuditLog.llm_spend
 
 
 @dataclass
@@ -60,6 +61,14 @@ class RunStore(ABC):
 
     @abstractmethod
     async def for_alert(self, alert_id: str) -> tuple[RunRef, RunState] | None: ...
+
+    @abstractmethod
+    async def count_started(self, since: datetime, *, requester: str | None = None,
+                            channel: str | None = None, lock: bool = False) -> int:
+        """Runs recorded since ``since`` (whatever their state), of this requester and/or in
+        this channel. ``lock`` (inside a transaction): submits counting the same requester or
+        channel wait for this transaction to end, so a burst can't all pass one count
+        (PostgreSQL; a SQLite transaction already excludes every other)."""
 
     async def get(self, run_id: str) -> tuple[RunRef, RunState] | None:
         row = await self.row(run_id)
@@ -102,6 +111,11 @@ class AuditLog(ABC):
     @abstractmethod
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent runs: id, first and last row time, row count."""
+
+    @abstractmethod
+    async def llm_spend(self, channel: str, since: datetime) -> dict[str, int]:
+        """Tokens the model calls (``llm.call`` rows) of runs in ``channel`` used since
+        ``since``: ``input_tokens``, ``output_tokens``, ``total_tokens``, ``calls``."""
 
     @abstractmethod
     async def open_leases(self, since: datetime) -> list[dict[str, Any]]:
@@ -202,6 +216,14 @@ class Tx(Records):
     @abstractmethod
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the transaction has committed (never if it rolls back)."""
+
+
+def spend_sql(field: Callable[[str], str], param: str) -> str:
+    """``AuditLog.llm_spend``'s query, given how the backend reads a number out of an audit
+    row's JSON and how it writes a parameter; one column per name in ``SPEND``."""
+    sums = ", ".join(f"coalesce(sum({field(k)}), 0) as {k}" for k in SPEND[:3])
+    return (f"select {sums}, count(*) as calls from audit a join runs r on r.id = a.run_id "
+            f"where a.kind = 'llm.call' and a.ts >= {param} and r.channel = {param}")
 
 
 def iso(value: datetime | str | None) -> str | None:

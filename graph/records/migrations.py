@@ -58,6 +58,11 @@ create table mcp_listings (
     server text primary key, tools jsonb not null,
     updated_at timestamptz not null default now());
 """),
+    (3, "indexes for run rate limits and the channel's daily LLM spend", """
+create index runs_requester_created on runs (requester, created_at);
+create index runs_channel_created on runs (channel, created_at);
+create index audit_kind_ts on audit (kind, ts);
+"""),
 ]
 
 

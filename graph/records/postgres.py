@@ -24,6 +24,8 @@ from approvals.models import ApprovalRequest
 from approvals.store import ApprovalRows, ApprovalStore
 from graph.records.base import (
     DEDUPE_WINDOW_S,
+    SPEND,
+    spend_sql,
     AuditLog,
     Dedupe,
     Executions,
@@ -130,6 +132,19 @@ class PgRuns(RunStore):
         rows = await self.db.all(sql, [arg])
         return (RunRef.model_validate(rows[0]["ref"]), RunState(rows[0]["state"])) if rows else None
 
+    async def count_started(self, since: datetime, *, requester: str | None = None,
+                            channel: str | None = None, lock: bool = False) -> int:
+        sql, args = "select count(*) as n from runs where created_at >= %s", [since]
+        for column, value in (("requester", requester), ("channel", channel)):
+            if value is None:
+                continue
+            if lock:  # a transaction lock per requester/channel, always in this order
+                await self.db.run("select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                  [f"runs:{column}:{value}"])
+            sql += f" and {column} = %s"
+            args.append(value)
+        return (await self.db.all(sql, args))[0]["n"]
+
 
 class PgApprovalRows(ApprovalRows):
     def __init__(self, db: _Conn):
@@ -197,6 +212,10 @@ class PgAudit(AuditLog):
         return [{**r, "started": r["started"].isoformat(), "last": r["last"].isoformat()}
                 for r in rows]
 
+    async def llm_spend(self, channel: str, since: datetime) -> dict[str, int]:
+        sql = spend_sql(lambda key: f"(a.data->>'{key}')::bigint", "%s")
+        rows = await self.db.all(sql, [since, channel])
+        return {k: int(rows[0][k]) for k in SPEND}
 
     async def open_leases(self, since: datetime) -> list[dict[str, Any]]:
         rows = await self.db.all(

@@ -22,6 +22,8 @@ from approvals.models import ApprovalRequest
 from approvals.store import ApprovalRows, ApprovalStore
 from graph.records.base import (
     DEDUPE_WINDOW_S,
+    SPEND,
+    spend_sql,
     AuditLog,
     Dedupe,
     Executions,
@@ -42,6 +44,8 @@ create table if not exists runs (
 create index if not exists runs_channel_state on runs (channel, state);
 create index if not exists runs_thread on runs (thread_id);
 create index if not exists runs_alert on runs (alert_id);
+create index if not exists runs_requester_created on runs (requester, created_at);
+create index if not exists runs_channel_created on runs (channel, created_at);
 create table if not exists approvals (
     id text primary key, run_id text not null, thread_id text not null, status text not null,
     version integer not null, expires_at text not null, body text not null);
@@ -53,6 +57,7 @@ create table if not exists audit (
     actor text, data text not null);
 create index if not exists audit_run on audit (run_id);
 create index if not exists audit_kind on audit (kind);
+create index if not exists audit_kind_ts on audit (kind, ts);
 create trigger if not exists audit_no_update before update on audit
     begin select raise(abort, 'the audit log is append-only'); end;
 create trigger if not exists audit_no_delete before delete on audit
@@ -161,6 +166,15 @@ class SqliteRuns(RunStore):
         rows = await self.db.all(sql, [arg])
         return (RunRef.model_validate_json(rows[0]["ref"]), RunState(rows[0]["state"])) if rows else None
 
+    async def count_started(self, since: datetime, *, requester: str | None = None,
+                            channel: str | None = None, lock: bool = False) -> int:
+        sql, args = "select count(*) from runs where created_at >= ?", [_stamp(since)]
+        for column, value in (("requester", requester), ("channel", channel)):
+            if value is not None:
+                sql += f" and {column} = ?"
+                args.append(value)
+        return (await self.db.all(sql, args))[0][0]  # a transaction here is already exclusive
+
 
 class SqliteApprovalRows(ApprovalRows):
     def __init__(self, db: _Db):
@@ -223,6 +237,10 @@ class SqliteAudit(AuditLog):
             "where run_id is not null group by run_id order by started desc limit ?", [limit])
         return [dict(r) for r in rows]
 
+    async def llm_spend(self, channel: str, since: datetime) -> dict[str, int]:
+        sql = spend_sql(lambda key: f"json_extract(a.data, '$.{key}')", "?")
+        rows = await self.db.all(sql, [_stamp(since), channel])
+        return {k: int(rows[0][k]) for k in SPEND}
 
     async def open_leases(self, since: datetime) -> list[dict[str, Any]]:
         rows = await self.db.all(
@@ -382,7 +400,12 @@ class _SqliteTx(Tx):
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return _stamp(datetime.now(UTC))
+
+
+def _stamp(moment: datetime) -> str:
+    """Times are stored as UTC ISO text with microseconds, so they compare as strings."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _run_fields(run: RunRef | None, state: RunState | None, checklist: Checklist | None,

@@ -64,3 +64,12 @@ def test_the_terminal_shows_the_conversation_not_json_logs(env):
     logged = (Path(env["OPSBOT_DATA_DIR"]) / "opsbot.log").read_text().splitlines()
     events = [json.loads(line)["event"] for line in logged]
     assert "opsbot ready" in events and "sandbox.run" in events
+
+
+def test_console_says_why_a_run_over_the_policy_limit_did_not_start(env, tmp_path):
+    policy = tmp_path / "policy.yml"
+    policy.write_text("version: 1\nlimits:\n  runs_per_user: 1/1h\n")
+    out = chat("rdis info\nredis info\n", {**env, "OPSBOT_POLICY": str(policy)})
+    assert out.count("▶ run") == 1, "the second request started nothing"
+    assert ("⛔ UCONSOLE has started 1 run in the last 1h; the policy allows 1 per 1h per "
+            "person. Nothing was started; try again later.") in out

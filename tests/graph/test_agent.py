@@ -24,6 +24,7 @@ from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
 from graph.policy import parse_policy
 from graph.records.sqlite import SqliteRecords
+from graph.surface import RunRef
 from graph.task import Alert, Source, Task
 from sandbox.credentials import CredentialBroker
 from sandbox.protocol import SandboxOutcome, SandboxRequest
@@ -363,3 +364,19 @@ async def test_the_policy_llm_budget_per_run_stops_the_run_with_a_sentence(llm_a
     assert len(llm_api.requests()) == 1
     (total,) = [r["data"] for r in await deps.audit.rows(("llm.run",))]
     assert total["cap"] == "LLM budget per run ($0.0001)"
+
+
+async def test_a_channel_over_its_daily_llm_budget_stops_the_run_before_asking(llm_api, tmp_path):
+    """Another run in the channel spent today's budget while this one was queued: it stops
+    before its first model call (the submit refusal covers runs not yet started)."""
+    budget = POLICY + "limits:\n  llm_per_channel_per_day: {tokens: 1000}\n"
+    graph, deps = make_graph(llm_api, tmp_path, policy=budget)
+    records = SqliteRecords(tmp_path / "audit.sqlite")
+    earlier = Task(source=Source.MENTION, team="T1", channel="C1", user="U2", text="why?")
+    await records.runs.add(RunRef(run_id="r-earlier", task=earlier))
+    await records.audit.record("llm.call", "r-earlier", input_tokens=990, output_tokens=10,
+                               total_tokens=1000)
+    _, state = await run(graph)
+    assert state.values["report"]["answer"].startswith(
+        "Stopped: this run hit its LLM budget per channel per day (1,000 tokens) cap.")
+    assert llm_api.requests() == []

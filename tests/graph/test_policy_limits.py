@@ -18,23 +18,14 @@ limits:
 """
 
 
-# The compiled section as a policy will carry it (parse_policy still refuses the keys the store
-# cannot count yet, see the first test).
-COMPILED = compile_limits(PolicyFile.model_validate(yaml.safe_load(LIMITS)).limits)
+COMPILED = parse_policy(LIMITS).limits
 
 
-def test_limits_the_store_cannot_count_yet_are_refused_not_ignored():
-    with pytest.raises(PolicyError) as caught:
-        parse_policy(LIMITS)
-    assert str(caught.value).splitlines() == [
-        "policy.yml:3: limits.runs_per_user: `runs_per_user` is not enforced by this opsbot "
-        "yet; remove it rather than rely on a limit that limits nothing",
-        "policy.yml:4: limits.runs_per_channel: `runs_per_channel` is not enforced by this "
-        "opsbot yet; remove it rather than rely on a limit that limits nothing",
-        "policy.yml:6: limits.llm_per_channel_per_day: `llm_per_channel_per_day` is not "
-        "enforced by this opsbot yet; remove it rather than rely on a limit that limits nothing",
-    ]
-    assert parse_policy("version: 1\nlimits:\n  llm_per_run: {usd: 1}\n").limits.llm_per_run
+def test_every_limit_is_accepted_and_compiled():
+    assert COMPILED == compile_limits(PolicyFile.model_validate(yaml.safe_load(LIMITS)).limits)
+    assert (COMPILED.runs_per_user.shown, COMPILED.runs_per_channel.shown) == ("3 per 10m",
+                                                                             "50 per 1h")
+    assert COMPILED.llm_per_channel_per_day.usd == 10
 
 
 @pytest.mark.parametrize("user_runs, channel_runs, refusal", [
@@ -89,3 +80,16 @@ def test_bad_limits_are_sentences_with_lines(section, error):
     with pytest.raises(PolicyError) as caught:
         parse_policy(f"version: 1\nlimits:\n  {section}\n")
     assert str(caught.value).startswith(f"policy.yml:3: {error}")
+
+
+@pytest.mark.parametrize("spent, refusal", [
+    ({}, None),
+    ({"input_tokens": 60_000_000, "total_tokens": 60_000_000}, None),  # $9 of $10
+    ({"input_tokens": 70_000_000, "total_tokens": 70_000_000},
+     "#ops has used its LLM budget for today ($10; the policy's budget per channel per day, "
+     "counted from midnight UTC). Nothing was started; typed commands still work, or ask "
+     "again after midnight UTC."),
+])
+def test_a_channel_over_its_daily_llm_budget_starts_no_llm_run(spent, refusal):
+    assert COMPILED.llm_refusal(spent, "gpt-4o-mini", "#ops") == refusal
+    assert parse_policy("version: 1\n").limits.llm_refusal(spent, "gpt-4o-mini", "#ops") is None

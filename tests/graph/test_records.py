@@ -3,6 +3,7 @@ guard, and transactions that commit everything or nothing."""
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -109,3 +110,40 @@ async def test_ping_names_a_missing_schema(postgres_database):
     records = await PgRecords.open(postgres_database)
     assert "opsbot db migrate" in await records.ping()
     await records.close()
+
+
+def started(run_id: str, user: str, channel: str) -> RunRef:
+    task = Task(source=Source.SLASH, team="T1", channel=channel, user=user, text="redis info")
+    return RunRef(run_id=run_id, task=task)
+
+
+async def test_runs_are_counted_by_requester_and_channel_since_a_time(records):
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    for run_id, user, channel in (("r-1", "U1", "C1"), ("r-2", "U1", "C1"), ("r-3", "U2", "C1"),
+                                  ("r-4", "U1", "C2")):
+        await records.runs.add(started(run_id, user, channel))
+    await records.runs.set_state("r-1", RunState.DONE)  # ended runs count too
+    count = records.runs.count_started
+    assert await count(before, requester="U1") == 3
+    assert await count(before, channel="C1") == 3
+    assert await count(before, requester="U1", channel="C2") == 1
+    assert await count(before) == 4
+    assert await count(datetime.now(UTC) + timedelta(seconds=1), requester="U1") == 0
+    async with records.transaction() as tx:  # the locking form, inside a transaction
+        assert await tx.runs.count_started(before, requester="U2", lock=True) == 1
+
+
+async def test_llm_spend_is_summed_per_channel_since_a_time(records):
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    await records.runs.add(started("r-1", "U1", "C1"))
+    await records.runs.add(started("r-2", "U2", "C2"))
+    for run_id, tokens in (("r-1", (100, 20)), ("r-1", (300, 30)), ("r-2", (1000, 1))):
+        await records.audit.record("llm.call", run_id, model="gpt-4o-mini",
+                                   input_tokens=tokens[0], output_tokens=tokens[1],
+                                   total_tokens=sum(tokens), cost_usd=0.0001)
+    await records.audit.record("llm.run", "r-1", total_tokens=450)  # totals are not calls
+    assert await records.audit.llm_spend("C1", before) == {
+        "input_tokens": 400, "output_tokens": 50, "total_tokens": 450, "calls": 2}
+    nothing = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "calls": 0}
+    assert await records.audit.llm_spend("C9", before) == nothing
+    assert await records.audit.llm_spend("C1", datetime.now(UTC) + timedelta(seconds=1)) == nothing
