@@ -17,11 +17,20 @@ from typing import Any
 
 import structlog
 
+from graph import tracing
 from tools.secrets import REDACTOR
 
 
 def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return REDACTOR.redact_obj(event)
+
+
+def traced(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The trace id of the span a line was logged in, while traces are exported."""
+    trace_id = tracing.trace_id()
+    if trace_id is not None:
+        event.setdefault("trace_id", trace_id)
+    return event
 
 
 class _Stderr:
@@ -39,6 +48,7 @@ def configure(level: str = "info", stream: Any = None) -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        traced,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

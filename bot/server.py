@@ -26,6 +26,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot import telemetry
 from bot.app import build_app, slack_client
 from bot.deps import BotDeps
 from bot.directory import Directory
@@ -63,8 +64,10 @@ async def running_bot(
     session = aiohttp.ClientSession()
     client = slack_client(settings, session)
     surface = SlackSurface(client, interval=status_interval)
-    async with (session, runtime(settings, surface, runbooks=runbooks, role=role) as rt,
-                AsyncExitStack() as stack):
+    async with (session, AsyncExitStack() as stack):
+        stack.enter_context(telemetry.exporting(settings))  # closed last: spans of shutdown too
+        rt = await stack.enter_async_context(runtime(settings, surface, runbooks=runbooks,
+                                                     role=role))
         team = await _team_id(client)
         app = deps = slack = pd = mcp = None
         if role is not Role.WORKER:

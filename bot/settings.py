@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     qdrant_url: str | None = _env("QDRANT_URL")
     pagerduty_webhook_secret: SecretStr | None = _env("PAGERDUTY_WEBHOOK_SECRET")
     metrics_token: SecretStr | None = _env("OPSBOT_METRICS_TOKEN")  # bearer for GET /metrics
+    # Traces (OTLP/HTTP) go here when set; prompts and answers only with OPSBOT_TRACE_CONTENT.
+    otel_endpoint: str | None = _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_service_name: str = Field("opsbot", validation_alias="OTEL_SERVICE_NAME")
+    trace_content: bool = Field(False, validation_alias="OPSBOT_TRACE_CONTENT")
 
     mcp: Path | None = _env("OPSBOT_MCP")
     mcp_channel: str | None = _env("OPSBOT_MCP_CHANNEL")

@@ -22,7 +22,10 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
+from opentelemetry.trace import SpanKind
+
 from bot import metrics, pagerduty
+from graph import tracing
 
 log = structlog.get_logger("opsbot.http")
 MAX_BODY = 256 * 1024  # Slack payloads are far smaller; a message's text is capped at 40k chars
@@ -55,6 +58,12 @@ def slack_handler(app: AsyncApp, signing_secret: str | None) -> Handler:
     verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        with _server_span(request) as span:  # a run started here continues this trace
+            response = await verified(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    async def verified(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         body = await read_body(request)
         if isinstance(body, web.Response):
@@ -78,6 +87,12 @@ def pagerduty_handler(secret: str, dedupe, incidents) -> Handler:
     """``POST /webhooks/pagerduty``: verify, de-duplicate on ``X-Webhook-Id``, hand off, 2xx."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        with _server_span(request) as span:
+            response = await delivered(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    async def delivered(request: web.Request) -> web.StreamResponse:
         body = await read_body(request)
         if isinstance(body, web.Response):
             return _pd(body, "too_large")
@@ -97,6 +112,12 @@ def pagerduty_handler(secret: str, dedupe, incidents) -> Handler:
         return _pd(web.json_response({"ok": True}, status=202), "accepted")
 
     return handle
+
+
+def _server_span(request: web.Request):
+    return tracing.tracer.start_as_current_span(
+        f"{request.method} {request.path}", kind=SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "url.path": request.path})
 
 
 def _pd(response: web.Response, outcome: str) -> web.Response:

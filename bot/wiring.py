@@ -324,7 +324,8 @@ async def _worker(rt: Runtime, surface: Surface, runbooks: Any, stack: AsyncExit
     deps = GraphDeps(catalog=rt.catalog, policy=rt.policy, executor=rt.sandbox, broker=rt.broker,
                      audit=rt.records.audit, executions=rt.records.executions, guard=fenced,
                      worker=rt.sandbox.config.instance, runbooks=runbooks,
-                     llm=llm_for(settings), model_name=settings.model, limits=Limits())
+                     llm=llm_for(settings), model_name=settings.model, limits=Limits(),
+                     trace_content=settings.trace_content)
     graphs = await stack.enter_async_context(_graphs(settings, deps))
     rt.driver = Driver(graphs, rt.records, rt.queue, _lease(settings), surface, rt.runs.desk,
                        rt.runs.checklists, recursion_limit=deps.limits.recursion_limit)

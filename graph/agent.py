@@ -26,7 +26,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from graph import commands, metrics
+from graph import commands, metrics, tracing
 from graph.deps import GraphDeps
 from graph.nodes import GraphState, emit, task_of
 from graph.policy import Verdict
@@ -123,19 +123,35 @@ class Agent:
         if self.deps.llm is None:
             return "No LLM is configured (set `OPENAI_API_KEY`)."
         began = time.monotonic()
-        try:
-            reply = await self.deps.llm.bind_tools(self.tools()).ainvoke(
-                [SystemMessage(SYSTEM), *history])
-        except Exception as e:  # noqa: BLE001 - the endpoint's failure is the run's answer
-            metrics.llm_call(self.deps.model_name, "error")
-            emit({"step": "llm", "text": "Thinking", "state": StepState.FAILED,
-                  "detail": _llm_failure(e)})
-            return _llm_error(e)
+        with tracing.chat_span(self.deps.model_name) as span:
+            try:
+                reply = await self.deps.llm.bind_tools(self.tools()).ainvoke(
+                    [SystemMessage(SYSTEM), *history])
+            except Exception as e:  # noqa: BLE001 - the endpoint's failure is the run's answer
+                metrics.llm_call(self.deps.model_name, "error")
+                tracing.failed(span, _llm_failure(e))
+                emit({"step": "llm", "text": "Thinking", "state": StepState.FAILED,
+                      "detail": _llm_failure(e)})
+                return _llm_error(e)
+            self._traced(span, history, reply)
         await self._audit(state, reply, time.monotonic() - began)
         asked = len(reply.tool_calls) + len(reply.invalid_tool_calls)
         emit({"step": "llm", "text": "Thinking", "state": StepState.OK,
               "detail": f"round {round_no}: " + (f"{asked} tool call(s)" if asked else "answered")})
         return reply
+
+    def _traced(self, span: Any, history: list[Any], reply: AIMessage) -> None:
+        """Token usage and finish reason on the ``chat`` span; the messages themselves only when
+        the deployment opted in (``OPSBOT_TRACE_CONTENT``), redacted even then."""
+        tracing.chat_result(span, dict(reply.usage_metadata or {}),
+                            (reply.response_metadata or {}).get("finish_reason"),
+                            len(reply.tool_calls) + len(reply.invalid_tool_calls))
+        if self.deps.trace_content:
+            shown = [{"role": m.type, "content": _text(m.content)} for m in history]
+            span.set_attribute("gen_ai.input.messages", REDACTOR.redact(json.dumps(shown)))
+            span.set_attribute("gen_ai.output.messages", REDACTOR.redact(json.dumps(
+                [{"role": "assistant", "content": _text(reply.content),
+                  "tool_calls": [tc["name"] for tc in reply.tool_calls]}])))
 
     async def _audit(self, state: GraphState, reply: AIMessage, seconds: float) -> None:
         used = reply.usage_metadata or {}

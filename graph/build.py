@@ -10,6 +10,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from graph import tracing
 from graph.agent import Agent
 from graph.deps import GraphDeps
 from graph.nodes import GraphState, Nodes
@@ -19,15 +20,19 @@ def build_graph(deps: GraphDeps, checkpointer: BaseCheckpointSaver) -> CompiledS
     nodes = Nodes(deps)
     agent = Agent(deps)
     g = StateGraph(GraphState)
-    g.add_node("understand", nodes.understand)
-    g.add_node("agent", agent.step)
-    g.add_node("no_llm", nodes.no_llm)
-    g.add_node("policy", nodes.policy)
-    g.add_node("preview", nodes.preview, destinations=("approval",))
-    g.add_node("approval", nodes.approval, destinations=("execute", "observe"))
-    g.add_node("execute", nodes.execute)
-    g.add_node("observe", nodes.observe)
-    g.add_node("report", nodes.report)
+
+    def add(name: str, work, **kw) -> None:  # each node runs in a span of the run's trace
+        g.add_node(name, tracing.node(name, work), **kw)
+
+    add("understand", nodes.understand)
+    add("agent", agent.step)
+    add("no_llm", nodes.no_llm)
+    add("policy", nodes.policy)
+    add("preview", nodes.preview, destinations=("approval",))
+    add("approval", nodes.approval, destinations=("execute", "observe"))
+    add("execute", nodes.execute)
+    add("observe", nodes.observe)
+    add("report", nodes.report)
 
     g.add_edge(START, "understand")
     g.add_conditional_edges("understand", nodes.after_understand,

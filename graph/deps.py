@@ -114,4 +114,5 @@ class GraphDeps:
     llm: Any = None  # a LangChain chat model (ChatOpenAI) or None when not configured
     model_name: str = ""
     limits: Limits = field(default_factory=Limits)
+    trace_content: bool = False  # prompts and answers on chat spans (OPSBOT_TRACE_CONTENT)
     run_slots: RunSlots = field(default_factory=RunSlots)

@@ -160,7 +160,8 @@ class ApprovalDesk:
 
     async def _resume(self, tx: Tx, run: RunRef, request: ApprovalRequest) -> None:
         await self.queue.defer(tx, Job(JobKind.RESUME, run.run_id, run.thread_id,
-                                       lane_for(run.task), approval_id=request.id))
+                                       lane_for(run.task), approval_id=request.id,
+                                       trace=run.trace))
 
     async def _post(self, run: RunRef, request: ApprovalRequest) -> None:
         card_ts = await self.surface.ask_approval(run, request)

@@ -33,7 +33,9 @@ import structlog
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from graph import metrics
+from opentelemetry.trace import SpanKind
+
+from graph import metrics, tracing
 from graph.desk import ApprovalDesk
 from graph.lease import Lease
 from graph.nodes import GraphState
@@ -99,7 +101,16 @@ class Driver:
         self.recursion_limit = recursion_limit
 
     async def handle(self, job: Job) -> None:
-        """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later)."""
+        """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later), in
+        a span of the run's trace."""
+        with tracing.tracer.start_as_current_span(
+                f"run.drive {job.kind.value}", context=tracing.context_of(job.trace),
+                kind=SpanKind.CONSUMER, attributes={"opsbot.run_id": job.run_id,
+                                                    "opsbot.job": job.kind.value,
+                                                    "opsbot.lane": job.lane.value}):
+            await self._handle(job)
+
+    async def _handle(self, job: Job) -> None:
         async with self.lease.hold(job.thread_id):
             row = await self.records.runs.row(job.run_id)
             if row is None or row.state.final:
@@ -132,13 +143,15 @@ class Driver:
                                                            RunState.WAITING):
             lane = lane_for(run.task)
             if state is RunState.WAITING:  # decided approvals whose resume died with the process
-                jobs += [Job(JobKind.RESUME, run.run_id, run.thread_id, lane, r.id)
+                jobs += [Job(JobKind.RESUME, run.run_id, run.thread_id, lane, r.id,
+                             trace=run.trace)
                          for r in await self.records.approvals.for_run(run.run_id)
                          if r.status.final]
             elif state is RunState.QUEUED:
                 jobs.append(start_job(run))
             else:
-                jobs.append(Job(JobKind.CONTINUE, run.run_id, run.thread_id, lane))
+                jobs.append(Job(JobKind.CONTINUE, run.run_id, run.thread_id, lane,
+                                trace=run.trace))
         return jobs
 
     # deciding ----------------------------------------------------------------------------
@@ -156,10 +169,11 @@ class Driver:
                 await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
                                                headline=busy))
                 return
-        if plan is Plan.SETTLE:
-            await self._settle(graph, run, config)
-            return
-        await self._run_graph(graph, run, inputs, config)
+        with tracing.agent_span(run.run_id, run.thread_id, job.kind.value):
+            if plan is Plan.SETTLE:
+                await self._settle(graph, run, config)
+                return
+            await self._run_graph(graph, run, inputs, config)
 
     async def _plan(self, job: Job, row: RunRow, snapshot: Any) -> tuple[Plan, Any]:
         mine = (snapshot.values or {}).get("run_id") == job.run_id
@@ -169,6 +183,7 @@ class Driver:
             if request is None or not request.status.final or not mine:
                 return Plan.NOTHING, None
             if request.interrupt_id in pending:
+                _waited(request)
                 return Plan.RESUME, Command(resume={request.interrupt_id: _decision(request)})
             if snapshot.next and not pending:  # resumed once, and that drive died mid-flight
                 return Plan.CONTINUE, None
@@ -262,6 +277,12 @@ class Driver:
         await self.surface.progress(run, checklist, final=True)
 
     async def _finish(self, run: RunRef, report: Report) -> None:
+        with tracing.tracer.start_as_current_span("run.report", attributes={
+                "opsbot.run_id": run.run_id, "opsbot.outcome": report.state.value,
+                "opsbot.calls": len(report.calls)}):
+            await self._report(run, report)
+
+    async def _report(self, run: RunRef, report: Report) -> None:
         checklist = await self.checklists.of(run)
         checklist.state = report.state
         await self.surface.progress(run, checklist, final=True)
@@ -298,6 +319,14 @@ class Driver:
                 "policy", run.run_id, run.task.user, call_id=call_id, verdict=review["verdict"],
                 tier=review["tier"], rule=review["rule"], reason=review["reason"],
                 action=review.get("canonical"), hash=review.get("hash"))
+
+
+def _waited(request) -> None:
+    """The approval's wait, as a span of the run's trace (recorded once it is decided)."""
+    if request.decided_at is not None:
+        tracing.waited("approval.wait", request.created_at, request.decided_at,
+                       **{"opsbot.approval_id": request.id, "opsbot.outcome": request.status.value,
+                          "opsbot.tier": request.tier, "opsbot.deciders": len(request.deciders)})
 
 
 def _stopped_at_approvals(snapshot: Any) -> bool:

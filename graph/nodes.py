@@ -29,7 +29,7 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Command, Send, interrupt
 
 from approvals.mrkdwn import one_line
-from graph import commands, help, usage
+from graph import commands, help, tracing, usage
 from graph.deps import GraphDeps
 from graph.policy import Channel, Proposer, Requester, Verdict, evaluate
 from graph.surface import CallReport, Citation, Report, RunState, StepState
@@ -175,6 +175,16 @@ class Nodes:
 
     def review(self, call: Call, requester: Requester, channel: Channel,
                proposer: Proposer = Proposer.PERSON) -> dict[str, Any]:
+        with tracing.tracer.start_as_current_span("policy.evaluate") as span:
+            review = self._review(call, requester, channel, proposer)
+            span.set_attributes({"opsbot.call_id": call.id, "opsbot.tool": call.ref,
+                                 "opsbot.policy.verdict": str(review["verdict"]),
+                                 "opsbot.policy.rule": review["rule"] or "",
+                                 "opsbot.policy.tier": int(review["tier"])})
+            return review
+
+    def _review(self, call: Call, requester: Requester, channel: Channel,
+                proposer: Proposer) -> dict[str, Any]:
         decision = evaluate(self.deps.policy, self.deps.catalog, call, requester, channel,
                             proposer)
         review: dict[str, Any] = {**decision.model_dump(mode="json"), "summary": call.ref,
@@ -297,11 +307,24 @@ class Nodes:
             return await self._run_in_slot(branch, resolved, preview)
 
     async def _run_in_slot(self, branch: Branch, resolved, preview: bool) -> ToolResult:
+        """One action in an ``execute_tool`` span: credentials, sandbox, revocation."""
+        with tracing.tool_span(resolved.toolset.name, resolved.action.name, resolved.call.id,
+                               preview) as span:
+            result = await self._run_in_box(branch, resolved, preview)
+            span.set_attribute("opsbot.status", result.status.value)
+            if result.status is Status.ERROR:
+                tracing.failed(span, "the action failed")
+            return result
+
+    async def _run_in_box(self, branch: Branch, resolved, preview: bool) -> ToolResult:
         run_id, call = branch["run_id"], resolved.call
         lease = None
         try:
             secrets = resolved.preview_secrets if preview else resolved.secrets
-            lease = await self.deps.broker.mint(run_id, call.id, secrets, resolved.action.timeout)
+            with tracing.tracer.start_as_current_span("credential.mint", attributes={
+                    "opsbot.secret_kinds": sorted({str(s.kind) for s in secrets})}):
+                lease = await self.deps.broker.mint(run_id, call.id, secrets,
+                                                    resolved.action.timeout)
             await self.deps.audit.record("credential.lease", run_id, call_id=call.id, **lease.audit())
             request = SandboxRequest(
                 run_id=run_id, call_id=call.id, toolset=resolved.toolset.name,
@@ -316,7 +339,12 @@ class Nodes:
                 emit({"step": call.id, "text": resolved.summary, "state": StepState.RUNNING,
                       "detail": _clip(line, 200)})
 
-            outcome = await self.deps.executor.run(request, on_progress=progress)
+            with tracing.tracer.start_as_current_span("sandbox.run") as box:
+                outcome = await self.deps.executor.run(request, on_progress=progress)
+                box.set_attributes({"opsbot.sandbox.pooled": outcome.pooled,
+                                    "opsbot.sandbox.seconds": outcome.duration_s,
+                                    "opsbot.sandbox.timed_out": outcome.timed_out,
+                                    "opsbot.sandbox.container": (outcome.container_id or "")[:12]})
         except VaultError as e:  # a sentence for the user: Vault down, path or key missing
             message = str(e)
             await self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
@@ -327,7 +355,8 @@ class Nodes:
             return ToolResult(status=Status.ERROR, invocation=call.ref, error=message)
         finally:
             if lease is not None:
-                await self.deps.broker.revoke(lease)
+                with tracing.tracer.start_as_current_span("credential.revoke"):
+                    await self.deps.broker.revoke(lease)
                 await self.deps.audit.record("credential.revoke", run_id, call_id=call.id,
                                        **lease.audit())
         await self.deps.audit.record(

@@ -62,6 +62,7 @@ class Job:
     thread_id: str
     lane: Lane = Lane.CHAT
     approval_id: str | None = None
+    trace: str = ""  # the run's traceparent: the worker continues the run's trace
 
     def dump(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +71,7 @@ class Job:
     def load(cls, data: dict[str, Any]) -> Job:
         return cls(kind=JobKind(data["kind"]), run_id=data["run_id"],
                    thread_id=data["thread_id"], lane=Lane(data.get("lane", "chat")),
-                   approval_id=data.get("approval_id"))
+                   approval_id=data.get("approval_id"), trace=data.get("trace", ""))
 
 
 def start_job(run: RunRef) -> Job:
@@ -78,7 +79,7 @@ def start_job(run: RunRef) -> Job:
     command) has no thread yet: its start is keyed by the run, and it drives the thread it
     opens; everything later is keyed by that thread."""
     key = run.thread_id if run.thread_ts else f"{run.task.team}:{run.task.channel}:new:{run.run_id}"
-    return Job(JobKind.START, run.run_id, key, lane_for(run.task))
+    return Job(JobKind.START, run.run_id, key, lane_for(run.task), trace=run.trace)
 
 
 Handler = Callable[[Job], Awaitable[None]]

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from graph import metrics
+from graph import metrics, tracing
 from graph.desk import ApprovalDesk
 from graph.driver import Checklists
 from graph.queue import JobQueue, lane_for, start_job
@@ -88,8 +88,20 @@ class RunManager:
                      tell: bool = True) -> RunRef | Refused | None:
         """Record and queue a run; None when ``delivery`` was already seen (a redelivery);
         :class:`Refused` when the policy's limits say no — the requester is told through the
-        surface unless ``tell`` is False (a caller that answers them itself, e.g. MCP)."""
-        run = RunRef(run_id=new_run_id(), task=task, thread_ts=task.thread_ts)
+        surface unless ``tell`` is False (a caller that answers them itself, e.g. MCP).
+
+        The run's trace is the current one (the request's): ``run.trace`` carries it on."""
+        run_id = new_run_id()
+        with tracing.tracer.start_as_current_span("run.submit", attributes={
+                "opsbot.run_id": run_id, "opsbot.source": task.source.value,
+                "opsbot.lane": lane_for(task).value}):
+            run = RunRef(run_id=run_id, task=task, thread_ts=task.thread_ts,
+                         trace=tracing.traceparent())
+            return await self._submit(run, delivery, tell)
+
+    async def _submit(self, run: RunRef, delivery: str | None, tell: bool
+                      ) -> RunRef | Refused | None:
+        task = run.task
         async with self.records.transaction() as tx:
             if delivery is not None and not await tx.dedupe.first_time(delivery):
                 return None

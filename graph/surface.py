@@ -37,6 +37,7 @@ class RunRef(BaseModel):
     task: Task
     thread_ts: str | None = None
     status_ts: str | None = None
+    trace: str = ""  # W3C traceparent of the run's trace (graph/tracing.py); empty: not traced
 
     @property
     def thread_id(self) -> str:

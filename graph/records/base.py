@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from approvals.store import ApprovalStore
+from graph import tracing
 from graph.surface import Checklist, RunRef, RunState
 from tools.secrets import REDACTOR, Redactor
 
@@ -92,6 +93,11 @@ class AuditLog(ABC):
 
     async def record(self, kind: str, run_id: str | None, actor: str | None = None,
                      **data: Any) -> None:
+        """Append one row; while a trace is being recorded, its id is in the row's data
+        (``trace_id``), to find the row's trace and the trace's rows."""
+        traced = tracing.trace_id()
+        if traced is not None:
+            data["trace_id"] = traced
         body = json.dumps(self.redactor.redact_obj(data), default=str, sort_keys=True)
         await self._insert(kind, run_id, actor, body)
 
