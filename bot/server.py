@@ -34,7 +34,7 @@ from bot.errors import ConfigError
 from bot.incidents import Incidents
 from bot.runbooks import runbooks_for
 from bot.settings import Settings
-from bot.slack_surface import SlackSurface
+from bot.slack_surface import Pace, SlackSurface
 from bot.mcp_server import McpDeps
 from bot.metrics import scrape_time
 from bot.mcp_server import endpoint as mcp_endpoint
@@ -59,11 +59,13 @@ class RunningBot:
 @asynccontextmanager
 async def running_bot(
     settings: Settings, host: str = "0.0.0.0", status_interval: float = 1.0, runbooks=None,
-    incident_grace_s: float = 5.0, role: Role = Role.ALL,
+    incident_grace_s: float = 5.0, role: Role = Role.ALL, status_pace: Pace = asyncio.sleep,
 ) -> AsyncIterator[RunningBot]:
+    """``status_interval``: seconds between edits of a run's status message; ``status_pace``
+    waits out the rest of one (tests hold it to show what does not wait for it)."""
     session = aiohttp.ClientSession()
     client = slack_client(settings, session)
-    surface = SlackSurface(client, interval=status_interval)
+    surface = SlackSurface(client, interval=status_interval, pace=status_pace)
     async with (session, AsyncExitStack() as stack):
         stack.enter_context(telemetry.exporting(settings))  # closed last: spans of shutdown too
         rt = await stack.enter_async_context(runtime(settings, surface, runbooks=runbooks,

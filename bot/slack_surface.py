@@ -5,7 +5,9 @@ production; Slack's ``chat.update`` is Tier 3, shared by every run in the worksp
 never waits for Slack: intermediate states are sent by a background flusher, so a slow or
 rate-limited Slack delays the message, not the investigation. ``final=True`` waits until the
 last state has landed (still respecting the interval), under the same lock that orders every
-edit, so nothing is lost and edits never arrive out of order.
+edit, so nothing is lost and edits never arrive out of order. The pacing holds back edits of the
+status message only: a run's report is a new message (``chat.postMessage``, another rate-limit
+bucket) that the driver posts before the last status edit, so the answer never waits for it.
 
 429s are absorbed by slack_sdk's ``AsyncRateLimitErrorRetryHandler`` (``bot/app.py``; it sleeps
 ``Retry-After`` and retries), so a rate-limit storm delays messages but never drops or
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -40,6 +43,7 @@ REACTIONS = {
     RunState.INTERRUPTED: "warning",
 }
 STATUS_TEXT = 3900  # chat.update refuses text over 4,000 characters
+Pace = Callable[[float], Awaitable[None]]  # waits out the rest of an edit interval
 
 
 class StatusMessage:
@@ -53,8 +57,10 @@ class StatusMessage:
         await status.show("done", final=True)    # returns once "done" is in Slack
     """
 
-    def __init__(self, client: AsyncWebClient, channel: str, ts: str, interval: float):
+    def __init__(self, client: AsyncWebClient, channel: str, ts: str, interval: float,
+                 pace: Pace = asyncio.sleep):
         self.client, self.channel, self.ts, self.interval = client, channel, ts, interval
+        self.pace = pace
         self._latest = self._sent = ""
         self._last = 0.0  # monotonic time of the last edit
         self._lock = asyncio.Lock()
@@ -80,7 +86,7 @@ class StatusMessage:
         async with self._lock:
             if self._latest == self._sent:
                 return
-            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - self._last)))
+            await self.pace(max(0.0, self.interval - (time.monotonic() - self._last)))
             text = self._latest
             try:
                 await self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
@@ -92,9 +98,11 @@ class StatusMessage:
 class SlackSurface:
     """:class:`graph.surface.Surface` for Slack: status message, approval cards, reports."""
 
-    def __init__(self, client: AsyncWebClient, interval: float = 1.0):
+    def __init__(self, client: AsyncWebClient, interval: float = 1.0,
+                 pace: Pace = asyncio.sleep):
         self.client = client
         self.interval = interval
+        self.pace = pace
         self._status: dict[str, StatusMessage] = {}
         self._reactions: dict[str, str] = {}
 
@@ -104,7 +112,7 @@ class SlackSurface:
         response = await self._post(channel=run.task.channel, thread_ts=thread, text=text)
         ts = response["ts"]
         located = run.model_copy(update={"thread_ts": thread or ts, "status_ts": ts})
-        self._status[run.run_id] = StatusMessage(self.client, run.task.channel, ts, self.interval)
+        self._status[run.run_id] = self._status_for(run.task.channel, ts)
         await self._react(located, RunState.RUNNING)
         return located
 
@@ -174,9 +182,11 @@ class SlackSurface:
 
     def _status_message(self, run: RunRef) -> StatusMessage | None:
         if run.run_id not in self._status and run.status_ts:
-            self._status[run.run_id] = StatusMessage(self.client, run.task.channel,
-                                                     run.status_ts, self.interval)
+            self._status[run.run_id] = self._status_for(run.task.channel, run.status_ts)
         return self._status.get(run.run_id)
+
+    def _status_for(self, channel: str, ts: str) -> StatusMessage:
+        return StatusMessage(self.client, channel, ts, self.interval, self.pace)
 
     def _status_text(self, run: RunRef, checklist: Checklist) -> str:
         alert = run.task.source == Source.ALERT

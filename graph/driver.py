@@ -14,6 +14,8 @@ row and the thread's checkpoint, what the job means now:
 * anything else (a duplicate click's resume, say) → nothing.
 
 Settling posts cards and records ``waiting``, or posts the report and records the final state.
+The report is posted before the status message's last edit, which may wait for Slack's edit
+pacing: the answer never does.
 A user's cancel reaches a running drive as a cancellation of its job; the reason was written
 to the run's row first, which is how a cancel is told from a shutdown.
 """
@@ -283,13 +285,15 @@ class Driver:
             await self._report(run, report)
 
     async def _report(self, run: RunRef, report: Report) -> None:
+        """The answer first, as new messages (they never wait for the status message's edit
+        pacing); then the status message's last state, under its own pacing; then the record."""
         checklist = await self.checklists.of(run)
         checklist.state = report.state
-        await self.surface.progress(run, checklist, final=True)
         if report.state is RunState.INTERRUPTED:
             await self.surface.say(run, INTERRUPTED_NOTICE.format(run_id=run.run_id))
             await self.records.audit.record("run.state", run.run_id, state=report.state.value)
         await self.surface.report(run, report)
+        await self.surface.progress(run, checklist, final=True)
         await self.checklists.save(run.run_id, report.state, done=True)
         await self.records.audit.record("report", run.run_id, state=report.state.value,
                                         headline=report.headline,

@@ -83,10 +83,24 @@ class Harness:
         return (await self.slack.wait_for(roots, timeout))[index].ts
 
     async def report(self, thread_ts: str, timeout: float = 60) -> Message:
+        """The run's report in the thread, once the run is recorded as ended (its status
+        message's last edit, which follows the report under its own pacing, has landed)."""
+        report = await self.posted_report(thread_ts, timeout)
+        await self.ended(RUN_ID.search(report.text).group(1), timeout)
+        return report
+
+    async def posted_report(self, thread_ts: str, timeout: float = 60) -> Message:
+        """The run's report as soon as it is in the thread."""
         def find():
             return next((m for m in self.slack.thread(self.channel, thread_ts)
                          if m.ts != thread_ts and "*Run `r-" in m.text), None)
         return await self.slack.wait_for(find, timeout)
+
+    async def ended(self, run_id: str, timeout: float = 30) -> None:
+        async def over() -> bool:
+            row = await self.bot.runtime.records.runs.row(run_id)
+            return row is not None and row.state.final
+        await self.slack.wait_for(over, timeout)
 
     async def card(self, thread_ts: str, timeout: float = 30) -> Message:
         def find():
@@ -130,12 +144,14 @@ class Harness:
 
 @asynccontextmanager
 async def harness(settings: Settings, slack: SlackEmulator, runbooks: Any = None,
-                  incident_grace_s: float = 5.0) -> AsyncIterator[Harness]:
+                  incident_grace_s: float = 5.0, **bot_options: Any) -> AsyncIterator[Harness]:
+    """``bot_options`` go to :func:`~bot.server.running_bot` (status pacing, say)."""
     slack.add_channel(CHANNEL, "ops")
     slack.set_usergroup("S0SRE", [GROUPIE])
+    bot_options.setdefault("status_interval", 0.05)
     async with (
-        running_bot(settings, host="127.0.0.1", status_interval=0.05, runbooks=runbooks,
-                    incident_grace_s=incident_grace_s) as bot,
+        running_bot(settings, host="127.0.0.1", runbooks=runbooks,
+                    incident_grace_s=incident_grace_s, **bot_options) as bot,
         SlackClient(f"{bot.url}/slack/events") as client,
     ):
         yield Harness(bot, slack, client)

@@ -99,7 +99,8 @@ async def test_sigkill_mid_action_is_reaped_and_reported(
     notice = await h.slack.wait_for(lambda: [m for m in h.slack.thread(CHANNEL, thread)
                                              if f"Run `{run_id}` was interrupted" in m.text], 20)
     assert "Nothing is retried automatically" in notice[0].text
-    assert f"`{run_id}` · interrupted" in h.slack.message(CHANNEL, thread).text
+    await h.slack.wait_for(  # the notice goes first; the status message's last edit follows
+        lambda: f"`{run_id}` · interrupted" in h.slack.message(CHANNEL, thread).text, 20)
     await wait_until(lambda: audit.run_state(run_id) == "interrupted", 20,  # recorded last
                      lambda: f"run {run_id} is {audit.run_state(run_id)}")
     assert audit.rows("credential.lease", run_id) and not audit.rows("sandbox.exec", run_id)

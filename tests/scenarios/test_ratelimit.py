@@ -1,6 +1,6 @@
 """Issue 5, streaming progress under Slack's rate limits: status edits are coalesced, never block
 the run, honour ``Retry-After`` on 429, and the last state and the report always land — in
-order and exactly once.
+order and exactly once. Issue 16: the report never waits for the status message's pacing.
 """
 
 import asyncio
@@ -14,6 +14,7 @@ from bot.settings import Settings
 from bot.slack_surface import StatusMessage
 from tests.fakes.openai import Delay, text, tool_call
 from tests.fakes.slack import BOT_TOKEN
+from tests.scenarios.harness import CHANNEL as OPS, RUN_ID, harness, settings_for
 from tests.scenarios.llm_harness import mention
 from tests.scenarios.process import AuditFile
 
@@ -106,4 +107,42 @@ async def test_a_429_storm_during_a_run_delays_but_never_drops_reorders_or_dupli
             if limited.status == 429:
                 assert retry.at - limited.at >= 0.95, "Retry-After honoured"
     final_update = max(u.at for u in updates if u.status == 200 and "· done" in u.params["text"])
-    assert final_update < posts[-1].at, "the final status lands before the report"
+    assert posts[-1].at < final_update, "the report goes first; the last status follows it"
+
+
+class HeldPacing:
+    """Status-edit pacing held until released: whatever reaches Slack while it is held did
+    not wait for an edit interval."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.held: list[float] = []  # the waits asked for
+
+    async def __call__(self, seconds: float) -> None:
+        if seconds > 0:
+            self.held.append(seconds)
+            await self.released.wait()
+
+
+@pytest.mark.docker
+async def test_the_report_is_posted_while_the_last_status_edit_waits_for_its_pacing(
+        slack_emulator, redis_server, sandbox_image, tmp_path):
+    pacing = HeldPacing()
+    settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data")
+    async with harness(settings, slack_emulator, status_interval=3600, status_pace=pacing) as h:
+        await h.command("redis info section=server")
+        thread = await h.run_thread()
+        report = await h.posted_report(thread, timeout=30)  # while every paced edit is held
+        assert "redis_version:" in report.text
+        assert pacing.held, "an edit of the status message is waiting out its interval"
+        assert "· done" not in h.slack.message(OPS, thread).text
+
+        pacing.released.set()
+        await h.ended(RUN_ID.search(report.text).group(1))
+        status = h.slack.message(OPS, thread)
+        assert "· done" in status.text and "✅ Read Redis INFO (server)" in status.text
+        posted = next(c for c in slack_emulator.calls("chat.postMessage")
+                      if c.params.get("thread_ts") == thread)
+        done = [u for u in slack_emulator.calls("chat.update")
+                if u.params.get("ts") == thread and "· done" in u.params["text"]]
+        assert len(done) == 1 and posted.at < done[0].at, "the last state lands once, after"
