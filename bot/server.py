@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, closing, nullcontext
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
-from bot import telemetry
+from bot import telemetry, webconsole
 from bot.app import build_app, slack_client
 from bot.deps import BotDeps
 from bot.directory import Directory
@@ -71,7 +72,7 @@ async def running_bot(
         rt = await stack.enter_async_context(runtime(settings, surface, runbooks=runbooks,
                                                      role=role))
         team = await _team_id(client)
-        app = deps = slack = pd = mcp = None
+        app = deps = slack = pd = mcp = console = None
         if role is not Role.WORKER:
             directory = Directory(client, groups=rt.policy.slack_groups())
             deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.records, directory)
@@ -79,6 +80,8 @@ async def running_bot(
             mcp = await stack.enter_async_context(mcp_endpoint(
                 McpDeps(deps, rt.tokens, rt.audit, team, settings.mcp_channel)))
             app = build_app(settings, deps, client, incidents)
+            console = webconsole.console_for(settings, rt.records, rt.tokens, client, session,
+                                             team)
             secret = settings.slack_signing_secret
             slack = None if settings.socket_mode else slack_handler(
                 app, secret.get_secret_value() if secret else None)
@@ -87,7 +90,9 @@ async def running_bot(
                   if pd_secret else None)
         scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
         web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client), mcp, scrape,
-                                             scrape_time(rt.queue, rt.records)),
+                                             scrape_time(rt.queue, rt.records),
+                                             partial(webconsole.register, deps=console)
+                                             if console else None),
                                    access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)

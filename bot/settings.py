@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     otel_endpoint: str | None = _env("OTEL_EXPORTER_OTLP_ENDPOINT")
     otel_service_name: str = Field("opsbot", validation_alias="OTEL_SERVICE_NAME")
     trace_content: bool = Field(False, validation_alias="OPSBOT_TRACE_CONTENT")
+    # The web console (/console): who may read it, its cookie key, Sign in with Slack.
+    console_groups: str | None = _env("OPSBOT_CONSOLE_GROUPS")
+    console_secret: SecretStr | None = _env("OPSBOT_CONSOLE_SECRET")
+    slack_client_id: str | None = _env("SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = _env("SLACK_CLIENT_SECRET")
+    slack_oidc_url: str = Field("https://slack.com/", validation_alias="OPSBOT_SLACK_OIDC_URL")
+    public_url: str | None = _env("OPSBOT_PUBLIC_URL")
 
     mcp: Path | None = _env("OPSBOT_MCP")
     mcp_channel: str | None = _env("OPSBOT_MCP_CHANNEL")

@@ -177,8 +177,11 @@ def build_web(
     slack: Handler | None, pagerduty: Handler | None, ready: Readiness | None = None,
     mcp: Handler | None = None, metrics_token: str | None = None,
     refresh: metrics.Refresh | None = None,
+    console: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
+    if console is not None:
+        console(app)  # /console (bot/webconsole)
     if refresh is not None:
         app[REFRESH] = refresh
     if ready is not None:

@@ -38,6 +38,39 @@ class RunRow:
     stop_reason: str = ""
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing shows (every field optional; all given must match)."""
+
+    run_id: str | None = None
+    channel: str | None = None
+    state: RunState | None = None
+    source: str | None = None
+    requester: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+    def conditions(self) -> list[tuple[str, Any]]:
+        """``(column and operator, value)`` for each condition that is set (the backends
+        add their placeholder after each)."""
+        state = self.state.value if self.state else None
+        found = [("id =", self.run_id), ("channel =", self.channel), ("state =", state), ("source =", self.source),
+                 ("requester =", self.requester), ("created_at >=", self.since),
+                 ("created_at <", self.until)]
+        return [(column, value) for column, value in found if value]
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """One run in a listing: where it lives, its state, when it began and last changed."""
+
+    run: RunRef
+    state: RunState
+    created_at: datetime
+    updated_at: datetime
+
+
 class RunStore(ABC):
     """One row per run."""
 
@@ -62,6 +95,10 @@ class RunStore(ABC):
 
     @abstractmethod
     async def for_alert(self, alert_id: str) -> tuple[RunRef, RunState] | None: ...
+
+    @abstractmethod
+    async def listing(self, where: RunFilter = RunFilter()) -> list[RunListing]:
+        """Runs matching ``where``, newest first, at most ``where.limit`` (the web console)."""
 
     @abstractmethod
     async def count_started(self, since: datetime, *, requester: str | None = None,

@@ -31,6 +31,8 @@ from graph.records.base import (
     Executions,
     Listings,
     Records,
+    RunFilter,
+    RunListing,
     RunRow,
     RunStore,
     TokenRows,
@@ -131,6 +133,15 @@ class PgRuns(RunStore):
     async def _first(self, sql: str, arg: str) -> tuple[RunRef, RunState] | None:
         rows = await self.db.all(sql, [arg])
         return (RunRef.model_validate(rows[0]["ref"]), RunState(rows[0]["state"])) if rows else None
+
+    async def listing(self, where: RunFilter = RunFilter()) -> list[RunListing]:
+        sql, args = "select ref, state, created_at, updated_at from runs where true", []
+        for column, value in where.conditions():
+            sql += f" and {column} %s"
+            args.append(value)
+        rows = await self.db.all(sql + " order by created_at desc limit %s", [*args, where.limit])
+        return [RunListing(RunRef.model_validate(r["ref"]), RunState(r["state"]),
+                           r["created_at"], r["updated_at"]) for r in rows]
 
     async def count_started(self, since: datetime, *, requester: str | None = None,
                             channel: str | None = None, lock: bool = False) -> int:

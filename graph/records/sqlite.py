@@ -29,6 +29,8 @@ from graph.records.base import (
     Executions,
     Listings,
     Records,
+    RunFilter,
+    RunListing,
     RunRow,
     RunStore,
     TokenRows,
@@ -165,6 +167,16 @@ class SqliteRuns(RunStore):
     async def _first(self, sql: str, arg: str) -> tuple[RunRef, RunState] | None:
         rows = await self.db.all(sql, [arg])
         return (RunRef.model_validate_json(rows[0]["ref"]), RunState(rows[0]["state"])) if rows else None
+
+    async def listing(self, where: RunFilter = RunFilter()) -> list[RunListing]:
+        sql, args = "select ref, state, created_at, updated_at from runs where 1 = 1", []
+        for column, value in where.conditions():
+            sql += f" and {column} ?"
+            args.append(_stamp(value) if isinstance(value, datetime) else value)
+        rows = await self.db.all(sql + " order by created_at desc limit ?", [*args, where.limit])
+        return [RunListing(RunRef.model_validate_json(r["ref"]), RunState(r["state"]),
+                           datetime.fromisoformat(r["created_at"]),
+                           datetime.fromisoformat(r["updated_at"])) for r in rows]
 
     async def count_started(self, since: datetime, *, requester: str | None = None,
                             channel: str | None = None, lock: bool = False) -> int:
