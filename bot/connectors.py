@@ -12,6 +12,7 @@ import asyncio
 from contextlib import AsyncExitStack
 from typing import Any
 
+import structlog
 import yaml
 from cryptography.hazmat.primitives import serialization
 from docker.errors import DockerException
@@ -22,7 +23,8 @@ from bot.settings import Settings
 from graph.mcp import Discovery, Follower, MCPConfigError, MCPFile, load_servers
 from graph.records import AuditLog, Listings
 from sandbox import messages
-from sandbox.credentials import CredentialBroker
+from sandbox.aws_inventory import AwsInventory
+from sandbox.credentials import CredentialBroker, VaultError
 from sandbox.credentials.docker import DockerToken
 from sandbox.credentials.github_app import GitHubApp, GitHubAppToken
 from sandbox.docker_inventory import DockerInventory
@@ -31,6 +33,8 @@ from sandbox.engine import EngineError
 from sandbox.image import PULUMI_LABEL
 from sandbox.runner import SandboxRunner
 from tools import TOOLSETS
+from tools.aws import TOOLSET as AWS
+from tools.aws import AwsConfig, InstanceFact
 from tools.catalog import Catalog
 from tools.docker import TOOLSET as DOCKER
 from tools.docker import ContainerFact, DockerConfig
@@ -40,6 +44,7 @@ from tools.pulumi import PulumiConfig
 from tools.redis import RedisConfig
 from tools.shell import build_toolset, load_commands
 
+log = structlog.get_logger(__name__)
 SHELL_NEEDS = {
     "OPSBOT_SSH_ROLE": "set the Vault SSH role that signs each action's certificate "
                        "(e.g. ssh/sign/opsbot)",
@@ -163,6 +168,29 @@ async def start_docker(settings: Settings, catalog: Catalog, broker: CredentialB
 
     install(facts)
     watcher = asyncio.create_task(inventory.watch(install), name="docker-inventory")
+    stack.callback(watcher.cancel)
+
+
+async def start_aws(catalog: Catalog, broker: CredentialBroker, stack: AsyncExitStack) -> None:
+    """The AWS connector's list of EC2 instances and their tags (``sandbox/aws_inventory.py``),
+    which policy reads; listed now, then every minute in the background. If AWS or Vault does
+    not answer, opsbot starts anyway: reads work, changes are refused until a listing succeeds."""
+    config = catalog.configs.get("aws")
+    if not isinstance(config, AwsConfig):
+        return
+    inventory = AwsInventory(broker, config)
+
+    def install(seen: tuple[InstanceFact, ...]) -> None:
+        catalog.install(AWS, config.model_copy(update={"instances": seen}))
+
+    seen = None
+    try:
+        seen = await inventory.facts()
+        install(seen)
+    except Exception as e:  # noqa: BLE001 - reported, retried by the watcher
+        log.warning("aws_inventory.unavailable", error=str(e) if isinstance(e, VaultError)
+                    else type(e).__name__)
+    watcher = asyncio.create_task(inventory.watch(install, seen), name="aws-inventory")
     stack.callback(watcher.cancel)
 
 

@@ -37,6 +37,7 @@ from bot.connectors import (
     install_shell,
     mark_pulumi,
     mcp_servers,
+    start_aws,
     start_docker,
 )
 from bot.errors import ConfigError
@@ -313,6 +314,7 @@ async def _tools(rt: Runtime, stack: AsyncExitStack) -> None:
     rt.mcp = await discover(mcp_servers(settings), rt.catalog, rt.sandbox, rt.broker,
                             rt.records.audit, stack, rt.records.listings)
     await start_docker(settings, rt.catalog, rt.broker, stack)
+    await start_aws(rt.catalog, rt.broker, stack)
     await mark_pulumi(rt.catalog, rt.sandbox)
 
 

@@ -16,11 +16,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import docker
-import structlog
 
+from sandbox import inventory
 from tools.docker import ContainerFact
 
-log = structlog.get_logger("opsbot.docker_inventory")
 REFRESH_S = 3.0
 
 
@@ -35,23 +34,8 @@ class DockerInventory:
     async def watch(self, changed: Callable[[tuple[ContainerFact, ...]], Awaitable[None] | None],
                     interval: float = REFRESH_S) -> None:
         """Call ``changed`` with the list whenever it differs from the last one; forever."""
-        last: tuple[ContainerFact, ...] | None = None
-        failing = False
-        while True:
-            try:
-                current = await self.facts()
-            except docker.errors.DockerException as e:
-                if not failing:  # once per outage, not every few seconds
-                    log.warning("docker_inventory.unavailable", error=type(e).__name__)
-                failing = True
-            else:
-                failing = False
-                if current != last:
-                    result = changed(current)
-                    if result is not None:
-                        await result
-                    last = current
-            await asyncio.sleep(interval)
+        await inventory.watch(self.facts, changed, interval, "docker_inventory.unavailable",
+                              (docker.errors.DockerException,), lambda e: type(e).__name__)
 
     def close(self) -> None:
         if self._client is not None:

@@ -5,7 +5,9 @@
 container has paid Python's start-up cost before a request exists; with ``--preload`` (what
 the pool uses) it also imports the connector libraries the actions load lazily; with
 ``--mcp <server entry JSON>`` it starts that MCP server and opens its session before saying
-ready, so the one call it will get skips the server's start. The protocol
+ready, so the one call it will get skips the server's start; with ``--warm module:function``
+it runs a connector's own warm-up (``Toolset.warm``: the AWS connector parses its service
+models). The protocol
 (``sandbox/protocol.py``):
 
 * stdin: one :class:`~sandbox.protocol.SandboxRequest` JSON, then EOF;
@@ -46,6 +48,8 @@ def main() -> int:
     args = sys.argv[1:]
     if "--preload" in args:
         _preload()
+    if "--warm" in args:
+        _warm(args[args.index("--warm") + 1])
     if "--mcp" in args:  # a warm-pool container of an MCP server: start it first
         server = mcp.ServerEntry.model_validate_json(args[args.index("--mcp") + 1])
         from tools import mcp_call
@@ -81,6 +85,14 @@ def _preload() -> None:
             importlib.import_module(module)
         except ImportError:
             continue
+
+
+def _warm(target: str) -> None:
+    """``--warm tools.aws_ops:warm``: a toolset's own warm-up (its pool kind's command), e.g.
+    parsing boto3's service models before the call; only functions of connector modules."""
+    module, _, function = target.partition(":")
+    if module.startswith("tools.") and function.isidentifier():
+        getattr(importlib.import_module(module), function)()
 
 
 def _progress_writer(stream: TextIO) -> Emit:

@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.services.openbao",
     "tests.services.postgres",
     "tests.services.vault_engines",
+    "tests.services.moto",
     "tests.services.sshd",
     "tests.services.records",
     "tests.fakes.slack",

@@ -4,7 +4,7 @@ The registry is an explicit list (no directory scan). Add a connector by importi
 ``TOOLSET`` here.
 """
 
-from tools import docker, github, openapi_apis, postgres, pulumi, redis, vault
+from tools import aws, docker, github, openapi_apis, postgres, pulumi, redis, vault
 from tools.base import Action, Toolset
 
 TOOLSETS: tuple[Toolset, ...] = (
@@ -18,6 +18,7 @@ TOOLSETS: tuple[Toolset, ...] = (
     openapi_apis.ESTUARY_TOOLSET,
     openapi_apis.QDRANT_TOOLSET,
     vault.TOOLSET,
+    aws.TOOLSET,
 )
 
 

@@ -118,6 +118,7 @@ class SecretKind(StrEnum):
     DOCKER = "docker"  # a token for opsbot's Docker API proxy, scoped to the action's requests
     VAULT = "vault"  # a Vault token whose policy grants the action's metadata paths alone
     GITHUB_APP = "github_app"  # a GitHub App installation token for one repo and permission set
+    AWS = "aws"  # an STS session (AssumeRole) whose session policy allows the action's calls alone
 
 
 class SecretRef(BaseModel):

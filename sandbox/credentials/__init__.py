@@ -12,6 +12,7 @@ container's stdin, and revokes them when the action ends.
 | ``stored`` | static settings and KV v2 secrets (long-lived values) |
 | ``database`` | dynamic database users (Vault database engine: Redis ACL users, PostgreSQL roles) |
 | ``ssh`` | SSH certificates signed for one action (Vault SSH engine) |
+| ``aws`` | AWS STS sessions (AssumeRole with the action's session policy) |
 | ``vault_token`` | Vault tokens limited to metadata paths (the Vault connector's actions) |
 | ``vault`` | ``VaultConfig``, clients, every Vault failure as a sentence (``VaultError``) |
 """

@@ -38,6 +38,7 @@ import structlog
 from pydantic import SecretStr
 
 from sandbox import metrics
+from sandbox.credentials.aws import AwsSession
 from sandbox.credentials.database import Database
 from sandbox.credentials.kinds import (
     Grant,
@@ -158,7 +159,7 @@ def policy_hcl(paths: tuple[str, ...]) -> str:
 
 
 def default_kinds(static: Mapping[str, SecretStr]) -> dict[SecretKind, Kind]:
-    kinds: list[Kind] = [Static(static), KV(), Database(), SSH(), VaultToken()]
+    kinds: list[Kind] = [Static(static), KV(), Database(), SSH(), VaultToken(), AwsSession()]
     return {kind.kind: kind for kind in kinds}
 
 

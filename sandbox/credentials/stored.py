@@ -80,7 +80,7 @@ class KV:
         return stanza(need.path, "read")
 
     def issue(self, ctx: IssueContext, need: Need) -> tuple[dict[str, str], Grant]:
-        document = _read(ctx, need.path)
+        document = read_kv(ctx, need.path)
         values = {}
         for name, key in need.keys.items():
             if key not in document:
@@ -92,7 +92,7 @@ class KV:
         return None  # the value lives on; the token that read it is revoked by the broker
 
 
-def _read(ctx: IssueContext, path: str) -> dict[str, Any]:
+def read_kv(ctx: IssueContext, path: str) -> dict[str, Any]:
     assert ctx.vault is not None and ctx.client is not None
     client: hvac.Client = ctx.client
     with ctx.vault.translate(f"read secret {path}", denied=path):
