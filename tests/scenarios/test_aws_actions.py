@@ -38,6 +38,11 @@ async def test_describe_then_stop_is_gated_approved_and_prod_is_denied_by_tag(
         await h.command(f"aws instances instance_ids=[{prod},{dev}]")
         # boto3 parses its service models in a cold container: seconds on a loaded host
         described = await h.report(await h.run_thread(), timeout=120)
+        pool = h.bot.runtime.sandbox.pool
+        (kind,) = [k for k in pool.kinds() if k.family == "aws"]  # the first call added it
+        await pool.wait_ready()
+        assert "tools.aws_ops:warm" in kind.command and pool.ready(kind.name) == 1, \
+            "a container that parsed boto3's models waits for the next AWS call"
         await h.command(f"aws stop instance_ids=[{prod}]")
         denied = await h.report(await h.run_thread(1), timeout=120)
         await h.command(f"aws stop instance_ids=[{dev}]")
