@@ -4,7 +4,7 @@ The registry is an explicit list (no directory scan). Add a connector by importi
 ``TOOLSET`` here.
 """
 
-from tools import aws, docker, github, openapi_apis, postgres, pulumi, redis, vault
+from tools import aws, docker, estuary, github, openapi_apis, postgres, pulumi, redis, vault
 from tools.base import Action, Toolset
 
 TOOLSETS: tuple[Toolset, ...] = (
@@ -15,7 +15,7 @@ TOOLSETS: tuple[Toolset, ...] = (
     pulumi.TOOLSET,
     openapi_apis.NEON_TOOLSET,
     openapi_apis.LAMBDA_TOOLSET,
-    openapi_apis.ESTUARY_TOOLSET,
+    estuary.TOOLSET,  # openapi_apis.ESTUARY_TOOLSET's status plus disable/enable
     openapi_apis.QDRANT_TOOLSET,
     vault.TOOLSET,
     aws.TOOLSET,

@@ -8,6 +8,7 @@ test and fail the test if any reply drifted from the document.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.fakes.openapi_api import ApiCall, OpenApiEmulator
 NEON_TOKEN = "neon_canary_token_7d1e"
 LAMBDA_TOKEN = "secret_lambda_canary_9a4c"
 ESTUARY_TOKEN = "estuary_canary_jwt_2b8f"
+ESTUARY_REST_KEY = "estuary-public-anon-key"
 ROLE_PASSWORD = "npg_canary_password_51ab"
 JUPYTER_TOKEN = "jupyter_canary_0c3d"
 QDRANT_KEY = "qdrant_canary_key_6e2a"
@@ -202,25 +204,104 @@ _LAMBDA_TYPE = {
 
 
 class Estuary:
-    """Live specs and their status."""
+    """Live specs and their status; for the publish document (``estuary_publish.json``), drafts
+    and publications: a publication is ``queued`` at its first poll, then applies its draft (the
+    staged spec replaces the live one) unless ``fail_next`` says why not, or the draft expected
+    another publication than the live one (``expectPubIdMismatch``, as Estuary answers)."""
 
     def __init__(self) -> None:
         self.specs: dict[str, dict[str, Any]] = {}
+        self.live: dict[str, dict[str, Any]] = {}  # catalog name -> live_specs row
+        self.drafts: dict[str, dict[str, Any]] = {}  # id -> {detail, specs: {name: draft spec}}
+        self.publications: dict[str, dict[str, Any]] = {}
+        self.fail_next: tuple[str, str] | None = None  # (job status, error detail)
 
     def add(self, name: str, spec_type: str, disabled: bool = False, error: str | None = None
             ) -> None:
+        pub = f"{next(_ids):016x}"
+        self.live[name] = {"catalog_name": name, "spec_type": spec_type, "last_pub_id": pub,
+                           "spec": {"endpoint": {"connector": {"image": "source-postgres:v1"}},
+                                    "bindings": [], **({"shards": {"disable": True}}
+                                                       if disabled else {})}}
+        self._status_row(name, error)
+
+    def disabled(self, name: str) -> bool:
+        return bool(self.live[name]["spec"].get("shards", {}).get("disable"))
+
+    def _status_row(self, name: str, error: str | None = None) -> None:
+        live, disabled = self.live[name], self.disabled(name)
         status = "error" if error else "taskDisabled" if disabled else "ok"
         message = error or ("Task shards are disabled" if disabled else "Ok")
         self.specs[name] = {
-            "catalog_name": name, "live_spec_id": f"{next(_ids):016x}", "spec_type": spec_type,
-            "last_pub_id": "0011223344556677", "last_build_id": "0011223344556677",
-            "live_spec_updated_at": WHEN, "controller_updated_at": WHEN,
-            "controller_failures": 1 if error else 0, "controller_error": error,
-            "summary": {"status": status, "message": message},
+            "catalog_name": name, "live_spec_id": f"{next(_ids):016x}",
+            "spec_type": live["spec_type"], "last_pub_id": live["last_pub_id"],
+            "last_build_id": live["last_pub_id"], "live_spec_updated_at": WHEN,
+            "controller_updated_at": WHEN, "controller_failures": 1 if error else 0,
+            "controller_error": error, "summary": {"status": status, "message": message},
         } | ({"disabled": True} if disabled else {})
 
     def handlers(self) -> dict[str, Any]:
         return {"getCatalogStatus": self._status}
+
+    def publish_handlers(self) -> dict[str, Any]:
+        return {"getLiveSpecs": self._live_specs, "createDraft": self._create_draft,
+                "deleteDraft": self._delete_draft, "upsertDraftSpec": self._stage,
+                "createPublication": self._publish, "getPublications": self._poll,
+                "getDraftErrors": self._errors}
+
+    def _live_specs(self, call: ApiCall) -> tuple[int, Any]:
+        name = (call.param("catalog_name") or "").removeprefix("eq.")
+        return 200, [copy.deepcopy(self.live[name])] if name in self.live else []
+
+    def _create_draft(self, call: ApiCall) -> tuple[int, Any]:
+        draft = f"{next(_ids):016x}"
+        self.drafts[draft] = {"detail": call.body["detail"], "specs": {}, "errors": []}
+        return 201, [{"id": draft}]
+
+    def _delete_draft(self, call: ApiCall) -> tuple[int, Any]:
+        draft = (call.param("id") or "").removeprefix("eq.")
+        return 200, [{"id": draft}] if self.drafts.pop(draft, None) is not None else []
+
+    def _stage(self, call: ApiCall) -> tuple[int, Any]:
+        body = call.body
+        self.drafts[body["draft_id"]]["specs"][body["catalog_name"]] = body
+        return 201, [{"draft_id": body["draft_id"], "catalog_name": body["catalog_name"]}]
+
+    def _publish(self, call: ApiCall) -> tuple[int, Any]:
+        publication = f"{next(_ids):016x}"
+        self.publications[publication] = {"draft": call.body["draft_id"], "polls": 0,
+                                          "status": "queued"}
+        return 201, [{"id": publication, "logs_token": str(uuid.uuid4())}]
+
+    def _poll(self, call: ApiCall) -> tuple[int, Any]:
+        publication = (call.param("id") or "").removeprefix("eq.")
+        row = self.publications[publication]
+        row["polls"] += 1
+        if row["status"] == "queued" and row["polls"] > 1:
+            row["status"] = self._apply(publication, self.drafts[row["draft"]])
+        return 200, [{"id": publication, "job_status": {"type": row["status"]}}]
+
+    def _apply(self, publication: str, draft: dict[str, Any]) -> str:
+        for name, staged in draft["specs"].items():
+            if staged["expect_pub_id"] != self.live[name]["last_pub_id"]:
+                draft["errors"].append({"scope": f"flow://{name}", "detail": "expected "
+                                        f"publication {staged['expect_pub_id']} but the live "
+                                        f"spec is at {self.live[name]['last_pub_id']}"})
+                return "expectPubIdMismatch"
+        if self.fail_next:
+            status, detail = self.fail_next
+            self.fail_next = None
+            draft["errors"].append({"scope": "flow://connector", "detail": detail})
+            return status
+        for name, staged in draft["specs"].items():
+            self.live[name] |= {"spec": staged["spec"], "last_pub_id": publication}
+            self._status_row(name)
+        self.drafts = {k: v for k, v in self.drafts.items() if v is not draft}  # as Estuary does
+        return "success"
+
+    def _errors(self, call: ApiCall) -> tuple[int, Any]:
+        draft = self.drafts.get((call.param("draft_id") or "").removeprefix("eq."), {})
+        return 200, draft.get("errors", [])
 
     def _status(self, call: ApiCall) -> tuple[int, Any]:
         names = call.query.get("name", [])
@@ -308,6 +389,27 @@ def lambda_api():
 @pytest.fixture
 def estuary_api():
     yield from _serve("estuary.json", Estuary(), ESTUARY_TOKEN)
+
+
+@pytest.fixture
+def estuary_rest(estuary_api):
+    """Estuary's PostgREST endpoint (drafts, publications) over the same fake as ``estuary_api``;
+    it also wants the project's public key in ``apikey``, as Supabase does."""
+    fake = estuary_api.fake
+    handlers = {op: _with_key(handler) for op, handler in fake.publish_handlers().items()}
+    with OpenApiEmulator("estuary_publish.json", handlers, ESTUARY_TOKEN) as emulator:
+        emulator.fake = fake
+        yield emulator
+        assert not emulator.faults, emulator.faults
+
+
+def _with_key(handler: Any) -> Any:
+    def checked(call: ApiCall) -> tuple[int, Any]:
+        if call.headers.get("apikey") != ESTUARY_REST_KEY:
+            return 401, {"message": "No API key found in request"}
+        return handler(call)
+
+    return checked
 
 
 @pytest.fixture
