@@ -6,6 +6,7 @@
     opsbot db migrate         create/upgrade the PostgreSQL schema (OPSBOT_DATABASE_URL)
     opsbot chat               the bot in a terminal
     opsbot sandbox build      build the sandbox image (offline-capable)
+    opsbot image build        build opsbot's own image (offline-capable; deploy/Dockerfile)
     opsbot policy check FILE  validate a policy file
     opsbot policy explain "<command>" --user U --channel C
     opsbot tokens create --as U123 [--toolsets a,b] [--max-tier N] [--expires 30d] | list | revoke ID
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sandbox = _add(sub, "sandbox", None, "the sandbox image").add_subparsers(dest="sub", required=True)
     _add(sandbox, "build", _sandbox_build, "build the sandbox image")
+
+    image = _add(sub, "image", None, "opsbot's own image").add_subparsers(dest="sub", required=True)
+    _add(image, "build", _image_build, "build opsbot's image (opsbot:<tag>, opsbot:latest)")
 
     policy = _add(sub, "policy", None, "policy files").add_subparsers(dest="sub", required=True)
     check = _add(policy, "check", _policy_check, "validate a policy file")
@@ -174,6 +178,19 @@ def _sandbox_build(args, settings: Settings) -> int:
         tag = build_image(log=print, docker_host=settings.docker_host)
     except ImageBuildError as e:
         print(f"opsbot: the sandbox image could not be built: {e}", file=sys.stderr)
+        return 1
+    print(f"built {tag}")
+    return 0
+
+
+def _image_build(args, settings: Settings) -> int:
+    from bot.image import build_app_image
+    from sandbox.image import ImageBuildError
+
+    try:
+        tag = build_app_image(log=print, docker_host=settings.docker_host)
+    except ImageBuildError as e:
+        print(f"opsbot: opsbot's image could not be built: {e}", file=sys.stderr)
         return 1
     print(f"built {tag}")
     return 0

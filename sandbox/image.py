@@ -118,12 +118,12 @@ def build_image(
     """
     client = client or docker.DockerClient(base_url=docker_host or LOCAL_ENGINE)
     tag = image_tag(root)
-    with _build_lock():
+    with build_lock():
         if image_exists(client, tag):
             log(f"{tag} is up to date.")
             return tag
-        base = _base_image(client, log)
-        wheels = _wheelhouse(root / "sandbox" / "requirements.txt", log)
+        base = base_image(client, log)
+        wheels = wheelhouse(root / "sandbox" / "requirements.txt", log)
         cli = pulumi_cli()
         context = _context(root, wheels, cli)
         _docker_build(client, context, tag, base, log, cli)
@@ -132,7 +132,7 @@ def build_image(
 
 
 @contextmanager
-def _build_lock() -> Iterator[None]:
+def build_lock() -> Iterator[None]:
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     with open(BUILD_DIR / "build.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -142,7 +142,7 @@ def _build_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _base_image(client: docker.DockerClient, log: Log) -> str:
+def base_image(client: docker.DockerClient, log: Log) -> str:
     if image_exists(client, LOCAL_BASES[0]):
         return _apt_base(client, log, LOCAL_BASES[0], ("git",))
     if image_exists(client, LOCAL_BASES[1]):
@@ -166,7 +166,7 @@ def _apt_base(client: docker.DockerClient, log: Log, base: str, packages: tuple[
         f"FROM {base}\nRUN apt-get update && apt-get install -y "
         f"--no-install-recommends {' '.join(packages)} && rm -rf /var/lib/apt/lists/*\n"
     )
-    _stream_build(client, log, path=str(context), tag=tag, rm=True, forcerm=True)
+    stream_build(client, log, path=str(context), tag=tag, rm=True, forcerm=True)
     return tag
 
 
@@ -197,33 +197,35 @@ def _debootstrap_tarball(tarball: Path, log: Log) -> None:
     rootfs = BUILD_DIR / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
     log("Running debootstrap (minbase bookworm + python3 + git; about a minute, once) ...")
-    _run(["debootstrap", *DEBOOTSTRAP, str(rootfs)], "debootstrap")
+    run_command(["debootstrap", *DEBOOTSTRAP, str(rootfs)], "debootstrap")
     for relative in SLIM_PATHS:
         target = rootfs / relative
         if target.is_dir():
             shutil.rmtree(target)
             target.mkdir()
     partial = tarball.with_suffix(".partial")
-    _run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], "tar")
+    run_command(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], "tar")
     partial.rename(tarball)
     shutil.rmtree(rootfs)
 
 
-def _wheelhouse(requirements: Path, log: Log) -> Path:
-    """Host-side ``pip download`` of the pinned set for CPython 3.11 manylinux (cached)."""
-    key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
-    wheels = BUILD_DIR / f"wheels-{key}"
+def wheelhouse(requirements: Path, log: Log, no_deps: tuple[str, ...] = (),
+               name: str = "wheels") -> Path:
+    """Host-side ``pip download`` of the pinned set for CPython 3.11 manylinux (cached);
+    ``no_deps`` are downloaded without their declared dependencies."""
+    key = hashlib.sha256(requirements.read_bytes() + " ".join(no_deps).encode()).hexdigest()[:12]
+    wheels = BUILD_DIR / f"{name}-{key}"
     if (wheels / "requirements.txt").exists():
         return wheels
-    log("Downloading wheels for the sandbox (host side) ...")
+    log(f"Downloading wheels for {requirements.name} (host side) ...")
     partial = wheels.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
     common = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
               "--abi", "cp311", *platforms, "--dest", str(partial)]
     pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet"]
-    _run([*pip, *common, "-r", str(requirements)], "pip download")
-    _run([*pip, *common, "--no-deps", "pip"], "pip download (pip itself)")
+    run_command([*pip, *common, "-r", str(requirements)], "pip download")
+    run_command([*pip, *common, "--no-deps", "pip", *no_deps], "pip download (pip itself)")
     shutil.copy(requirements, partial / "requirements.txt")
     partial.rename(wheels)
     return wheels
@@ -255,13 +257,13 @@ def _docker_build(
 ) -> None:
     log(f"Building {tag} from {base} (networking disabled) ...")
     labels = {"opsbot.sandbox": "1", PULUMI_LABEL: "present" if cli else "absent"}
-    _stream_build(
+    stream_build(
         client, log, path=str(context), tag=tag, buildargs={"BASE": base}, network_mode="none",
         rm=True, forcerm=True, labels=labels,
     )
 
 
-def _stream_build(client: docker.DockerClient, log: Log, **kwargs: object) -> None:
+def stream_build(client: docker.DockerClient, log: Log, **kwargs: object) -> None:
     recent: list[str] = []
     try:
         for chunk in client.api.build(decode=True, **kwargs):
@@ -276,7 +278,7 @@ def _stream_build(client: docker.DockerClient, log: Log, **kwargs: object) -> No
         raise ImageBuildError(f"docker build failed: {e}") from None
 
 
-def _run(command: list[str], what: str) -> None:
+def run_command(command: list[str], what: str) -> None:
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]

@@ -185,6 +185,7 @@ def test_docker_compose_config_accepts_the_compose_file(tmp_path):
     written = yaml.safe_load(COMPOSE.read_text())["x-opsbot"]["environment"]
     assert not [k for k in written if k.startswith(("SLACK_", "OPENAI_"))]  # env_file only
     assert services["worker-1"]["command"] == ["worker"]
+    assert services["worker-1"]["hostname"] != services["worker-2"]["hostname"]  # reaping
     assert services["ingress-2"]["command"] == ["serve", "--role", "ingress"]
     broken = tmp_path / "compose.yaml"
     broken.write_text(COMPOSE.read_text().replace("read_only: true", "read_only: maybe"))
