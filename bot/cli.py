@@ -172,25 +172,26 @@ def _chat(args, settings: Settings) -> int:
 
 
 def _sandbox_build(args, settings: Settings) -> int:
-    from sandbox.image import ImageBuildError, build_image
+    from sandbox.image import build_image
 
-    try:
-        tag = build_image(log=print, docker_host=settings.docker_host)
-    except ImageBuildError as e:
-        print(f"opsbot: the sandbox image could not be built: {e}", file=sys.stderr)
-        return 1
-    print(f"built {tag}")
-    return 0
+    return _build("the sandbox image", lambda: build_image(log=print,
+                                                           docker_host=settings.docker_host))
 
 
 def _image_build(args, settings: Settings) -> int:
     from bot.image import build_app_image
+
+    return _build("opsbot's image", lambda: build_app_image(log=print,
+                                                            docker_host=settings.docker_host))
+
+
+def _build(what: str, build: Callable[[], str]) -> int:
     from sandbox.image import ImageBuildError
 
     try:
-        tag = build_app_image(log=print, docker_host=settings.docker_host)
+        tag = build()
     except ImageBuildError as e:
-        print(f"opsbot: opsbot's image could not be built: {e}", file=sys.stderr)
+        print(f"opsbot: {what} could not be built: {e}", file=sys.stderr)
         return 1
     print(f"built {tag}")
     return 0
