@@ -225,6 +225,16 @@ class ProcessHarness(Harness):
 
     bot: BotProcess  # type: ignore[assignment]
 
+    async def ended(self, run_id: str, timeout: float = 30) -> None:
+        """Waits until the process's records show the run in a final state (read from outside,
+        as an operator would: the process has no runtime to ask)."""
+        records = AuditFile.of(self.bot.env)
+
+        async def over() -> bool:
+            state = await asyncio.to_thread(records.run_state, run_id)
+            return state is not None and RunState(state).final
+        await self.slack.wait_for(over, timeout)
+
 
 class AuditFile:
     """Reads a bot's records from outside the process, as an operator would: its SQLite data
