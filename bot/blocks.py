@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from approvals.mrkdwn import code, code_block, escape, one_line, truncate
-from graph.surface import CallReport, Report, RunState
+from graph.surface import CallReport, CheckReport, Report, RunState
 
 SECTION = 3000  # section text
 MAX_BLOCKS = 50
@@ -39,6 +39,7 @@ STATE_ICONS = {
     RunState.CANCELLED: ":heavy_multiplication_x:",
     RunState.INTERRUPTED: ":warning:",
 }
+CHECK_ICONS = {True: "🟢", False: "🔴", None: "⚪"}
 CALL_ICONS = {"ok": "✅", "no_data": "∅", "error": "❌", "denied": "⛔", "pending": "⏳"}
 
 
@@ -113,7 +114,19 @@ def _call(call: CallReport, limit: int | None) -> str:
     if call.invocation and limit != 0:
         head += f"\n{code(call.invocation)}"
     output = call.output if limit is None else truncate(call.output, limit) if limit else ""
-    return head + (f"\n{code_block(output)}" if output else "")
+    return head + (f"\n{code_block(output)}" if output else "") + _check(call.check, limit)
+
+
+def _check(check: CheckReport | None, limit: int | None) -> str:
+    """Whether the change held: the verdict, what "fixed" means, and the check's output."""
+    if check is None:
+        return ""
+    icon = CHECK_ICONS[check.held]
+    why = f" — {one_line(check.note)}" if check.note else ""
+    line = f"\n{icon} *Check after acting: {check.verdict}* ({escape(check.expect)}){why}"
+    if check.evidence and limit != 0:
+        line += f"\n{code(check.invocation)}\n{code_block(truncate(check.evidence, 500))}"
+    return line
 
 
 def _footer(report: Report) -> str:
@@ -121,6 +134,8 @@ def _footer(report: Report) -> str:
     if report.citations:
         bits.append("Runbooks: " + ", ".join(f"{escape(c.title)} (`{escape(c.path)}`)"
                                              for c in report.citations))
+    if report.similar:
+        bits.append("Similar: " + "; ".join(one_line(s) for s in report.similar))
     if report.usage:
         bits.append(f"LLM usage: {report.usage}")
     return " · ".join(bits)

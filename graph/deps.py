@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 
@@ -20,6 +20,9 @@ from graph.policy import Policy
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from tools.base import SecretRef
 from tools.catalog import Catalog
+
+if TYPE_CHECKING:
+    from graph.memory import PastIncident, Recollection
 
 
 class Executor(Protocol):
@@ -54,6 +57,14 @@ class RunbookHitLike(Protocol):
 
 class Runbooks(Protocol):
     async def search(self, query: str, limit: int = 3) -> list[RunbookHitLike]: ...
+
+
+class Memory(Protocol):
+    """Past incidents (``graph/memory.py``): remembered when runs end, recalled by new ones."""
+
+    async def recall(self, query: str, limit: int = 3, exclude: str = "") -> list[PastIncident]: ...
+
+    async def remember(self, recollection: Recollection) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,7 @@ class GraphDeps:
     guard: bool = True  # False only in the test that shows what the guard prevents
     worker: str = ""  # names this process in execution rows
     runbooks: Runbooks | None = None
+    memory: Memory | None = None  # past incidents, recalled next to the runbooks
     llm: Any = None  # a LangChain chat model (ChatOpenAI) or None when not configured
     model_name: str = ""
     limits: Limits = field(default_factory=Limits)

@@ -29,7 +29,7 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Command, Send, interrupt
 
 from approvals.mrkdwn import one_line
-from graph import commands, help, tracing, usage
+from graph import checks, commands, help, tracing, usage
 from graph.deps import GraphDeps
 from graph.policy import Channel, Proposer, Requester, Verdict, evaluate
 from graph.surface import CallReport, Citation, Report, RunState, StepState
@@ -66,6 +66,7 @@ class GraphState(TypedDict, total=False):
     answer: str
     headline: str
     citations: list[dict[str, str]]
+    similar: list[str]  # past incidents recalled for this run (graph/memory.py)
     cap: str  # which hard cap ended the run, if any
     report: dict[str, Any]
 
@@ -105,7 +106,7 @@ class Nodes:
     async def understand(self, state: GraphState) -> dict[str, Any]:
         task = task_of(state)
         fresh = {"run_calls": [], "calls": [], "rounds": 0, "usage": {},
-                 "answer": "", "cap": "", "citations": [], "started": time.time(),
+                 "answer": "", "cap": "", "citations": [], "similar": [], "started": time.time(),
                  "report": {}, "cancelled": False, "mode": "typed"}
         if task.alert is not None:
             return {**fresh, "mode": "llm", "headline": f"Investigating: {task.alert.title}"}
@@ -159,9 +160,7 @@ class Nodes:
     # policy -------------------------------------------------------------------------------
 
     async def policy(self, state: GraphState) -> dict[str, Any]:
-        task = task_of(state)
-        requester = Requester(user=task.user, groups=task.user_groups)
-        channel = Channel(id=task.channel, name=task.channel_name, is_dm=task.is_dm)
+        requester, channel = asked_by(task_of(state))
         proposer = proposer_of(state)
         reviews, results = {}, {}
         for raw in state["calls"]:
@@ -261,9 +260,13 @@ class Nodes:
         state = StepState.OK if result.status in (Status.OK, Status.NO_DATA) else StepState.FAILED
         emit({"step": call.id, "text": branch["review"]["summary"], "state": state,
               "detail": _clip(result.error or result.status.value, 200)})
-        entry = {"result": result.model_dump(mode="json"), "note": note}
+        entry: dict[str, Any] = {"result": result.model_dump(mode="json"), "note": note}
         if note == INTERRUPTED:
             entry["interrupted"] = True
+        elif result.status is Status.OK:
+            check = await checks.follow_up(self, branch, call)
+            if check is not None:
+                entry["check"] = check.model_dump(mode="json")
         return {"results": {call.id: entry}}
 
     async def _execute(self, branch: Branch, call: Call) -> tuple[ToolResult, str]:
@@ -399,9 +402,16 @@ class Nodes:
             run_id=state["run_id"], state=run_state, headline=state.get("headline", ""),
             answer=state.get("answer", ""), calls=calls,
             citations=[Citation(**c) for c in state.get("citations", [])],
+            similar=state.get("similar", []),
             usage=_usage(state, self.deps.model_name),
         )
         return {"report": report.model_dump(mode="json")}
+
+
+def asked_by(task: Task) -> tuple[Requester, Channel]:
+    """Who asked and where, as policy sees them."""
+    return (Requester(user=task.user, groups=task.user_groups),
+            Channel(id=task.channel, name=task.channel_name, is_dm=task.is_dm))
 
 
 def proposer_of(state: GraphState) -> Proposer:
@@ -465,7 +475,8 @@ def _call_report(review: dict[str, Any], entry: dict[str, Any] | None) -> CallRe
         return CallReport(summary=review.get("summary", "?"), invocation="", status="pending")
     result = ToolResult.model_validate(entry["result"])
     return CallReport(summary=review.get("summary", result.invocation), invocation=result.invocation,
-                      status=result.status.value, output=result.text, note=entry.get("note", ""))
+                      status=result.status.value, output=result.text, note=entry.get("note", ""),
+                      check=entry.get("check"))
 
 
 def _usage(state: GraphState, model: str) -> str:

@@ -107,12 +107,27 @@ class Checklist:
         return "\n".join([head, *(s.line() for s in self.steps)])
 
 
+class CheckReport(BaseModel):
+    """Whether a change held: its follow-up check (``tools.base.Check``) and the evidence."""
+
+    invocation: str
+    expect: str  # what "fixed" means
+    held: bool | None = None  # None: the check could not tell (not run, or it failed)
+    evidence: str = ""
+    note: str = ""  # why it was not run, e.g. the policy's sentence
+
+    @property
+    def verdict(self) -> str:
+        return {True: "fixed", False: "not fixed"}.get(self.held, "not checked")  # type: ignore[arg-type]
+
+
 class CallReport(BaseModel):
     summary: str
     invocation: str
     status: str
     output: str = ""
     note: str = ""  # policy/approval outcome, e.g. "denied by <@U2>: not during peak"
+    check: CheckReport | None = None  # after a change: did the fix hold?
 
 
 class Citation(BaseModel):
@@ -129,6 +144,7 @@ class Report(BaseModel):
     answer: str = ""
     calls: list[CallReport] = []
     citations: list[Citation] = []
+    similar: list[str] = []  # past incidents recalled (graph/memory.py): "incident #… on …, fixed by …"
     usage: str = ""
 
 

@@ -227,8 +227,28 @@ class ActionContext:
 
 
 @dataclass(frozen=True)
+class Check(Generic[P]):
+    """How to tell whether a change held: a read-only ``action`` of the same toolset, called
+    with ``params(change_params)``, whose result means "fixed" when ``fixed(result)`` is true.
+    ``expect`` says what "fixed" means, for the report ("no key left: EXISTS = 0").
+
+    The run executes it after the change, through policy like any call (tier 0, so no
+    approval), and reports whether the fix held with the check's output as evidence::
+
+        Action(name="del", ..., check=Check("exists", lambda p: {"keys": p.keys, "db": p.db},
+                                            lambda r: r.data["exists"] == 0, "no key left"))
+    """
+
+    action: str
+    params: Callable[[P], dict[str, Any]]
+    fixed: Callable[[ToolResult], bool]
+    expect: str
+
+
+@dataclass(frozen=True)
 class Action(Generic[P]):
-    """One typed thing opsbot can do. ``run`` executes inside the sandbox."""
+    """One typed thing opsbot can do. ``run`` executes inside the sandbox; ``check`` (optional)
+    is the follow-up that tells whether a change held."""
 
     name: str
     description: str
@@ -238,6 +258,7 @@ class Action(Generic[P]):
     run: Callable[[P, ActionContext], ToolResult]
     timeout: float = 30.0
     preview: Callable[[P, ActionContext], ToolResult] | None = None
+    check: Check[P] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 holding the engine's socket.
 
 ``ps``, ``inspect``, ``logs`` (tail, since) and ``stats`` are tier 0; ``restart`` is 3 and
-``stop`` 4. Containers are selected by ``name`` or ``label`` (``key=value``) among those opsbot
-saw on the engine (``DockerConfig.containers``, refreshed on the host every few seconds; opsbot's
-own sandbox containers are never listed). The policy target is that container: kind
+``stop`` 4, each checked afterwards with ``inspect`` (running again; stopped). Containers are
+selected by ``name`` or ``label`` (``key=value``) among those opsbot saw on the engine
+(``DockerConfig.containers``, refreshed on the host every few seconds; opsbot's own sandbox
+containers are never listed). The policy target is that container: kind
 ``container``, its ``id``, ``name``, ``image`` and one ``label.<key>`` per label, so a rule on
 ``label.env: prod`` sees exactly the container that will be touched.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tools.base import (
     Action,
     ActionContext,
+    Check,
     Endpoint,
     SecretKind,
     SecretRef,
@@ -224,6 +227,16 @@ def _read(name: str, description: str, params: type[BaseModel], summary, run) ->
                   summary=summary, run=_guarded(run), timeout=30)
 
 
+def _same_one(p: One) -> dict[str, Any]:
+    """The follow-up ``inspect`` of the container a change named."""
+    return {"name": p.name, "label": p.label}
+
+
+def _in_state(status: str) -> Callable[[ToolResult], bool]:
+    """Whether ``inspect`` found the container in ``status`` (its ``State.Status``)."""
+    return lambda result: ((result.data or {}).get("State") or {}).get("Status") == status
+
+
 def _who(p: Selector) -> str:
     return f"`{p.name}`" if p.name else f"labelled `{p.label}`" if p.label else "all containers"
 
@@ -241,11 +254,13 @@ ACTIONS: list[Action[Any]] = [
     Action(name="restart", description="Restart one container (stop, then start it again).",
            tier=Tier.SANDBOX_EXECUTE, params=StopParams,
            summary=lambda p: f"Restart container {_who(p)}", run=_guarded(_change("restart")),
-           timeout=150, preview=_guarded(_preview)),
+           timeout=150, preview=_guarded(_preview),
+           check=Check("inspect", _same_one, _in_state("running"), "the container is running")),
     Action(name="stop", description="Stop one container (it stays stopped).",
            tier=Tier.PRODUCTION, params=StopParams,
            summary=lambda p: f"Stop container {_who(p)}", run=_guarded(_change("stop")),
-           timeout=150, preview=_guarded(_preview)),
+           timeout=150, preview=_guarded(_preview),
+           check=Check("inspect", _same_one, _in_state("exited"), "the container is stopped")),
 ]
 
 

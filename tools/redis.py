@@ -1,7 +1,7 @@
 """Redis connector: look at a Redis server, and (behind approval) change it.
 
-Read-only actions (tier 0): ``info``, ``slowlog``, ``get``, ``scan``. Changes: ``del`` (tier 3),
-``flushdb`` and ``flushall`` (tier 4). The server comes from ``REDIS_URL``. Credentials, best
+Read-only actions (tier 0): ``info``, ``slowlog``, ``get``, ``scan``, ``exists``. Changes: ``del``
+(tier 3; checked afterwards with ``exists``), ``flushdb`` and ``flushall`` (tier 4). The server comes from ``REDIS_URL``. Credentials, best
 first: an ACL user that Vault's database engine creates for the action and drops afterwards
 (``OPSBOT_REDIS_READ_ROLE`` for tier 0-1 actions, ``OPSBOT_REDIS_WRITE_ROLE`` for changes); or a
 static password read from Vault for the action (``OPSBOT_REDIS_PASSWORD_SECRET``); never held by
@@ -16,7 +16,18 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tools.base import Action, ActionContext, Endpoint, SecretRef, Target, Tier, ToolResult, Toolset
+from tools.base import (
+    Action,
+    ActionContext,
+    Check,
+    Endpoint,
+    SecretRef,
+    Status,
+    Target,
+    Tier,
+    ToolResult,
+    Toolset,
+)
 from tools.logins import Login
 
 MAX_VALUE_CHARS = 20_000
@@ -91,15 +102,23 @@ class ScanParams(_Db):
     limit: int = Field(100, ge=1, le=1000, description="Stop after this many keys.")
 
 
-class DelParams(_Db):
+class _Keys(_Db):
     keys: list[Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS)]] = Field(
-        ..., min_length=1, max_length=100, description="Keys to delete (exact names, no globs)."
+        ..., min_length=1, max_length=100, description="Exact key names (no globs)."
     )
 
     @field_validator("keys", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [k for k in value.split(",") if k] if isinstance(value, str) else value
+
+
+class DelParams(_Keys):
+    pass
+
+
+class ExistsParams(_Keys):
+    pass
 
 
 class FlushParams(_Db):
@@ -215,6 +234,22 @@ def _del(p: DelParams, ctx: ActionContext) -> ToolResult:
     return _guard(inv, go, p, ctx)
 
 
+def _exists(p: ExistsParams, ctx: ActionContext) -> ToolResult:
+    inv = "EXISTS " + " ".join(p.keys)
+
+    def go(r) -> ToolResult:
+        present = [key for key in p.keys if r.exists(key)]
+        listed = f": {', '.join(present)}" if present else ""
+        return ToolResult.ok(inv, f"{len(present)} of {len(p.keys)} keys exist{listed}.",
+                             {"exists": len(present), "present": present})
+
+    return _guard(inv, go, p, ctx)
+
+
+def _keys_gone(result: ToolResult) -> bool:
+    return result.status is Status.OK and (result.data or {}).get("exists") == 0
+
+
 def _flushdb(p: FlushParams, ctx: ActionContext) -> ToolResult:
     inv = "FLUSHDB"
 
@@ -305,6 +340,16 @@ ACTIONS: list[Action[Any]] = [
         timeout=30,
     ),
     Action(
+        name="exists",
+        description="Tell which of some Redis keys exist (exact names).",
+        tier=Tier.OBSERVE,
+        params=ExistsParams,
+        summary=lambda p: f"Check whether {len(p.keys)} Redis key(s) exist: "
+        + ", ".join(p.keys[:5]) + (" …" if len(p.keys) > 5 else ""),
+        run=_exists,
+        timeout=20,
+    ),
+    Action(
         name="del",
         description="Delete specific Redis keys by exact name. Changes data: needs approval.",
         tier=Tier.SANDBOX_EXECUTE,
@@ -314,6 +359,8 @@ ACTIONS: list[Action[Any]] = [
         run=_del,
         timeout=30,
         preview=_del_preview,
+        check=Check("exists", lambda p: {"keys": p.keys, "db": p.db}, _keys_gone,
+                    "none of the keys exists any more (EXISTS = 0)"),
     ),
     Action(
         name="flushdb",

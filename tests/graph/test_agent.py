@@ -298,7 +298,7 @@ async def test_the_model_gets_less_autonomy_than_a_person_typing_the_same_call(l
     executor = CannedExecutor()
     graph, _ = make_graph(llm_api, tmp_path, executor, policy=TRUSTING_PEOPLE)
     _, typed = await run(graph, "redis del keys=k1")
-    assert executor.ran == ["redis del"] and typed.interrupts == ()
+    assert executor.ran == ["redis del", "redis exists"] and typed.interrupts == ()
 
     llm_api.push(tool_call("redis__del", {"keys": ["k2"]}))
     _, asked = await run(graph, "clean up k2")  # waits at its approval
@@ -309,7 +309,7 @@ async def test_the_model_gets_less_autonomy_than_a_person_typing_the_same_call(l
         (pending,) = state.interrupts
         assert "calls that no person typed run only tier 0 observe" in \
             pending.value["review"]["reason"]
-    assert executor.ran == ["redis del"]
+    assert executor.ran == ["redis del", "redis exists"]
 
 
 async def test_a_turn_of_sixty_calls_runs_eight_four_at_a_time_and_tells_the_model(llm_api,

@@ -73,7 +73,7 @@ BROKEN = {
     "deny_with_tier.yml": [(3, "rules[0]: a `deny` rule denies outright; remove `tier`")],
     "unknown_action.yml": [
         (6, "rules[0].match.action: `flushal` matches no action of redis this opsbot has (did "
-            "you mean `flushall`?); it has: del, flushall, flushdb, get, info, scan, slowlog"),
+            "you mean `flushall`?); it has: del, exists, flushall, flushdb, get, info, scan, slowlog"),
     ],
     "two_person_impossible.yml": [
         (8, "rules[0].approvals: 3 approvals from different people are required, but its "

@@ -237,7 +237,7 @@ NO_FILE = (
     "OPSBOT_POLICY to a policy file that names approvers (see policy.example.yml)."
 )
 CATALOG_NAMES = "Available: `docker`, `github`, `pulumi`, `redis`."
-REDIS_ACTIONS = "Available: `del`, `flushall`, `flushdb`, `get`, `info`, `scan`, `slowlog`."
+REDIS_ACTIONS = "Available: `del`, `exists`, `flushall`, `flushdb`, `get`, `info`, `scan`, `slowlog`."
 ONCALL_SRE = "<@USRE1>, <@USRE2>, <!subteam^SONCALL>, <!subteam^SSRE>"
 NONE: frozenset[str] = frozenset()
 

@@ -66,6 +66,9 @@ async def test_restart_is_previewed_approved_and_prod_is_out_of_reach(
     db.reload()
     assert db.status == "running"
     grants = [g for r in story if r["kind"] == "credential.lease" for g in r["data"]["grants"]]
-    assert [g["rules"] for g in grants] == [["GET /containers/{id}/json"],
-                                            ["POST /containers/{id}/restart?t"]]
+    assert [g["rules"] for g in grants] == [["GET /containers/{id}/json"],  # preview
+                                            ["POST /containers/{id}/restart?t"],
+                                            ["GET /containers/{id}/json"]]  # the check
+    shown = "".join(b.get("text", {}).get("text", "") for b in restarted.blocks)
+    assert "Check after acting: fixed* (the container is running)" in shown
     assert all(g["containers"] == [web.id] for g in grants)

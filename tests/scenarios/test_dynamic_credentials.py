@@ -75,14 +75,15 @@ async def test_each_redis_action_logs_in_as_a_user_of_its_own_that_is_gone_after
     assert "redis_version:" in info.text and "Deleted 1 of 1 keys" in deleted.text
     assert admin.exists("dyn:victim") == 0
     users = []
-    roles = (["opsbot-redis-read"], ["opsbot-redis-read", "opsbot-redis-write"])  # del: preview
+    roles = (["opsbot-redis-read"],  # del: its preview, itself, its check (exists)
+             ["opsbot-redis-read", "opsbot-redis-write", "opsbot-redis-read"])
     for story, expected in zip(stories, roles, strict=True):
         minted, revoked = leases(story)
         grants = [g for lease in minted for g in lease["grants"]]
         assert [g["role"] for g in grants] == expected
         assert all(r["revoked_at"] and not r["revoke_error"] for r in revoked)
         users += [g["username"] for g in grants]
-    assert len(set(users)) == len(users) == 3  # info, del's preview, del: a user each
+    assert len(set(users)) == len(users) == 4  # info, del's preview, del, its check: a user each
     assert not set(users) & set(vault_engines.redis_users())
 
 

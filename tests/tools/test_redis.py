@@ -68,7 +68,7 @@ def test_tiers_targets_and_summaries(catalog, redis_server):
     assert resolved.summary == "Delete every key in the Redis database 2"
     assert [str(e) for e in resolved.egress] == [f"127.0.0.1:{redis_server.port}"]
     assert {a.name: a.tier for a in TOOLSET.actions} == {
-        "info": 0, "slowlog": 0, "get": 0, "scan": 0, "del": 3, "flushdb": 4, "flushall": 4,
+        "info": 0, "slowlog": 0, "get": 0, "scan": 0, "exists": 0, "del": 3, "flushdb": 4, "flushall": 4,
     }
 
 

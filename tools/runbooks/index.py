@@ -115,6 +115,17 @@ class RunbookIndex:
         with self._lock:
             self._client.close()
 
+    @contextmanager
+    def qdrant(self) -> Iterator[Any]:
+        """The Qdrant client, under the index's lock. Other collections (the memory of past
+        incidents, ``graph/memory.py``) share it: local mode allows one client per directory."""
+        with self._lock:
+            yield self._client
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
     def ingest(self, directory: Path) -> IngestReport:
         """Make the collection mirror ``directory``; see :mod:`tools.runbooks`.
 
