@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp
 import docker
 
-from sandbox.config import SandboxConfig, instance_key
+from sandbox.config import SandboxConfig
 from sandbox.hardening import instance_filter
 from sandbox.image import build_image
 from tests.fakes.payloads import FORM, SIGNING_SECRET, sign, slash_command
@@ -169,39 +169,40 @@ def runs_in_flight(data_dir: Path) -> int:
         conn.close()
 
 
-def sandbox_busy(data_dir: Path) -> bool:
+def sandbox_busy(instance: str) -> bool:
     """Containers being removed or a warm pool not yet full (2 ready boxes of each kind)."""
     client = docker.from_env()
     try:
-        mine = client.api.containers(all=True, filters=instance_filter(instance_key(data_dir)))
+        mine = client.api.containers(all=True, filters=instance_filter(instance))
     finally:
         client.close()
     pooled = [c for c in mine if c["Labels"].get("opsbot.pool") and c["State"] == "running"]
     return len(mine) != len(pooled) or len(pooled) < POOL_BOXES
 
 
-async def drained(data_dir: Path, timeout: float = 900) -> None:
+async def drained(data_dir: Path, instance: str, timeout: float = 900) -> None:
     """Until opsbot is idle: no queued or running run, no container being removed, pool full."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not runs_in_flight(data_dir) and not sandbox_busy(data_dir):
+        if not runs_in_flight(data_dir) and not sandbox_busy(instance):
             return
         await asyncio.sleep(0.2)
     raise SystemExit(f"opsbot was still busy after {timeout} s")
 
 
-async def measure(urls: dict[str, str], origin: str, data_dir: Path, levels: list[int],
+async def measure(urls: dict[str, str], origin: str, bot: BotProcess, levels: list[int],
                   total: int, rounds: int) -> Results:
+    data_dir = bot.data_dir
     for app, _, text in ROWS:  # warm-up: imports, connections, auth.test, caches
         await load(urls[app], text, origin, 20, 2)
     results: Results = {}
     for clients in levels:
         for _ in range(rounds):
             for index, (app, _, text) in enumerate(ROWS):
-                await drained(data_dir)
+                await drained(data_dir, bot.instance)
                 latencies = await load(urls[app], text, origin, total // rounds, clients)
                 results.setdefault((clients, index), []).extend(latencies)
-    await drained(data_dir)
+    await drained(data_dir, bot.instance)
     return results
 
 
@@ -216,8 +217,7 @@ async def run(env: dict[str, str], origin: str, bare_ports: tuple[str, str], lev
         urls = {"bare": f"http://127.0.0.1:{bare_ports[0]}/slack/events",
                 "bare-fast": f"http://127.0.0.1:{bare_ports[1]}/slack/events",
                 "opsbot": bot.events_url}
-        return await measure(urls, origin, Path(env["OPSBOT_DATA_DIR"]), levels, args.requests,
-                             args.rounds)
+        return await measure(urls, origin, bot, levels, args.requests, args.rounds)
     finally:
         await bot.terminate()
         if args.loop_debug:
