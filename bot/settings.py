@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     workers: int = Field(4, ge=1, le=64, validation_alias="OPSBOT_WORKERS")
     heartbeat_s: float = Field(5.0, ge=0.1, le=300, validation_alias="OPSBOT_HEARTBEAT_S")
     queue_poll_s: float = Field(1.0, ge=0.05, le=60, validation_alias="OPSBOT_QUEUE_POLL_S")
+    # PostgreSQL ends a transaction whose process went silent between statements for this long,
+    # releasing its row locks (a frozen worker would otherwise hold its runs until it wakes).
+    db_tx_idle_timeout_s: float = Field(30.0, ge=0.5, le=3600,
+                                        validation_alias="OPSBOT_DB_TX_IDLE_TIMEOUT_S")
     worker_lanes: str = Field("maintenance,incident,chat,scheduled",
                               validation_alias="OPSBOT_WORKER_LANES")
     # Test-only: turns off the per-thread job lock, the lease and the execute guard, to show

@@ -243,7 +243,8 @@ async def open_records(settings: Settings) -> Records:
 
     try:
         await migrate(settings.dsn, PgQueue.schema())
-        return await PgRecords.open(settings.dsn, max_size=settings.workers + 4)
+        return await PgRecords.open(settings.dsn, max_size=settings.workers + 4,
+                                    tx_idle_timeout_s=settings.db_tx_idle_timeout_s)
     except psycopg.Error as e:
         raise ConfigError(f"OPSBOT_DATABASE_URL: PostgreSQL refused or did not answer "
                           f"({type(e).__name__}); check the URL, the server and its "
@@ -342,7 +343,8 @@ async def _worker(rt: Runtime, surface: Surface, runbooks: Any, stack: AsyncExit
 def _graphs(settings: Settings, deps: GraphDeps):
     build = lambda saver: build_graph(deps, saver)  # noqa: E731
     if settings.scale_out:
-        return postgres_graphs(settings.dsn, settings.workers, build)
+        return postgres_graphs(settings.dsn, settings.workers, build,
+                               settings.db_tx_idle_timeout_s)
     return sqlite_graphs(settings.data_dir / "checkpoints.sqlite", build)
 
 

@@ -47,8 +47,10 @@ async def sqlite_graphs(path: Path, build: Build) -> AsyncIterator[Graphs]:
 
 
 @asynccontextmanager
-async def postgres_graphs(dsn: str, slots: int, build: Build) -> AsyncIterator[Graphs]:
-    pool = pool_for(dsn, max_size=slots + 1, name="opsbot-checkpoints")
+async def postgres_graphs(dsn: str, slots: int, build: Build,
+                          tx_idle_timeout_s: float = 30) -> AsyncIterator[Graphs]:
+    pool = pool_for(dsn, max_size=slots + 1, name="opsbot-checkpoints",
+                    tx_idle_timeout_s=tx_idle_timeout_s)
     await pool.open()
     try:
         free: asyncio.Queue[CompiledStateGraph] = asyncio.Queue()

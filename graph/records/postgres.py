@@ -42,15 +42,23 @@ from graph.records.migrations import version, MIGRATIONS
 from graph.surface import Checklist, RunRef, RunState
 
 
-def pool_for(dsn: str, max_size: int = 10, name: str = "opsbot") -> AsyncConnectionPool:
+def pool_for(dsn: str, max_size: int = 10, name: str = "opsbot",
+             tx_idle_timeout_s: float | None = None) -> AsyncConnectionPool:
     """An unopened pool of autocommit connections returning dict rows.
 
     ``prepare_threshold=None`` keeps it usable behind pgbouncer/Supavisor in transaction mode;
-    ``check`` drops connections a proxy or a cloud idle timeout closed behind our back.
+    ``check`` drops connections a proxy or a cloud idle timeout closed behind our back;
+    ``tx_idle_timeout_s`` has the server end a transaction left silent that long (for pools
+    whose transactions a library opens, e.g. the checkpointer's).
     """
+    async def configure(conn: AsyncConnection) -> None:
+        await conn.execute("select set_config('idle_in_transaction_session_timeout', %s, false)",
+                           [str(round((tx_idle_timeout_s or 0) * 1000))])
+
     return AsyncConnectionPool(
         dsn, min_size=1, max_size=max_size, open=False, name=name, max_idle=300,
         max_lifetime=1800, check=AsyncConnectionPool.check_connection,
+        configure=configure if tx_idle_timeout_s else None,
         kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row})
 
 
@@ -316,21 +324,28 @@ class PgListings(Listings):
 class PgRecords(Records):
     mode = "postgres"
 
-    def __init__(self, pool: AsyncConnectionPool):
+    def __init__(self, pool: AsyncConnectionPool, tx_idle_timeout_s: float = 30):
         self.pool = pool
+        self.tx_idle_ms = str(round(tx_idle_timeout_s * 1000))
         _bind(self, _Conn(pool))
 
     @classmethod
-    async def open(cls, dsn: str, max_size: int = 10) -> PgRecords:
+    async def open(cls, dsn: str, max_size: int = 10, tx_idle_timeout_s: float = 30) -> PgRecords:
         pool = pool_for(dsn, max_size=max_size, name="opsbot-records")
         await pool.open()
-        return cls(pool)
+        return cls(pool, tx_idle_timeout_s)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        """One transaction on one connection. The server ends it if this process stops between
+        two of its statements for longer than ``tx_idle_timeout_s`` (a frozen or partitioned
+        worker must not hold its row locks, and so its runs, for ever); set per transaction so
+        it also holds behind a pooler in transaction mode."""
         async with self.pool.connection() as conn:
             tx = _PgTx(self.pool, conn)
             async with conn.transaction():
+                await conn.execute("select set_config('idle_in_transaction_session_timeout', "
+                                   "%s, true)", [self.tx_idle_ms])
                 yield tx
         for callback in tx.callbacks:
             callback()

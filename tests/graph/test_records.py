@@ -147,3 +147,33 @@ async def test_llm_spend_is_summed_per_channel_since_a_time(records):
     nothing = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "calls": 0}
     assert await records.audit.llm_spend("C9", before) == nothing
     assert await records.audit.llm_spend("C1", datetime.now(UTC) + timedelta(seconds=1)) == nothing
+
+
+async def test_a_transaction_whose_process_goes_silent_releases_its_locks(postgres_database):
+    """A worker frozen inside a transaction (SIGSTOP, a partition) must not hold a run's row
+    for ever: the server ends the transaction after ``tx_idle_timeout_s`` and the next one
+    locks the row. Without the per-transaction timeout the second lock waits out its own
+    ``lock_timeout`` and raises."""
+    await migrate(postgres_database)
+    records = await PgRecords.open(postgres_database, tx_idle_timeout_s=0.5)
+    try:
+        await records.runs.add(run())
+        frozen = asyncio.Event()
+
+        async def freezes() -> None:
+            async with records.transaction() as tx:
+                await tx.runs.row("r-1", lock=True)
+                frozen.set()
+                await asyncio.sleep(3)  # silent, as a stopped process would be
+                await tx.runs.update("r-1", state=RunState.DONE)
+
+        holder = asyncio.create_task(freezes())
+        await frozen.wait()
+        async with records.transaction() as tx:
+            await tx.connection.execute("set local lock_timeout = '2s'")
+            assert (await tx.runs.row("r-1", lock=True)).state == RunState.QUEUED
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            await holder  # its connection was ended by the server: its write never happened
+        assert (await records.runs.row("r-1")).state == RunState.QUEUED
+    finally:
+        await records.close()

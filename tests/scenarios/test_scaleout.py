@@ -58,7 +58,8 @@ class Cluster:
 async def start_cluster(processes: BotProcesses, slack: SlackEmulator, dsn: str, redis_url: str,
                         image: str, tmp: Path, workers: int = 3, **more: str) -> Cluster:
     shared = {"OPSBOT_DATABASE_URL": dsn, "OPSBOT_HEARTBEAT_S": str(HEARTBEAT_S),
-              "OPSBOT_QUEUE_POLL_S": "0.2", "OPSBOT_WORKERS": "2", **more}
+              "OPSBOT_QUEUE_POLL_S": "0.2", "OPSBOT_WORKERS": "2",
+              "OPSBOT_DB_TX_IDLE_TIMEOUT_S": "2", **more}  # a frozen worker's locks go in 2 s
     env = lambda name: bot_env(slack, tmp / name, redis_url, image, **shared)  # noqa: E731
     migrate = subprocess.run([sys.executable, "-m", "bot.cli", "db", "migrate"], env=env("migrate"),
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -98,9 +99,18 @@ async def faults(cluster: Cluster, thawed) -> None:
     await in_flight(cluster, frozen)
     frozen.proc.send_signal(signal.SIGSTOP)
     try:
-        await wait_until(thawed, 120, lambda: "the frozen worker's job was never taken up")
+        await wait_until(thawed, 120, lambda: "the frozen worker's job was never taken up; "
+                         + stuck(cluster))
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
+
+
+def stuck(cluster: Cluster) -> str:
+    """The runs not yet final and their drive jobs, for a failure message."""
+    return str(cluster.query(
+        "select r.id, r.state, j.id, j.status, j.attempts, j.worker_id from runs r "
+        "left join procrastinate_jobs j on j.lock = r.thread_id "
+        "where r.state not in ('done', 'failed', 'cancelled', 'interrupted')"))
 
 
 def bounced(cluster: Cluster) -> bool:

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,10 @@ def _initdb(workdir: Path, owner: _Owner) -> Path:
     return data
 
 
-def _start(workdir: Path, data: Path, owner: _Owner, port: int) -> subprocess.Popen[bytes]:
+def _start(workdir: Path, data: Path, owner: _Owner, port: int,
+           settings: dict[str, str]) -> subprocess.Popen[bytes]:
     args = [_binary("postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir)]
-    for name, value in SETTINGS.items():
+    for name, value in settings.items():
         args += ["-c", f"{name}={value}"]
     with (workdir / "postgres.log").open("wb") as log:
         return subprocess.Popen(
@@ -140,13 +142,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """DSN of a session-wide PostgreSQL 15 superuser connection (database ``postgres``)."""
+@contextmanager
+def private_postgres(durable: bool = False) -> Iterator[str]:
+    """A PostgreSQL 15 server of its own; yields its superuser DSN (database ``postgres``).
+    ``durable`` keeps fsync and synchronous commit on, as a deployment would (benchmarks)."""
     owner = _owner()
     workdir = _workdir(owner)
     port = free_port()
-    proc = _start(workdir, _initdb(workdir, owner), owner, port)
+    settings = SETTINGS | ({"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
+                            "shared_buffers": "128MB"} if durable else {})
+    proc = _start(workdir, _initdb(workdir, owner), owner, port, settings)
     dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     try:
         _wait_ready(proc, dsn, workdir / "postgres.log")
@@ -154,6 +159,13 @@ def postgres_dsn() -> Iterator[str]:
     finally:
         _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """DSN of a session-wide PostgreSQL 15 superuser connection (database ``postgres``)."""
+    with private_postgres() as dsn:
+        yield dsn
 
 
 @pytest.fixture
