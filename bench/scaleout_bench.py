@@ -1,0 +1,326 @@
+"""Scale-out on PostgreSQL: what ingress + worker processes cost and what they buy.
+
+    .venv/bin/python bench/scaleout_bench.py [--clicks 30] [--runs 60] [--waiting 1000]
+                                             [--requests 150] [--only click,throughput,ack,waiting]
+
+Real processes throughout: a PostgreSQL 15 of its own with durability on (fsync, synchronous
+commit: as deployed, unlike the test suite's), a redis-server, the Slack emulator in this
+process, one ``opsbot serve --role ingress`` and ``opsbot worker`` processes (2 slots each),
+the sandbox image with its warm pool. Sections:
+
+* **click → execution start**: gated ``redis del`` runs one at a time, each approved by one
+  signed click; from sending the click to the ``executions`` row's ``started_at`` (same host
+  clock), workers idle. Target ≤ 50 ms p99.
+* **throughput**: ``--runs`` read-only ``redis info`` runs posted at once through the ingress;
+  time until every one is final with 1, 2 and 3 workers, and the same runs on the embedded
+  ``opsbot serve`` (SQLite, one process): the per-run cost of PostgreSQL mode.
+* **ack**: signed ``/ops redis info`` at 1/8/32 clients to the ingress while the workers run
+  what the earlier requests started, against a bare slack-bolt app with
+  ``process_before_response=True`` (bench/ack_bench.py's load and baseline). Target ≤ 1.2×.
+* **waiting**: ``--waiting`` gated runs parked at their approval; worker RSS before and after,
+  then every card approved: time until all left ``waiting`` (resumed) and until all ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import psycopg
+
+from ack_bench import helper, load, percentile
+from sandbox.image import build_image
+from tests.fakes.payloads import SlackClient, block_actions
+from tests.fakes.slack import SlackEmulator
+from tests.scenarios.harness import APPROVE_ACTION, APPROVER, CHANNEL, REQUESTER
+from tests.scenarios.process import BotProcess, ProcessHarness, bot_env
+from tests.services.postgres import private_postgres
+from tests.services.redis import start_redis
+
+FINAL = "('done', 'failed', 'cancelled', 'interrupted', 'expired')"
+
+
+class Bench:
+    def __init__(self, tmp: Path, slack: SlackEmulator, redis_url: str, image: str, dsn: str):
+        self.tmp, self.slack, self.redis_url, self.image, self.dsn = tmp, slack, redis_url, image, dsn
+        self.count = 0
+
+    def env(self, name: str, dsn: str | None, **more: str) -> dict[str, str]:
+        self.count += 1
+        extra = {"OPSBOT_DATABASE_URL": dsn, "OPSBOT_HEARTBEAT_S": "2", "OPSBOT_QUEUE_POLL_S": os.environ.get("POLL", "1")} if dsn else {}
+        return bot_env(self.slack, self.tmp / f"{name}-{self.count}", self.redis_url, self.image,
+                       **extra, **more)
+
+    @asynccontextmanager
+    async def database(self) -> AsyncIterator[str]:
+        name = f"bench_{self.count}_{os.getpid()}"
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        dsn = self.dsn.rsplit("/", 1)[0] + f"/{name}"
+        migrate = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "db", "migrate", env=self.env("migrate", dsn), cwd=ROOT)
+        if await migrate.wait() != 0:
+            raise SystemExit("opsbot db migrate failed")
+        try:
+            yield dsn
+        finally:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute(f'drop database if exists "{name}" with (force)')
+
+    @asynccontextmanager
+    async def cluster(self, workers: int) -> AsyncIterator[tuple[ProcessHarness, list[BotProcess], str]]:
+        async with self.database() as dsn:
+            ingress = BotProcess(self.env("ingress", dsn), args=("serve", "--role", "ingress"))
+            pool = [BotProcess(self.env("worker", dsn), args=("worker",)) for _ in range(workers)]
+            started: list[BotProcess] = []
+            try:
+                for bot in (ingress, *pool):
+                    started.append(await bot.start())
+                await pooled(pool)
+                async with SlackClient(ingress.events_url) as client:
+                    yield ProcessHarness(ingress, self.slack, client), pool, dsn
+            finally:
+                for bot in started:
+                    await bot.terminate()
+
+    @asynccontextmanager
+    async def embedded(self) -> AsyncIterator[tuple[ProcessHarness, BotProcess]]:
+        bot = await BotProcess(self.env("embedded", None)).start()
+        try:
+            await pooled([bot])
+            async with SlackClient(bot.events_url) as client:
+                yield ProcessHarness(bot, self.slack, client), bot
+        finally:
+            await bot.terminate()
+
+
+async def pooled(bots: list[BotProcess], timeout: float = 120) -> None:
+    """Until each process's sandbox has started (its warm pool filling is part of start-up)."""
+    deadline = time.monotonic() + timeout
+    while not all(b.instance for b in bots):
+        if time.monotonic() > deadline:
+            raise SystemExit("a worker's sandbox did not start")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(5)  # the warm pool's first containers
+
+
+def query(dsn: str, sql: str, *args: object) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+async def until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def cards(slack: SlackEmulator) -> list:
+    return [m for m in slack.messages(CHANNEL)
+            if any(b.get("block_id", "").startswith("approval:") for b in m.blocks)]
+
+
+async def approve(h: ProcessHarness, card) -> None:
+    await h.post(block_actions(user=APPROVER, channel=CHANNEL, message_ts=card.ts,
+                               action_id=APPROVE_ACTION, value=h.button_value(card),
+                               slack=h.slack))
+
+
+# --- sections -----------------------------------------------------------------------------
+
+async def click_to_execution(bench: Bench, clicks: int) -> list[float]:
+    latencies = []
+    async with bench.cluster(workers=2) as (h, _, dsn):
+        for i in range(clicks):
+            seen = len(cards(bench.slack))
+            await h.command(f"redis del keys=bench-click-{i}")
+            await until(lambda: len(cards(bench.slack)) > seen, 60, "the approval card")
+            card = cards(bench.slack)[-1]
+            await until(lambda: query(dsn, "select 1 from runs where state = 'waiting'"), 30,
+                        "the run to wait")
+            await until(lambda: not query(dsn, "select 1 from procrastinate_jobs where status in "
+                                          "('todo', 'doing') and task_name = 'opsbot.drive'"),
+                        30, "the drive that posted the card to end")  # a person is slower
+            began = time.time()
+            await approve(h, card)
+            await until(lambda: query(dsn, "select 1 from executions"), 30, "the execution")
+            (started,), = query(dsn, "select extract(epoch from started_at) from executions")
+            latencies.append(float(started) - began)
+            if os.environ.get("BENCH_TRACE"):
+                for kind, at in query(dsn, "select kind, extract(epoch from ts) from audit "
+                                      "where ts > to_timestamp(%s) order by id", began):
+                    print(f"    {(float(at) - began) * 1000:8.1f} ms  {kind}")
+                print(f"    {(float(started) - began) * 1000:8.1f} ms  executions.started_at")
+            await until(lambda: not query(dsn, f"select 1 from runs where state not in {FINAL}"),
+                        60, "the run to end")
+            query_write(dsn, "delete from executions")
+    return latencies
+
+
+def query_write(dsn: str, sql: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+async def burst(h: ProcessHarness, runs: int, ended) -> float:
+    began = time.perf_counter()
+    await asyncio.gather(*(h.command("redis info section=server") for _ in range(runs)))
+    await until(lambda: ended() >= runs, 600, f"{runs} runs to end")
+    return time.perf_counter() - began
+
+
+async def throughput(bench: Bench, runs: int) -> dict[str, float]:
+    seconds = {}
+    for workers in (1, 2, 3):
+        async with bench.cluster(workers) as (h, _, dsn):
+            ended = lambda: query(dsn, f"select count(*) from runs where state in {FINAL}")[0][0]  # noqa: E731
+            await burst(h, 4, ended)  # warm-up
+            seconds[f"postgres, {workers} worker{'s' * (workers > 1)}"] = \
+                await burst(h, runs, lambda: ended() - 4)
+    async with bench.embedded() as (h, bot):
+        from tests.scenarios.process import AuditFile
+        audit = AuditFile.of(bot.env)
+        ended = lambda: sum(1 for _, state in audit.runs() if state.final)  # noqa: E731
+        await burst(h, 4, ended)
+        seconds["sqlite, embedded serve"] = await burst(h, runs, lambda: ended() - 4)
+    return seconds
+
+
+async def ack(bench: Bench, requests: int, levels: list[int]) -> dict[int, tuple[list, list]]:
+    rows: dict[int, tuple[list, list]] = {}
+    with helper("bare-fast", f"{bench.slack.base_url}") as port:
+        bare = f"http://127.0.0.1:{port}/slack/events"
+        async with bench.cluster(workers=2) as (h, _, _dsn):
+            origin = bench.slack.origin
+            await load(h.bot.events_url, "redis info", origin, 20, 2)
+            await load(bare, "redis info", origin, 20, 2)
+            for clients in levels:
+                rows[clients] = (await load(bare, "redis info", origin, requests, clients),
+                                 await load(h.bot.events_url, "redis info", origin, requests,
+                                            clients))
+    return rows
+
+
+def rss_mb(bots: list[BotProcess]) -> float:
+    total = 0
+    for bot in bots:
+        status = Path(f"/proc/{bot.proc.pid}/status").read_text()
+        total += next(int(line.split()[1]) for line in status.splitlines()
+                      if line.startswith("VmRSS:"))
+    return total / 1024
+
+
+async def waiting(bench: Bench, count: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with bench.cluster(workers=2) as (h, workers, dsn):
+        out["worker RSS before (MB, both)"] = rss_mb(workers)
+        began = time.perf_counter()
+        sem = asyncio.Semaphore(8)
+
+        async def ask(i: int) -> None:
+            async with sem:
+                await h.command(f"redis del keys=bench-wait-{i}")
+
+        await asyncio.gather(*(ask(i) for i in range(count)))
+        await until(lambda: query(dsn, "select count(*) from runs where state = 'waiting'")[0][0]
+                    >= count, 1800, f"{count} runs to wait")
+        out["park them (s)"] = time.perf_counter() - began
+        await until(lambda: len(cards(bench.slack)) >= count, 120, "every card")
+        out["worker RSS with them waiting (MB, both)"] = rss_mb(workers)
+        began = time.perf_counter()
+
+        async def click(card) -> None:
+            async with sem:
+                await approve(h, card)
+
+        await asyncio.gather(*(click(c) for c in cards(bench.slack)[-count:]))
+        await until(lambda: not query(dsn, "select 1 from runs where state = 'waiting'"), 1800,
+                    "every run to resume")
+        out["resume them all (s)"] = time.perf_counter() - began
+        await until(lambda: not query(dsn, f"select 1 from runs where state not in {FINAL}"), 3600,
+                    "every run to end")
+        out["and run them all (s)"] = time.perf_counter() - began
+        out["worker RSS after (MB, both)"] = rss_mb(workers)
+    return out
+
+
+# --- report -------------------------------------------------------------------------------
+
+def ms(values: list[float], q: float) -> float:
+    return percentile(values, q) * 1000
+
+
+async def main_async(args: argparse.Namespace, tmp: Path, image: str) -> None:
+    only = set(args.only.split(","))
+    (tmp / "redis").mkdir()
+    redis_proc, redis_server = start_redis(tmp / "redis")
+    try:
+        with private_postgres(durable=True) as dsn, SlackEmulator() as slack:
+            slack.add_channel(CHANNEL, "ops")
+            bench = Bench(tmp, slack, redis_server.url, image, dsn)
+            if "click" in only:
+                lat = await click_to_execution(bench, args.clicks)
+                print(f"\nclick → execution start, PostgreSQL mode, 2 idle workers (n={len(lat)}): "
+                      f"p50 {ms(lat, 0.5):.1f} ms, p99 {ms(lat, 0.99):.1f} ms, max "
+                      f"{max(lat) * 1000:.1f} ms (target ≤ 50 ms p99); load {os.getloadavg()[0]:.1f}",
+                      flush=True)
+            if "throughput" in only:
+                seconds = await throughput(bench, args.runs)
+                print(f"\n{args.runs} `redis info` runs posted at once; load {os.getloadavg()[0]:.1f}")
+                base = seconds["sqlite, embedded serve"]
+                for name, took in seconds.items():
+                    print(f"  {name:26} {took:6.1f} s  {args.runs / took:5.1f} runs/s  "
+                          f"{took / args.runs * 1000:6.0f} ms/run  ×{took / base:4.2f} of embedded",
+                          flush=True)
+            if "ack" in only:
+                levels = [1, 8, 32]
+                rows = await ack(bench, args.requests, levels)
+                print(f"\nack of /ops redis info: the ingress (workers busy) vs bare Bolt "
+                      f"process_before_response=True; load {os.getloadavg()[0]:.1f}")
+                for clients, (bare, ours) in rows.items():
+                    r50 = statistics.median(ours) / statistics.median(bare)
+                    r99 = percentile(ours, 0.99) / percentile(bare, 0.99)
+                    print(f"  {clients:>2} clients  bare p50 {ms(bare, 0.5):6.1f} p99 "
+                          f"{ms(bare, 0.99):6.1f}  ingress p50 {ms(ours, 0.5):6.1f} p99 "
+                          f"{ms(ours, 0.99):6.1f} ms  ×p50 {r50:4.2f} ×p99 {r99:4.2f}"
+                          f"{'  MISS' if max(r50, r99) > 1.2 else ''}", flush=True)
+            if "waiting" in only:
+                out = await waiting(bench, args.waiting)
+                print(f"\n{args.waiting} runs waiting on approval, 2 workers; "
+                      f"load {os.getloadavg()[0]:.1f}")
+                for name, value in out.items():
+                    print(f"  {name:42} {value:8.1f}", flush=True)
+    finally:
+        redis_proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--requests", type=int, default=150, help="per ack level and row")
+    parser.add_argument("--waiting", type=int, default=1000)
+    parser.add_argument("--only", default="click,throughput,ack,waiting")
+    args = parser.parse_args()
+    image = build_image(log=lambda line: print(line, file=sys.stderr))
+    print(f"load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(main_async(args, Path(tmp), image))
+
+
+if __name__ == "__main__":
+    main()
