@@ -137,6 +137,9 @@ class BenchSurface:
     async def progress(self, run, checklist, final: bool = False) -> None:
         return None
 
+    async def answer(self, run, reply_id: str, text: str, tools: bool = False) -> None:
+        return None
+
     async def ask_approval(self, run, request) -> str | None:
         raise AssertionError("a tier-0 action must not ask for approval")
 

@@ -1,7 +1,8 @@
 """The Slack Bolt app: explicit wiring, nothing at import time.
 
 ``build_app`` creates the ``AsyncApp`` with a Web API client pointed at ``OPSBOT_SLACK_API_URL``
-(429s retried after ``Retry-After``) and registers one listener module per surface. Nothing
+(429s retried after ``Retry-After``; ``ok: false, ratelimited`` with HTTP 200 retried
+after a growing wait, ``bot/slack_retry.py``) and registers one listener module per surface. Nothing
 touches the database before the ack: Slack's redeliveries are de-duplicated on ``event_id``
 in the transaction that records the run (``graph/runs.py``).
 """
@@ -20,6 +21,7 @@ from bot.deps import BotDeps
 from bot.listeners import register_all
 from bot.metrics import CountingWebClient, RateLimitCounter
 from bot.settings import Settings
+from bot.slack_retry import OkFalseRateLimitRetryHandler
 
 
 def slack_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
@@ -34,6 +36,7 @@ def slack_client(settings: Settings, session: aiohttp.ClientSession | None = Non
             RateLimitCounter(),  # counts every 429, retries nothing itself
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=8),
+            OkFalseRateLimitRetryHandler(max_retry_count=8, backoff=settings.slack_backoff_s),
         ],
     )
 

@@ -60,6 +60,9 @@ class ConsoleSurface:
         self.write(f"▶ run {run.run_id}: {run.task.text}")
         return run.model_copy(update={"thread_ts": run.thread_ts or run.run_id})
 
+    async def answer(self, run: RunRef, reply_id: str, text: str, tools: bool = False) -> None:
+        return None  # the terminal shows the whole answer with the report
+
     async def progress(self, run: RunRef, checklist: Checklist, final: bool = False) -> None:
         lines = [s.line() for s in checklist.steps]
         seen = self._shown.setdefault(run.run_id, [])

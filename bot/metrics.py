@@ -23,6 +23,7 @@ from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.slack_retry import ratelimited_with_200
 from graph import metrics as graph_metrics
 
 log = structlog.get_logger("opsbot.metrics")
@@ -44,7 +45,8 @@ SLACK_API_ERRORS = Counter(
     "opsbot_slack_api_errors_total", "Slack Web API calls answered with an error, by error code",
     ["method", "error"])
 SLACK_RATELIMITED = Counter(
-    "opsbot_slack_api_ratelimited_total", "HTTP 429 answers from the Slack Web API, by method",
+    "opsbot_slack_api_ratelimited_total",
+    "Rate-limit answers from the Slack Web API (HTTP 429, or ok:false ratelimited), by method",
     ["method"])
 
 
@@ -70,13 +72,13 @@ class CountingWebClient(AsyncWebClient):
 
 
 class RateLimitCounter(AsyncRetryHandler):
-    """Counts 429 answers; never asks for a retry itself (the handler after it does)."""
+    """Counts rate-limit answers; never asks for a retry itself (the handler after it does)."""
 
     def __init__(self) -> None:
         super().__init__(max_retry_count=1_000_000)
 
     async def _can_retry_async(self, *, state, request, response=None, error=None) -> bool:
-        if response is not None and response.status_code == 429:
+        if response is not None and (response.status_code == 429 or ratelimited_with_200(response)):
             SLACK_RATELIMITED.labels(request.url.rstrip("/").rsplit("/", 1)[-1]).inc()
         return False
 

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # what they prevent. Never set it in a deployment.
     unsafe_no_fencing: bool = Field(False, validation_alias="OPSBOT_UNSAFE_NO_FENCING")
     log_level: str = Field("info", validation_alias="OPSBOT_LOG_LEVEL")
+    # first wait before retrying a call Slack refused with HTTP 200 ``ratelimited`` (it says
+    # nothing about how long; each further attempt waits longer): bot/slack_retry.py
+    slack_backoff_s: float = Field(1.0, ge=0.01, le=60, validation_alias="OPSBOT_SLACK_BACKOFF_S")
     # The variables connectors declare themselves (Toolset.env), by name: see ConnectorEnv.
     connector_env: dict[str, str] = Field(default_factory=dict)
 

@@ -1,5 +1,10 @@
 """The Slack side of a run: one status message edited in place, cards, the report.
 
+An agent run (``RunRef.stream``) gets a streamed message instead of the status message
+(``bot/slack_stream.py``: a plan with a task per step, and the answer as the model writes it);
+where Slack refuses to stream (an older workspace answers ``unknown_method``) the run falls
+back to the status message, and the surface stops trying.
+
 Status edits are coalesced per message: at most one ``chat.update`` per ``interval`` (1 s in
 production; Slack's ``chat.update`` is Tier 3, shared by every run in the workspace). Progress
 never waits for Slack: intermediate states are sent by a background flusher, so a slow or
@@ -29,7 +34,8 @@ from approvals.cards import approval_card, attachment, attachment_name
 from approvals.mrkdwn import truncate
 from approvals.models import ApprovalRequest
 from bot.blocks import TEXT, report_message, report_text
-from graph.surface import Checklist, Report, RunRef, RunState
+from bot.slack_stream import AnswerStream, plan_chunk, plan_title
+from graph.surface import Checklist, Report, RunRef, RunState, StepState
 from graph.task import Source, Task
 from tools.secrets import REDACTOR
 
@@ -42,7 +48,9 @@ REACTIONS = {
     RunState.CANCELLED: "heavy_multiplication_x",
     RunState.INTERRUPTED: "warning",
 }
-STATUS_TEXT = 3900  # chat.update refuses text over 4,000 characters
+NO_STREAMING = ("unknown_method", "not_allowed_token_type", "missing_scope", "not_allowed")
+STATUS_TEXT = 3900
+STATUS_LINE = 150  # an assistant thread's status  # chat.update refuses text over 4,000 characters
 Pace = Callable[[float], Awaitable[None]]  # waits out the rest of an edit interval
 
 
@@ -89,10 +97,35 @@ class StatusMessage:
             await self.pace(max(0.0, self.interval - (time.monotonic() - self._last)))
             text = self._latest
             try:
-                await self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+                await self._send(text)
             finally:
                 self._last = time.monotonic()
             self._sent = text
+
+    async def _send(self, text: str) -> None:
+        await self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+
+
+class ThreadStatus(StatusMessage):
+    """An assistant thread's status line (``assistant.threads.setStatus``: "is reading Redis
+    INFO…"), paced and coalesced like the status message; Slack clears it when opsbot replies."""
+
+    async def _send(self, text: str) -> None:
+        await self.client.assistant_threads_setStatus(channel_id=self.channel,
+                                                      thread_ts=self.ts, status=text)
+
+
+def doing(checklist: Checklist) -> str:
+    """An assistant thread's status for a checklist: the step under way (``""`` clears it)."""
+    if checklist.state.final:
+        return ""
+    waiting = [s for s in checklist.steps if s.state is StepState.WAITING]
+    if waiting or checklist.state is RunState.WAITING:
+        return truncate(f"is waiting for approval: {waiting[0].text}" if waiting
+                        else "is waiting for approval", STATUS_LINE)
+    running = [s for s in checklist.steps if s.state is StepState.RUNNING]
+    return truncate(f"is working: {running[-1].text}…" if running else "is working…",
+                    STATUS_LINE)
 
 
 class SlackSurface:
@@ -104,9 +137,17 @@ class SlackSurface:
         self.interval = interval
         self.pace = pace
         self._status: dict[str, StatusMessage] = {}
+        self._streams: dict[str, AnswerStream] = {}
+        self._thread_status: dict[str, ThreadStatus] = {}
         self._reactions: dict[str, str] = {}
+        self.streaming = True  # until the workspace answers that it can't stream
 
     async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
+        if run.stream:
+            streamed = await self._open_stream(run, checklist)
+            if streamed is not None:
+                return streamed
+            run = run.model_copy(update={"stream": False})
         text = self._status_text(run, checklist)
         thread = run.thread_ts or run.task.thread_ts
         response = await self._post(channel=run.task.channel, thread_ts=thread, text=text)
@@ -116,7 +157,38 @@ class SlackSurface:
         await self._react(located, RunState.RUNNING)
         return located
 
+    async def _open_stream(self, run: RunRef, checklist: Checklist) -> RunRef | None:
+        """The run's streamed message in its thread; None where Slack can't stream it (an
+        older workspace, a run that starts its own thread, a requester who is not a person)."""
+        thread = run.thread_ts or run.task.thread_ts
+        if not (self.streaming and thread and run.task.team and run.task.user.startswith(("U", "W"))):
+            return None
+        try:
+            response = await self.client.chat_startStream(
+                channel=run.task.channel, thread_ts=thread, recipient_user_id=run.task.user,
+                recipient_team_id=run.task.team, task_display_mode="plan",
+                chunks=[plan_chunk(plan_title(checklist))])
+        except SlackApiError as e:
+            error = e.response.get("error")
+            self.streaming = self.streaming and error not in NO_STREAMING
+            log.info("streaming unavailable; using a status message", error=error)
+            return None
+        located = run.model_copy(update={"thread_ts": thread, "status_ts": response["ts"]})
+        self._streams[run.run_id] = self._stream_for(run.task.channel, response["ts"])
+        await self._react(located, RunState.RUNNING)
+        return located
+
+    async def answer(self, run: RunRef, reply_id: str, text: str, tools: bool = False) -> None:
+        stream = self._answer_stream(run)
+        if stream is not None:
+            stream.write(reply_id, text, tools)
+
     async def progress(self, run: RunRef, checklist: Checklist, final: bool = False) -> None:
+        await self._assistant_status(run, checklist, final)
+        stream = self._answer_stream(run)
+        if stream is not None:
+            await self._stream_progress(run, stream, checklist, final)
+            return
         status = self._status_message(run)
         if status is None:
             return
@@ -127,6 +199,30 @@ class SlackSurface:
         if final:
             await self._react(run, checklist.state)
             self._status.pop(run.run_id, None)
+
+    async def _assistant_status(self, run: RunRef, checklist: Checklist, final: bool) -> None:
+        """In an assistant thread, what the run is doing, as the thread's status."""
+        if run.task.source != Source.ASSISTANT or not run.thread_ts:
+            return
+        status = self._thread_status.get(run.run_id)
+        if status is None:
+            status = self._thread_status[run.run_id] = ThreadStatus(
+                self.client, run.task.channel, run.thread_ts, self.interval, self.pace)
+        try:
+            await status.show(REDACTOR.redact(doing(checklist)), final=final)
+        except SlackApiError as e:
+            log.info("thread status not set", error=e.response.get("error"))
+        if final and checklist.state.final:
+            self._thread_status.pop(run.run_id, None)
+
+    async def _stream_progress(self, run: RunRef, stream: AnswerStream, checklist: Checklist,
+                               final: bool) -> None:
+        stream.show(checklist)
+        if final:
+            await stream.flush()
+            await self._react(run, checklist.state)
+        if final and checklist.state.final:
+            self._streams.pop(run.run_id, None)
 
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
         """The card; first, when the card can't show the whole action, the file that does."""
@@ -147,7 +243,13 @@ class SlackSurface:
                                           **REDACTOR.redact_obj(approval_card(request)))
 
     async def report(self, run: RunRef, report: Report) -> None:
-        """The report in the thread; the full text as a file when it had to be shortened."""
+        """The report in the thread; the full text as a file when it had to be shortened. A
+        streamed run's answer is finished in its stream; the report then leaves it out (it
+        keeps it when the stream was refused, so the answer is never lost)."""
+        stream = self._answer_stream(run)
+        if stream is not None and await stream.finish(
+                report.answer, f"Run {run.run_id} · {report.state.value}"):
+            report = report.model_copy(update={"answer": ""})
         message, full = report_message(report)
         try:
             await self._post(channel=run.task.channel, thread_ts=run.thread_ts, **message)
@@ -179,6 +281,16 @@ class SlackSurface:
     async def _post(self, **kwargs: Any) -> Any:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         return await self.client.chat_postMessage(**REDACTOR.redact_obj(kwargs))
+
+    def _answer_stream(self, run: RunRef) -> AnswerStream | None:
+        if not run.stream:
+            return None
+        if run.run_id not in self._streams and run.status_ts:  # another process opened it
+            self._streams[run.run_id] = self._stream_for(run.task.channel, run.status_ts)
+        return self._streams.get(run.run_id)
+
+    def _stream_for(self, channel: str, ts: str) -> AnswerStream:
+        return AnswerStream(self.client, channel, ts, self.interval, self.pace)
 
     def _status_message(self, run: RunRef) -> StatusMessage | None:
         if run.run_id not in self._status and run.status_ts:

@@ -45,6 +45,7 @@ from bot.redaction import protect
 from bot.settings import Settings
 from bot.tokens import RecordsTokens
 from graph.build import build_graph
+from graph.commands import answered_by_model
 from graph.checkpoints import Graphs, postgres_graphs, sqlite_graphs
 from graph.deps import GraphDeps, Limits
 from graph.driver import Driver
@@ -331,7 +332,8 @@ async def _worker(rt: Runtime, surface: Surface, runbooks: Any, stack: AsyncExit
                      trace_content=settings.trace_content)
     graphs = await stack.enter_async_context(_graphs(settings, deps))
     rt.driver = Driver(graphs, rt.records, rt.queue, _lease(settings), surface, rt.runs.desk,
-                       rt.runs.checklists, recursion_limit=deps.limits.recursion_limit)
+                       rt.runs.checklists, recursion_limit=deps.limits.recursion_limit,
+                       streams=lambda task: answered_by_model(task, rt.catalog))
     _periodic(rt, stack)
     if isinstance(rt.queue, LocalQueue):
         for job in await rt.driver.lost_jobs():

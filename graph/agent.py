@@ -242,6 +242,9 @@ class Agent:
         calls = [_to_call(i, tc) for i, tc in zip(ids, valid) if i in kept]
         broken = {i: _malformed(tc) for i, tc in zip(ids[len(valid):], invalid) if i in kept}
         refused = await self._refuse_extra(state, ids, [*valid, *invalid], cap)
+        for call in calls:  # each call a task of the run's plan until policy and execute move it
+            emit({"step": call["id"], "text": f"{call['toolset']} {call['action']}",
+                  "state": StepState.PENDING})
         return {**update, "calls": calls, "rounds": round_no, "results": {**broken, **refused},
                 "run_calls": [*state.get("run_calls", []), *(c["id"] for c in calls), *broken]}
 

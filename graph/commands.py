@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tools.catalog import CallError, Catalog, parse_params
+from graph.task import Task
 
 MAX_TEXT = 4000
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
@@ -144,3 +145,16 @@ def _action(toolset_name: str, words: list[str], catalog: Catalog) -> RunAction:
 def _show(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     return shlex.quote(text)
+
+
+def answered_by_model(task: Task, catalog: Catalog) -> bool:
+    """Whether a task's run is the agent's (an alert, or words that are not a typed command):
+    its answer is written by the model, so it can be streamed as it is written."""
+    if task.alert is not None:
+        return True
+    if task.call is not None:
+        return False
+    try:
+        return isinstance(parse(task.text, catalog), FreeText)
+    except ParseError:
+        return False

@@ -32,6 +32,7 @@ from enum import Enum
 from typing import Any
 
 import structlog
+from langchain_core.messages import AIMessageChunk
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
@@ -92,7 +93,7 @@ class Checklists:
 class Driver:
     def __init__(self, graphs: Graphs, records: Records, queue: JobQueue, lease: Lease,
                  surface: Surface, desk: ApprovalDesk, checklists: Checklists,
-                 recursion_limit: int = 60):
+                 recursion_limit: int = 60, streams: Callable[[Task], bool] = lambda task: False):
         self.graphs = graphs
         self.records = records
         self.queue = queue
@@ -101,6 +102,7 @@ class Driver:
         self.desk = desk
         self.checklists = checklists
         self.recursion_limit = recursion_limit
+        self.streams = streams  # whether a task's run is answered by the model (streamed)
 
     async def handle(self, job: Job) -> None:
         """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later), in
@@ -208,6 +210,7 @@ class Driver:
             return run
         checklist = await self.checklists.of(run, row)
         checklist.state = RunState.RUNNING
+        run = run.model_copy(update={"stream": self.streams(run.task)})
         run = await self.surface.open_run(run, checklist)
         await self.records.runs.update(run.run_id, run=run, state=RunState.RUNNING)
         return run
@@ -236,15 +239,27 @@ class Driver:
     async def _stream(self, graph: CompiledStateGraph, run: RunRef, inputs: Any,
                       config: dict[str, Any]) -> None:
         checklist = await self.checklists.of(run)
-        async for part in graph.astream(inputs, config, stream_mode=["updates", "custom"],
+        modes = ["updates", "custom", *(["messages"] if run.stream else [])]
+        async for part in graph.astream(inputs, config, stream_mode=modes,
                                         version="v2", durability="sync"):
-            if part["type"] == "custom":
+            if part["type"] == "messages":
+                await self._written(run, *part["data"])
+            elif part["type"] == "custom":
                 data = part["data"]
                 checklist.step(data["step"], data["text"], StepState(data["state"]),
                                data.get("detail", ""))
                 await self.surface.progress(run, checklist)
             elif part["type"] == "updates":
                 await self._audit_update(run, part["data"])
+
+    async def _written(self, run: RunRef, chunk: Any, meta: dict[str, Any]) -> None:
+        """A token of the model's reply (LangGraph's ``messages`` stream), to the surface."""
+        if meta.get("langgraph_node") != "agent" or not isinstance(chunk, AIMessageChunk):
+            return
+        tools = bool(chunk.tool_call_chunks)
+        text = str(chunk.text)
+        if text or tools:
+            await self.surface.answer(run, chunk.id or "", text, tools=tools)
 
     async def _stop_reason(self, run_id: str) -> str:
         row = await asyncio.shield(self.records.runs.row(run_id))

@@ -38,6 +38,9 @@ class RunRef(BaseModel):
     thread_ts: str | None = None
     status_ts: str | None = None
     trace: str = ""  # W3C traceparent of the run's trace (graph/tracing.py); empty: not traced
+    # the model's answer is streamed into the status message (Slack's chat.*Stream): set by
+    # the driver for agent runs, cleared by a surface that can't stream there
+    stream: bool = False
 
     @property
     def thread_id(self) -> str:
@@ -45,6 +48,7 @@ class RunRef(BaseModel):
 
 
 class StepState(StrEnum):
+    PENDING = "pending"  # proposed, not started yet
     RUNNING = "running"
     OK = "ok"
     FAILED = "failed"
@@ -53,6 +57,7 @@ class StepState(StrEnum):
 
 
 ICONS = {
+    StepState.PENDING: "🕒",
     StepState.RUNNING: "⏳",
     StepState.OK: "✅",
     StepState.FAILED: "❌",
@@ -154,6 +159,11 @@ class Surface(Protocol):
 
     async def progress(self, run: RunRef, checklist: Checklist, final: bool = False) -> None:
         """Show the checklist; may coalesce, but ``final=True`` must land before returning."""
+
+    async def answer(self, run: RunRef, reply_id: str, text: str, tools: bool = False) -> None:
+        """A piece of the model's reply ``reply_id`` as it is written (``tools``: that reply
+        turned out to ask for tools, so what it wrote is not the answer). A surface that can't
+        stream ignores it: the report carries the whole answer."""
 
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
         """Post an approval card; returns its message id (Slack ts) if the surface has one."""

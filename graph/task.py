@@ -21,6 +21,7 @@ class Source(StrEnum):
     ALERT = "alert"
     CONSOLE = "console"
     MCP = "mcp"  # an MCP client calling opsbot's catalog (bot/mcp_server.py)
+    ASSISTANT = "assistant"  # a question in a Slack assistant thread (bot/listeners/assistant.py)
 
 
 class Alert(BaseModel):

@@ -114,6 +114,17 @@ async def hl(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_pat
         yield running
 
 
+@pytest.fixture
+async def hls(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path,
+              llm_api: OpenAIEmulator, runbook_search: AsyncRunbooks) -> AsyncIterator[Harness]:
+    """``hl`` on a workspace that streams (Agents & AI Apps), with a short backoff after
+    Slack's HTTP-200 ``ratelimited`` answers."""
+    async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, llm_api,
+                               runbook_search, sandbox_image=sandbox_image, streaming=True,
+                               slack_backoff_s=0.05) as running:
+        yield running
+
+
 def llm_settings(slack: SlackEmulator, redis_url: str, tmp_path: Path, llm: OpenAIEmulator | None,
                  **more: Any):
     keys = {"openai_api_key": llm.api_key, "openai_base_url": llm.base_url} if llm else {}
@@ -124,12 +135,13 @@ def llm_settings(slack: SlackEmulator, redis_url: str, tmp_path: Path, llm: Open
 @asynccontextmanager
 async def running_llm_bot(slack: SlackEmulator, redis_url: str, tmp_path: Path,
                       llm: OpenAIEmulator | None, runbooks: AsyncRunbooks | None,
-                      incident_grace_s: float = GRACE_S, **more: Any) -> AsyncIterator[Harness]:
+                      incident_grace_s: float = GRACE_S, streaming: bool = False,
+                      **more: Any) -> AsyncIterator[Harness]:
     """:func:`~tests.scenarios.harness.harness` plus the incident channel and a short grace
     period before a webhook-only incident starts its investigation."""
     slack.add_channel(INCIDENTS, "incident-cache")
     settings = llm_settings(slack, redis_url, tmp_path, llm, **more)
-    async with harness(settings, slack, runbooks, incident_grace_s) as running:
+    async with harness(settings, slack, runbooks, incident_grace_s, streaming) as running:
         yield running
 
 

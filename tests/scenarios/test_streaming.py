@@ -1,0 +1,136 @@
+"""Issue 14 item 2: an agent run's answer streams into its thread as the model writes it
+(``chat.startStream`` / ``appendStream`` / ``stopStream``), each step a task of a plan; under
+429 storms and under ``{"ok": false, "error": "ratelimited"}`` answered with HTTP 200 the text
+lands once and in order. Without streaming (an older workspace) the status message is used.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.app import slack_client
+from bot.settings import Settings
+from bot.slack_surface import StatusMessage
+from tests.fakes.openai import text, tool_call
+from tests.fakes.slack import BOT_TOKEN
+from tests.scenarios.harness import CHANNEL
+from tests.scenarios.llm_harness import mention, running_llm_bot
+
+ANSWER = ("Redis is up: INFO shows redis_version and 1 connected client, and nothing is "
+          "evicted. Next step: watch `used_memory` during the nightly batch. <!channel> is not "
+          "pinged by this.")
+SHOWN = ANSWER.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def stream_calls(slack, ts: str) -> list:
+    return [c for c in slack.calls() if c.method.startswith("chat.") and "Stream" in c.method
+            and c.params.get("ts", ts) == ts]
+
+
+def streamed_text(calls) -> str:
+    """The markdown Slack accepted, in the order it was accepted."""
+    import json
+    found = []
+    for call in calls:
+        if not call.ok:
+            continue
+        chunks = call.params.get("chunks") or []
+        chunks = json.loads(chunks) if isinstance(chunks, str) else chunks
+        found += [c["text"] for c in chunks if c["type"] == "markdown_text"]
+    return "".join(found)
+
+
+async def answered(h, thread: str):
+    report = await h.report(thread)
+    [stream] = h.slack.streams(CHANNEL, thread)
+    return stream, report
+
+
+@pytest.mark.docker
+async def test_the_answer_streams_with_a_task_per_tool_call(hls, llm_api, redis_db):
+    llm_api.push([tool_call("redis__info", {"section": "server"}),
+                  tool_call("redis__info", {"section": "clients"})],
+                 text(ANSWER, chunk_delay=0.02))
+    thread = await mention(hls, "is redis up?")
+    stream, report = await answered(hls, thread)
+
+    assert stream.text == SHOWN and stream.stream.stopped
+    assert stream.stream.task_display_mode == "plan"
+    assert stream.stream.recipient_user == "UREQ1"
+    calls = {k: v for k, v in stream.stream.task_history.items() if ":1." in k}
+    assert list(calls.values()) == [["pending", "in_progress", "complete"]] * 2, \
+        stream.stream.task_history
+    titles = sorted(stream.stream.tasks[k]["title"] for k in calls)
+    assert titles == ["Read Redis INFO (clients)", "Read Redis INFO (server)"]
+    assert stream.stream.plan_title.startswith(f"Run {report.text.split('`')[1]} · done")
+    appends = [c for c in stream_calls(hls.slack, stream.ts) if c.method == "chat.appendStream"]
+    assert len(appends) >= 2, "the answer arrived in pieces, as it was written"
+    # the answer lands once: in the stream, not again in the report
+    assert "Redis is up" not in report.text and "✅ *Read Redis INFO (server)* — ok" in report.text
+    assert [m.ts for m in hls.slack.thread(CHANNEL, thread)][1:] == [stream.ts, report.ts]
+
+
+@pytest.mark.docker
+async def test_a_429_storm_delays_the_stream_but_the_text_lands_once_in_order(
+        hls, llm_api, redis_db):
+    slack = hls.slack
+    slack.rate_limit("chat.startStream", times=1, retry_after=1)
+    slack.rate_limit("chat.appendStream", times=3, retry_after=1)
+    slack.rate_limit("chat.stopStream", times=1, retry_after=1)
+    llm_api.push(tool_call("redis__info", {"section": "server"}), text(ANSWER, chunk_delay=0.05))
+    thread = await mention(hls, "is redis up?")
+    stream, _ = await answered(hls, thread)
+
+    calls = stream_calls(slack, stream.ts)
+    assert [c.status for c in calls if c.method == "chat.startStream"] == [429, 200]
+    assert sum(c.status == 429 for c in calls) == 5
+    assert stream.text == SHOWN and streamed_text(calls) == SHOWN, "once, in order"
+    assert [c.method for c in calls if c.ok][-1] == "chat.stopStream"
+
+
+@pytest.mark.docker
+async def test_ok_false_ratelimited_with_http_200_is_retried_and_the_text_lands_once(
+        hls, llm_api, redis_db):
+    slack = hls.slack
+    slack.fail("chat.startStream", "ratelimited", times=1)
+    slack.fail("chat.appendStream", "ratelimited", times=4)
+    slack.fail("chat.stopStream", "ratelimited", times=2)
+    llm_api.push(tool_call("redis__info", {"section": "server"}), text(ANSWER, chunk_delay=0.05))
+    thread = await mention(hls, "is redis up?")
+    stream, report = await answered(hls, thread)
+
+    calls = stream_calls(slack, stream.ts)
+    refused = [c for c in calls if c.status == 200 and c.error == "ratelimited"]
+    assert len(refused) == 7
+    assert stream.text == SHOWN and streamed_text(calls) == SHOWN, "once, in order"
+    assert "Redis is up" not in report.text
+
+
+async def test_the_status_message_retries_ok_false_ratelimited_too(slack_emulator):
+    slack_emulator.add_channel("C0STATUS", "status")
+    client = slack_client(Settings(slack_bot_token=BOT_TOKEN, slack_backoff_s=0.05,
+                                   slack_api_url=slack_emulator.base_url))
+    posted = await client.chat_postMessage(channel="C0STATUS", text="starting")
+    slack_emulator.fail("chat.update", "ratelimited", times=3)
+    await StatusMessage(client, "C0STATUS", posted["ts"], 0.05).show("final", final=True)
+
+    updates = slack_emulator.calls("chat.update")
+    assert [u.error for u in updates] == ["ratelimited"] * 3 + [None]
+    assert slack_emulator.messages("C0STATUS")[0].text == "final"
+
+
+@pytest.mark.docker
+async def test_a_workspace_that_cannot_stream_gets_the_status_message(
+        slack_emulator, redis_server, sandbox_image, tmp_path, llm_api, runbook_search,
+        redis_db):
+    async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, llm_api,
+                               runbook_search, streaming=False) as h:
+        for question in ("is redis up?", "and now?"):
+            llm_api.push(text(ANSWER))
+            thread = await mention(h, question)
+            report = await h.report(thread)
+            assert "Redis is up" in report.text
+            assert not h.slack.streams(CHANNEL, thread)
+            assert any("· done" in m.text for m in h.slack.thread(CHANNEL, thread))
+    tries = slack_emulator.calls("chat.startStream")
+    assert [c.error for c in tries] == ["unknown_method"], "asked once, then remembered"
