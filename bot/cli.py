@@ -9,6 +9,7 @@
     opsbot image build        build opsbot's own image (offline-capable; deploy/Dockerfile)
     opsbot policy check FILE  validate a policy file
     opsbot policy explain "<command>" --user U --channel C
+    opsbot schedules check FILE  validate a schedules file
     opsbot tokens create --as U123 [--toolsets a,b] [--max-tier N] [--expires 30d] | list | revoke ID
     opsbot mcp                opsbot's catalog for an MCP client on stdio (OPSBOT_TOKEN)
     opsbot audit [RUN] [--json] [--refused]
@@ -73,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--groups", default="", help="comma-separated Slack user-group ids")
     explain.add_argument("--policy", default=None, help="policy file (default: OPSBOT_POLICY)")
     explain.add_argument("--redis-url", default=None, help="Redis target (default: REDIS_URL)")
+
+    schedules = _add(sub, "schedules", None, "schedules files (OPSBOT_SCHEDULES)"
+                     ).add_subparsers(dest="sub", required=True)
+    _add(schedules, "check", _schedules_check, "validate a schedules file").add_argument("file")
 
     tokens = _add(sub, "tokens", None, "bearer tokens for MCP clients and the task API"
                   ).add_subparsers(dest="sub", required=True)
@@ -207,6 +212,12 @@ def _policy_explain(args, settings: Settings) -> int:
     from bot import policy_cmd
 
     return policy_cmd.explain_namespace(args, settings)
+
+
+def _schedules_check(args, settings: Settings) -> int:
+    from bot import schedules_cmd
+
+    return schedules_cmd.check(args.file, settings)
 
 
 def _tokens_create(args, settings: Settings) -> int:

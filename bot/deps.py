@@ -16,6 +16,7 @@ from bot.directory import Directory
 from bot.settings import Settings
 from graph.policy import Policy
 from graph.runs import RunManager
+from graph.schedules import Schedule
 from graph.records import Records
 from graph.task import Task
 from tools.catalog import Catalog
@@ -31,6 +32,7 @@ class BotDeps:
     runs: RunManager
     records: Records
     directory: Directory
+    schedules: tuple[Schedule, ...] = ()  # OPSBOT_SCHEDULES, for `/ops schedules`
     _work: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     def spawn(self, work: Awaitable[object]) -> None:
@@ -56,8 +58,13 @@ class BotDeps:
         queue the run (``delivery``: a Slack ``event_id`` or webhook id seen only once). A run
         the policy's limits refuse is told to the requester (``tell``) and returned as
         :class:`graph.runs.Refused`."""
-        groups = await self.directory.groups_of(task.user)
-        name = task.channel_name or await self.directory.channel_name(task.channel)
-        return await self.runs.submit(
-            task.model_copy(update={"user_groups": groups, "channel_name": name}), delivery,
-            tell=tell)
+        return await self.runs.submit(await described(self.directory, task), delivery, tell=tell)
+
+
+async def described(directory: Directory, task: Task, team: str = "") -> Task:
+    """``task`` with what policy needs to know: the requester's user groups, the channel's
+    name (and the workspace, for tasks that did not come from Slack)."""
+    groups = await directory.groups_of(task.user)
+    name = task.channel_name or await directory.channel_name(task.channel)
+    return task.model_copy(update={"user_groups": groups, "channel_name": name,
+                                   "team": task.team or team})

@@ -23,6 +23,31 @@ def runs_list(rows) -> str:
     return "\n".join(lines)
 
 
+NO_SCHEDULES = "No schedules: set OPSBOT_SCHEDULES to a schedules file (README, Schedules)."
+
+
+def schedules_list(schedules, rows, now) -> str:
+    """``/ops schedules``: each schedule, its last result and its next fire time."""
+    if not schedules:
+        return NO_SCHEDULES
+    lines = ["*Schedules:*"]
+    for schedule in schedules:
+        row = rows.get(schedule.name)
+        last = "not run yet"
+        if row is not None and row.reported_at is not None:
+            last = f"last {_when(row.reported_at)}: {row.summary or row.state}"
+        asks = f"`{schedule.command}`" if schedule.command else "a question"
+        lines.append(f"• *{schedule.name}* {schedule.describe()} in <#{schedule.channel}> as "
+                     f"<@{schedule.identity}>, {asks}, posts {schedule.post.value} · {last} · "
+                     f"next {_when(schedule.next(now))}")
+    return "\n".join(lines)
+
+
+def _when(moment) -> str:
+    stamp = int(moment.timestamp())
+    return f"<!date^{stamp}^{{date_short_pretty}} {{time_secs}}|{moment.isoformat()}>"
+
+
 # MCP clients (bot/mcp_server.py) -----------------------------------------------------------
 
 MCP_NO_CHANNEL = ("opsbot has no channel for approvals of MCP calls: set OPSBOT_MCP_CHANNEL, "

@@ -29,7 +29,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import telemetry, webconsole
 from bot.app import build_app, slack_client
-from bot.deps import BotDeps
+from bot.deps import BotDeps, described
 from bot.directory import Directory
 from bot.errors import ConfigError
 from bot.incidents import Incidents
@@ -72,10 +72,14 @@ async def running_bot(
         rt = await stack.enter_async_context(runtime(settings, surface, runbooks=runbooks,
                                                      role=role))
         team = await _team_id(client)
+        if rt.scheduler is not None:  # a schedule's requester, described like a Slack one
+            rt.scheduler.prepare = partial(described, Directory(
+                client, groups=rt.policy.slack_groups()), team=team)
         app = deps = slack = pd = mcp = console = None
         if role is not Role.WORKER:
             directory = Directory(client, groups=rt.policy.slack_groups())
-            deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.records, directory)
+            deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.records, directory,
+                           schedules=rt.schedules)
             incidents = Incidents(deps, team=team, grace_s=incident_grace_s)
             mcp = await stack.enter_async_context(mcp_endpoint(
                 McpDeps(deps, rt.tokens, rt.audit, team, settings.mcp_channel)))

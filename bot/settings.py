@@ -103,6 +103,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".opsbot"), validation_alias="OPSBOT_DATA_DIR")
     policy: Path | None = _env("OPSBOT_POLICY")
+    schedules: Path | None = _env("OPSBOT_SCHEDULES")  # graph/schedules/spec.py
     port: int = Field(3000, ge=0, le=65535, validation_alias="OPSBOT_PORT")
     sandbox_image: str | None = _env("OPSBOT_SANDBOX_IMAGE")
     database_url: SecretStr | None = _env("OPSBOT_DATABASE_URL")

@@ -57,6 +57,7 @@ from graph.queue import JobQueue, LocalQueue
 from graph.quota import Quota, asks_llm
 from graph.records import Records
 from graph.runs import RunManager
+from graph.schedules import Schedule, ScheduledSurface, ScheduleError, Scheduler, load_schedules
 from graph.surface import Surface
 from sandbox.config import SandboxConfig, new_instance
 from sandbox.credentials import CredentialBroker, VaultConfig, VaultError
@@ -102,6 +103,8 @@ class Runtime:
     sandbox: SandboxRunner | None = None
     broker: CredentialBroker | None = None
     mcp: Discovery | None = None
+    schedules: tuple[Schedule, ...] = ()
+    scheduler: Scheduler | None = None  # workers: fires the schedules (prepare set by server)
 
     @property
     def audit(self):
@@ -157,6 +160,13 @@ def policy_for(settings: Settings, console: bool = False, catalog: Catalog | Non
         return Policy()
     except PolicyError as e:
         raise ConfigError(f"OPSBOT_POLICY: {e}") from None
+
+
+def schedules_for(settings: Settings, catalog: Catalog) -> tuple[Schedule, ...]:
+    try:
+        return tuple(load_schedules(settings.schedules, catalog))
+    except ScheduleError as e:
+        raise ConfigError(f"OPSBOT_SCHEDULES: {e}") from None
 
 
 def quota_for(settings: Settings, policy: Policy, catalog: Catalog) -> Quota:
@@ -266,6 +276,7 @@ async def runtime(
         records = await open_records(settings)
         stack.push_async_callback(records.close)  # last out: everything below writes to it
         queue = await _queue(settings, stack)
+        surface = ScheduledSurface(surface, records)  # schedules' post rules; others pass
         rt = Runtime(settings, role, catalog, Policy(), records, queue,
                      RunManager(records, queue, surface))
         if role.works:
@@ -275,6 +286,7 @@ async def runtime(
         rt.policy = policy_for(settings, console, catalog)  # its rules may name MCP tools
         protect(settings, rt.policy)  # opsbot's tokens and the policy's secret shapes
         rt.runs.quota = quota_for(settings, rt.policy, catalog)
+        rt.schedules = schedules_for(settings, catalog)
         if role.works:
             await _worker(rt, surface, runbooks, stack)
         log.info("opsbot ready", role=role.value, storage=records.mode,
@@ -357,22 +369,30 @@ def _lease(settings: Settings) -> Lease:
 
 
 def _periodic(rt: Runtime, stack: AsyncExitStack) -> None:
-    """Approval expiry and dedupe pruning (and, scale-out, the stalled-job sweep): once per
-    tick across every replica (procrastinate periodic tasks), or in-process when embedded."""
+    """Approval expiry, dedupe pruning and the schedules (and, scale-out, the stalled-job
+    sweep): once per tick across every replica (procrastinate periodic tasks), or in-process
+    when embedded."""
     tasks: dict[str, tuple[int, Callable[[], Awaitable[Any]]]] = {
         "expire_approvals": (EXPIRY_SWEEP_S, rt.runs.desk.sweep),
         "prune_dedupe": (DEDUPE_PRUNE_S, rt.records.dedupe.prune),
     }
+    if rt.schedules:
+        rt.scheduler = Scheduler(rt.schedules, rt.runs, rt.records)
     queue = rt.queue
     if not isinstance(queue, LocalQueue):
+        if rt.scheduler is not None:
+            tasks["schedules"] = (rt.scheduler.every_s, rt.scheduler.tick)
         every = max(1, round(rt.settings.heartbeat_s))
         tasks["retry_stalled"] = (every, queue.retry_stalled)  # type: ignore[attr-defined]
         for name, (every_s, work) in tasks.items():
             queue.periodic(name, every_s, work)  # type: ignore[attr-defined]
         return
-    for name, (every_s, work) in tasks.items():
-        loop = asyncio.create_task(_every(every_s, work, name), name=name)
-        stack.callback(loop.cancel)
+    loops = {name: _every(every_s, work, name) for name, (every_s, work) in tasks.items()}
+    if rt.scheduler is not None:
+        loops["schedules"] = rt.scheduler.run()  # sleeps until the next fire time
+    for name, loop in loops.items():
+        task = asyncio.create_task(loop, name=name)
+        stack.callback(task.cancel)
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[Any]], name: str) -> None:

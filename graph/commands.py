@@ -4,6 +4,7 @@ Grammar (words split like a shell, so quotes work)::
 
     help [toolset]                         what opsbot can do
     runs                                   active runs in this channel
+    schedules                              the schedules, their last result and next run
     cancel <run-id>                        cancel a run and expire its approvals
     <toolset> <action> [value ...] [key=value ...]
                                            run one action; bare values fill the action's
@@ -31,7 +32,7 @@ MAX_TEXT = 4000
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
 _MENTION = re.compile(r"<[@#!][^>]*>")
 _KEY = re.compile(r"^[a-z_][a-z0-9_]*$")  # key=value, as opposed to prose with an "="
-KEYWORDS = ("help", "runs", "cancel")
+KEYWORDS = ("help", "runs", "schedules", "cancel")
 
 
 class ParseError(ValueError):
@@ -45,6 +46,11 @@ class Help:
 
 @dataclass(frozen=True)
 class ListRuns:
+    pass
+
+
+@dataclass(frozen=True)
+class ListSchedules:
     pass
 
 
@@ -70,7 +76,7 @@ class FreeText:
     text: str
 
 
-Command = Help | ListRuns | Cancel | RunAction | FreeText
+Command = Help | ListRuns | ListSchedules | Cancel | RunAction | FreeText
 
 
 def clean(text: str) -> str:
@@ -98,6 +104,8 @@ def parse(text: str, catalog: Catalog) -> Command:
         return Help(rest[0].lower() if rest else None)
     if head == "runs" and not rest:
         return ListRuns()
+    if head == "schedules" and not rest:
+        return ListSchedules()
     if head == "cancel":
         if len(rest) != 1:
             raise ParseError("Usage: `cancel <run-id>` (see `runs` for ids).")

@@ -11,6 +11,7 @@ HEADER = (
     "*opsbot* runs typed commands without an LLM:\n"
     "• `/ops help [toolset]` — this list\n"
     "• `/ops runs` — active runs in this channel\n"
+    "• `/ops schedules` — the schedules, their last result and next run\n"
     "• `/ops cancel <run-id>` — cancel a run and expire its approvals\n"
     "• `/ops <toolset> <action> [value …] [key=value …]` — run one action"
 )

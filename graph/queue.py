@@ -46,6 +46,8 @@ PRIORITY = {Lane.MAINTENANCE: 100, Lane.INCIDENT: 30, Lane.CHAT: 20, Lane.SCHEDU
 def lane_for(task: Task) -> Lane:
     if task.source is Source.ALERT:
         return Lane.INCIDENT
+    if task.source is Source.SCHEDULE:
+        return Lane.SCHEDULED
     return Lane.CHAT
 
 

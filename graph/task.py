@@ -1,7 +1,8 @@
 """The one shape every request takes once it is past ingress.
 
-Slack slash commands, mentions, thread follow-ups, PagerDuty alerts and console lines all become
-a :class:`Task`. The graph sees only this model (never a Slack payload).
+Slack slash commands, mentions, thread follow-ups, PagerDuty alerts, schedules' ticks, task API
+requests and console lines all become a :class:`Task`. The graph sees only this model (never a
+Slack payload).
 """
 
 from __future__ import annotations
@@ -22,6 +23,26 @@ class Source(StrEnum):
     CONSOLE = "console"
     MCP = "mcp"  # an MCP client calling opsbot's catalog (bot/mcp_server.py)
     ASSISTANT = "assistant"  # a question in a Slack assistant thread (bot/listeners/assistant.py)
+    SCHEDULE = "schedule"  # a schedule's tick (graph/schedules/)
+    API = "api"  # the task API, /api/v1 (bot/api/)
+
+
+class Post(StrEnum):
+    """When a scheduled run shows itself in Slack."""
+
+    ALWAYS = "always"
+    ON_CHANGE = "on_change"  # only when its result differs from the previous run's
+    ON_FAILURE = "on_failure"  # only when it failed, was denied or was refused
+
+
+class Fired(BaseModel):
+    """Which schedule and tick a run was started by."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    tick: datetime
+    post: Post = Post.ALWAYS
 
 
 class Alert(BaseModel):
@@ -54,6 +75,7 @@ class Task(BaseModel):
     alert: Alert | None = None
     # one exact call (toolset, action, params as JSON) instead of text to parse: MCP clients
     call: dict[str, Any] | None = None
+    schedule: Fired | None = None  # a scheduled run: its schedule and tick
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def thread_id(self, thread_ts: str | None = None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from slack_bolt.async_app import AsyncApp
 
 from bot import messages
@@ -29,6 +31,9 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         elif isinstance(parsed, commands.ListRuns):
             await ack()  # the list comes from the database: answered after the ack
             deps.spawn(_list(deps, respond, channel))
+        elif isinstance(parsed, commands.ListSchedules):
+            await ack()  # last results come from the database
+            deps.spawn(_schedules(deps, respond))
         elif isinstance(parsed, commands.Cancel):
             await ack()
             deps.spawn(_cancel(deps, respond, parsed.run_id, user))
@@ -43,6 +48,12 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
 
 async def _list(deps: BotDeps, respond, channel: str) -> None:
     await respond(response_type="ephemeral", text=messages.runs_list(await deps.runs.active(channel)))
+
+
+async def _schedules(deps: BotDeps, respond) -> None:
+    rows = {r.name: r for r in await deps.records.schedules.all()}
+    text = messages.schedules_list(deps.schedules, rows, datetime.now(UTC))
+    await respond(response_type="ephemeral", text=text)
 
 
 async def _cancel(deps: BotDeps, respond, run_id: str, user: str) -> None:

@@ -17,7 +17,7 @@ import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Self, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -30,6 +30,8 @@ from tools import TOOLSETS
 from tools.base import Toolset
 
 Path = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+POLICY_SHAPE = "the policy must be a mapping of keys (version, groups, rules, ...)"
 _TYPE_WORDS = {
     "string_type": "expected text",
     "bool_type": "expected true or false",
@@ -63,17 +65,22 @@ def _one_line(text: str) -> str:
     return "".join(visible(c) for c in text)
 
 
-class PolicyError(ValueError):
-    """The policy file is invalid; ``str(e)`` is one ``file:line: path: sentence`` per issue."""
+class YamlFileError(ValueError):
+    """A YAML file opsbot reads is invalid; ``str(e)`` is one ``file:line: path: sentence`` per
+    issue (the policy, the schedules: :func:`read_model` reads any of them)."""
 
     def __init__(self, message: str, issues: Sequence[Issue] = ()):
         super().__init__(message)
         self.issues = tuple(issues)
 
     @classmethod
-    def from_issues(cls, source: str, issues: Sequence[Issue]) -> PolicyError:
+    def from_issues(cls, source: str, issues: Sequence[Issue]) -> Self:
         ordered = sorted(issues, key=lambda i: i.line)
         return cls("\n".join(i.render(source) for i in ordered), ordered)
+
+
+class PolicyError(YamlFileError):
+    """The policy file is invalid."""
 
 
 @dataclass
@@ -108,20 +115,29 @@ def read_spec(text: str, source: str, toolsets: Sequence[Toolset[Any]] | None = 
     ``toolsets`` are the connectors this opsbot has: rule patterns that match none of their
     names are errors. ``None`` skips that check (for tools that have no registry at hand).
     """
-    data, marks = _compose(text, source)
-    try:
-        spec = PolicyFile.model_validate(data)
-    except ValidationError as e:
-        raise PolicyError.from_issues(
-            source, marks.issues + _schema_issues(e, data, marks)
-        ) from None
+    spec, marks = read_model(text, source, PolicyFile, PolicyError, POLICY_SHAPE)
     issues = marks.issues + [marks.issue(p, m) for p, m in semantic_issues(spec, toolsets)]
     if issues:
         raise PolicyError.from_issues(source, issues)
     return spec
 
 
-def _compose(text: str, source: str) -> tuple[Any, _Marks]:
+def read_model(text: str, source: str, model: type[M], error: type[YamlFileError],
+               shape: str) -> tuple[M, _Marks]:
+    """YAML validated against ``model``, and where each key is; raises ``error`` listing every
+    syntax and schema problem with its line (``shape``: the sentence for a document that is not
+    a mapping). Problems found while walking (duplicate keys) are returned in ``marks.issues``
+    for the caller to add its own checks to, and raise them together."""
+    data, marks = _compose(text, source, error, shape)
+    try:
+        return model.model_validate(data), marks
+    except ValidationError as e:
+        raise error.from_issues(source, marks.issues + _schema_issues(e, data, marks, model)
+                                ) from None
+
+
+def _compose(text: str, source: str, error: type[YamlFileError], shape: str
+             ) -> tuple[Any, _Marks]:
     loader = None
     try:
         loader = yaml.SafeLoader(text)  # its reader refuses control characters at once
@@ -131,18 +147,17 @@ def _compose(text: str, source: str) -> tuple[Any, _Marks]:
             _walk(node, (), marks, loader)
         data = loader.construct_document(node) if node is not None else {}
     except yaml.MarkedYAMLError as e:
-        raise PolicyError.from_issues(source, [_syntax_issue(e)]) from None
+        raise error.from_issues(source, [_syntax_issue(e)]) from None
     except yaml.YAMLError as e:  # the reader's: control characters, bad encoding
-        raise PolicyError.from_issues(source, [Issue(1, "", f"not valid YAML: {e}")]) from None
+        raise error.from_issues(source, [Issue(1, "", f"not valid YAML: {e}")]) from None
     except RecursionError:
-        deep = Issue(1, "", "nested too deeply to be a policy file")
-        raise PolicyError.from_issues(source, [deep]) from None
+        deep = Issue(1, "", "nested too deeply to be read")
+        raise error.from_issues(source, [deep]) from None
     finally:
         if loader is not None:
             loader.dispose()
     if not isinstance(data, dict):
-        issue = Issue(1, "", "the policy must be a mapping of keys (version, groups, rules, ...)")
-        raise PolicyError.from_issues(source, [issue])
+        raise error.from_issues(source, [Issue(1, "", shape)])
     return data, marks
 
 
@@ -187,11 +202,12 @@ def _walk_mapping(
         _walk(value_node, path + (key,), marks, loader)
 
 
-def _schema_issues(error: ValidationError, data: Any, marks: _Marks) -> list[Issue]:
+def _schema_issues(error: ValidationError, data: Any, marks: _Marks,
+                   root: type[BaseModel]) -> list[Issue]:
     issues = []
     for item in error.errors(include_url=False):
         path, extra = _data_path(item["loc"], data)
-        message = _message(item, path, extra)
+        message = _message(item, path, extra, root)
         where = path + ((extra,) if extra is not None else ())
         issues.append(Issue(marks.line(path), marks.where(where), message))
     return issues
@@ -213,14 +229,14 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Path, str | None]:
     return tuple(path), None
 
 
-def _message(item: Any, path: Path, missing: str | None) -> str:
+def _message(item: Any, path: Path, missing: str | None, root: type[BaseModel]) -> str:
     kind = item["type"]
     if kind == "value_error":
         return str(item["ctx"]["error"])
     if kind == "missing":
         return f"missing required key `{missing}`{_MISSING_HINTS.get(missing or '', '')}"
     if kind == "extra_forbidden":
-        return _unknown_key(path)
+        return _unknown_key(path, root)
     if kind == "literal_error":
         return f"{show(item['input'])} is not supported; this opsbot reads policy version 1"
     if kind in _TYPE_WORDS:
@@ -228,17 +244,17 @@ def _message(item: Any, path: Path, missing: str | None) -> str:
     return str(item["msg"])
 
 
-def _unknown_key(path: Path) -> str:
+def _unknown_key(path: Path, root: type[BaseModel]) -> str:
     key = str(path[-1])
-    known = _fields_at(path[:-1])
+    known = _fields_at(path[:-1], root)
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean `{close[0]}`?)" if close else ""
     return f"unknown key `{key}`{hint}; known keys here: {', '.join(known)}"
 
 
-def _fields_at(path: Path) -> list[str]:
+def _fields_at(path: Path, root: type[BaseModel]) -> list[str]:
     """The keys the schema allows at ``path`` (for "did you mean" hints)."""
-    annotation: Any = PolicyFile
+    annotation: Any = root
     for part in path:
         annotation = _child(_unwrap(annotation), part)
     model = _unwrap(annotation)

@@ -8,7 +8,8 @@
 What is recorded (the same tables in both modes): ``runs`` (where a run lives, its state, its
 status-message checklist), ``approvals`` (compare-and-set transitions), ``dedupe`` (delivery ids
 already seen), ``audit`` (append-only, enforced by the database), ``executions`` (one row per
-run + call: the execute guard that keeps a replayed ``execute`` from repeating a side effect).
+run + call: the execute guard that keeps a replayed ``execute`` from repeating a side effect),
+``schedules`` (each schedule's last tick fired and last result).
 
 Hand-offs are transactions::
 
@@ -27,8 +28,11 @@ from graph.records.base import (
     Listings,
     Records,
     RunStore,
+    ScheduleRow,
+    ScheduleRows,
     TokenRows,
     Tx,
 )
 
-__all__ = ["AuditLog", "Dedupe", "Executions", "Listings", "Records", "RunStore", "TokenRows", "Tx"]
+__all__ = ["AuditLog", "Dedupe", "Executions", "Listings", "Records", "RunStore", "ScheduleRow",
+           "ScheduleRows", "TokenRows", "Tx"]

@@ -215,6 +215,43 @@ class TokenRows(ABC):
     async def update(self, token_id: str, record: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class ScheduleRow:
+    """What one schedule last did: the latest tick fired (a run started for it, or claimed by
+    another process), and the latest result reported (a digest to compare with the next one,
+    and a line to show in ``/ops schedules``)."""
+
+    name: str
+    tick: datetime | None = None
+    run_id: str | None = None
+    state: str = ""
+    result: str = ""  # digest of the last reported result ("" before any)
+    summary: str = ""
+    posted: bool = False
+    reported_at: datetime | None = None
+
+
+class ScheduleRows(ABC):
+    """One row per schedule name (schedules themselves live in ``OPSBOT_SCHEDULES``)."""
+
+    @abstractmethod
+    async def get(self, name: str, lock: bool = False) -> ScheduleRow | None:
+        """The schedule's row; ``lock`` holds it until the transaction ends (PostgreSQL)."""
+
+    @abstractmethod
+    async def all(self) -> list[ScheduleRow]: ...
+
+    @abstractmethod
+    async def fired(self, name: str, tick: datetime, run_id: str | None) -> None:
+        """Record ``tick`` as fired (never moving it back); ``run_id`` when this process
+        started its run."""
+
+    @abstractmethod
+    async def reported(self, name: str, state: str, result: str, summary: str,
+                       posted: bool) -> None:
+        """Record the latest result of the schedule's runs."""
+
+
 class Listings(ABC):
     """The tools each MCP server listed when a worker last asked it (JSON-shaped tool specs):
     ingress processes, which run no sandbox, build the same catalog from these."""
@@ -231,6 +268,7 @@ class Records(ABC):
 
     tokens: TokenRows
     listings: Listings
+    schedules: ScheduleRows
     runs: RunStore
     approvals: ApprovalStore
     audit: AuditLog

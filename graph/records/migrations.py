@@ -63,6 +63,12 @@ create index runs_requester_created on runs (requester, created_at);
 create index runs_channel_created on runs (channel, created_at);
 create index audit_kind_ts on audit (kind, ts);
 """),
+    (4, "schedules: the last tick fired and the last result of each", """
+create table schedules (
+    name text primary key, tick timestamptz, run_id text, state text not null default '',
+    result text not null default '', summary text not null default '',
+    posted boolean not null default false, reported_at timestamptz);
+"""),
 ]
 
 

@@ -35,6 +35,8 @@ from graph.records.base import (
     RunListing,
     RunRow,
     RunStore,
+    ScheduleRow,
+    ScheduleRows,
     TokenRows,
     Tx,
 )
@@ -321,6 +323,33 @@ class PgListings(Listings):
             "select server, tools from mcp_listings")}
 
 
+class PgSchedules(ScheduleRows):
+    def __init__(self, db: _Conn):
+        self.db = db
+
+    async def get(self, name: str, lock: bool = False) -> ScheduleRow | None:
+        rows = await self.db.all("select * from schedules where name = %s" + _lock(lock), [name])
+        return ScheduleRow(**rows[0]) if rows else None
+
+    async def all(self) -> list[ScheduleRow]:
+        return [ScheduleRow(**r) for r in await self.db.all("select * from schedules order by name")]
+
+    async def fired(self, name: str, tick: datetime, run_id: str | None) -> None:
+        await self.db.run(
+            "insert into schedules (name, tick, run_id) values (%s, %s, %s) on conflict (name) "
+            "do update set tick = greatest(schedules.tick, excluded.tick), "
+            "run_id = coalesce(excluded.run_id, schedules.run_id)", [name, tick, run_id])
+
+    async def reported(self, name: str, state: str, result: str, summary: str,
+                       posted: bool) -> None:
+        await self.db.run(
+            "insert into schedules (name, state, result, summary, posted, reported_at) "
+            "values (%s, %s, %s, %s, %s, now()) on conflict (name) do update set "
+            "state = excluded.state, result = excluded.result, summary = excluded.summary, "
+            "posted = excluded.posted, reported_at = excluded.reported_at",
+            [name, state, result, summary, posted])
+
+
 class PgRecords(Records):
     mode = "postgres"
 
@@ -393,6 +422,7 @@ def _bind(records: Records, db: _Conn) -> None:
     records.executions = PgExecutions(db)
     records.tokens = PgTokens(db)
     records.listings = PgListings(db)
+    records.schedules = PgSchedules(db)
 
 
 def _lock(lock: bool) -> str:

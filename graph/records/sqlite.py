@@ -33,6 +33,8 @@ from graph.records.base import (
     RunListing,
     RunRow,
     RunStore,
+    ScheduleRow,
+    ScheduleRows,
     TokenRows,
     Tx,
 )
@@ -70,6 +72,10 @@ create table if not exists tokens (id text primary key, digest text not null, re
 create table if not exists executions (
     run_id text not null, call_id text not null, action_hash text not null, worker text,
     started_at text not null, finished_at text, status text, primary key (run_id, call_id));
+create table if not exists schedules (
+    name text primary key, tick text, run_id text, state text not null default '',
+    result text not null default '', summary text not null default '',
+    posted integer not null default 0, reported_at text);
 """
 # Columns added after the first release: an existing data file gains them on open.
 ADDED_COLUMNS = {"runs": {"requester": "text", "source": "text", "checklist": "text",
@@ -338,6 +344,32 @@ class SqliteListings(Listings):
         return {r["server"]: json.loads(r["tools"]) for r in rows}
 
 
+class SqliteSchedules(ScheduleRows):
+    def __init__(self, db: _Db):
+        self.db = db
+
+    async def get(self, name: str, lock: bool = False) -> ScheduleRow | None:
+        rows = await self.db.all("select * from schedules where name = ?", [name])
+        return _schedule_row(rows[0]) if rows else None
+
+    async def all(self) -> list[ScheduleRow]:
+        return [_schedule_row(r) for r in await self.db.all("select * from schedules order by name")]
+
+    async def fired(self, name: str, tick: datetime, run_id: str | None) -> None:
+        await self.db.run(
+            "insert into schedules (name, tick, run_id) values (?, ?, ?) on conflict (name) do "
+            "update set tick = max(coalesce(tick, ''), excluded.tick), "
+            "run_id = coalesce(excluded.run_id, run_id)", [name, _stamp(tick), run_id])
+
+    async def reported(self, name: str, state: str, result: str, summary: str,
+                       posted: bool) -> None:
+        await self.db.run(
+            "insert into schedules (name, state, result, summary, posted, reported_at) "
+            "values (?, ?, ?, ?, ?, ?) on conflict (name) do update set state = excluded.state, "
+            "result = excluded.result, summary = excluded.summary, posted = excluded.posted, "
+            "reported_at = excluded.reported_at", [name, state, result, summary, int(posted), _now()])
+
+
 class SqliteRecords(Records):
     mode = "sqlite"
 
@@ -356,6 +388,7 @@ class SqliteRecords(Records):
         self.executions = SqliteExecutions(db)
         self.tokens = SqliteTokens(db)
         self.listings = SqliteListings(db)
+        self.schedules = SqliteSchedules(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -395,6 +428,7 @@ class _SqliteTx(Tx):
         self.runs, self.approvals, self.audit = records.runs, records.approvals, records.audit
         self.dedupe, self.executions = records.dedupe, records.executions
         self.tokens, self.listings = records.tokens, records.listings
+        self.schedules = records.schedules
         self.connection = records.db.conn
         self.callbacks: list[Callable[[], None]] = []
 
@@ -449,6 +483,13 @@ def _approval_row(request: ApprovalRequest) -> list[Any]:
 
 def _lease_row(run_id: str, data: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run_id, "call_id": data.get("call_id"), "data": data}
+
+
+def _schedule_row(row: sqlite3.Row) -> ScheduleRow:
+    when = lambda text: datetime.fromisoformat(text) if text else None  # noqa: E731
+    return ScheduleRow(name=row["name"], tick=when(row["tick"]), run_id=row["run_id"],
+                       state=row["state"], result=row["result"], summary=row["summary"],
+                       posted=bool(row["posted"]), reported_at=when(row["reported_at"]))
 
 
 def _audit_row(row: sqlite3.Row) -> dict[str, Any]:
