@@ -41,7 +41,8 @@ class ScheduledSurface:
     async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
         if not quiet(run):
             return await self.inner.open_run(run, checklist)
-        return run.model_copy(update={"thread_ts": run.thread_ts or QUIET + run.run_id})
+        return run.model_copy(update={"thread_ts": run.thread_ts or QUIET + run.run_id,
+                                      "stream": False})  # opened later, if at all: no stream
 
     async def progress(self, run: RunRef, checklist: Checklist, final: bool = False) -> None:
         if not quiet(run):
@@ -53,6 +54,11 @@ class ScheduledSurface:
             await self.inner.progress(shown, checklist, final)
         if final:
             self._checklists.pop(run.run_id, None)
+
+    async def answer(self, run: RunRef, reply_id: str, text: str, tools: bool = False) -> None:
+        shown = await self._shown(run) if quiet(run) else run
+        if shown is not None:
+            await self.inner.answer(shown, reply_id, text, tools)
 
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
         return await self.inner.ask_approval(await self._opened(run), request)
@@ -94,8 +100,8 @@ class ScheduledSurface:
         if shown is not None:
             return shown
         checklist = self._checklists.get(run.run_id) or Checklist(run_id=run.run_id)
-        opened = await self.inner.open_run(run.model_copy(update={"thread_ts": None}),
-                                           checklist)
+        opened = await self.inner.open_run(run.model_copy(update={"thread_ts": None,
+                                                                  "stream": False}), checklist)
         status = opened.status_ts or opened.thread_ts
         await self.records.runs.update(run.run_id,
                                        run=run.model_copy(update={"status_ts": status}))
