@@ -10,7 +10,8 @@ thread; with no post, it starts in the first incident channel the policy names b
 re-trigger of an incident that has a run is applied at once, in order with later events.
 
 ``acknowledged`` / ``resolved`` update the run's status message (also after the run ended); a
-resolve stops a run that is still investigating. Status events that arrive while a trigger is
+resolve stops a run that is still investigating, or has an ended one remembered again with its
+resolution (``graph/memory.py``). Status events that arrive while a trigger is
 still in its grace period are held and applied when the run starts, and an incident resolved
 before its investigation started gets none.
 """
@@ -116,6 +117,8 @@ class Incidents:
                                       f"PagerDuty: incident {label or event.status}{who}", step)
         if event.status == "resolved" and state in LIVE:
             await self.deps.runs.end(run.run_id, f"incident resolved in PagerDuty{who}")
+        elif event.status == "resolved":  # remembered again, now with its resolution
+            await self.deps.runs.remember(run)
 
     async def _attached(self, incident: str, via: str, **where: str) -> None:
         found = await self.deps.records.runs.for_alert(incident)

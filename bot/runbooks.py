@@ -1,7 +1,8 @@
 """Runbook search for the bot and the ``opsbot runbooks`` commands.
 
 The index (``tools/runbooks.py``) is synchronous and CPU-bound (embedding); the bot calls it in a
-worker thread and loads the model on first use, not at start-up.
+worker thread and loads the model on first use, not at start-up. The memory of past incidents
+(``graph/memory.py``) shares the index's Qdrant client and model.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ import asyncio
 import threading
 from pathlib import Path
 
+import structlog
+
 from bot.settings import Settings
+from graph.memory import COLLECTION, IncidentMemory, PastIncident, Recollection
+from tools.embeddings import EmbeddingError
 from tools.runbooks import RunbookConfig, RunbookError, RunbookHit, RunbookIndex
+
+log = structlog.get_logger("opsbot.memory")
 
 
 def runbook_config(settings: Settings) -> RunbookConfig:
@@ -46,6 +53,42 @@ class AsyncRunbooks:
     def close(self) -> None:
         if self._index is not None:
             self._index.close()
+
+    def memory(self, collection: str = COLLECTION) -> AsyncMemory:
+        """The memory of past incidents, in the same Qdrant (one client per directory)."""
+        return AsyncMemory(self, collection)
+
+
+class AsyncMemory:
+    """:class:`graph.memory.IncidentMemory` for the graph: in a thread, opened on first use,
+    and never failing a run (an index it cannot open or a model it cannot load means nothing
+    is recalled or remembered, and the log says why)."""
+
+    def __init__(self, runbooks: AsyncRunbooks, collection: str = COLLECTION):
+        self._runbooks = runbooks
+        self.collection = collection
+
+    def _memory(self) -> IncidentMemory:
+        return IncidentMemory(self._runbooks._open(), self.collection)
+
+    async def recall(self, query: str, limit: int = 3, exclude: str = "") -> list[PastIncident]:
+        def go() -> list[PastIncident]:
+            try:
+                return self._memory().recall(query, limit, exclude)
+            except (RunbookError, EmbeddingError, ValueError) as e:
+                log.warning("past incidents not recalled", error=str(e))
+                return []
+
+        return await asyncio.to_thread(go)
+
+    async def remember(self, recollection: Recollection) -> None:
+        def go() -> None:
+            try:
+                self._memory().remember(recollection)
+            except (RunbookError, EmbeddingError, ValueError) as e:
+                log.warning("run not remembered", run_id=recollection.run_id, error=str(e))
+
+        await asyncio.to_thread(go)
 
 
 def runbooks_for(settings: Settings) -> AsyncRunbooks:

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     openai_base_url: str | None = _env("OPENAI_BASE_URL")
     model: str = Field("gpt-4o-mini", validation_alias="OPSBOT_MODEL")
     embeddings: Literal["local", "openai"] = Field("local", validation_alias="OPSBOT_EMBEDDINGS")
+    # The memory of past incidents (graph/memory.py): a Qdrant collection beside the runbooks.
+    memory: bool = Field(True, validation_alias="OPSBOT_MEMORY")
+    memory_collection: str = Field("incidents", pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+                                   validation_alias="OPSBOT_MEMORY_COLLECTION")
 
     vault_addr: str | None = _env("VAULT_ADDR")
     vault_token: SecretStr | None = _env("VAULT_TOKEN")

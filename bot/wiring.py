@@ -42,6 +42,7 @@ from bot.connectors import (
 )
 from bot.errors import ConfigError
 from bot.redaction import protect
+from bot.runbooks import AsyncRunbooks
 from bot.settings import Settings
 from bot.tokens import RecordsTokens
 from graph.build import build_graph
@@ -337,15 +338,18 @@ async def _worker(rt: Runtime, surface: Surface, runbooks: Any, stack: AsyncExit
     settings = rt.settings
     assert rt.sandbox is not None and rt.broker is not None
     fenced = not settings.unsafe_no_fencing
+    memory = (runbooks.memory(settings.memory_collection)
+              if settings.memory and isinstance(runbooks, AsyncRunbooks) else None)
     deps = GraphDeps(catalog=rt.catalog, policy=rt.policy, executor=rt.sandbox, broker=rt.broker,
                      audit=rt.records.audit, executions=rt.records.executions, guard=fenced,
-                     worker=rt.sandbox.config.instance, runbooks=runbooks,
+                     worker=rt.sandbox.config.instance, runbooks=runbooks, memory=memory,
                      llm=llm_for(settings), model_name=settings.model, limits=Limits(),
                      trace_content=settings.trace_content)
     graphs = await stack.enter_async_context(_graphs(settings, deps))
     rt.driver = Driver(graphs, rt.records, rt.queue, _lease(settings), surface, rt.runs.desk,
                        rt.runs.checklists, recursion_limit=deps.limits.recursion_limit,
-                       streams=lambda task: answered_by_model(task, rt.catalog))
+                       streams=lambda task: answered_by_model(task, rt.catalog),
+                       memory=memory)
     _periodic(rt, stack)
     if isinstance(rt.queue, LocalQueue):
         for job in await rt.driver.lost_jobs():

@@ -39,10 +39,12 @@ from langgraph.types import Command
 from opentelemetry.trace import SpanKind
 
 from graph import metrics, tracing
+from graph.deps import Memory
 from graph.desk import ApprovalDesk
 from graph.lease import Lease
 from graph.nodes import GraphState
-from graph.queue import Job, JobKind, JobQueue, lane_for, start_job
+from graph.memory import recollect
+from graph.queue import Job, JobKind, JobQueue, lane_for, remember_job, start_job
 from graph.records import Records
 from graph.records.base import RunRow
 from graph.surface import Checklist, Report, RunRef, RunState, StepState, Surface
@@ -93,7 +95,8 @@ class Checklists:
 class Driver:
     def __init__(self, graphs: Graphs, records: Records, queue: JobQueue, lease: Lease,
                  surface: Surface, desk: ApprovalDesk, checklists: Checklists,
-                 recursion_limit: int = 60, streams: Callable[[Task], bool] = lambda task: False):
+                 recursion_limit: int = 60, streams: Callable[[Task], bool] = lambda task: False,
+                 memory: Memory | None = None):
         self.graphs = graphs
         self.records = records
         self.queue = queue
@@ -103,10 +106,14 @@ class Driver:
         self.checklists = checklists
         self.recursion_limit = recursion_limit
         self.streams = streams  # whether a task's run is answered by the model (streamed)
+        self.memory = memory
 
     async def handle(self, job: Job) -> None:
         """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later), in
-        a span of the run's trace."""
+        a span of the run's trace; or remember a run that ended."""
+        if job.kind is JobKind.REMEMBER:
+            await self._remember(job.run_id)
+            return
         with tracing.tracer.start_as_current_span(
                 f"run.drive {job.kind.value}", context=tracing.context_of(job.trace),
                 kind=SpanKind.CONSUMER, attributes={"opsbot.run_id": job.run_id,
@@ -311,9 +318,21 @@ class Driver:
         await self.surface.progress(run, checklist, final=True)
         await self.checklists.save(run.run_id, report.state, done=True)
         await self.records.audit.record("report", run.run_id, state=report.state.value,
-                                        headline=report.headline,
+                                        headline=report.headline, answer=report.answer[:4000],
                                         calls=[c.model_dump() for c in report.calls])
         metrics.run_ended(run.task, lane_for(run.task).value, report.state.value)
+        if self.memory is not None:  # after the report, on whichever worker takes the job
+            async with self.records.transaction() as tx:
+                await self.queue.defer(tx, remember_job(run))
+
+    async def _remember(self, run_id: str) -> None:
+        """Index an ended run in the memory of past incidents (a worker without one skips)."""
+        recollection = await recollect(self.records, run_id) if self.memory else None
+        if recollection is not None and self.memory is not None:
+            with tracing.tracer.start_as_current_span("memory.remember",
+                                                      attributes={"opsbot.run_id": run_id}):
+                await self.memory.remember(recollection)
+            log.info("run remembered", run_id=run_id)
 
     # helpers -----------------------------------------------------------------------------
 

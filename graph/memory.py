@@ -46,12 +46,15 @@ class Deed(BaseModel):
 
     summary: str
     status: str
+    tier: int = 0
     note: str = ""
     check: str = ""  # "fixed" / "not fixed" / "not checked" / "" (no check declared)
 
     @property
     def helped(self) -> bool:
-        return self.status == "ok" and self.check != "not fixed" and "denied" not in self.note
+        """A change (tier 2 and up: a draft, an executed change) that ran and did not fail its
+        check; reads are evidence, not fixes."""
+        return self.tier >= 2 and self.status == "ok" and self.check != "not fixed"
 
 
 class Recollection(BaseModel):
@@ -80,7 +83,7 @@ class Recollection(BaseModel):
 
     @property
     def fixed_by(self) -> str:
-        helped = [d.summary for d in self.deeds if d.helped and d.check]
+        helped = [d.summary for d in self.deeds if d.helped]
         return "; ".join(helped) or self.resolution or "no recorded fix"
 
     def cite(self) -> str:
@@ -188,7 +191,7 @@ async def recollect(records: Records, run_id: str) -> Recollection | None:
 
 
 def _deed(call: CallReport) -> Deed:
-    return Deed(summary=call.summary, status=call.status, note=call.note,
+    return Deed(summary=call.summary, status=call.status, tier=call.tier, note=call.note,
                 check=call.check.verdict if call.check else "")
 
 

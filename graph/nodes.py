@@ -476,7 +476,7 @@ def _call_report(review: dict[str, Any], entry: dict[str, Any] | None) -> CallRe
     result = ToolResult.model_validate(entry["result"])
     return CallReport(summary=review.get("summary", result.invocation), invocation=result.invocation,
                       status=result.status.value, output=result.text, note=entry.get("note", ""),
-                      check=entry.get("check"))
+                      check=entry.get("check"), tier=int(review.get("tier", 0)))
 
 
 def _usage(state: GraphState, model: str) -> str:

@@ -1,7 +1,8 @@
 """Jobs that drive runs, their lanes, and the embedded (in-process) queue.
 
 A :class:`Job` says which run to drive and why: ``start`` a new run, ``resume`` it after an
-approval was decided, ``continue`` one whose previous drive died mid-flight. Jobs are deferred
+approval was decided, ``continue`` one whose previous drive died mid-flight, ``remember`` one
+that ended (index it in the memory of past incidents, off the report's path). Jobs are deferred
 inside the transaction that recorded their reason (``JobQueue.defer(tx, job)``), so a run row
 or a decided approval never exists without the job that acts on it.
 
@@ -55,6 +56,7 @@ class JobKind(StrEnum):
     START = "start"
     RESUME = "resume"
     CONTINUE = "continue"
+    REMEMBER = "remember"  # index an ended run in the memory of past incidents (graph/memory.py)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ def start_job(run: RunRef) -> Job:
     opens; everything later is keyed by that thread."""
     key = run.thread_id if run.thread_ts else f"{run.task.team}:{run.task.channel}:new:{run.run_id}"
     return Job(JobKind.START, run.run_id, key, lane_for(run.task), trace=run.trace)
+
+
+def remember_job(run: RunRef) -> Job:
+    """Index ``run`` (ended) in the memory of past incidents, on any worker, in the maintenance
+    lane; keyed by the run, so it never waits for the conversation's thread."""
+    return Job(JobKind.REMEMBER, run.run_id, f"remember:{run.run_id}", Lane.MAINTENANCE,
+               trace=run.trace)
 
 
 Handler = Callable[[Job], Awaitable[None]]

@@ -27,7 +27,7 @@ from approvals.models import ApprovalRequest, ApprovalStatus
 from graph import metrics, tracing
 from graph.desk import ApprovalDesk
 from graph.driver import Checklists
-from graph.queue import JobQueue, lane_for, start_job
+from graph.queue import JobQueue, lane_for, remember_job, start_job
 from graph.quota import Quota
 from graph.records import Records, Tx
 from graph.records.base import RunRow
@@ -188,6 +188,12 @@ class RunManager:
                                                       state=RunState.CANCELLED, headline=reason))
         elif row.state is RunState.RUNNING:
             await self.queue.abort(row.run.run_id, row.run.thread_id)
+
+    async def remember(self, run: RunRef) -> None:
+        """Index an ended run again in the memory of past incidents (its incident resolved,
+        say): a job, so whichever worker holds the memory does it."""
+        async with self.records.transaction() as tx:
+            await self.queue.defer(tx, remember_job(run))
 
     async def drain(self, timeout: float = 30) -> None:
         """Wait until every queued job has run (the console, tests, graceful shutdown)."""

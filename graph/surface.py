@@ -133,6 +133,7 @@ class CallReport(BaseModel):
     output: str = ""
     note: str = ""  # policy/approval outcome, e.g. "denied by <@U2>: not during peak"
     check: CheckReport | None = None  # after a change: did the fix hold?
+    tier: int = 0  # the action's tier as policy reviewed it (2 and up change something)
 
 
 class Citation(BaseModel):

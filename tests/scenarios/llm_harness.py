@@ -128,6 +128,8 @@ async def hls(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_pa
 def llm_settings(slack: SlackEmulator, redis_url: str, tmp_path: Path, llm: OpenAIEmulator | None,
                  **more: Any):
     keys = {"openai_api_key": llm.api_key, "openai_base_url": llm.base_url} if llm else {}
+    # the runbook index is shared by the session: each test remembers its own past incidents
+    more.setdefault("memory_collection", f"incidents_{secrets.token_hex(4)}")
     return settings_for(slack, redis_url, tmp_path / "data", LLM_POLICY,
                         pagerduty_webhook_secret=PD_SECRET, **keys, **more)
 
