@@ -29,14 +29,14 @@ async def investigated(h, incident: str, title: str, index: int):
                  if not m.is_reply and "*opsbot* `r-" in m.text]
         return found if len(found) > index else None
 
-    return (await h.slack.wait_for(roots, 30))[index].ts
+    return (await h.slack.wait_for(roots, 90))[index].ts
 
 
 async def card_in(h, thread: str):
     def find():
         return next((m for m in h.slack.thread(INCIDENTS, thread)
                      if any(b.get("block_id", "").startswith("approval:") for b in m.blocks)), None)
-    return await h.slack.wait_for(find, 60)
+    return await h.slack.wait_for(find, 120)
 
 
 def opening(llm_api, index: int) -> str:
@@ -53,7 +53,7 @@ async def test_a_resolved_incident_is_cited_by_a_similar_one_and_not_by_an_unrel
     first = await investigated(hl, "Q1EVICT", EVICTING, 0)
     card = await card_in(hl, first)
     await hl.click(card, APPROVER, channel=INCIDENTS)
-    (report,) = await reports(hl, first, 1, channel=INCIDENTS)
+    (report,) = await reports(hl, first, 1, timeout=120, channel=INCIDENTS)
     await hl.ended(RUN_ID.search(report.text).group(1))  # resolved after the run, not during
     assert "Check after acting: fixed" in "".join(b.get("text", {}).get("text", "")
                                                   for b in report.blocks)
@@ -65,12 +65,12 @@ async def test_a_resolved_incident_is_cited_by_a_similar_one_and_not_by_an_unrel
         found = await memory.recall(EVICTING, 1)
         return found if found and "Alice" in found[0].past.resolution else None
 
-    (remembered,) = await hl.slack.wait_for(resolved_in_memory, 60)
+    (remembered,) = await hl.slack.wait_for(resolved_in_memory, 120)
     assert remembered.past.incident == "Q1EVICT"
 
     llm_api.push(text("Same pattern as last time: session keys without a TTL."))
     second = await investigated(hl, "Q2EVICT", SIMILAR, 1)
-    (cited,) = await reports(hl, second, 1, channel=INCIDENTS)
+    (cited,) = await reports(hl, second, 1, timeout=120, channel=INCIDENTS)
     told = opening(llm_api, -1)
     assert f'<past_incident run="{remembered.past.run_id}"' in told and EVICTING in told
     assert "resolved in PagerDuty by Alice Example" in told
@@ -80,6 +80,6 @@ async def test_a_resolved_incident_is_cited_by_a_similar_one_and_not_by_an_unrel
 
     llm_api.push(text("The registry token expired."))
     third = await investigated(hl, "Q3DEPLOY", UNRELATED, 2)
-    (unrelated,) = await reports(hl, third, 1, channel=INCIDENTS)
+    (unrelated,) = await reports(hl, third, 1, timeout=120, channel=INCIDENTS)
     assert "<past_incident" not in opening(llm_api, -1)
     assert "Similar:" not in unrelated.text
