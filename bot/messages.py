@@ -72,3 +72,10 @@ def mcp_failed(text: str, run_id: str) -> str:
 
 def mcp_waiting(run_id: str, who: str) -> str:
     return f"run {run_id} is waiting for approval in Slack by {who}"
+
+# assistant threads (bot/listeners/assistant.py)
+PROMPTS_TITLE = "Ask opsbot about your services:"
+PROMPT_INCIDENT = ("Investigate the incident \"{title}\" (posted in <#{channel}>): what is "
+                   "happening, and what should we do next?")
+PROMPT_TOOLSET_TITLE = "Check {toolset}"
+PROMPT_TOOLSET = "Check the health of {toolset}, read-only, and tell me if anything looks wrong."

@@ -4,7 +4,7 @@ A PagerDuty post counts only in a channel the policy lists as an incident channe
 a bot the policy names in ``pagerduty_bot_ids`` (or, when none are named, a bot called
 PagerDuty). A human's reply in a thread that already has a run continues that conversation
 (mentions are handled by the ``app_mention`` listener, so messages that mention the bot are
-skipped here).
+skipped here). A person's message in an assistant thread (the app's DM) is a question: a run.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.deps import BotDeps
+from bot.listeners import assistant
 from bot.listeners.mentions import delivery
 from bot.pagerduty import alert_from_message
 from graph.policy import Channel
@@ -24,6 +25,8 @@ def register(app: AsyncApp, deps: BotDeps, incidents=None) -> None:
         team = body.get("team_id") or ""
         if event.get("bot_id"):
             deps.spawn(_maybe_alert(event, team, delivery(body)))
+        elif assistant.is_question(event):
+            deps.spawn(assistant.question(deps, event, body))
         elif _is_follow_up(event, context.get("bot_user_id")):
             deps.spawn(_follow_up(event, team, delivery(body)))
 

@@ -24,11 +24,20 @@ METHOD_SCOPES = {
     "files_upload_v2": ["files:write"],
     "views_open": [],
     "auth_test": [],
+    "chat_startStream": ["chat:write"],
+    "chat_appendStream": ["chat:write"],
+    "chat_stopStream": ["chat:write"],
+    "assistant_threads_setStatus": ["assistant:write"],
+    "assistant_threads_setSuggestedPrompts": ["assistant:write"],
+    "users_conversations": ["channels:read", "groups:read"],
 }
 EVENT_SCOPES = {
     "app_mention": ["app_mentions:read"],
     "message.channels": ["channels:history"],
     "message.groups": ["groups:history"],
+    "message.im": ["im:history"],
+    "assistant_thread_started": ["assistant:write"],
+    "assistant_thread_context_changed": ["assistant:write"],
 }
 
 
@@ -83,8 +92,14 @@ def test_events_are_declared(registered):
     declared = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
     assert "app_mention" in registered.events
     for event in registered.events:
-        names = {event} if event != "message" else {"message.channels", "message.groups"}
+        names = {event} if event != "message" else {"message.channels", "message.groups",
+                                                    "message.im"}
         assert names <= declared, f"listener for {event} but manifest lacks {names - declared}"
+
+
+def test_assistant_threads_need_the_assistant_view(registered):
+    assert "assistant_thread_started" in registered.events
+    assert MANIFEST["features"]["assistant_view"]["assistant_description"]
 
 
 def test_interactivity_is_on_when_buttons_exist(registered):
