@@ -21,7 +21,9 @@ Rows, interleaved sample by sample so that machine noise hits all of them alike:
   * dynamic: as warm, but the action logs in as a Redis ACL user that OpenBao's database
     engine creates for it and drops afterwards (``deploy/vault/dynamic-credentials.sh`` roles)
     instead of reading the static password from KV.
-Targets (issue 3): cold p50 ≤ 1.5 × bare p50; warm p50 ≤ 0.5 × bare p50. Issue 10 asks for
+Targets (issue 16): cold p50 ≤ 1.2 × bare p50; warm p50 ≤ 0.15 × bare p50 (issue 3 asked for
+1.5 and 0.5). A sample ends when the report is posted; the credentials' revocation runs after
+it (graph/cleanup.py) and is shown apart. Issue 10 asks for
 the cost of dynamic credentials per action: mint + revoke of the dynamic row against the warm
 (static KV read) row's, printed after the table.
 """
@@ -45,15 +47,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import structlog
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from approvals.store import ApprovalStore
-from graph.audit import AuditLog
 from graph.build import build_graph
+from graph.checkpoints import sqlite_graphs
 from graph.deps import GraphDeps, Limits
+from graph.driver import Driver
+from graph.lease import LocalLease
 from graph.policy import Policy
+from graph.queue import LocalQueue
+from graph.records.sqlite import SqliteRecords
 from graph.runs import RunManager
-from graph.store import RunStore, open_db
 from graph.surface import Report, RunRef, RunState
 from graph.task import Source, Task
 from sandbox.config import SandboxConfig
@@ -72,7 +75,7 @@ from tools.redis import RedisConfig
 
 COMMAND = "redis info section=server"
 SECRET = "kv/data/redis/prod"
-TARGETS = {"cold": 1.5, "warm": 0.5}
+TARGETS = {"cold": 1.2, "warm": 0.15}  # issue 16 (issue 3 asked for 1.5 and 0.5)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -117,9 +120,9 @@ class TimedBroker:
         return lease
 
     async def revoke(self, lease) -> None:
-        began = time.perf_counter()
+        spans, began = self.spans(), time.perf_counter()  # after the answer, in the background
         await self.broker.revoke(lease)
-        self.spans().revoke = time.perf_counter() - began
+        spans.revoke = time.perf_counter() - began
 
 
 @dataclass
@@ -152,6 +155,9 @@ class BenchSurface:
     async def say(self, run, text: str) -> None:
         return None
 
+    async def refused(self, task, text: str) -> None:
+        raise AssertionError(f"the bench's run was refused: {text}")
+
 
 @dataclass
 class Pipeline:
@@ -160,6 +166,7 @@ class Pipeline:
     manager: RunManager
     surface: BenchSurface
     runner: SandboxRunner
+    queue: LocalQueue
     spans: list[Spans] = field(default_factory=list)
 
     async def action(self) -> float:
@@ -179,22 +186,26 @@ class Pipeline:
 @asynccontextmanager
 async def pipeline(workdir: Path, config: SandboxConfig, catalog: Catalog,
                    broker: CredentialBroker) -> AsyncIterator[Pipeline]:
+    """Wired the way ``bot/wiring.py`` wires an embedded ``opsbot serve`` (one worker)."""
     async with AsyncExitStack() as stack:
         runner = await SandboxRunner.start(config)
         stack.push_async_callback(runner.close)
-        saver = await stack.enter_async_context(
-            AsyncSqliteSaver.from_conn_string(str(workdir / "checkpoints.sqlite")))
-        db = open_db(workdir / "opsbot.sqlite")
-        audit, surface = AuditLog(db), BenchSurface()
+        records = SqliteRecords(workdir / "opsbot.sqlite")
+        stack.push_async_callback(records.close)
+        queue, surface = LocalQueue(1), BenchSurface()
+        stack.push_async_callback(queue.stop)
+        manager = RunManager(records, queue, surface)
         spans: list[Spans] = []
-        deps = GraphDeps(catalog=catalog, policy=Policy(), audit=audit, limits=Limits(),
+        deps = GraphDeps(catalog=catalog, policy=Policy(), audit=records.audit,
+                         executions=records.executions, worker=config.instance, limits=Limits(),
                          executor=TimedExecutor(runner, lambda: spans[-1]),
                          broker=TimedBroker(broker, lambda: spans[-1]))
-        manager = RunManager(build_graph(deps, saver), RunStore(db), ApprovalStore(db), audit,
-                             surface, workers=1)
-        await manager.start()
-        stack.push_async_callback(manager.stop)
-        yield Pipeline(manager, surface, runner, spans)
+        graphs = await stack.enter_async_context(
+            sqlite_graphs(workdir / "checkpoints.sqlite", lambda saver: build_graph(deps, saver)))
+        driver = Driver(graphs, records, queue, LocalLease(), surface, manager.desk,
+                        manager.checklists)
+        await queue.start(driver.handle)
+        yield Pipeline(manager, surface, runner, queue, spans)
 
 
 async def bare_docker_run(image: str) -> float:
@@ -208,8 +219,10 @@ async def bare_docker_run(image: str) -> float:
 async def quiet(*pipelines: Pipeline) -> None:
     """Let removals finish and pools refill, so every sample starts from the same state."""
     for p in pipelines:
+        await p.queue.drain()  # the run ended: its credentials revoked (after the answer)
         await p.runner.settle()
         await p.runner.pool.wait_ready()
+        await p.runner.provisioner.spares.wait_ready()
 
 
 async def measure(image: str, workdir: Path, catalogs: dict[str, Catalog],
@@ -258,7 +271,7 @@ def report(results: dict[str, tuple[list[float], list[Spans]]], samples: int,
     for key, (times, spans) in results.items():
         p50 = statistics.median(times)
         target = TARGETS.get(key)
-        verdict = "" if target is None else f"≤{target:.1f} " + ("ok" if p50 / base <= target else "MISS")
+        verdict = "" if target is None else f"≤{target:g} " + ("ok" if p50 / base <= target else "MISS")
         pooled = f"{sum(bool(s.outcome and s.outcome.pooled) for s in spans)}/{len(spans)}" if spans else ""
         print(f"{names[key]:46} {_ms(p50)} {_ms(percentile(times, 0.99))} {p50 / base:5.2f}x "
               f"{verdict:>7} {pooled:>7}")
@@ -314,8 +327,9 @@ def breakdown(key: str, times: list[float], spans: list[Spans]) -> None:
         outcome = s.outcome
         phases = outcome.phases if outcome else {}
         stages = {"vault mint": s.mint, **{f"sandbox {k}": v for k, v in phases.items()},
-                  "sandbox other": s.sandbox - sum(phases.values()), "vault revoke": s.revoke,
-                  "queue+policy+graph+audit": total - s.mint - s.sandbox - s.revoke}
+                  "sandbox other": s.sandbox - sum(phases.values()),
+                  "queue+policy+graph+audit": total - s.mint - s.sandbox,
+                  "(after the answer) vault revoke": s.revoke}
         for name, value in stages.items():
             parts.setdefault(name, []).append(value)
     shown = "  ".join(f"{name} {statistics.median(v) * 1000:.1f}" for name, v in parts.items())

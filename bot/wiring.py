@@ -346,10 +346,11 @@ async def _worker(rt: Runtime, surface: Surface, runbooks: Any, stack: AsyncExit
                      llm=llm_for(settings), model_name=settings.model, limits=Limits(),
                      trace_content=settings.trace_content)
     graphs = await stack.enter_async_context(_graphs(settings, deps))
+    stack.push_async_callback(deps.cleanup.close)  # revocations under way finish first
     rt.driver = Driver(graphs, rt.records, rt.queue, _lease(settings), surface, rt.runs.desk,
                        rt.runs.checklists, recursion_limit=deps.limits.recursion_limit,
                        streams=lambda task: answered_by_model(task, rt.catalog),
-                       memory=memory)
+                       memory=memory, cleanup=deps.cleanup)
     _periodic(rt, stack)
     if isinstance(rt.queue, LocalQueue):
         for job in await rt.driver.lost_jobs():

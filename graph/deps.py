@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 
+from graph.cleanup import Cleanup
 from graph.records import AuditLog, Executions
 from graph.policy import Policy
 from sandbox.protocol import SandboxOutcome, SandboxRequest
@@ -128,3 +129,4 @@ class GraphDeps:
     limits: Limits = field(default_factory=Limits)
     trace_content: bool = False  # prompts and answers on chat spans (OPSBOT_TRACE_CONTENT)
     run_slots: RunSlots = field(default_factory=RunSlots)
+    cleanup: Cleanup = field(default_factory=Cleanup)  # revocations after the answer

@@ -15,7 +15,8 @@ row and the thread's checkpoint, what the job means now:
 
 Settling posts cards and records ``waiting``, or posts the report and records the final state.
 The report is posted before the status message's last edit, which may wait for Slack's edit
-pacing: the answer never does.
+pacing: the answer never does. Nor does it wait for the revocation of the run's credentials
+(graph/cleanup.py), which the run's end awaits before the run is recorded as ended.
 A user's cancel reaches a running drive as a cancellation of its job; the reason was written
 to the run's row first, which is how a cancel is told from a shutdown.
 """
@@ -39,6 +40,7 @@ from langgraph.types import Command
 from opentelemetry.trace import SpanKind
 
 from graph import metrics, tracing
+from graph.cleanup import Cleanup
 from graph.deps import Memory
 from graph.desk import ApprovalDesk
 from graph.lease import Lease
@@ -96,7 +98,7 @@ class Driver:
     def __init__(self, graphs: Graphs, records: Records, queue: JobQueue, lease: Lease,
                  surface: Surface, desk: ApprovalDesk, checklists: Checklists,
                  recursion_limit: int = 60, streams: Callable[[Task], bool] = lambda task: False,
-                 memory: Memory | None = None):
+                 memory: Memory | None = None, cleanup: Cleanup | None = None):
         self.graphs = graphs
         self.records = records
         self.queue = queue
@@ -107,6 +109,7 @@ class Driver:
         self.recursion_limit = recursion_limit
         self.streams = streams  # whether a task's run is answered by the model (streamed)
         self.memory = memory
+        self.cleanup = cleanup or Cleanup()  # the graph's: revocations after the answer
 
     async def handle(self, job: Job) -> None:
         """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later), in
@@ -137,6 +140,7 @@ class Driver:
                 try:
                     await self._drive(graph, job, row, run)
                 finally:  # the span a test checks for overlaps: one drive of a thread at a time
+                    await self.cleanup.finish(run.run_id)  # a drive ends with its revocations
                     log.info("drive.span", thread_id=run.thread_id, run_id=run.run_id,
                              began=began, ended=time.time())
 
@@ -316,6 +320,7 @@ class Driver:
             await self.records.audit.record("run.state", run.run_id, state=report.state.value)
         await self.surface.report(run, report)
         await self.surface.progress(run, checklist, final=True)
+        await self.cleanup.finish(run.run_id)  # credentials revoked before the run is "ended"
         await self.checklists.save(run.run_id, report.state, done=True)
         await self.records.audit.record("report", run.run_id, state=report.state.value,
                                         headline=report.headline, answer=report.answer[:4000],

@@ -357,11 +357,8 @@ class Nodes:
             await self.deps.audit.record("sandbox.error", run_id, call_id=call.id, error=message)
             return ToolResult(status=Status.ERROR, invocation=call.ref, error=message)
         finally:
-            if lease is not None:
-                with tracing.tracer.start_as_current_span("credential.revoke"):
-                    await self.deps.broker.revoke(lease)
-                await self.deps.audit.record("credential.revoke", run_id, call_id=call.id,
-                                       **lease.audit())
+            if lease is not None:  # off the critical path, still awaited by the run's end
+                self.deps.cleanup.start(run_id, self._revoke(run_id, call.id, lease))
         await self.deps.audit.record(
             "sandbox.preview" if preview else "sandbox.exec", run_id, call_id=call.id,
             action=call.ref,
@@ -372,6 +369,13 @@ class Nodes:
             error=outcome.result.error,
         )
         return outcome.result
+
+    async def _revoke(self, run_id: str, call_id: str, lease) -> None:
+        """The action is over: its credentials die, and the audit log says so."""
+        with tracing.tracer.start_as_current_span("credential.revoke"):
+            await self.deps.broker.revoke(lease)
+        await self.deps.audit.record("credential.revoke", run_id, call_id=call_id,
+                                     **lease.audit())
 
     # observe / report ---------------------------------------------------------------------
 

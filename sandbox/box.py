@@ -38,6 +38,7 @@ from sandbox.egress import (
 from sandbox.engine import Attachment, Engine, EngineError, NetworkInfo
 from sandbox.firewall import Firewall
 from sandbox.hardening import ENTRYPOINT, Identity, container_spec
+from sandbox.spares import SpareNetworks
 from sandbox.stream import Channel
 from tools.base import Endpoint, Mount
 
@@ -97,6 +98,8 @@ class Provisioner:
         self.containers: set[str] = set()
         self.networks: set[str] = set()
         self.pool_names = True  # pooled boxes can take endpoint names (until a write fails)
+        self.spares = SpareNetworks(self._spare_network, self._drop_network,
+                                    config.spare_networks)
 
     async def create(
         self, identity: Identity, egress: bool, command: list[str] | None = ENTRYPOINT,
@@ -127,7 +130,11 @@ class Provisioner:
                      mounts: Sequence[Mount]) -> None:
         if egress:
             with box.phase("network"):
-                await self._network(box, identity, token)
+                # a cold box takes a network made ahead; the pool's boxes (made ahead
+                # themselves) create their own
+                box.network = None if identity.pool else self.spares.take()
+                if box.network is None:
+                    await self._network(box, identity, token)
         gateway = box.network.gateway if box.network else None
         hosts = {name: gateway for name in names if gateway}
         spec = container_spec(self.config, self.image, identity, box.name, box.network_name,
@@ -137,17 +144,27 @@ class Provisioner:
         self.containers.add(box.container)
 
     async def _network(self, box: Box, identity: Identity, token: str) -> None:
+        box.network = await self._new_network(identity, token)
+
+    async def _new_network(self, identity: Identity, token: str) -> NetworkInfo:
         name = f"opsbot-{identity.instance}-{token}"
         for attempt in range(SUBNET_ATTEMPTS):
             try:
-                box.network = await self.engine.create_network(
+                network = await self.engine.create_network(
                     name, f"ob{token}", identity.labels(), self._subnet())
                 break
             except EngineError as e:
                 if "overlap" not in e.explanation or attempt == SUBNET_ATTEMPTS - 1:
                     raise
-        assert box.network is not None
-        self.networks.add(box.network.id)
+        self.networks.add(network.id)
+        return network
+
+    async def _spare_network(self) -> NetworkInfo:
+        return await self._new_network(Identity(self.config.instance, pool="network"),
+                                       secrets.token_hex(5))
+
+    async def _drop_network(self, network: NetworkInfo) -> None:
+        await self._remove_network(network.id)
 
     def _subnet(self) -> IPv4Network:
         """A random /28 of the configured range (a clash with a live network is retried)."""

@@ -1,9 +1,10 @@
 """Inside the sandbox container: read one request, run one action, write one result.
 
-``python -m sandbox.entrypoint`` is the image's command. It imports the connectors first, says
-``{"ready": true}`` on stderr and only then blocks on stdin, so a pre-started (warm-pool)
-container has paid Python's start-up cost before a request exists; with ``--preload`` (what
-the pool uses) it also imports the connector libraries the actions load lazily; with
+``python -m sandbox.entrypoint`` is the image's command. It says ``{"ready": true}`` on stderr
+and only then blocks on stdin; with ``--preload`` (what the pool uses) it first imports every
+connector and the libraries their actions load lazily, so a pre-started (warm-pool) container
+has paid Python's start-up cost before a request exists. Without it (a cold container, where
+the request is already waiting) it imports only the connector the request names; with
 ``--mcp <server entry JSON>`` it starts that MCP server and opens its session before saying
 ready, so the one call it will get skips the server's start; with ``--warm module:function``
 it runs a connector's own warm-up (``Toolset.warm``: the AWS connector parses its service
@@ -32,13 +33,12 @@ from pydantic import BaseModel, ValidationError
 
 import tools
 from sandbox.protocol import SandboxRequest
-from tools import mcp, shell
-from tools.base import ActionContext, ToolResult
+from tools.base import Action, ActionContext, ToolResult
 from tools.catalog import describe_validation
 from tools.secrets import Redactor
 
 PRELOAD = ("redis", "requests", "hvac", "yaml", "github", "mcp", "tools.mcp_call", "psycopg",
-           "tools.shell_ssh")
+           "tools.shell_ssh", "tools.shell", "tools.mcp")
 
 Emit = Callable[[str], None]
 
@@ -51,8 +51,9 @@ def main() -> int:
     if "--warm" in args:
         _warm(args[args.index("--warm") + 1])
     if "--mcp" in args:  # a warm-pool container of an MCP server: start it first
+        from tools import mcp, mcp_call
+
         server = mcp.ServerEntry.model_validate_json(args[args.index("--mcp") + 1])
-        from tools import mcp_call
 
         return mcp_call.prestarted(server, _ready, lambda: _answer(result_stream))
     _ready()
@@ -80,6 +81,9 @@ def _private_stdout() -> BinaryIO:
 
 
 def _preload() -> None:
+    """A pooled container imports every connector ahead (a cold one only its request's)."""
+    for name in tools.REGISTRY:
+        tools.toolset(name)
     for module in PRELOAD:
         try:
             importlib.import_module(module)
@@ -119,9 +123,7 @@ def handle(raw: bytes, emit: Emit) -> ToolResult:
 
 def _run(request: SandboxRequest, emit: Emit) -> ToolResult:
     invocation = f"{request.toolset} {request.action}"
-    action = (tools.find(request.toolset, request.action)
-              or shell.sandbox_action(request.toolset, request.action, request.config)
-              or mcp.sandbox_action(request.action, request.config))
+    action = _action(request)
     if action is None:
         return ToolResult.fail(invocation, f"This sandbox image has no action `{invocation}`; "
                                "rebuild it with `opsbot sandbox build`.")
@@ -142,6 +144,21 @@ def _run(request: SandboxRequest, emit: Emit) -> ToolResult:
         return _guarded(action.preview, params, ctx, invocation)
     emit(f"Running `{invocation}` in the sandbox")
     return _guarded(action.run, params, ctx, invocation)
+
+
+def _action(request: SandboxRequest) -> Action | None:
+    """The request's action, importing only what it needs: its connector's module, or the
+    shell or MCP machinery (a cold container pays for exactly these imports)."""
+    found = tools.find(request.toolset, request.action)
+    if found is not None:
+        return found
+    if request.toolset == "shell":
+        from tools import shell
+
+        return shell.sandbox_action(request.toolset, request.action, request.config)
+    from tools import mcp
+
+    return mcp.sandbox_action(request.action, request.config)
 
 
 def _guarded(run: Callable[..., Any], params: BaseModel, ctx: ActionContext, invocation: str

@@ -89,6 +89,7 @@ class SandboxRunner:
         reaped = await runner.reap()  # before the firewall is on: its start empties the chain
         reaped += await runner.reap_dead()
         await firewall.start()
+        runner.provisioner.spares.fill()
         if await runner._check_image():
             runner.pool.fill()
         log.info("sandbox.started", image=runner.image, reaped=reaped, instance=config.instance,
@@ -320,6 +321,7 @@ class SandboxRunner:
         the firewall chain."""
         self._closed = True
         await self.pool.close()
+        await self.provisioner.spares.close()
         await self.settle()
         if await self.provisioner.retry_teardown():
             log.warning("sandbox.teardown_retried", detail="removed what a failed removal left")

@@ -231,6 +231,34 @@ def test_entrypoint_process_writes_one_result_line(redis_server, redis_db):
     assert stderr == [{"ready": True}, {"progress": "Running `redis get` in the sandbox"}]
 
 
+CONNECTORS_LOADED = ("import sys; from sandbox.entrypoint import handle, {setup}; "
+                     "handle(sys.stdin.buffer.read(), lambda text: None); "
+                     "import tools; print(sorted(m for m in sys.modules if m in "
+                     "{{module for module, _ in tools.REGISTRY.values()}}))")
+
+
+def connectors_loaded(raw: bytes, setup: str = "main as _") -> list[str]:
+    """The connector modules a fresh interpreter imported to answer ``raw``."""
+    done = subprocess.run([sys.executable, "-c", CONNECTORS_LOADED.format(setup=setup)],
+                          input=raw, cwd=ROOT, capture_output=True, timeout=60, check=True)
+    return json.loads(done.stdout.decode().replace("'", '"'))
+
+
+def test_a_cold_entrypoint_imports_only_the_connector_its_request_names():
+    """A cold container starts Python with the request already waiting: every other
+    connector's imports (boto3, jsonschema, requests: ~430 ms in the image) would be paid for
+    nothing."""
+    assert connectors_loaded(request(params={"key": "k"}, config={"url": "redis://h:1/0"})) == [
+        "tools.redis"]
+
+
+def test_a_pooled_entrypoint_imports_every_connector_ahead():
+    import tools
+
+    loaded = connectors_loaded(b"not json", setup="_preload; _preload()")
+    assert loaded == sorted({module for module, _ in tools.REGISTRY.values()})
+
+
 def test_wire_is_the_only_place_secrets_are_revealed():
     req = SandboxRequest(run_id="r", call_id="c", toolset="t", action="a",
                          secrets={"token": "s3cr3t-value"})

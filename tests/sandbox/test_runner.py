@@ -96,6 +96,34 @@ async def test_redis_info_runs_hardened_and_leaves_nothing(cold_runner, redis_se
     assert leftovers(docker_client, "info-1") == []
 
 
+async def test_a_cold_box_takes_a_network_made_ahead_and_spares_go_at_close(
+        sandbox_image, redis_server, docker_client):
+    """Issue 16: the cold path skips the network's creation; a spare is used once, replaced in
+    the background, and removed with the runner."""
+    instance = session_instance("-s")
+    runner = await SandboxRunner.start(
+        SandboxConfig(instance=instance, image=sandbox_image, warm_pool=0, spare_networks=1))
+    try:
+        await runner.provisioner.spares.wait_ready()
+        [spare] = instance_networks(docker_client, instance)
+
+        outcome = await runner.run(redis_request(redis_server, "spare-1"))
+
+        assert outcome.result.status is Status.OK, outcome.result.error
+        assert outcome.network == spare
+        await runner.settle()
+        await runner.provisioner.spares.wait_ready()
+        [replacement] = instance_networks(docker_client, instance)
+        assert replacement != spare
+    finally:
+        await runner.close()
+    assert instance_networks(docker_client, instance) == []
+
+
+def instance_networks(client: docker.DockerClient, instance: str) -> list[str]:
+    return [n.name for n in client.networks.list(filters={"label": f"{LABEL}.instance={instance}"})]
+
+
 async def test_warm_pool_container_has_the_same_hardening(sandbox_runner, cold_runner,
                                                           redis_server, docker_client):
     await sandbox_runner.pool.wait_ready()
