@@ -108,24 +108,18 @@ class Incidents:
             if incident in self._in_grace:
                 self._early[incident] = event
             return
-        run, state = found
+        run, _ = found
         who = f" by {event.agent}" if event.agent else ""
-        await self.deps.records.audit.record("alert.status", run.run_id, PAGERDUTY_USER,
-                                    incident=incident, status=event.status, agent=event.agent)
-        step = StepState.OK if event.status == "resolved" else StepState.RUNNING
-        await self.deps.runs.annotate(run.run_id, "pagerduty",
-                                      f"PagerDuty: incident {label or event.status}{who}", step)
-        if event.status == "resolved" and state in LIVE:
-            await self.deps.runs.end(run.run_id, f"incident resolved in PagerDuty{who}")
-        elif event.status == "resolved":  # remembered again, now with its resolution
-            await self.deps.runs.remember(run)
+        await alert_status(self.deps, run.run_id, PAGERDUTY_USER, "pagerduty",
+                           f"PagerDuty: incident {label or event.status}{who}",
+                           f"incident resolved in PagerDuty{who}"
+                           if event.status == "resolved" else None,
+                           incident=incident, status=event.status, agent=event.agent)
 
     async def _attached(self, incident: str, via: str, **where: str) -> None:
         found = await self.deps.records.runs.for_alert(incident)
-        run_id = found[0].run_id if found else None
-        log.info("incident already under investigation", incident=incident, run_id=run_id)
-        await self.deps.records.audit.record("alert.attached", run_id, PAGERDUTY_USER, incident=incident,
-                                    via=via, **where)
+        await alert_attached(self.deps, found[0].run_id if found else None, PAGERDUTY_USER,
+                             incident=incident, via=via, **where)
 
     async def _claim(self, incident: str) -> bool:
         """True for exactly one caller per incident, ever (runs outlive the dedupe window)."""
@@ -138,3 +132,30 @@ class Incidents:
             if not entry.startswith("#") and "*" not in entry:
                 return entry
         return None
+
+
+# shared by every alert source (PagerDuty above, Alertmanager in bot/alert_groups.py) ---------
+
+
+async def alert_status(deps: BotDeps, run_id: str, actor: str, key: str, line: str,
+                       resolved: str | None, **audit: str) -> None:
+    """An alert's status changed: audit it, show ``line`` on the run's status message, and
+    when it ``resolved`` (the reason), stop the run if it is still going, or else index it again
+    in the memory of past incidents."""
+    await deps.records.audit.record("alert.status", run_id, actor, **audit)
+    step = StepState.OK if resolved else StepState.RUNNING
+    await deps.runs.annotate(run_id, key, line, step)
+    found = await deps.records.runs.get(run_id)
+    if not resolved or found is None:
+        return
+    if found[1] in LIVE:
+        await deps.runs.end(run_id, resolved)
+    else:  # remembered again, now with its resolution
+        await deps.runs.remember(found[0])
+
+
+async def alert_attached(deps: BotDeps, run_id: str | None, actor: str, **what: str) -> None:
+    """A repeat of an alert that already has its run: audited, nothing new starts."""
+    log.info("alert already under investigation", run_id=run_id,
+             alert=what.get("incident") or what.get("group"))
+    await deps.records.audit.record("alert.attached", run_id, actor, **what)

@@ -79,3 +79,13 @@ PROMPT_INCIDENT = ("Investigate the incident \"{title}\" (posted in <#{channel}>
                    "happening, and what should we do next?")
 PROMPT_TOOLSET_TITLE = "Check {toolset}"
 PROMPT_TOOLSET = "Check the health of {toolset}, read-only, and tell me if anything looks wrong."
+
+
+# Webhook receivers (bot/web.py) ------------------------------------------------------------
+
+ALERTMANAGER_UNAUTHORISED = (
+    "POST /webhooks/alertmanager needs Authorization: Bearer <OPSBOT_ALERTMANAGER_TOKEN> or "
+    "Basic auth with OPSBOT_ALERTMANAGER_USER and OPSBOT_ALERTMANAGER_PASSWORD (set them in "
+    "the receiver's http_config)")
+GITHUB_UNSIGNED = "missing body or X-Hub-Signature-256 (set the webhook's secret)"
+GITHUB_BAD_SIGNATURE = "invalid X-Hub-Signature-256 (the webhook's secret must equal GITHUB_WEBHOOK_SECRET)"

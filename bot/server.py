@@ -39,7 +39,9 @@ from bot.slack_surface import Pace, SlackSurface
 from bot.mcp_server import McpDeps
 from bot.metrics import scrape_time
 from bot.mcp_server import endpoint as mcp_endpoint
-from bot.web import build_web, pagerduty_handler, slack_handler
+from bot.web import alertmanager_handler, build_web, pagerduty_handler, slack_handler
+from bot.alert_groups import AlertGroupRuns
+from bot.alertmanager import Credentials
 from bot.wiring import Role, Runtime, runtime
 
 log = structlog.get_logger("opsbot.server")
@@ -76,6 +78,7 @@ async def running_bot(
             rt.scheduler.prepare = partial(described, Directory(
                 client, groups=rt.policy.slack_groups()), team=team)
         app = deps = slack = pd = mcp = console = None
+        hooks: dict = {}
         if role is not Role.WORKER:
             directory = Directory(client, groups=rt.policy.slack_groups())
             deps = BotDeps(settings, rt.catalog, rt.policy, rt.runs, rt.records, directory,
@@ -92,11 +95,12 @@ async def running_bot(
             pd_secret = settings.pagerduty_webhook_secret
             pd = (pagerduty_handler(pd_secret.get_secret_value(), rt.records.dedupe, incidents)
                   if pd_secret else None)
+            hooks = _webhooks(settings, deps, team)
         scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
         web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client), mcp, scrape,
                                              scrape_time(rt.queue, rt.records),
                                              partial(webconsole.register, deps=console)
-                                             if console else None),
+                                             if console else None, hooks),
                                    access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)
@@ -116,6 +120,18 @@ async def running_bot(
             await web_runner.cleanup()
             if deps is not None:
                 await deps.drain()
+
+
+def _webhooks(settings: Settings, deps: BotDeps, team: str) -> dict:
+    """The ``/webhooks/<name>`` receivers whose credentials are set."""
+    hooks = {}
+    token, password = settings.alertmanager_token, settings.alertmanager_password
+    if token or password:
+        credentials = Credentials(token.get_secret_value() if token else None,
+                                  settings.alertmanager_user,
+                                  password.get_secret_value() if password else None)
+        hooks["alertmanager"] = alertmanager_handler(credentials, AlertGroupRuns(deps, team))
+    return hooks
 
 
 async def serve(settings: Settings, role: Role = Role.ALL) -> None:

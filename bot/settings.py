@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     docker_host: str | None = _env("DOCKER_HOST")
     qdrant_url: str | None = _env("QDRANT_URL")
     pagerduty_webhook_secret: SecretStr | None = _env("PAGERDUTY_WEBHOOK_SECRET")
+    # POST /webhooks/alertmanager: Alertmanager's http_config bearer token and/or basic auth
+    alertmanager_token: SecretStr | None = _env("OPSBOT_ALERTMANAGER_TOKEN")
+    alertmanager_user: str = Field("alertmanager", validation_alias="OPSBOT_ALERTMANAGER_USER")
+    alertmanager_password: SecretStr | None = _env("OPSBOT_ALERTMANAGER_PASSWORD")
+    github_webhook_secret: SecretStr | None = _env("GITHUB_WEBHOOK_SECRET")  # X-Hub-Signature-256
     metrics_token: SecretStr | None = _env("OPSBOT_METRICS_TOKEN")  # bearer for GET /metrics
     # Traces (OTLP/HTTP) go here when set; prompts and answers only with OPSBOT_TRACE_CONTENT.
     otel_endpoint: str | None = _env("OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -301,8 +301,8 @@ class SlackSurface:
         return StatusMessage(self.client, channel, ts, self.interval, self.pace)
 
     def _status_text(self, run: RunRef, checklist: Checklist) -> str:
-        alert = run.task.source == Source.ALERT
-        asked = "PagerDuty alert" if alert else f"<@{run.task.user}> asked"
+        alert = run.task.alert if run.task.source == Source.ALERT else None
+        asked = f"{alert.origin} alert" if alert else f"<@{run.task.user}> asked"
         return truncate(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 
     async def _react(self, run: RunRef, state: RunState) -> None:

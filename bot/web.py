@@ -24,7 +24,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from opentelemetry.trace import SpanKind
 
-from bot import metrics, pagerduty
+from bot import alertmanager, messages, metrics, pagerduty
 from graph import tracing
 
 log = structlog.get_logger("opsbot.http")
@@ -86,12 +86,6 @@ def slack_handler(app: AsyncApp, signing_secret: str | None) -> Handler:
 def pagerduty_handler(secret: str, dedupe, incidents) -> Handler:
     """``POST /webhooks/pagerduty``: verify, de-duplicate on ``X-Webhook-Id``, hand off, 2xx."""
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        with _server_span(request) as span:
-            response = await delivered(request)
-            span.set_attribute("http.response.status_code", response.status)
-            return response
-
     async def delivered(request: web.Request) -> web.StreamResponse:
         body = await read_body(request)
         if isinstance(body, web.Response):
@@ -111,7 +105,44 @@ def pagerduty_handler(secret: str, dedupe, incidents) -> Handler:
         incidents.webhook(event)
         return _pd(web.json_response({"ok": True}, status=202), "accepted")
 
+    return _traced(delivered)
+
+
+def alertmanager_handler(credentials: alertmanager.Credentials, groups) -> Handler:
+    """``POST /webhooks/alertmanager``: check the credentials, parse, hand off, 2xx."""
+
+    async def delivered(request: web.Request) -> web.StreamResponse:
+        if not credentials.accept(request.headers.get("Authorization")):
+            return _am(web.json_response(
+                {"ok": False, "error": ALERTMANAGER_UNAUTHORISED}, status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="opsbot", Basic realm="opsbot"'}),
+                "bad_auth")
+        body = await read_body(request)
+        if isinstance(body, web.Response):
+            return _am(body, "too_large")
+        try:
+            note = alertmanager.parse(body)
+        except alertmanager.PayloadError as e:
+            return _am(json_error(400, str(e)), "malformed")
+        groups.received(note)
+        return _am(web.json_response({"ok": True}, status=202), "accepted")
+
+    return _traced(delivered)
+
+
+def _traced(handler: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        with _server_span(request) as span:  # a run started here continues this trace
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
     return handle
+
+
+def _am(response: web.Response, outcome: str) -> web.Response:
+    metrics.webhook("alertmanager", outcome)
+    return response
 
 
 def _server_span(request: web.Request):
@@ -151,6 +182,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 METRICS_TOKEN = web.AppKey("metrics_token", str)
 REFRESH = web.AppKey("metrics_refresh", metrics.Refresh)
+ALERTMANAGER_UNAUTHORISED = messages.ALERTMANAGER_UNAUTHORISED
 METRICS_UNAUTHORISED = "GET /metrics needs Authorization: Bearer <OPSBOT_METRICS_TOKEN>"
 
 
@@ -178,7 +210,9 @@ def build_web(
     mcp: Handler | None = None, metrics_token: str | None = None,
     refresh: metrics.Refresh | None = None,
     console: Callable[[web.Application], None] | None = None,
+    webhooks: dict[str, Handler] | None = None,
 ) -> web.Application:
+    """``webhooks``: more ``POST /webhooks/<name>`` receivers (alertmanager, github)."""
     app = web.Application(client_max_size=MAX_BODY)
     if console is not None:
         console(app)  # /console (bot/webconsole)
@@ -192,6 +226,8 @@ def build_web(
         app.router.add_post("/slack/events", slack)
     if pagerduty is not None:
         app.router.add_post("/webhooks/pagerduty", pagerduty)
+    for name, handler in (webhooks or {}).items():
+        app.router.add_post(f"/webhooks/{name}", handler)
     if mcp is not None:
         app.router.add_route("*", "/mcp", mcp)  # MCP streamable HTTP (bot/mcp_server.py)
     app.router.add_get("/healthz", healthz)

@@ -372,8 +372,8 @@ def _checked(entry: dict[str, Any]) -> str:
 def _alert_text(task) -> str:
     a = task.alert
     facts = {"id": a.id, "title": a.title, "service": a.service, "urgency": a.urgency,
-             "status": a.status, "link": a.link}
-    return f"investigate this PagerDuty incident.\n<alert>{json.dumps(facts)}</alert>"
+             "status": a.status, "link": a.link} | ({"details": a.details} if a.details else {})
+    return f"investigate this {a.origin} incident.\n<alert>{json.dumps(facts)}</alert>"
 
 
 def _text(content: Any) -> str:

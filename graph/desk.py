@@ -225,7 +225,7 @@ def _is_approver(rule: ApproverRule, user: str, groups: frozenset[str]) -> bool:
 def _reason(task: Task, review: dict[str, Any]) -> str:
     why = review.get("reason", "")
     if task.alert is not None:
-        return f"Proposed while investigating PagerDuty incident {task.alert.id}. {why}"
+        return f"Proposed while investigating {task.alert.origin} incident {task.alert.id}. {why}"
     if task.text:  # no backtick may close the code span early (the card shows the rest)
         return f"Requested with `{clean(task.text)[:300].replace('`', 'ˋ')}`. {why}"
     return why

@@ -46,12 +46,17 @@ class Fired(BaseModel):
 
 
 class Alert(BaseModel):
-    """An incident as PagerDuty describes it (from the webhook or its Slack app's post)."""
+    """An incident as its source describes it: PagerDuty (webhook or Slack post),
+    Alertmanager (an alert group), GitHub (a failed check on a default branch).
+
+    Every field is untrusted text: shown to the model as quoted data, never as instructions."""
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     title: str
+    origin: str = "PagerDuty"  # who raised it, as people call it
+    details: dict[str, Any] = Field(default_factory=dict)  # shown to the model (labels, …)
     service: str = ""
     urgency: str = ""
     status: str = "triggered"

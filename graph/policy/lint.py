@@ -29,6 +29,7 @@ def semantic_issues(spec: PolicyFile, toolsets: Sequence[Toolset[Any]] | None) -
         *_feasible_approvals(spec),
         *_unreachable_rules(spec),
         *_duplicate_channels(spec),
+        *_unreachable_routes(spec),
         *_target_kinds(spec, _known_kinds(toolsets)),
     ]
     if toolsets is not None:
@@ -125,6 +126,28 @@ def _patterns_cover(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> boo
 
 def _pattern_covers(a: str, b: str) -> bool:
     return a == "*" or a == b or (not _GLOB & set(b) and fnmatchcase(b, a))
+
+
+def _unreachable_routes(spec: PolicyFile) -> Iterator[Found]:
+    """An alert route after one with the same (or an empty, catch-all) ``match`` never
+    applies; neither does a ``github_repos`` entry after one with the same ``repo``."""
+    seen: dict[tuple[tuple[str, tuple[str, ...]], ...], int] = {}
+    for k, route in enumerate(spec.alert_routes):
+        match = tuple(sorted(route.match.items()))
+        earlier = seen.get(()) if () in seen else seen.get(match)
+        if earlier is not None:
+            what = "catches every group" if earlier == seen.get(()) else "has the same match"
+            yield (("alert_routes", k, "match"),
+                   f"alert_routes[{earlier}] {what}, so this route never applies "
+                   "(first match wins)")
+        seen.setdefault(match, k)
+    repos: dict[str, int] = {}
+    for k, entry in enumerate(spec.github_repos):
+        if entry.repo.lower() in repos:
+            yield (("github_repos", k, "repo"),
+                   f"`{entry.repo}` is already named by github_repos[{repos[entry.repo.lower()]}]"
+                   ", so this entry never applies (first match wins)")
+        repos.setdefault(entry.repo.lower(), k)
 
 
 def _duplicate_channels(spec: PolicyFile) -> Iterator[Found]:

@@ -10,7 +10,7 @@ Code that needs a policy without a file (tests, the console) may build one direc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from approvals.rules import ApproverRule
 from graph.policy.limits import PolicyLimits, compile_limits
-from graph.policy.schema import PolicyFile, RequestersSpec, RuleSpec
+from graph.policy.schema import (
+    AlertRouteSpec,
+    GithubRepoSpec,
+    PolicyFile,
+    RequestersSpec,
+    RuleSpec,
+)
 from tools.base import Tier
 from tools.catalog import Resolved
 from tools.secrets import SHAPES, Shape, shape
@@ -158,6 +164,8 @@ class Policy(BaseModel):
     requesters: RequesterRule | None = None
     rules: tuple[Rule, ...] = ()
     pagerduty_bot_ids: tuple[str, ...] = ()
+    alert_routes: tuple[AlertRouteSpec, ...] = ()  # Alertmanager group labels -> channel
+    github_repos: tuple[GithubRepoSpec, ...] = ()  # GitHub webhooks' repos -> channel
     limits: PolicyLimits = PolicyLimits()  # run rate limits and LLM budgets
     redact_shapes: tuple[str, ...] | None = None  # None: every shape opsbot knows
     redact_extra: dict[str, str] = {}  # an operator's own shapes: name -> regex
@@ -184,6 +192,18 @@ class Policy(BaseModel):
     def is_pagerduty_bot(self, bot_id: str) -> bool:
         return bot_id in self.pagerduty_bot_ids
 
+    def alert_channel(self, labels: Mapping[str, str]) -> str | None:
+        """The channel of the first alert route whose ``match`` fits ``labels`` (None: none)."""
+        for route in self.alert_routes:
+            if all(_any(labels.get(k, ""), v) for k, v in route.match.items()):
+                return route.channel
+        return None
+
+    def github_repo(self, repo: str) -> GithubRepoSpec | None:
+        """The first ``github_repos`` entry naming ``repo`` (owner/name, case-insensitive)."""
+        return next((r for r in self.github_repos
+                     if fnmatchcase(repo.lower(), r.repo.lower())), None)
+
     def first_rule(self, resolved: Resolved) -> Rule | None:
         return next((r for r in self.rules if r.match.fits(resolved)), None)
 
@@ -206,6 +226,8 @@ def compile_policy(spec: PolicyFile, source: str) -> Policy:
         requesters=_requesters(spec, spec.requesters),
         rules=tuple(_rule(spec, r) for r in spec.rules),
         pagerduty_bot_ids=spec.pagerduty_bot_ids,
+        alert_routes=spec.alert_routes,
+        github_repos=spec.github_repos,
         limits=compile_limits(spec.limits),
         redact_shapes=spec.redaction.shapes,
         redact_extra=spec.redaction.extra,

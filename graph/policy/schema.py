@@ -45,6 +45,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CHANNEL_NAME = re.compile(r"^#[a-z0-9_\-.*?\[\]!]{1,80}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9*?]{2,}$")
 _ATTR = re.compile(r"^[A-Za-z0-9_.\-/]{1,63}$")
+_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # Prometheus label names
+_POST_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_REPO = re.compile(r"^[A-Za-z0-9_.\-*?\[\]]{1,100}/[A-Za-z0-9_.\-*?\[\]]{1,100}$")
 
 
 def _tier(value: Any) -> Tier:
@@ -220,6 +223,27 @@ def _regex(value: Any) -> str:
     return value
 
 
+def _label(value: Any) -> str:
+    if isinstance(value, str) and _LABEL.match(value):
+        return value
+    raise ValueError(f"{show(value)} is not a Prometheus label name (letters, digits and _, "
+                     "not starting with a digit)")
+
+
+def _post_channel(value: Any) -> str:
+    if isinstance(value, str) and _POST_CHANNEL.match(value):
+        return value
+    raise ValueError(f"{show(value)} is not a channel id; a run posts by id, so write the "
+                     "channel's id (C…, from the channel's details), not a #name or a glob")
+
+
+def _repo(value: Any) -> str:
+    if isinstance(value, str) and _REPO.match(value):
+        return value
+    raise ValueError(f"{show(value)} is not a repository; write owner/name (globs allowed: "
+                     "acme/*)")
+
+
 TierValue = Annotated[Tier, BeforeValidator(_tier)]
 AutonomyTier = Annotated[Tier, BeforeValidator(_tier), AfterValidator(_autonomy)]
 TierList = Annotated[tuple[Tier, ...], BeforeValidator(_tiers)]
@@ -229,6 +253,9 @@ Name = Annotated[str, BeforeValidator(_name)]
 Patterns = Annotated[tuple[str, ...], BeforeValidator(_patterns)]
 AttrName = Annotated[str, BeforeValidator(_attr)]
 ChannelPattern = Annotated[str, BeforeValidator(_channel)]
+LabelName = Annotated[str, BeforeValidator(_label)]
+PostChannel = Annotated[str, BeforeValidator(_post_channel)]
+RepoPattern = Annotated[str, BeforeValidator(_repo)]
 Rate = Annotated[tuple[int, int], BeforeValidator(_rate)]
 ShapeName = Annotated[str, BeforeValidator(_shape_name)]
 ShapeList = Annotated[tuple[ShapeName, ...] | None, BeforeValidator(_shape_list)]
@@ -394,6 +421,32 @@ class RedactionSpec(_Strict):
     extra: dict[Name, Regex] = {}
 
 
+class AlertRouteSpec(_Strict):
+    """Where an Alertmanager group is investigated: the channel of the first route whose
+    ``match`` fits the labels its alerts share (label: glob or list of globs; every label
+    given must match; an empty ``match`` catches every group)."""
+
+    match: dict[LabelName, Patterns] = {}
+    channel: PostChannel
+
+
+class GithubRepoSpec(_Strict):
+    """A repository whose webhooks opsbot acts on, and the channel it reports in:
+    ``reviews`` (pull requests opened or pushed to) and ``failures`` (failed checks and
+    workflow runs on the default branch)."""
+
+    repo: RepoPattern
+    channel: PostChannel
+    reviews: bool = True
+    failures: bool = True
+
+    @model_validator(mode="after")
+    def _something(self) -> GithubRepoSpec:
+        if not (self.reviews or self.failures):
+            raise ValueError("the entry does nothing; set `reviews` or `failures` to true")
+        return self
+
+
 class PolicyFile(_Strict):
     """The whole file. ``rules`` are tried in order; the first match wins."""
 
@@ -403,6 +456,8 @@ class PolicyFile(_Strict):
     channels: tuple[ChannelSpec, ...] = ()
     incident_channels: tuple[ChannelPattern, ...] = ()
     pagerduty_bot_ids: tuple[BotId, ...] = ()
+    alert_routes: tuple[AlertRouteSpec, ...] = ()
+    github_repos: tuple[GithubRepoSpec, ...] = ()
     requesters: RequestersSpec | None = None
     rules: tuple[RuleSpec, ...] = ()
     redaction: RedactionSpec = RedactionSpec()

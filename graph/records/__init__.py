@@ -9,7 +9,8 @@ What is recorded (the same tables in both modes): ``runs`` (where a run lives, i
 status-message checklist), ``approvals`` (compare-and-set transitions), ``dedupe`` (delivery ids
 already seen), ``audit`` (append-only, enforced by the database), ``executions`` (one row per
 run + call: the execute guard that keeps a replayed ``execute`` from repeating a side effect),
-``schedules`` (each schedule's last tick fired and last result).
+``schedules`` (each schedule's last tick fired and last result),
+``alert_groups`` (the run of each firing alert group, e.g. Alertmanager's ``groupKey``).
 
 Hand-offs are transactions::
 
@@ -22,6 +23,8 @@ Hand-offs are transactions::
 """
 
 from graph.records.base import (
+    AlertGroup,
+    AlertGroups,
     AuditLog,
     Dedupe,
     Executions,
@@ -34,5 +37,5 @@ from graph.records.base import (
     Tx,
 )
 
-__all__ = ["AuditLog", "Dedupe", "Executions", "Listings", "Records", "RunStore", "ScheduleRow",
-           "ScheduleRows", "TokenRows", "Tx"]
+__all__ = ["AlertGroup", "AlertGroups", "AuditLog", "Dedupe", "Executions", "Listings", "Records",
+           "RunStore", "ScheduleRow", "ScheduleRows", "TokenRows", "Tx"]

@@ -178,6 +178,40 @@ class Dedupe(ABC):
         """Forget keys seen longer ago than that; returns how many."""
 
 
+@dataclass(frozen=True)
+class AlertGroup:
+    """One alert group (e.g. Alertmanager's ``groupKey``) as recorded: the run investigating
+    its current firing episode (None until the run is submitted) and whether it still fires."""
+
+    key: str
+    run_id: str | None
+    firing: bool
+
+
+class AlertGroups(ABC):
+    """Which run investigates each firing alert group, shared by every ingress process.
+
+    A group fires, repeats while firing, resolves, and may fire again later: each firing
+    episode gets one run. ``open`` is the atomic claim of an episode (exactly one caller wins,
+    in whichever process); the winner submits the run and ``bind``s it.
+    """
+
+    @abstractmethod
+    async def open(self, key: str) -> bool:
+        """True for exactly one caller when ``key`` is new or its last episode resolved (the
+        group now fires, with no run yet); False while it already fires."""
+
+    @abstractmethod
+    async def bind(self, key: str, run_id: str) -> None: ...
+
+    @abstractmethod
+    async def get(self, key: str) -> AlertGroup | None: ...
+
+    @abstractmethod
+    async def resolve(self, key: str) -> AlertGroup | None:
+        """Mark the group resolved; returns it as it was (None: never seen)."""
+
+
 class Executions(ABC):
     """The execute guard: a unique row per (run, call) inserted before the side effect."""
 
@@ -269,6 +303,7 @@ class Records(ABC):
     tokens: TokenRows
     listings: Listings
     schedules: ScheduleRows
+    alert_groups: AlertGroups
     runs: RunStore
     approvals: ApprovalStore
     audit: AuditLog

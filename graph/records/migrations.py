@@ -69,6 +69,11 @@ create table schedules (
     result text not null default '', summary text not null default '',
     posted boolean not null default false, reported_at timestamptz);
 """),
+    (5, "alert groups: the run of each firing Alertmanager group, across ingress processes", """
+create table alert_groups (
+    key text primary key, run_id text, firing boolean not null,
+    updated_at timestamptz not null default now());
+"""),
 ]
 
 

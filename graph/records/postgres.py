@@ -24,6 +24,8 @@ from approvals.models import ApprovalRequest
 from approvals.store import ApprovalRows, ApprovalStore
 from graph.records.base import (
     DEDUPE_WINDOW_S,
+    AlertGroup,
+    AlertGroups,
     SPEND,
     spend_sql,
     AuditLog,
@@ -350,6 +352,33 @@ class PgSchedules(ScheduleRows):
             [name, state, result, summary, posted])
 
 
+class PgAlertGroups(AlertGroups):
+    def __init__(self, db: _Conn):
+        self.db = db
+
+    async def open(self, key: str) -> bool:
+        return await self.db.run(
+            "insert into alert_groups (key, run_id, firing) values (%s, null, true) "
+            "on conflict (key) do update set run_id = null, firing = true, updated_at = now() "
+            "where alert_groups.firing = false", [key]) == 1
+
+    async def bind(self, key: str, run_id: str) -> None:
+        await self.db.run("update alert_groups set run_id = %s, updated_at = now() "
+                          "where key = %s", [run_id, key])
+
+    async def get(self, key: str) -> AlertGroup | None:
+        rows = await self.db.all("select key, run_id, firing from alert_groups where key = %s",
+                                 [key])
+        return AlertGroup(rows[0]["key"], rows[0]["run_id"], rows[0]["firing"]) if rows else None
+
+    async def resolve(self, key: str) -> AlertGroup | None:
+        rows = await self.db.all(  # the old row, read and updated in one statement
+            "update alert_groups g set firing = false, updated_at = now() from (select key, "
+            "run_id, firing from alert_groups where key = %s for update) old where g.key = "
+            "old.key returning old.key, old.run_id, old.firing", [key])
+        return AlertGroup(rows[0]["key"], rows[0]["run_id"], rows[0]["firing"]) if rows else None
+
+
 class PgRecords(Records):
     mode = "postgres"
 
@@ -423,6 +452,7 @@ def _bind(records: Records, db: _Conn) -> None:
     records.tokens = PgTokens(db)
     records.listings = PgListings(db)
     records.schedules = PgSchedules(db)
+    records.alert_groups = PgAlertGroups(db)
 
 
 def _lock(lock: bool) -> str:

@@ -22,6 +22,8 @@ from approvals.models import ApprovalRequest
 from approvals.store import ApprovalRows, ApprovalStore
 from graph.records.base import (
     DEDUPE_WINDOW_S,
+    AlertGroup,
+    AlertGroups,
     SPEND,
     spend_sql,
     AuditLog,
@@ -76,6 +78,8 @@ create table if not exists schedules (
     name text primary key, tick text, run_id text, state text not null default '',
     result text not null default '', summary text not null default '',
     posted integer not null default 0, reported_at text);
+create table if not exists alert_groups (
+    key text primary key, run_id text, firing integer not null, updated_at text not null);
 """
 # Columns added after the first release: an existing data file gains them on open.
 ADDED_COLUMNS = {"runs": {"requester": "text", "source": "text", "checklist": "text",
@@ -370,6 +374,38 @@ class SqliteSchedules(ScheduleRows):
             "reported_at = excluded.reported_at", [name, state, result, summary, int(posted), _now()])
 
 
+class SqliteAlertGroups(AlertGroups):
+    def __init__(self, db: _Db):
+        self.db = db
+
+    async def open(self, key: str) -> bool:
+        cursor = await self.db.run(
+            "insert into alert_groups (key, run_id, firing, updated_at) values (?, null, 1, ?) "
+            "on conflict (key) do update set run_id = null, firing = 1, "
+            "updated_at = excluded.updated_at where alert_groups.firing = 0", [key, _now()])
+        return cursor.rowcount == 1
+
+    async def bind(self, key: str, run_id: str) -> None:
+        await self.db.run("update alert_groups set run_id = ?, updated_at = ? where key = ?",
+                          [run_id, _now(), key])
+
+    async def get(self, key: str) -> AlertGroup | None:
+        async with self.db.turn():
+            return self._get(key)
+
+    async def resolve(self, key: str) -> AlertGroup | None:
+        async with self.db.turn():  # read and write as one step (no other coroutine between)
+            found = self._get(key)
+            self.db.conn.execute("update alert_groups set firing = 0, updated_at = ? "
+                                 "where key = ?", [_now(), key])
+        return found
+
+    def _get(self, key: str) -> AlertGroup | None:
+        row = self.db.conn.execute("select key, run_id, firing from alert_groups where key = ?",
+                                   [key]).fetchone()
+        return AlertGroup(row["key"], row["run_id"], bool(row["firing"])) if row else None
+
+
 class SqliteRecords(Records):
     mode = "sqlite"
 
@@ -389,6 +425,7 @@ class SqliteRecords(Records):
         self.tokens = SqliteTokens(db)
         self.listings = SqliteListings(db)
         self.schedules = SqliteSchedules(db)
+        self.alert_groups = SqliteAlertGroups(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -429,6 +466,7 @@ class _SqliteTx(Tx):
         self.dedupe, self.executions = records.dedupe, records.executions
         self.tokens, self.listings = records.tokens, records.listings
         self.schedules = records.schedules
+        self.alert_groups = records.alert_groups
         self.connection = records.db.conn
         self.callbacks: list[Callable[[], None]] = []
 

@@ -92,6 +92,23 @@ BROKEN = {
             "write a channel id (C…), a quoted #name glob like \"#incident-*\", or dm"),
         (10, "rules[0].name: `Prod Redis` is not a name; use lowercase letters, digits, - and _"),
     ],
+    "alert_route_channel_name.yml": [
+        (4, "alert_routes[0].channel: `#payments-incidents` is not a channel id; a run posts by "
+            "id, so write the channel's id (C…, from the channel's details), not a #name or a "
+            "glob"),
+        (5, "alert_routes[1].match.2xx: `2xx` is not a Prometheus label name (letters, digits "
+            "and _, not starting with a digit)"),
+    ],
+    "alert_route_unreachable.yml": [
+        (4, "alert_routes[1].match: alert_routes[0] catches every group, so this route never "
+            "applies (first match wins)"),
+        (9, "github_repos[1].repo: `Acme/Shop` is already named by github_repos[0], so this "
+            "entry never applies (first match wins)"),
+    ],
+    "github_repo_without_owner.yml": [
+        (3, "github_repos[0].repo: `shop` is not a repository; write owner/name (globs "
+            "allowed: acme/*)"),
+    ],
 }
 
 
@@ -174,6 +191,32 @@ def test_incident_channels_match_ids_and_known_names() -> None:
     assert not Policy().is_incident_channel("C01INCIDENT")
     assert policy.slack_groups() == {"S01SRETEAM"}
     assert policy.is_pagerduty_bot("B01PAGERDT") and not policy.is_pagerduty_bot("B02OTHER")
+
+
+def test_alert_routes_and_github_repos_pick_a_channel() -> None:
+    policy = parse_policy("""version: 1
+alert_routes:
+  - match: {team: payments, severity: [critical, page]}
+    channel: C01PAYMENTS
+  - match: {team: "pay*"}
+    channel: C01PAYLOW
+  - channel: C01INCIDENT
+github_repos:
+  - repo: acme/shop
+    channel: C01REVIEWS
+    failures: false
+  - repo: "acme/*"
+    channel: C01CI
+""", "p.yml")
+    assert policy.alert_channel({"team": "payments", "severity": "page"}) == "C01PAYMENTS"
+    assert policy.alert_channel({"team": "payments", "severity": "info"}) == "C01PAYLOW"
+    assert policy.alert_channel({"alertname": "X"}) == "C01INCIDENT"
+    assert Policy().alert_channel({"team": "payments"}) is None
+    shop = policy.github_repo("ACME/shop")
+    assert shop is not None and (shop.channel, shop.reviews, shop.failures) == (
+        "C01REVIEWS", True, False)
+    assert policy.github_repo("acme/api").channel == "C01CI"
+    assert policy.github_repo("other/shop") is None
 
 
 def test_many_errors_are_all_reported_sorted_by_line() -> None:

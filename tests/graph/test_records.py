@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from graph.records.base import AlertGroup
 from graph.records.migrations import MIGRATIONS, migrate
 from graph.records.postgres import PgRecords
 from graph.surface import Checklist, RunRef, RunState, StepState
@@ -69,6 +70,19 @@ async def test_dedupe_once_and_pruned(records):
     assert await records.dedupe.prune(older_than_s=3600) == 0
     assert await records.dedupe.prune(older_than_s=-1) == 1
     assert await records.dedupe.first_time("slack:Ev1")  # forgotten after pruning
+
+
+async def test_an_alert_group_gets_one_run_per_firing_episode(records):
+    opened = await asyncio.gather(*(records.alert_groups.open("am:g1") for _ in range(5)))
+    assert sorted(opened) == [False] * 4 + [True]  # concurrent firings: one claim wins
+    await records.alert_groups.bind("am:g1", "r-1")
+    assert await records.alert_groups.open("am:g1") is False  # a repeat while firing
+    assert await records.alert_groups.get("am:g1") == AlertGroup("am:g1", "r-1", True)
+    assert await records.alert_groups.resolve("am:g1") == AlertGroup("am:g1", "r-1", True)
+    assert await records.alert_groups.resolve("am:g1") == AlertGroup("am:g1", "r-1", False)
+    assert await records.alert_groups.resolve("am:other") is None
+    assert await records.alert_groups.open("am:g1") is True  # fires again: a new episode
+    assert await records.alert_groups.get("am:g1") == AlertGroup("am:g1", None, True)
 
 
 async def test_execute_guard_claims_once(records):
