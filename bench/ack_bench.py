@@ -56,7 +56,8 @@ from tests.scenarios.harness import CHANNEL, GROUPIE, REQUESTER
 from tests.scenarios.process import BotProcess, opsbot_env
 from tests.services.redis import start_redis
 
-TARGET = 1.5
+TARGET = 1.5  # issue 2: p50 and p99 against the stock bare app
+FAST_TARGET = 1.0  # issue 16: p99 against the bare app in opsbot's own mode (process_before_response)
 POOL_BOXES = 2 * SandboxConfig().warm_pool  # the "none" and "egress" kinds
 ROWS = (("bare", "bare slack-bolt AsyncApp, empty /ops", "redis info"),
         ("bare-fast", "  same, process_before_response=True", "redis info"),
@@ -228,18 +229,23 @@ async def run(env: dict[str, str], origin: str, bare_ports: tuple[str, str], lev
 
 def report(results: Results, levels: list[int], load: tuple[float, float]) -> None:
     print(f"\nack latency of signed /ops requests; × = row / bare at the same percentile "
-          f"(target ≤ {TARGET}); load average {load[0]:.1f} before, {load[1]:.1f} after, "
+          f"(target ≤ {TARGET}); ×fast p99 = row / bare with process_before_response=True "
+          f"(target ≤ {FAST_TARGET}); load average {load[0]:.1f} before, {load[1]:.1f} after, "
           f"{os.cpu_count()} CPUs\n")
-    print(f"{'clients':>7}  {'':44} {'n':>5} {'p50 ms':>7} {'p99 ms':>7} {'×p50':>6} {'×p99':>6}")
+    print(f"{'clients':>7}  {'':44} {'n':>5} {'p50 ms':>7} {'p99 ms':>7} {'×p50':>6} {'×p99':>6} "
+          f"{'×fast p99':>9}")
     for clients in levels:
-        bare = results[(clients, 0)]
-        for index, (_, name, _) in enumerate(ROWS):
+        bare, fast = results[(clients, 0)], results[(clients, 1)]
+        for index, (app, name, _) in enumerate(ROWS):
             values = results[(clients, index)]
             p50, p99 = statistics.median(values), percentile(values, 0.99)
             r50, r99 = p50 / statistics.median(bare), p99 / percentile(bare, 0.99)
-            flag = "" if index == 0 or max(r50, r99) <= TARGET else "  MISS"
+            fast99 = p99 / percentile(fast, 0.99)
+            flag = "" if not app.startswith("opsbot") or max(r50, r99) <= TARGET else "  MISS"
+            if app.startswith("opsbot") and fast99 > FAST_TARGET:
+                flag += "  MISS(fast)"
             print(f"{clients:>7}  {name:44} {len(values):>5} {p50 * 1000:7.1f} {p99 * 1000:7.1f} "
-                  f"{r50:6.2f} {r99:6.2f}{flag}")
+                  f"{r50:6.2f} {r99:6.2f} {fast99:9.2f}{flag}")
 
 
 SLOW_STEP = re.compile(r"Executing <(?:Task|Handle) (?:pending |finished )?(?:name='[^']*' )?"

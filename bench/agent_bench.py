@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/agent_bench.py [--runs 40] [--rounds 5] [--sandbox]
+    .venv/bin/python bench/agent_bench.py [--runs 40] [--rounds 5] [--sandbox] [--first-request]
 
 Both loops get the same model, the same tool calls and the same executor, in the same process,
 interleaved run by run so machine noise hits them alike:
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import logging
 import statistics
 import sys
@@ -55,11 +56,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
-from graph.audit import AuditLog
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
 from graph.policy import Policy
-from graph.store import open_db
+from graph.records.sqlite import SqliteRecords
 from graph.task import Source, Task
 from sandbox.credentials import CredentialBroker
 from sandbox.protocol import SandboxOutcome, SandboxRequest
@@ -150,7 +150,7 @@ def opsbot_graph(model: Any, executor: Any, data_dir: Path) -> tuple[CompiledSta
     deps = GraphDeps(
         catalog=Catalog(TOOLSETS, {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}),
         policy=Policy(), executor=executor, broker=CredentialBroker(None),
-        audit=AuditLog(open_db(data_dir / "audit.sqlite")), runbooks=None, llm=model,
+        audit=SqliteRecords(data_dir / "audit.sqlite").audit, runbooks=None, llm=model,
         model_name="gpt-4o-mini", limits=Limits(max_tool_rounds=50),
     )
     return build_graph(deps, InMemorySaver()), deps
@@ -268,14 +268,59 @@ async def sandbox_round(samples: int) -> float | None:
             proc.terminate()
 
 
+async def first_request(data_dir: Path) -> None:
+    """Issue 16, lean prompts: bytes (and estimated tokens, ~4 bytes each: no tokenizer is
+    available offline) of an investigation's first model request as opsbot sends it, with one
+    toolset configured and with every toolset configured, and how much of it the tools are."""
+    from tests.fakes.openai import OpenAIEmulator, text
+
+    configs = {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}
+    every = {**configs, **every_config()}
+    print("\nfirst model request of an investigation (the http model, one answer, no tool round):")
+    print(f"{'configured':24} {'tools':>5} {'bytes':>7} {'≈tokens':>8} {'tools bytes':>12}")
+    for label, chosen in (("redis only", configs), ("every toolset", every)):
+        with OpenAIEmulator([text("fine")]) as emulator:
+            model = make_model("http", 0, 1, emulator)
+            deps = GraphDeps(catalog=Catalog(TOOLSETS, chosen), policy=Policy(),
+                             executor=InstantExecutor(), broker=CredentialBroker(None),
+                             audit=SqliteRecords(data_dir / f"{len(chosen)}.sqlite").audit,
+                             llm=model, model_name="gpt-4o-mini")
+            await drive(build_graph(deps, InMemorySaver()), opsbot_inputs())
+            body = emulator.requests()[0].body
+        size = len(json.dumps(body, separators=(",", ":")).encode())
+        tools = len(json.dumps(body.get("tools", []), separators=(",", ":")).encode())
+        print(f"{label:24} {len(body.get('tools', [])):>5} {size:>7} {size // 4:>8} {tools:>12}")
+
+
+def every_config() -> dict[str, Any]:
+    """A minimal valid config for every registered toolset whose config needs no file."""
+    from pydantic import ValidationError
+
+    configs: dict[str, Any] = {}
+    samples = {"url": "http://10.0.0.9:1", "region": "eu-west-1", "account": "123456789012"}
+    for toolset in TOOLSETS:
+        model = toolset.config
+        try:
+            configs[toolset.name] = model.model_validate(
+                {k: v for k, v in samples.items() if k in model.model_fields})
+        except (ValidationError, AttributeError, TypeError):
+            continue
+    return configs
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sandbox", action="store_true",
                         help="also time the real Docker sandbox per call (needs Docker, root)")
+    parser.add_argument("--first-request", action="store_true",
+                        help="only the size of an investigation's first model request")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.first_request:
+        await first_request(Path(tempfile.mkdtemp()))
+        return
     print(f"{args.runs} runs per cell, {args.rounds} tool rounds per run, interleaved\n")
     print(f"{'model':8} {'calls/round':>11} {'loop':7} {'run p50 ms':>11} {'per round ms':>13} "
           f"{'ratio':>6}")
@@ -288,6 +333,7 @@ async def main() -> None:
                 print(f"{kind:8} {width:>11} {'bare':7} {bare_run:>11.1f} {bare_round:>13.2f}")
                 print(f"{kind:8} {width:>11} {'opsbot':7} {ops_run:>11.1f} {ops_round:>13.2f} "
                       f"{ops_round / bare_round:>5.1f}x")
+    await first_request(Path(tempfile.mkdtemp()))
     if args.sandbox:
         ms = await sandbox_round(10)
         print(f"\nreal sandbox, one `redis info` per call (warm pool): p50 {ms:.0f} ms")

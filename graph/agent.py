@@ -1,9 +1,10 @@
 """The LLM planning step: free text and alerts become tool calls that go through policy.
 
 Every action of every configured toolset is bound as a tool named ``<toolset>__<action>``
-(schema from its pydantic params model). The model's calls are not executed here: ``route``
-hands them to the ``policy`` node, so an LLM-proposed call passes exactly the same gate as a
-typed command, one decision per call. Results come back as tool messages on the next step:
+(schema from its pydantic params model, titles left out), except actions the policy denies in
+the run's channel whatever their parameters (``graph.policy.never_allowed``). The model's
+calls are not executed here: ``route`` hands them to the ``policy`` node, so an LLM-proposed
+call passes exactly the same gate as a typed command, one decision per call. Results come back as tool messages on the next step:
 truncated to ``Limits.tool_output_chars`` with a note saying so, redacted, and framed as
 untrusted data; denials and errors are results too, so the model can adapt.
 
@@ -28,8 +29,8 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 
 from graph import commands, metrics, tracing
 from graph.deps import GraphDeps
-from graph.nodes import GraphState, emit, task_of
-from graph.policy import Verdict
+from graph.nodes import GraphState, asked_by, emit, task_of
+from graph.policy import Channel, Verdict, never_allowed
 from graph.quota import midnight
 from graph.surface import CheckReport, StepState
 from graph.usage import add_usage, cost
@@ -58,29 +59,37 @@ class Agent:
 
     def __init__(self, deps: GraphDeps):
         self.deps = deps
-        self._tools: list[dict[str, Any]] | None = None
+        self._tools: dict[str, list[dict[str, Any]]] = {}
         self._generation = -1
 
-    def tools(self) -> list[dict[str, Any]]:
-        """The OpenAI tool definitions, built once per catalog change (JSON-schema generation
-        costs ~10 ms; MCP toolsets change when their servers are listed again)."""
-        if self._tools is None or self._generation != self.deps.catalog.generation:
+    def tools(self, channel: Channel | None = None) -> list[dict[str, Any]]:
+        """The OpenAI tool definitions offered in ``channel``, built once per catalog change
+        and channel (JSON-schema generation costs ~10 ms; MCP toolsets change when their
+        servers are listed again). Lean (issue 16): only configured toolsets, without the
+        actions policy denies in that channel whatever their parameters, and schemas without
+        pydantic's titles (the names say the same)."""
+        if self._generation != self.deps.catalog.generation:
             self._generation = self.deps.catalog.generation
-            self._tools = self._definitions()
-        return self._tools
+            self._tools = {}
+        key = channel.model_dump_json() if channel is not None else ""
+        if key not in self._tools:
+            self._tools[key] = self._definitions(channel)
+        return self._tools[key]
 
-    def _definitions(self) -> list[dict[str, Any]]:
+    def _definitions(self, channel: Channel | None) -> list[dict[str, Any]]:
         return [
             {
                 "type": "function",
                 "function": {
                     "name": tool_name(t.name, a.name),
-                    "description": f"[tier {int(a.tier)}] {a.description}",
-                    "parameters": a.params.model_json_schema(),
+                    "description": f"[tier {int(a.tier)}] {' '.join(a.description.split())}",
+                    "parameters": lean_schema(a.params.model_json_schema()),
                 },
             }
             for t in self.deps.catalog.enabled()
             for a in t.actions
+            if channel is None or not never_allowed(self.deps.policy, t.name, a.name, a.tier,
+                                                    channel)
         ]
 
     async def step(self, state: GraphState) -> dict[str, Any]:
@@ -127,7 +136,8 @@ class Agent:
         began = time.monotonic()
         with tracing.chat_span(self.deps.model_name) as span:
             try:
-                reply = await self.deps.llm.bind_tools(self.tools()).ainvoke(
+                offered = self.tools(asked_by(task_of(state))[1])
+                reply = await self.deps.llm.bind_tools(offered).ainvoke(
                     [SystemMessage(SYSTEM), *history])
             except Exception as e:  # noqa: BLE001 - the endpoint's failure is the run's answer
                 metrics.llm_call(self.deps.model_name, "error")
@@ -297,6 +307,18 @@ class Agent:
                              + (f" — {_first_line(result.text)}" if result.text else ""))
         body = "\n".join(found) or "nothing yet"
         return f"Stopped: this run hit its {cap} cap. What was found so far:\n{body}"
+
+
+def lean_schema(schema: Any) -> Any:
+    """A JSON schema without ``title`` annotations (a property *named* title stays)."""
+    if isinstance(schema, list):
+        return [lean_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: ({name: lean_schema(sub) for name, sub in value.items()}
+                  if key in ("properties", "$defs") else
+                  value if key in ("default", "examples", "const", "enum") else lean_schema(value))
+            for key, value in schema.items() if key != "title"}
 
 
 def _tick(usage: dict[str, int], state: GraphState | None = None) -> dict[str, int]:

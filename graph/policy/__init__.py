@@ -13,7 +13,7 @@ Callers import the public names from here::
     from graph.policy import Channel, Requester, evaluate, load_policy
 """
 
-from graph.policy.evaluate import Decision, Verdict, evaluate
+from graph.policy.evaluate import Decision, Verdict, evaluate, never_allowed
 from graph.policy.load import Issue, PolicyError, load_policy, parse_policy
 from graph.policy.model import (
     Channel,
@@ -43,6 +43,7 @@ __all__ = [
     "Verdict",
     "compile_policy",
     "evaluate",
+    "never_allowed",
     "format_duration",
     "load_policy",
     "parse_policy",

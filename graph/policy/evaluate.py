@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -251,3 +252,30 @@ def _needs(case: _Case, approval: ApproverRule, expiry_s: int) -> str:
         f"{case.subject} is tier {case.tier.label}{raised}{capped}: it needs {needs}{self_note}. "
         f"The request expires after {format_duration(expiry_s)}."
     )
+
+
+def never_allowed(policy: Policy, toolset: str, action: str, base_tier: Tier,
+                  channel: Channel) -> str:
+    """Why every call of ``toolset.action`` in ``channel`` is denied whatever its parameters
+    and whoever asks, or "" when some call might not be. The agent leaves such actions out of
+    the tools it offers the model (issue 16: lean prompts); policy still decides every call.
+
+    Sound because tiers only go up: a channel's ``deny_from_tier`` at or below the base tier
+    denies every call; so does the first rule that can match the action when it matches on
+    toolset and action alone and denies. A rule that looks at targets or tiers could match
+    some calls and not others, so it ends the search with "not certain"."""
+    place = policy.channel_rule(channel)
+    if place is not None and place.deny_from_tier is not None and base_tier >= place.deny_from_tier:
+        return f"channel {place.match}"
+    for rule in policy.rules:
+        match = rule.match
+        if not (_any_glob(toolset, match.toolset) and _any_glob(action, match.action)):
+            continue
+        if match.target or match.tiers:
+            return ""
+        return f"rule {rule.name}" if rule.deny else ""
+    return ""
+
+
+def _any_glob(value: str, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatchcase(value, p) for p in patterns)

@@ -19,10 +19,10 @@ from langgraph.types import Command
 
 from bot.settings import Settings
 from bot.wiring import llm_for
-from graph.agent import Agent, tool_name
+from graph.agent import Agent, lean_schema, tool_name
 from graph.build import build_graph
 from graph.deps import GraphDeps, Limits
-from graph.policy import parse_policy
+from graph.policy import Channel, never_allowed, parse_policy
 from graph.records.sqlite import SqliteRecords
 from graph.surface import RunRef
 from graph.task import Alert, Source, Task
@@ -30,7 +30,7 @@ from sandbox.credentials import CredentialBroker
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from tests.fakes.openai import OpenAIEmulator, http_error, text, tool_call, tool_results
 from tools import TOOLSETS
-from tools.base import ToolResult
+from tools.base import Tier, ToolResult
 from tools.catalog import Catalog
 from tools.redis import RedisConfig
 from tools.secrets import REDACTOR
@@ -124,8 +124,44 @@ def test_every_action_is_bound_as_a_tool_with_its_pydantic_schema(llm_api, tmp_p
     tools = {t["function"]["name"]: t["function"] for t in Agent(deps).tools()}
     redis = next(t for t in TOOLSETS if t.name == "redis")
     assert set(tools) == {tool_name("redis", a.name) for a in redis.actions}
-    assert tools["redis__del"]["parameters"] == redis.action("del").params.model_json_schema()
+    assert tools["redis__del"]["parameters"] == lean_schema(
+        redis.action("del").params.model_json_schema())
+    assert "title" not in json.dumps(tools["redis__del"]["parameters"]).replace('"title": {', "")
     assert tools["redis__flushdb"]["description"].startswith("[tier 4] ")
+
+
+LOCKED_DOWN = POLICY + """\
+  - name: del-on-sessions-only
+    match: {toolset: redis, action: del, target: {db: "1"}}
+    deny: "only cache keys may be deleted from chat."
+channels:
+  - match: "#watch"
+    deny_from_tier: 3
+"""
+
+
+@pytest.mark.parametrize("channel,left_out", [
+    (Channel(id="C1", name="ops"), {"redis__flushall"}),  # deny rule on toolset/action alone
+    (Channel(id="C2", name="watch"), {"redis__flushall", "redis__flushdb", "redis__del"}),
+])
+def test_tools_offered_leave_out_what_policy_denies_there_whatever_the_params(
+        llm_api, tmp_path, channel, left_out):
+    """Issue 16, lean prompts: an action the policy refuses in this channel for every call is
+    not offered; one a rule might allow for some targets is (policy still decides each call)."""
+    _, deps = make_graph(llm_api, tmp_path, policy=LOCKED_DOWN)
+    every = {t["function"]["name"] for t in Agent(deps).tools()}
+    offered = {t["function"]["name"] for t in Agent(deps).tools(channel)}
+    assert every - offered == left_out  # del's rule looks at targets: offered in #ops
+    assert never_allowed(deps.policy, "redis", "info", Tier.OBSERVE, channel) == ""
+
+
+async def test_the_first_model_request_carries_only_the_tools_offered_in_the_channel(
+        llm_api, tmp_path):
+    llm_api.push(text("Nothing to do."))
+    graph, deps = make_graph(llm_api, tmp_path, policy=LOCKED_DOWN)
+    await run(graph)
+    sent = {t["function"]["name"] for t in llm_api.requests()[0].body["tools"]}
+    assert "redis__info" in sent and "redis__flushall" not in sent
 
 
 async def test_answer_report_carries_citations_usage_and_audit(llm_api, tmp_path):
