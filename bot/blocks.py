@@ -27,7 +27,11 @@ from approvals.mrkdwn import code, code_block, escape, one_line, truncate
 from graph.surface import CallReport, CheckReport, Report, RunState
 
 SECTION = 3000  # section text
-MAX_BLOCKS = 50
+MAX_BLOCKS = 50 - 1  # Slack's limit, less the feedback buttons
+FEEDBACK_ACTION = "run_feedback"
+FEEDBACK_BLOCK = "feedback"
+FEEDBACK_VIEW = "run_feedback_comment"
+FEEDBACK_COMMENT = "comment"
 MESSAGE_BUDGET = 11_000  # Slack refuses far less than 50 x 3,000 characters (msg_blocks_too_long)
 CALL_OUTPUT = 1500
 FOOTER = 2000  # context element text
@@ -44,7 +48,44 @@ CALL_ICONS = {"ok": "✅", "no_data": "∅", "error": "❌", "denied": "⛔", "p
 
 
 def report_message(report: Report) -> tuple[dict[str, Any], str | None]:
-    """The report as ``{"text", "blocks"}``, plus the full text when something was shortened."""
+    """The report as ``{"text", "blocks"}`` (its feedback buttons last), plus the full text
+    when something was shortened."""
+    message, full = _report_message(report)
+    message["blocks"].append(feedback_block(report.run_id))
+    return message, full
+
+
+def feedback_block(run_id: str) -> dict[str, Any]:
+    """👍 / 👎 on a report (Slack's ``feedback_buttons``); each value names the run."""
+    def button(rating: str, text: str, label: str) -> dict[str, Any]:
+        return {"text": {"type": "plain_text", "text": text}, "value": f"{rating}:{run_id}",
+                "accessibility_label": label}
+    return {"type": "context_actions", "block_id": FEEDBACK_BLOCK, "elements": [{
+        "type": "feedback_buttons", "action_id": FEEDBACK_ACTION,
+        "positive_button": button("up", "Helpful", "This answer helped"),
+        "negative_button": button("down", "Not helpful", "This answer did not help")}]}
+
+
+def feedback_view(run_id: str, channel: str) -> dict[str, Any]:
+    """The modal after a 👎: what was wrong (optional), joined to the rating."""
+    return {
+        "type": "modal", "callback_id": FEEDBACK_VIEW,
+        "private_metadata": f"{run_id} {channel}",
+        "title": {"type": "plain_text", "text": "What went wrong?"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Skip"},
+        "blocks": [
+            _section(f"Your 👎 on run `{run_id}` is recorded. A sentence on what was wrong "
+                     "helps whoever improves opsbot's runbooks and prompts."),
+            {"type": "input", "block_id": FEEDBACK_COMMENT, "optional": True,
+             "label": {"type": "plain_text", "text": "Comment"},
+             "element": {"type": "plain_text_input", "action_id": FEEDBACK_COMMENT,
+                         "multiline": True, "max_length": 2000}},
+        ],
+    }
+
+
+def _report_message(report: Report) -> tuple[dict[str, Any], str | None]:
     full = report_text(report)
     for limit in (CALL_OUTPUT, 0):
         blocks = _blocks(report, limit)

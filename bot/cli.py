@@ -100,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--refused", action="store_true",
                        help="every refusal: clicks, cancels, executions")
 
+    feedback = _add(sub, "feedback", _feedback, "the runs people rated, worst first")
+    feedback.add_argument("--since", default=None, help="e.g. 12h, 7d, 2w or 2026-12-01")
+    feedback.add_argument("--json", action="store_true")
+
     runbooks = _add(sub, "runbooks", None, "runbook search").add_subparsers(dest="sub", required=True)
     ingest = _add(runbooks, "ingest", _runbooks_ingest, "load Markdown runbooks into Qdrant")
     ingest.add_argument("directory")
@@ -250,6 +254,12 @@ def _audit(args, settings: Settings) -> int:
     from bot.audit_cmd import show
 
     return show(settings, args.run, as_json=args.json, refused=args.refused)
+
+
+def _feedback(args, settings: Settings) -> int:
+    from bot.feedback_cmd import show
+
+    return show(settings, args.since, as_json=args.json)
 
 
 def _runbooks_ingest(args, settings: Settings) -> int:

@@ -60,6 +60,10 @@ LLM_TOKENS = Counter("opsbot_llm_tokens_total", "Tokens used, by model and type"
                      ["model", "type"])
 LLM_COST = Counter("opsbot_llm_estimated_cost_usd_total",
                    "Estimated LLM spend in US dollars at list price, by model", ["model"])
+FEEDBACK = Counter("opsbot_feedback_total",
+                   "Ratings of run reports (feedback buttons), by rating (up, down)", ["rating"])
+FEEDBACK_COMMENTS = Counter("opsbot_feedback_comments_total",
+                            "Comments left with a rating of a run report", ["rating"])
 
 
 def run_started(task: Task, lane: str) -> None:

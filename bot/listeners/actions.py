@@ -42,12 +42,12 @@ async def _approve(deps: BotDeps, body: dict, client) -> None:
     if parsed is None or where is None:
         await deps.runs.desk.refuse(None, user, messages.BAD_BUTTON, approve=True,
                                     value=_value(body)[:200])
-        await _tell(client, body, messages.BAD_BUTTON)
+        await tell(client, body, messages.BAD_BUTTON)
         return
     click = Click(approval_id=parsed[0], shown_hash=parsed[1], user=user,
                   groups=await deps.directory.groups_of(user), approve=True,
                   channel=where[0], message_ts=where[1])
-    await _tell(client, body, await deps.runs.desk.click(click))
+    await tell(client, body, await deps.runs.desk.click(click))
 
 
 async def _open_deny_modal(deps: BotDeps, body: dict, client) -> None:
@@ -58,7 +58,7 @@ async def _open_deny_modal(deps: BotDeps, body: dict, client) -> None:
         problem = messages.BAD_BUTTON if parsed is None or where is None else messages.DENY_GONE
         await deps.runs.desk.refuse(parsed[0] if parsed else None,
                                     body.get("user", {}).get("id") or "", problem, approve=False)
-        await _tell(client, body, problem)
+        await tell(client, body, problem)
         return
     view = deny_reason_view(request)
     view["private_metadata"] = json.dumps(
@@ -102,7 +102,7 @@ def _where(body: dict) -> tuple[str, str | None] | None:
     return (channel, container.get("message_ts")) if channel else None
 
 
-async def _tell(client, body: dict, text: str) -> None:
+async def tell(client, body: dict, text: str) -> None:
     """An ephemeral reply where the button was (the container's channel: Slack sets it)."""
     channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
     if not channel or not body.get("user", {}).get("id"):

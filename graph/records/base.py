@@ -297,6 +297,33 @@ class Listings(ABC):
     async def all(self) -> dict[str, list[dict[str, Any]]]: ...
 
 
+@dataclass(frozen=True)
+class FeedbackRow:
+    """One person's rating of one run's report (👍 ``up`` / 👎 ``down``), with their comment."""
+
+    run_id: str
+    user: str
+    rating: str
+    comment: str
+    at: datetime
+
+
+class FeedbackStore(ABC):
+    """Ratings of reports: one per person and run (a later click replaces theirs)."""
+
+    @abstractmethod
+    async def rate(self, run_id: str, user: str, rating: str) -> None: ...
+
+    @abstractmethod
+    async def comment(self, run_id: str, user: str, comment: str) -> str | None:
+        """Attach a comment to the person's rating of the run; returns that rating (None:
+        they have not rated it)."""
+
+    @abstractmethod
+    async def since(self, since: datetime | None = None) -> list[FeedbackRow]:
+        """Ratings given (or changed) since ``since`` (all when None), oldest first."""
+
+
 class Records(ABC):
     """Every store of one deployment, and transactions spanning them."""
 
@@ -309,6 +336,7 @@ class Records(ABC):
     audit: AuditLog
     dedupe: Dedupe
     executions: Executions
+    feedback: FeedbackStore
     mode: str  # "sqlite" or "postgres"
 
     @abstractmethod

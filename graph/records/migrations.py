@@ -74,6 +74,13 @@ create table alert_groups (
     key text primary key, run_id text, firing boolean not null,
     updated_at timestamptz not null default now());
 """),
+    (6, "feedback on run reports (issue 14)", """
+create table feedback (
+    run_id text not null, "user" text not null, rating text not null,
+    comment text not null default '', at timestamptz not null default now(),
+    primary key (run_id, "user"));
+create index feedback_at on feedback (at);
+"""),
 ]
 
 

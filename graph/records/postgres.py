@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +31,8 @@ from graph.records.base import (
     AuditLog,
     Dedupe,
     Executions,
+    FeedbackRow,
+    FeedbackStore,
     Listings,
     Records,
     RunFilter,
@@ -379,6 +381,30 @@ class PgAlertGroups(AlertGroups):
         return AlertGroup(rows[0]["key"], rows[0]["run_id"], rows[0]["firing"]) if rows else None
 
 
+class PgFeedback(FeedbackStore):
+    def __init__(self, db: _Conn):
+        self.db = db
+
+    async def rate(self, run_id: str, user: str, rating: str) -> None:
+        await self.db.run(
+            'insert into feedback (run_id, "user", rating) values (%s, %s, %s) on conflict '
+            '(run_id, "user") do update set rating = excluded.rating, at = now()',
+            [run_id, user, rating])
+
+    async def comment(self, run_id: str, user: str, comment: str) -> str | None:
+        rows = await self.db.all(
+            'update feedback set comment = %s where run_id = %s and "user" = %s '
+            "returning rating", [comment, run_id, user])
+        return rows[0]["rating"] if rows else None
+
+    async def since(self, since: datetime | None = None) -> list[FeedbackRow]:
+        rows = await self.db.all(
+            'select run_id, "user", rating, comment, at from feedback where at >= %s '
+            "order by at", [since or datetime.min.replace(tzinfo=UTC)])
+        return [FeedbackRow(r["run_id"], r["user"], r["rating"], r["comment"], r["at"])
+                for r in rows]
+
+
 class PgRecords(Records):
     mode = "postgres"
 
@@ -453,6 +479,7 @@ def _bind(records: Records, db: _Conn) -> None:
     records.listings = PgListings(db)
     records.schedules = PgSchedules(db)
     records.alert_groups = PgAlertGroups(db)
+    records.feedback = PgFeedback(db)
 
 
 def _lock(lock: bool) -> str:

@@ -29,6 +29,8 @@ from graph.records.base import (
     AuditLog,
     Dedupe,
     Executions,
+    FeedbackRow,
+    FeedbackStore,
     Listings,
     Records,
     RunFilter,
@@ -80,6 +82,10 @@ create table if not exists schedules (
     posted integer not null default 0, reported_at text);
 create table if not exists alert_groups (
     key text primary key, run_id text, firing integer not null, updated_at text not null);
+create table if not exists feedback (
+    run_id text not null, user text not null, rating text not null,
+    comment text not null default '', at text not null, primary key (run_id, user));
+create index if not exists feedback_at on feedback (at);
 """
 # Columns added after the first release: an existing data file gains them on open.
 ADDED_COLUMNS = {"runs": {"requester": "text", "source": "text", "checklist": "text",
@@ -406,6 +412,29 @@ class SqliteAlertGroups(AlertGroups):
         return AlertGroup(row["key"], row["run_id"], bool(row["firing"])) if row else None
 
 
+class SqliteFeedback(FeedbackStore):
+    def __init__(self, db: _Db):
+        self.db = db
+
+    async def rate(self, run_id: str, user: str, rating: str) -> None:
+        await self.db.run(
+            "insert into feedback (run_id, user, rating, at) values (?, ?, ?, ?) on conflict "
+            "(run_id, user) do update set rating = excluded.rating, at = excluded.at",
+            [run_id, user, rating, _now()])
+
+    async def comment(self, run_id: str, user: str, comment: str) -> str | None:
+        rows = await self.db.all("update feedback set comment = ? where run_id = ? and user = ? "
+                                 "returning rating", [comment, run_id, user])
+        return rows[0]["rating"] if rows else None
+
+    async def since(self, since: datetime | None = None) -> list[FeedbackRow]:
+        rows = await self.db.all(
+            "select run_id, user, rating, comment, at from feedback where at >= ? "
+            "order by at, rowid", [_stamp(since) if since else ""])
+        return [FeedbackRow(r["run_id"], r["user"], r["rating"], r["comment"],
+                            datetime.fromisoformat(r["at"])) for r in rows]
+
+
 class SqliteRecords(Records):
     mode = "sqlite"
 
@@ -426,6 +455,7 @@ class SqliteRecords(Records):
         self.listings = SqliteListings(db)
         self.schedules = SqliteSchedules(db)
         self.alert_groups = SqliteAlertGroups(db)
+        self.feedback = SqliteFeedback(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -467,6 +497,7 @@ class _SqliteTx(Tx):
         self.tokens, self.listings = records.tokens, records.listings
         self.schedules = records.schedules
         self.alert_groups = records.alert_groups
+        self.feedback = records.feedback
         self.connection = records.db.conn
         self.callbacks: list[Callable[[], None]] = []
 

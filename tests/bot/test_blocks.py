@@ -16,6 +16,7 @@ from bot.blocks import (
     SECTION,
     TEXT,
     escape,
+    feedback_block,
     report_message,
     split,
 )
@@ -35,7 +36,9 @@ def info(output: str = "used_memory:1024", status: str = "ok", note: str = "") -
 
 
 def texts(blocks: list[dict]) -> list[str]:
-    return [b["text"]["text"] if "text" in b else b["elements"][0]["text"] for b in blocks]
+    """What a report's blocks say (its feedback buttons aside)."""
+    return [b["text"]["text"] if "text" in b else b["elements"][0]["text"] for b in blocks
+            if b["type"] != "context_actions"]
 
 
 def size(blocks: list[dict]) -> int:
@@ -44,7 +47,8 @@ def size(blocks: list[dict]) -> int:
 
 def assert_valid(message: dict) -> None:
     assert block_errors(message["blocks"]) == []
-    assert len(message["blocks"]) <= MAX_BLOCKS and size(message["blocks"]) <= MESSAGE_BUDGET
+    assert len(message["blocks"]) <= MAX_BLOCKS + 1 and size(message["blocks"]) <= MESSAGE_BUDGET
+    assert message["blocks"][-1] == feedback_block("r-0000beef"), "every report can be rated"
     assert len(message["text"]) <= TEXT
 
 
@@ -62,7 +66,7 @@ def test_a_small_report_is_one_message_exactly_like_this():
         ("Runbooks: Redis memory pressure (`runbooks/redis-memory.md`) · LLM usage: 1,234 tokens "
          "in 2 calls (gpt-4o-mini, ≈ $0.0004)"),
     ]
-    assert message["blocks"][-1]["type"] == "context"
+    assert message["blocks"][-2]["type"] == "context"
     assert_valid(message)
 
 
