@@ -89,3 +89,31 @@ ALERTMANAGER_UNAUTHORISED = (
     "the receiver's http_config)")
 GITHUB_UNSIGNED = "missing body or X-Hub-Signature-256 (set the webhook's secret)"
 GITHUB_BAD_SIGNATURE = "invalid X-Hub-Signature-256 (the webhook's secret must equal GITHUB_WEBHOOK_SECRET)"
+
+# the task API (bot/api/) ------------------------------------------------------------------
+
+API_JSON_ONLY = "Send the body as application/json."
+API_TOO_LARGE = "The body is larger than the API accepts (256 KB)."
+API_NOT_JSON = "The body is not valid JSON."
+API_NO_CHANNEL = ("Which channel should the run report in? Give `channel`, or create the token "
+                  "with --channels.")
+API_NOT_A_COMMAND = ("`command` must be one action (`<toolset> <action> ...`); `help`, `runs` "
+                     "and `cancel` have no run (cancel with POST /api/v1/runs/{id}/cancel).")
+
+
+def api_rate_limited(wait_s: int) -> str:
+    return f"This token made too many requests; try again in {wait_s} s."
+
+
+def api_channel_out_of_scope(channel: str, channels) -> str:
+    return f"This token may report only in {', '.join(channels)}; `{channel}` is outside it."
+
+
+def api_question_scoped(scope: str) -> str:
+    return (f"This token is limited to {scope}; a question lets the agent choose actions "
+            "beyond a scope that can be checked in advance, so ask with a token without "
+            "--toolsets and --max-tier, or send a typed `command`.")
+
+
+def api_no_run(run_id: str) -> str:
+    return f"There is no run `{run_id}` of this token's user."

@@ -28,6 +28,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from bot import telemetry, webconsole
+from bot.api import ApiDeps, RateLimit, routes
 from bot.app import build_app, slack_client
 from bot.deps import BotDeps, described
 from bot.directory import Directory
@@ -77,7 +78,7 @@ async def running_bot(
         if rt.scheduler is not None:  # a schedule's requester, described like a Slack one
             rt.scheduler.prepare = partial(described, Directory(
                 client, groups=rt.policy.slack_groups()), team=team)
-        app = deps = slack = pd = mcp = console = None
+        app = deps = slack = pd = mcp = console = api = None
         hooks: dict = {}
         if role is not Role.WORKER:
             directory = Directory(client, groups=rt.policy.slack_groups())
@@ -87,6 +88,7 @@ async def running_bot(
             mcp = await stack.enter_async_context(mcp_endpoint(
                 McpDeps(deps, rt.tokens, rt.audit, team, settings.mcp_channel)))
             app = build_app(settings, deps, client, incidents)
+            api = routes(ApiDeps(deps, rt.tokens, RateLimit(settings.api_rate), team))
             console = webconsole.console_for(settings, rt.records, rt.tokens, client, session,
                                              team)
             secret = settings.slack_signing_secret
@@ -100,7 +102,7 @@ async def running_bot(
         web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client), mcp, scrape,
                                              scrape_time(rt.queue, rt.records),
                                              partial(webconsole.register, deps=console)
-                                             if console else None, hooks),
+                                             if console else None, hooks, api),
                                    access_log=None)
         await web_runner.setup()
         site = web.TCPSite(web_runner, host, settings.port)

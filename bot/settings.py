@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".opsbot"), validation_alias="OPSBOT_DATA_DIR")
     policy: Path | None = _env("OPSBOT_POLICY")
     schedules: Path | None = _env("OPSBOT_SCHEDULES")  # graph/schedules/spec.py
+    api_rate: int = Field(60, ge=1, le=100_000, validation_alias="OPSBOT_API_RATE")  # per token/min
     port: int = Field(3000, ge=0, le=65535, validation_alias="OPSBOT_PORT")
     sandbox_image: str | None = _env("OPSBOT_SANDBOX_IMAGE")
     database_url: SecretStr | None = _env("OPSBOT_DATABASE_URL")

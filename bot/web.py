@@ -1,4 +1,4 @@
-"""The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty``, ``/mcp``,
+"""The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty``, ``/mcp``, ``/api/v1``,
 ``GET /healthz`` (liveness), ``GET /readyz`` (readiness), ``GET /metrics``.
 
 Stock Bolt parses the body inside ``BoltRequest`` before checking anything, so a truncated JSON
@@ -211,6 +211,7 @@ def build_web(
     refresh: metrics.Refresh | None = None,
     console: Callable[[web.Application], None] | None = None,
     webhooks: dict[str, Handler] | None = None,
+    api: list[web.RouteDef] | None = None,
 ) -> web.Application:
     """``webhooks``: more ``POST /webhooks/<name>`` receivers (alertmanager, github)."""
     app = web.Application(client_max_size=MAX_BODY)
@@ -230,6 +231,8 @@ def build_web(
         app.router.add_post(f"/webhooks/{name}", handler)
     if mcp is not None:
         app.router.add_route("*", "/mcp", mcp)  # MCP streamable HTTP (bot/mcp_server.py)
+    if api is not None:
+        app.router.add_routes(api)  # the task API, /api/v1 (bot/api/)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)

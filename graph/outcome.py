@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from graph.records import AuditLog, RunStore
 from graph.surface import CallReport, RunState
@@ -41,11 +42,19 @@ async def wait_for_end(runs: RunStore, run_id: str, on_state: OnState | None = N
 async def reported_calls(audit: AuditLog, run_id: str, poll_s: float = POLL_S,
                          patience_s: float = 5.0) -> list[CallReport]:
     """The calls of the run's audited report (written right after its final state)."""
+    report = await reported(audit, run_id, poll_s, patience_s)
+    return [CallReport.model_validate(c) for c in (report or {}).get("calls", [])]
+
+
+async def reported(audit: AuditLog, run_id: str, poll_s: float = POLL_S,
+                   patience_s: float = 5.0) -> dict[str, Any] | None:
+    """The run's audited report (``state``, ``headline``, ``calls``), waiting up to
+    ``patience_s`` for it; None if it is not there by then."""
     deadline = asyncio.get_running_loop().time() + patience_s
     while True:
         rows = [r for r in await audit.story(run_id) if r["kind"] == "report"]
         if rows:
-            return [CallReport.model_validate(c) for c in rows[-1]["data"].get("calls", [])]
+            return rows[-1]["data"]
         if asyncio.get_running_loop().time() > deadline:
-            return []
+            return None
         await asyncio.sleep(poll_s)

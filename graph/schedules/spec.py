@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from graph import commands
 from graph.policy.load import YamlFileError, read_model
 from graph.task import Post
-from tools.catalog import Catalog
+from tools.catalog import Call, CallError, Catalog
 
 SHAPE = "the schedules file must be a mapping with a `schedules:` list"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -182,6 +182,11 @@ def _command_problem(schedule: Schedule, catalog: Catalog | None) -> str:
     if not isinstance(parsed, commands.RunAction):
         return (f"`{schedule.command}` is not a typed command (`<toolset> <action> ...`); "
                 "write it as `question:` to ask the agent")
+    try:
+        catalog.resolve(Call(id="schedule", toolset=parsed.toolset, action=parsed.action,
+                             params=parsed.params))
+    except CallError as e:
+        return str(e)
     return ""
 
 

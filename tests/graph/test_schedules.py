@@ -73,6 +73,9 @@ def test_a_good_file_reads():
      "    command: redis infoo\n    identity: U0REQ\n",
      "s.yml:5: schedules[0].command: `redis` has no action `infoo`. Did you mean `info`?"),
     ("schedules:\n  - name: a\n    cron: \"* * * * *\"\n    channel: C0OPS\n"
+     "    command: redis del key=x\n    identity: U0REQ\n",
+     "s.yml:5: schedules[0].command: Bad parameters for `redis del`: keys: Field required"),
+    ("schedules:\n  - name: a\n    cron: \"* * * * *\"\n    channel: C0OPS\n"
      "    command: redis info\n    identity: U0REQ\n    post: sometimes\n",
      "s.yml:7: schedules[0].post: Input should be 'always', 'on_change' or 'on_failure'"),
     (schedule_file() + schedule_file().removeprefix("schedules:\n"),
