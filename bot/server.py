@@ -40,7 +40,14 @@ from bot.slack_surface import Pace, SlackSurface
 from bot.mcp_server import McpDeps
 from bot.metrics import scrape_time
 from bot.mcp_server import endpoint as mcp_endpoint
-from bot.web import alertmanager_handler, build_web, pagerduty_handler, slack_handler
+from bot.web import (
+    alertmanager_handler,
+    build_web,
+    github_handler,
+    pagerduty_handler,
+    slack_handler,
+)
+from bot.github_runs import GithubRuns
 from bot.alert_groups import AlertGroupRuns
 from bot.alertmanager import Credentials
 from bot.wiring import Role, Runtime, runtime
@@ -133,6 +140,9 @@ def _webhooks(settings: Settings, deps: BotDeps, team: str) -> dict:
                                   settings.alertmanager_user,
                                   password.get_secret_value() if password else None)
         hooks["alertmanager"] = alertmanager_handler(credentials, AlertGroupRuns(deps, team))
+    if settings.github_webhook_secret:
+        hooks["github"] = github_handler(settings.github_webhook_secret.get_secret_value(),
+                                         deps.records.dedupe, GithubRuns(deps, team))
     return hooks
 
 

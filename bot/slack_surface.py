@@ -301,7 +301,7 @@ class SlackSurface:
         return StatusMessage(self.client, channel, ts, self.interval, self.pace)
 
     def _status_text(self, run: RunRef, checklist: Checklist) -> str:
-        alert = run.task.alert if run.task.source == Source.ALERT else None
+        alert = run.task.alert if run.task.source in (Source.ALERT, Source.WEBHOOK) else None
         asked = f"{alert.origin} alert" if alert else f"<@{run.task.user}> asked"
         return truncate(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 

@@ -1,4 +1,5 @@
-"""The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty``, ``/mcp``, ``/api/v1``,
+"""The HTTP front door: ``POST /slack/events``, ``POST /webhooks/pagerduty`` (and
+``/webhooks/alertmanager``, ``/webhooks/github``), ``/mcp``, ``/api/v1``,
 ``GET /healthz`` (liveness), ``GET /readyz`` (readiness), ``GET /metrics``.
 
 Stock Bolt parses the body inside ``BoltRequest`` before checking anything, so a truncated JSON
@@ -24,7 +25,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from opentelemetry.trace import SpanKind
 
-from bot import alertmanager, messages, metrics, pagerduty
+from bot import alertmanager, github_webhooks, messages, metrics, pagerduty
 from graph import tracing
 
 log = structlog.get_logger("opsbot.http")
@@ -128,6 +129,40 @@ def alertmanager_handler(credentials: alertmanager.Credentials, groups) -> Handl
         return _am(web.json_response({"ok": True}, status=202), "accepted")
 
     return _traced(delivered)
+
+
+def github_handler(secret: str, dedupe, runs) -> Handler:
+    """``POST /webhooks/github``: verify ``X-Hub-Signature-256`` on the whole body, parse,
+    de-duplicate on ``X-GitHub-Delivery``, hand off, 2xx."""
+
+    async def delivered(request: web.Request) -> web.StreamResponse:
+        body = await read_body(request)
+        if isinstance(body, web.Response):
+            return _gh(body, "too_large")
+        signature = request.headers.get("X-Hub-Signature-256")
+        if not body or not signature:
+            return _gh(json_error(401, messages.GITHUB_UNSIGNED), "unsigned")
+        if not github_webhooks.valid_signature(secret, body, signature):
+            return _gh(json_error(401, messages.GITHUB_BAD_SIGNATURE), "bad_signature")
+        try:
+            event = github_webhooks.parse(request.headers.get("X-GitHub-Event", ""), body)
+        except github_webhooks.EventError as e:
+            return _gh(json_error(400, str(e)), "malformed")
+        delivery = request.headers.get("X-GitHub-Delivery")
+        if delivery and not await dedupe.first_time(f"github:{delivery}"):
+            return _gh(web.json_response({"ok": True, "duplicate": True}), "duplicate")
+        ignored = (event.reason if isinstance(event, github_webhooks.Ignored)
+                   else runs.accept(event))
+        if ignored:
+            return _gh(web.json_response({"ok": True, "ignored": ignored}, status=202), "ignored")
+        return _gh(web.json_response({"ok": True}, status=202), "accepted")
+
+    return _traced(delivered)
+
+
+def _gh(response: web.Response, outcome: str) -> web.Response:
+    metrics.webhook("github", outcome)
+    return response
 
 
 def _traced(handler: Handler) -> Handler:

@@ -395,7 +395,9 @@ def _alert_text(task) -> str:
     a = task.alert
     facts = {"id": a.id, "title": a.title, "service": a.service, "urgency": a.urgency,
              "status": a.status, "link": a.link} | ({"details": a.details} if a.details else {})
-    return f"investigate this {a.origin} incident.\n<alert>{json.dumps(facts)}</alert>"
+    request = a.request or f"investigate this {a.origin} incident"
+    quoted = json.dumps(facts).replace("<", "\\u003c").replace(">", "\\u003e")  # no </alert>
+    return f"{request}.\n<alert>{quoted}</alert>"
 
 
 def _text(content: Any) -> str:

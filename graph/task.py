@@ -22,6 +22,7 @@ class Source(StrEnum):
     ALERT = "alert"
     CONSOLE = "console"
     MCP = "mcp"  # an MCP client calling opsbot's catalog (bot/mcp_server.py)
+    WEBHOOK = "webhook"  # a review a webhook asks for (GitHub pull requests: bot/github_runs.py)
     ASSISTANT = "assistant"  # a question in a Slack assistant thread (bot/listeners/assistant.py)
     SCHEDULE = "schedule"  # a schedule's tick (graph/schedules/)
     API = "api"  # the task API, /api/v1 (bot/api/)
@@ -56,6 +57,7 @@ class Alert(BaseModel):
     id: str
     title: str
     origin: str = "PagerDuty"  # who raised it, as people call it
+    request: str = ""  # what opsbot is asked to do with it (opsbot's words; default: investigate)
     details: dict[str, Any] = Field(default_factory=dict)  # shown to the model (labels, …)
     service: str = ""
     urgency: str = ""
