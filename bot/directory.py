@@ -67,3 +67,11 @@ class Directory:
                 return members  # not cached: try again next time
         self._members[group] = (self.clock(), members)
         return members
+
+
+async def channels_of(client, user: str) -> list[str]:
+    """Ids of the public and private channels ``user`` is in (``users.conversations``);
+    raises ``SlackApiError`` when Slack won't say."""
+    response = await client.users_conversations(user=user, types="public_channel,private_channel",
+                                                exclude_archived=True, limit=200)
+    return [c["id"] for c in response.get("channels", [])]

@@ -117,3 +117,12 @@ def api_question_scoped(scope: str) -> str:
 
 def api_no_run(run_id: str) -> str:
     return f"There is no run `{run_id}` of this token's user."
+
+
+# App Home (bot/home.py)
+HOME_APPROVALS = "Waiting for your approval"
+HOME_NO_APPROVALS = "Nothing is waiting for your approval."
+HOME_ACTIVE = "Your active runs"
+HOME_NO_ACTIVE = "You have no active runs."
+HOME_RECENT = "Recent runs in your channels"
+HOME_NO_RECENT = "No runs in your channels lately."

@@ -1,9 +1,9 @@
 """Slack listeners, one module per surface; each exposes ``register(app, deps)``."""
 
-from bot.listeners import actions, alerts, assistant, commands, feedback, mentions
+from bot.listeners import actions, alerts, assistant, commands, feedback, home, mentions
 
 
 def register_all(app, deps, incidents=None) -> None:
-    for module in (commands, mentions, actions, assistant, feedback):
+    for module in (commands, mentions, actions, assistant, feedback, home):
         module.register(app, deps)
     alerts.register(app, deps, incidents)

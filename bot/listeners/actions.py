@@ -16,6 +16,7 @@ from slack_bolt.async_app import AsyncApp
 from approvals.cards import APPROVE_ACTION, DENY_ACTION, DENY_VIEW, deny_reason_view, parse_button_value
 from bot import messages
 from bot.deps import BotDeps
+from bot.home import publish
 from graph.desk import Click
 
 
@@ -37,7 +38,8 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
 
 
 async def _approve(deps: BotDeps, body: dict, client) -> None:
-    where, parsed = _where(body), parse_button_value(_value(body))
+    parsed = parse_button_value(_value(body))
+    where = await _clicked_at(deps, body, parsed)
     user = body.get("user", {}).get("id") or ""
     if parsed is None or where is None:
         await deps.runs.desk.refuse(None, user, messages.BAD_BUTTON, approve=True,
@@ -48,11 +50,14 @@ async def _approve(deps: BotDeps, body: dict, client) -> None:
                   groups=await deps.directory.groups_of(user), approve=True,
                   channel=where[0], message_ts=where[1])
     await tell(client, body, await deps.runs.desk.click(click))
+    if _from_home(body):
+        await publish(deps, client, user)
 
 
 async def _open_deny_modal(deps: BotDeps, body: dict, client) -> None:
     """Deny asks for an optional reason first; the decision is taken on submit."""
-    parsed, where = parse_button_value(_value(body)), _where(body)
+    parsed = parse_button_value(_value(body))
+    where = await _clicked_at(deps, body, parsed)
     request = await deps.records.approvals.get(parsed[0]) if parsed else None
     if request is None or where is None:
         problem = messages.BAD_BUTTON if parsed is None or where is None else messages.DENY_GONE
@@ -62,8 +67,8 @@ async def _open_deny_modal(deps: BotDeps, body: dict, client) -> None:
         return
     view = deny_reason_view(request)
     view["private_metadata"] = json.dumps(
-        {"approval": parsed[0], "hash": parsed[1], "channel": where[0], "message_ts": where[1]}
-    )
+        {"approval": parsed[0], "hash": parsed[1], "channel": where[0], "message_ts": where[1],
+         "home": _from_home(body)})
     await client.views_open(trigger_id=body["trigger_id"], view=view)
 
 
@@ -82,12 +87,31 @@ async def _deny(deps: BotDeps, body: dict, view: dict, client) -> None:
     click = Click(approval_id=approval, shown_hash=shown, user=user,
                   groups=await deps.directory.groups_of(user), approve=False,
                   channel=channel, message_ts=ts, reason=reason[:500])
-    await client.chat_postEphemeral(channel=channel, user=user, text=await deps.runs.desk.click(click))
+    said = await deps.runs.desk.click(click)
+    if meta.get("home"):
+        await publish(deps, client, user)
+    await client.chat_postEphemeral(channel=channel, user=user, text=said)
 
 
 def _value(body: dict) -> str:
     actions = body.get("actions") or [{}]
     return str(actions[0].get("value") or "")
+
+
+def _from_home(body: dict) -> bool:
+    return ((body.get("container") or {}).get("type") == "view"
+            and (body.get("view") or {}).get("type") == "home")
+
+
+async def _clicked_at(deps: BotDeps, body: dict,
+                      parsed: tuple[str, str] | None) -> tuple[str, str | None] | None:
+    """Where the clicked card is. A card in the clicker's Home tab (``bot/home.py``) is a copy
+    of the one in the run's thread: it stands for that card (its channel and message, from the
+    approval's record); the desk still checks the hash it showed and who may decide."""
+    if not _from_home(body):
+        return _where(body)
+    request = await deps.records.approvals.get(parsed[0]) if parsed else None
+    return (request.channel, request.card_ts) if request is not None else None
 
 
 def _where(body: dict) -> tuple[str, str | None] | None:

@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import messages
 from bot.deps import BotDeps
+from bot.directory import channels_of
 from bot.listeners.mentions import delivery
 from graph.records.base import RunFilter
 from graph.task import Source, Task
@@ -70,7 +71,7 @@ async def _suggest(deps: BotDeps, client, thread: dict) -> None:
 async def _recent_incidents(deps: BotDeps, client, user: str) -> list[tuple[str, str]]:
     """``(incident title, channel id)`` of the latest incident runs in the user's channels."""
     try:
-        channels = await _channels_of(client, user)
+        channels = await channels_of(client, user)
     except SlackApiError as e:
         log.info("channels of user unknown", error=e.response.get("error"))
         return []
@@ -85,12 +86,6 @@ async def _recent_incidents(deps: BotDeps, client, user: str) -> list[tuple[str,
     found.sort(reverse=True)
     unique = list(dict.fromkeys((title, channel) for _, title, channel in found))
     return unique[:INCIDENT_PROMPTS]
-
-
-async def _channels_of(client, user: str) -> list[str]:
-    response = await client.users_conversations(user=user, types="public_channel,private_channel",
-                                                exclude_archived=True, limit=200)
-    return [c["id"] for c in response.get("channels", [])]
 
 
 def suggested_prompts(incidents: list[tuple[str, str]], toolsets: list[str]) -> list[dict[str, str]]:

@@ -30,6 +30,7 @@ METHOD_SCOPES = {
     "assistant_threads_setStatus": ["assistant:write"],
     "assistant_threads_setSuggestedPrompts": ["assistant:write"],
     "users_conversations": ["channels:read", "groups:read"],
+    "views_publish": [],
 }
 EVENT_SCOPES = {
     "app_mention": ["app_mentions:read"],
@@ -38,6 +39,7 @@ EVENT_SCOPES = {
     "message.im": ["im:history"],
     "assistant_thread_started": ["assistant:write"],
     "assistant_thread_context_changed": ["assistant:write"],
+    "app_home_opened": [],
 }
 
 
@@ -100,6 +102,11 @@ def test_events_are_declared(registered):
 def test_assistant_threads_need_the_assistant_view(registered):
     assert "assistant_thread_started" in registered.events
     assert MANIFEST["features"]["assistant_view"]["assistant_description"]
+
+
+def test_the_home_tab_is_enabled_when_it_is_published(registered):
+    assert "app_home_opened" in registered.events
+    assert MANIFEST["features"]["app_home"]["home_tab_enabled"] is True
 
 
 def test_interactivity_is_on_when_buttons_exist(registered):
