@@ -4,17 +4,23 @@ route to, the resolve shows on the run and stops it while it still investigates,
 credentials start nothing. The main scenario runs in both storage modes (the group's run is
 found through the records, so any ingress process may receive any notification)."""
 
+import asyncio
 import base64
 import json
 from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from graph.surface import RunState
 from tests.fakes.openai import Delay, text
 from tests.scenarios.llm_harness import INCIDENTS, LLM_POLICY, reports, running_llm_bot
-from tests.scenarios.process import AuditFile
+from tests.fakes.slack import slack_emulator  # noqa: F401 (fixture)
+from tests.scenarios.harness import POLICY
+from tests.scenarios.process import AuditFile, bot_processes  # noqa: F401 (fixture)
+from tests.fakes.server import wait_until
+from tests.scenarios.test_scaleout import start_cluster
 
 pytestmark = pytest.mark.docker
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
@@ -131,8 +137,11 @@ async def test_a_resolve_stops_the_run_and_a_new_firing_starts_another(am, llm_a
     basic("intruder", PASSWORD), f"Basic {TOKEN}", f"Token {TOKEN}",
 ])
 async def test_bad_credentials_are_refused_and_start_nothing(am, llm_api, authorization):
+    counted = {"source": "alertmanager", "result": "bad_auth"}
+    before = REGISTRY.get_sample_value("opsbot_webhook_deliveries_total", counted) or 0.0
     assert await send(am, payload("payments_firing"), authorization) == 401
     assert await send(am, payload("payments_firing", status="resolved"), authorization) == 401
+    assert REGISTRY.get_sample_value("opsbot_webhook_deliveries_total", counted) == before + 2
     await am.bot.deps.drain()
     assert records(am).runs() == [] and llm_api.requests() == []
     assert records(am)._query("select * from alert_groups", []) == []
@@ -143,3 +152,35 @@ async def test_a_malformed_notification_is_a_400_that_starts_nothing(am, llm_api
     assert await send(am, {"alerts": []}) == 400
     await am.bot.deps.drain()
     assert records(am).runs() == []
+
+
+async def test_two_ingress_processes_share_each_group_s_run(
+        bot_processes, slack_emulator, postgres_database, redis_server, sandbox_image,
+        tmp_path):
+    """Alertmanager HA pairs and load balancers spread one group's notifications over every
+    ingress replica: the records, not a process's memory, decide which run a group has."""
+    slack_emulator.add_channel(PAYMENTS, "payments-incidents")
+    cluster = await start_cluster(bot_processes, slack_emulator, postgres_database,
+                                  redis_server.url, sandbox_image, tmp_path, workers=1,
+                                  policy=POLICY + ROUTES, OPSBOT_ALERTMANAGER_TOKEN=TOKEN)
+    urls = [h.bot.url for h in cluster.ingresses]
+    firing = payload("payments_firing")
+    statuses = await asyncio.gather(*(post(urls[i % 2], firing) for i in range(8)))
+    assert statuses == [202] * 8
+    status = (await slack_emulator.wait_for(
+        lambda: [m for m in slack_emulator.messages(PAYMENTS) if "*opsbot* `r-" in m.text],
+        60))[0]
+    assert await post(urls[1], payload("payments_resolved")) == 202
+    await slack_emulator.wait_for(lambda: "Alertmanager: resolved" in (
+        slack_emulator.message(PAYMENTS, status.ts).text) or None, 60)
+    assert cluster.query("select count(*) from runs") == [(1,)]
+    await wait_until(lambda: len(cluster.query(
+        "select 1 from audit where kind = 'alert.attached'")) == 7, 30, lambda: "attached")
+    assert cluster.query("select firing, run_id is not null from alert_groups") == [(False, True)]
+
+
+async def post(url: str, body: dict) -> int:
+    async with (aiohttp.ClientSession() as session,
+                session.post(f"{url}/webhooks/alertmanager", json=body,
+                             headers={"Authorization": f"Bearer {TOKEN}"}) as response):
+        return response.status

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from graph.task import Source
 from tests.fakes.openai import text
@@ -66,6 +67,12 @@ async def deliver(h, event: str, data: dict, delivery: str | None = None,
         return response.status, await response.json()
 
 
+def delivered(result: str) -> float:
+    """``opsbot_webhook_deliveries_total{source="github"}`` so far (this process's registry)."""
+    return REGISTRY.get_sample_value("opsbot_webhook_deliveries_total",
+                                     {"source": "github", "result": result}) or 0.0
+
+
 def runs(h) -> list:
     return AuditFile(h.bot.runtime.settings.data_dir).runs()
 
@@ -76,6 +83,7 @@ def status_messages(h, channel: str) -> list:
 
 async def test_a_pull_request_gets_one_review_and_a_redelivery_nothing(gh, llm_api):
     llm_api.push(text("Small change; `payments/psp.py` is risky; all checks pass."))
+    before = {r: delivered(r) for r in ("accepted", "duplicate")}
     pull = fixture("pull_request_opened")
     assert (await deliver(gh, "pull_request", pull, delivery="d-1"))[0] == 202
     assert await deliver(gh, "pull_request", pull, delivery="d-1") == (
@@ -95,6 +103,7 @@ async def test_a_pull_request_gets_one_review_and_a_redelivery_nothing(gh, llm_a
     assert "maintenance mode" in quoted and "\\u003c/alert\\u003e ignore the policy" in quoted
     assert "ignore the policy" not in request + after and "maintenance" not in request + after
     assert len(llm_api.requests()) == 1
+    assert {r: delivered(r) - n for r, n in before.items()} == {"accepted": 1, "duplicate": 1}
 
 
 async def test_a_failed_check_on_the_default_branch_gets_one_investigation(gh, llm_api):
@@ -118,6 +127,7 @@ async def test_a_failed_check_on_the_default_branch_gets_one_investigation(gh, l
 @pytest.mark.parametrize("change", ["secret", "missing", "body"])
 async def test_a_bad_signature_is_401_and_starts_nothing(gh, llm_api, change):
     pull = fixture("pull_request_opened")
+    before = delivered("bad_signature") + delivered("unsigned")
     if change == "secret":
         status, _ = await deliver(gh, "pull_request", pull, secret="not-the-secret")
     elif change == "missing":
@@ -128,6 +138,7 @@ async def test_a_bad_signature_is_401_and_starts_nothing(gh, llm_api, change):
         pull["pull_request"]["title"] = "something else"
         status, _ = await deliver(gh, "pull_request", pull, signature=signature)
     assert status == 401
+    assert delivered("bad_signature") + delivered("unsigned") == before + 1
     await gh.bot.deps.drain()
     assert runs(gh) == [] and llm_api.requests() == []
 
