@@ -54,6 +54,11 @@ class SandboxConfig(BaseModel):
     warm_pool: int = Field(
         2, ge=0, le=16, description="Pre-started containers kept ready per network kind."
     )
+    warm_pool_max: int = Field(
+        4, ge=0, le=32, description="Most pre-started containers per common kind when demand "
+        "grows: the pool keeps as many ready as runs asked for in the last minute, at least "
+        "warm_pool (0 keeps warm_pool fixed)."
+    )
     spare_networks: int = Field(
         2, ge=0, le=16, description="Egress networks created ahead for cold boxes (a network "
         "costs the engine ~50 ms to create and nothing while it waits)."

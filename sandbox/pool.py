@@ -26,6 +26,8 @@ Docker cannot relabel a container, so the runner renames it after the call once 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import structlog
@@ -41,6 +43,7 @@ log = structlog.get_logger(__name__)
 KINDS = ("none", "egress")
 READY_TIMEOUT_S = 60.0
 PATIENCE_S = 3.0  # how long a run waits for a fill under way before going cold
+RECENT_S = 60.0  # demand is counted over this window (the pool's size follows it)
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,13 @@ class Kind:
 
 
 class WarmPool:
-    def __init__(self, provisioner: Provisioner, instance: str, size: int):
+    def __init__(self, provisioner: Provisioner, instance: str, size: int, ceiling: int = 0):
         self.provisioner = provisioner
         self.instance = instance
         self.size = size
+        self.ceiling = max(size, ceiling)  # the most one common kind grows to under load
+        self._demand: dict[str, deque[float]] = {}  # when runs asked for a box, per kind
+        self.recent_s = RECENT_S
         self._kinds = {name: Kind(name, egress=name == "egress") for name in KINDS}
         self._ready: dict[str, list[Box]] = {kind: [] for kind in KINDS}
         self._filling: set[asyncio.Task[None]] = set()
@@ -72,10 +78,26 @@ class WarmPool:
             self._top_up(kind)
 
     def _top_up(self, kind: Kind) -> None:
-        size = self.size if kind.size is None else min(kind.size, self.size)
-        missing = size - len(self._ready[kind.name]) - self._pending(kind.name)
+        missing = self.target(kind) - len(self._ready[kind.name]) - self._pending(kind.name)
         for _ in range(max(missing, 0)):
             self._spawn(kind.name)
+
+    def target(self, kind: Kind) -> int:
+        """How many boxes of ``kind`` to keep ready: the configured size, or, for the common
+        kinds, as many as runs asked for in the last ``recent_s`` (up to ``ceiling``), so a
+        burst's successors find boxes made ahead of them instead of starting cold."""
+        if kind.size is not None:
+            return min(kind.size, self.size)
+        asked = self._demand.get(kind.name)
+        recent = len(asked) if asked and self.size else 0
+        return min(max(self.size, recent), self.ceiling)
+
+    def _asked(self, kind: str) -> None:
+        asked = self._demand.setdefault(kind, deque())
+        now = time.monotonic()
+        asked.append(now)
+        while asked and asked[0] < now - self.recent_s:
+            asked.popleft()
 
     def add(self, kind: Kind) -> bool:
         """Keep containers of ``kind`` ready from now on; False if it was already known."""
@@ -106,6 +128,12 @@ class WarmPool:
         kind = egress if isinstance(egress, str) else KINDS[egress]
         if kind not in self._kinds:
             return None
+        self._asked(kind)
+        if not self._ready[kind] and not self._pending(kind):
+            # ran dry (fills that failed, e.g. a start slower than READY_TIMEOUT_S on a loaded
+            # host, are not retried on their own): refill for the next run, this one goes cold
+            self._top_up(self._kinds[kind])
+            return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
         while (box := self._take_ready(kind)) is None and self._pending(kind) and not (
@@ -122,8 +150,8 @@ class WarmPool:
         ready = self._ready[kind]
         while ready:
             box = ready.pop(0)
-            if not self._closed:
-                self._spawn(kind)
+            if not self._closed and kind in self._kinds:
+                self._top_up(self._kinds[kind])  # its replacement, and more if demand grew
             if box.channel is not None and box.channel.alive():
                 return box
             log.warning("sandbox.pool.dead_box", container=box.container[:12])

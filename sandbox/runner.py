@@ -59,7 +59,8 @@ class SandboxRunner:
         self.firewall = firewall
         self.image = image
         self.provisioner = Provisioner(engine, firewall, config, image)
-        self.pool = WarmPool(self.provisioner, config.instance, config.warm_pool)
+        self.pool = WarmPool(self.provisioner, config.instance, config.warm_pool,
+                             config.warm_pool_max)
         metrics.POOLS.add(self.pool)
         self._image_ok = False
         self._background: set[asyncio.Task[None]] = set()

@@ -124,6 +124,46 @@ def instance_networks(client: docker.DockerClient, instance: str) -> list[str]:
     return [n.name for n in client.networks.list(filters={"label": f"{LABEL}.instance={instance}"})]
 
 
+async def test_the_pool_grows_with_recent_demand_up_to_its_ceiling(sandbox_image):
+    """Issue 16: cold rarer. Three runs in a minute: the pool keeps three boxes ready (its
+    size is one, its ceiling three), so a fourth burst finds them made ahead."""
+    runner = await SandboxRunner.start(SandboxConfig(
+        instance=session_instance("-g"), image=sandbox_image, warm_pool=1, warm_pool_max=3))
+    runner.pool.recent_s = 3600  # "recent" whatever the machine's load makes of the runs
+    try:
+        await runner.pool.wait_ready()
+        assert runner.pool.ready("none") == 1
+        for i in range(4):
+            outcome = await runner.run(SandboxRequest(run_id="r", call_id=f"g{i}",
+                                                      toolset="redis", action="nope"))
+            assert outcome.pooled
+            await runner.pool.wait_ready()
+        [none] = [k for k in runner.pool.kinds() if k.name == "none"]
+        assert runner.pool.target(none) == 3 and runner.pool.ready("none") == 3
+    finally:
+        await runner.close()
+
+
+async def test_a_pool_that_ran_dry_refills_on_the_next_run(sandbox_image):
+    """Fills that fail (a start slower than the ready timeout on a loaded host) are not retried
+    on their own; the next run that finds the kind empty goes cold and starts a refill."""
+    runner = await SandboxRunner.start(SandboxConfig(
+        instance=session_instance("-d"), image=sandbox_image, warm_pool=1))
+    try:
+        await runner.pool.wait_ready()
+        [box] = runner.pool._ready["none"]  # as if its fill had failed: the kind is empty
+        runner.pool._ready["none"].clear()
+        await runner.provisioner.destroy(box)
+
+        outcome = await runner.run(SandboxRequest(run_id="r", call_id="d1", toolset="redis",
+                                                  action="nope"))
+        assert not outcome.pooled
+        await runner.pool.wait_ready()
+        assert runner.pool.ready("none") == 1
+    finally:
+        await runner.close()
+
+
 async def test_warm_pool_container_has_the_same_hardening(sandbox_runner, cold_runner,
                                                           redis_server, docker_client):
     await sandbox_runner.pool.wait_ready()
