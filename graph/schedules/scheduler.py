@@ -49,9 +49,9 @@ class Scheduler:
         return 1 if any(s.seconds for s in self.schedules) else 60
 
     async def tick(self) -> list[RunRef]:
-        """Fire every due schedule; the runs this call started."""
-        if self.prepare is None:
-            return []  # nothing can describe the requester yet: the next tick fires it
+        """Fire every due schedule; the runs this call started. Until ``prepare`` is set,
+        schedules are only noted (a new one's first tick), nothing fires: the next tick
+        fires what is due."""
         now, started = self.clock(), []
         for schedule in self.schedules:
             run = await self._due(schedule, now)
@@ -65,7 +65,7 @@ class Scheduler:
         if row is None or row.tick is None:  # first sight: from the next tick on
             await self.records.schedules.fired(schedule.name, due, None)
             return None
-        if due <= row.tick:
+        if due <= row.tick or self.prepare is None:
             return None
         try:
             return await self.fire(schedule, due)
@@ -98,6 +98,8 @@ class Scheduler:
             await sleep(self._pause())
 
     def _pause(self) -> float:
+        if self.prepare is None:
+            return 0.5  # starting up: what is due fires as soon as requesters can be described
         now = self.clock()
         upcoming = [s.next(now) for s in self.schedules]
         wait = min((t - now).total_seconds() for t in upcoming) if upcoming else 60.0

@@ -202,9 +202,15 @@ async def test_two_processes_on_one_tick_start_one_run(records):
 
 
 async def test_nothing_fires_before_the_requester_can_be_described(records):
-    ticker = scheduler(records, schedule_file("* * * * *"), Clock(T0))
+    clock = Clock(T0)
+    ticker = scheduler(records, schedule_file("* * * * *"), clock)
     ticker.prepare = None
-    assert await ticker.tick() == [] and await records.schedules.get("check") is None
+    assert await ticker.tick() == [] and (await records.schedules.get("check")).tick == T0
+    clock.now = T0 + timedelta(minutes=3)  # a tick missed while starting up ...
+    assert await ticker.tick() == [] and ticker._pause() == 0.5
+    ticker.prepare = identity
+    (run,) = await ticker.tick()  # ... fires once the requester can be described
+    assert run.task.schedule.tick == T0 + timedelta(minutes=3)
 
 
 # posting -------------------------------------------------------------------------------
