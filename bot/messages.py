@@ -126,3 +126,6 @@ HOME_ACTIVE = "Your active runs"
 HOME_NO_ACTIVE = "You have no active runs."
 HOME_RECENT = "Recent runs in your channels"
 HOME_NO_RECENT = "No runs in your channels lately."
+
+# the "Investigate this message" shortcut (bot/listeners/shortcuts.py)
+INVESTIGATE_REQUEST = "Investigate this message: what does it report, is it real, and what next?"

@@ -221,4 +221,5 @@ class RunManager:
 def _described(task: Task) -> dict[str, Any]:
     """A task as its audit row tells it (``task`` or ``run.refused``)."""
     return {"source": task.source.value, "channel": task.channel, "text": task.text,
-            "alert": task.alert.model_dump(exclude={"raw"}) if task.alert else None}
+            "alert": task.alert.model_dump(exclude={"raw"}) if task.alert else None,
+            **({"quote": task.quote.model_dump()} if task.quote else {})}

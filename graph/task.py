@@ -24,6 +24,7 @@ class Source(StrEnum):
     MCP = "mcp"  # an MCP client calling opsbot's catalog (bot/mcp_server.py)
     WEBHOOK = "webhook"  # a review a webhook asks for (GitHub pull requests: bot/github_runs.py)
     ASSISTANT = "assistant"  # a question in a Slack assistant thread (bot/listeners/assistant.py)
+    SHORTCUT = "shortcut"  # "Investigate this message" on a Slack message (bot/listeners/shortcuts.py)
     SCHEDULE = "schedule"  # a schedule's tick (graph/schedules/)
     API = "api"  # the task API, /api/v1 (bot/api/)
 
@@ -66,6 +67,15 @@ class Alert(BaseModel):
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
+class Quote(BaseModel):
+    """A message a run is about (a message shortcut): untrusted text, never a command."""
+
+    model_config = ConfigDict(frozen=True)
+
+    author: str = ""  # Slack user or bot id; empty when unknown
+    text: str = ""
+
+
 class Task(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -80,6 +90,7 @@ class Task(BaseModel):
     thread_ts: str | None = None  # the Slack thread the run lives in (None: start one)
     message_ts: str | None = None  # the triggering message, for reactions
     alert: Alert | None = None
+    quote: Quote | None = None  # the message to investigate (untrusted context, never parsed)
     # one exact call (toolset, action, params as JSON) instead of text to parse: MCP clients
     call: dict[str, Any] | None = None
     schedule: Fired | None = None  # a scheduled run: its schedule and tick

@@ -1,9 +1,9 @@
 """Slack listeners, one module per surface; each exposes ``register(app, deps)``."""
 
-from bot.listeners import actions, alerts, assistant, commands, feedback, home, mentions
+from bot.listeners import actions, alerts, assistant, commands, feedback, home, mentions, shortcuts
 
 
 def register_all(app, deps, incidents=None) -> None:
-    for module in (commands, mentions, actions, assistant, feedback, home):
+    for module in (commands, mentions, actions, assistant, feedback, home, shortcuts):
         module.register(app, deps)
     alerts.register(app, deps, incidents)

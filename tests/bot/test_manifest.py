@@ -48,6 +48,7 @@ class Recorder:
 
     def __init__(self):
         self.commands, self.events, self.actions, self.views = set(), set(), set(), set()
+        self.shortcuts = set()
 
     def _record(self, bucket, key):
         bucket.add(key)
@@ -64,6 +65,9 @@ class Recorder:
 
     def view(self, name):
         return self._record(self.views, name)
+
+    def shortcut(self, name):
+        return self._record(self.shortcuts, name)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +111,12 @@ def test_assistant_threads_need_the_assistant_view(registered):
 def test_the_home_tab_is_enabled_when_it_is_published(registered):
     assert "app_home_opened" in registered.events
     assert MANIFEST["features"]["app_home"]["home_tab_enabled"] is True
+
+
+def test_shortcuts_are_declared(registered):
+    declared = {s["callback_id"]: s["type"] for s in MANIFEST["features"]["shortcuts"]}
+    assert registered.shortcuts == set(declared) == {"investigate_message"}
+    assert declared["investigate_message"] == "message"
 
 
 def test_interactivity_is_on_when_buttons_exist(registered):
