@@ -124,7 +124,8 @@ async def test_a_resolve_stops_the_run_and_a_new_firing_starts_another(am, llm_a
     report = (await reports(am, first.ts, 1, channel=PAYMENTS))[0]
     assert "cancelled" in report.text
     await status_with(am, PAYMENTS, "Alertmanager: resolved (2 alerts)")
-    assert records(am).runs()[0][1] is RunState.CANCELLED
+    await am.slack.wait_for(  # the run's row is settled just after its report is posted
+        lambda: records(am).runs()[0][1] is RunState.CANCELLED or None, 20)
 
     assert await send(am, payload("payments_firing")) == 202  # fires again: a new episode
     await am.slack.wait_for(lambda: len(status_messages(am, PAYMENTS)) == 2 or None, 20)
