@@ -128,9 +128,11 @@ async def test_resolving_the_incident_stops_a_run_still_investigating(hl, llm_ap
     assert await send_webhook(hl, incident_event("incident.resolved", agent="Alice Example")) == 202
     report = (await reports(hl, thread, 1, channel=INCIDENTS))[0]
     assert "cancelled" in report.text
-    status = await status_with(hl, INCIDENTS, thread, "PagerDuty: incident resolved by Alice")
-    assert "· cancelled" in status.text
-    assert runs(hl)[0][1] is RunState.CANCELLED and len(llm_api.requests()) == 1
+    # the status message is edited to "cancelled" after the report is posted: wait for it
+    status = await status_with(hl, INCIDENTS, thread, "· cancelled")
+    assert "PagerDuty: incident resolved by Alice" in status.text
+    await hl.slack.wait_for(lambda: runs(hl)[0][1] is RunState.CANCELLED or None, 20)
+    assert len(llm_api.requests()) == 1
 
 
 async def test_an_incident_resolved_during_the_grace_period_is_not_investigated(hl, llm_api):
