@@ -33,7 +33,7 @@ def traced(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-class _Stderr:
+class CurrentStderr:
     """Whatever ``sys.stderr`` is *now* (test runners swap it; a captured file may close)."""
 
     def write(self, text: str) -> int:
@@ -44,7 +44,7 @@ class _Stderr:
 
 
 def configure(level: str = "info", stream: Any = None) -> None:
-    stream = stream or _Stderr()
+    stream = stream or CurrentStderr()
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -80,7 +80,7 @@ def configure_console(level: str, path: Path, stream: Any = None) -> None:
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(_formatter(structlog.processors.JSONRenderer()))
     to_file.setLevel(numeric)
-    to_terminal = logging.StreamHandler(stream or _Stderr())
+    to_terminal = logging.StreamHandler(stream or CurrentStderr())
     to_terminal.setFormatter(_formatter(_readable))
     to_terminal.setLevel(logging.WARNING)
     root = logging.getLogger()

@@ -18,6 +18,17 @@ settings.register_profile("ci", deadline=None, max_examples=150, derandomize=Tru
 settings.register_profile("explore", deadline=None, max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
+
+def pytest_configure(config):
+    """Log lines of code under test go to stderr, as opsbot's own set-up sends them
+    (``bot.logs``): a test reading a command's stdout reads only what the command printed,
+    never a line a background task of an in-process bot logged meanwhile."""
+    from bot.logs import CurrentStderr
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(CurrentStderr()))
+
+
 pytest_plugins = [
     "tests.services.redis",
     "tests.services.docker",

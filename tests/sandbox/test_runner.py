@@ -201,7 +201,9 @@ async def test_warm_pool_container_has_the_same_hardening(sandbox_runner, cold_r
     assert docker_client.containers.list(all=True, filters={"id": pooled.id}) == []
     assert await asyncio.to_thread(bridge_rules, chain, bridge) == []
     await sandbox_runner.pool.wait_ready()
-    assert sandbox_runner.pool.ready("egress") == 1
+    pool = sandbox_runner.pool  # refilled: as many as recent demand asks (other tests' runs too)
+    [egress] = [kind for kind in pool.kinds() if kind.name == "egress"]
+    assert pool.ready("egress") == pool.target(egress) >= 1
 
 
 async def test_canary_secret_reaches_the_action_and_nowhere_else(

@@ -132,8 +132,8 @@ async def test_two_person_rule_over_http(slack_emulator, redis_server, redis_db,
         await h.click(card, APPROVER)
         assert "already approved it" in await h.ephemeral(APPROVER, "already approved it")
         assert redis_db.dbsize() == 1
-        fields = h.card_state(card).blocks[1]["fields"]
-        assert any(f["text"] == "*Approvals*\n1 of 2" for f in fields)
+        await h.slack.wait_for(lambda: any(  # the card's edit lands after the ephemerals
+            f["text"] == "*Approvals*\n1 of 2" for f in h.card_state(card).blocks[1]["fields"]))
         await h.click(card, LEAD)
         await h.report(thread)
         assert redis_db.dbsize() == 0 and await executions(h) == 1
@@ -190,9 +190,15 @@ async def test_audit_tells_the_whole_story(h, redis_db, monkeypatch, capsys):
     assert await asyncio.to_thread(main, ["audit", run_id]) == 0
     lines = capsys.readouterr().out.splitlines()
     kinds = [line.split()[1] for line in lines]
-    assert kinds == ["task", "policy", "credential.lease", "credential.revoke", "sandbox.preview",
-                     "approval.request", "approval.vote", "approval.decision",
-                     "credential.lease", "credential.revoke", "sandbox.exec", "report"]
+    # (the request row is written once the card is posted, so a quick click's vote can be
+    # recorded before it: sorted within the approval)
+    assert story_order(kinds) == [
+        "task", "policy", "credential.lease", "sandbox.preview", "approval.request",
+        "approval.vote", "approval.decision", "credential.lease", "sandbox.exec", "report"], kinds
+    # each lease is used once and revoked before the next lease is taken or the run reports
+    # (off the answer's path since issue 16)
+    assert [sorted(span) for span in leases_closed(kinds)] == [
+        ["credential.revoke", "sandbox.preview"], ["credential.revoke", "sandbox.exec"]], kinds
     text = "\n".join(lines)
     assert f"task               by {REQUESTER}" in text
     assert "verdict=approve" in text and "rule=default" in text
@@ -202,6 +208,31 @@ async def test_audit_tells_the_whole_story(h, redis_db, monkeypatch, capsys):
     story = json.loads(capsys.readouterr().out)
     assert {row["run_id"] for row in story} == {run_id} and len(story) == len(lines)
     assert await asyncio.to_thread(main, ["audit", "r-nothere"]) == 1
+
+
+APPROVAL = ["approval.request", "approval.vote", "approval.decision"]
+
+
+def story_order(kinds: list[str]) -> list[str]:
+    """The kinds without revocations, the approval's rows in their logical order."""
+    rest = [k for k in kinds if k != "credential.revoke"]
+    first = min((i for i, k in enumerate(rest) if k in APPROVAL), default=len(rest))
+    block = sorted((k for k in rest if k in APPROVAL), key=APPROVAL.index)
+    return rest[:first] + block + [k for k in rest[first:] if k not in APPROVAL]
+
+
+def leases_closed(kinds: list[str]) -> list[list[str]]:
+    """Each credential lease's rows up to the next lease or the report: its use and its revoke
+    (revocation starts when the sandbox answers, so its row may precede the use's own)."""
+    spans, current = [], None
+    for kind in kinds:
+        if kind in ("credential.lease", "report"):
+            if current is not None:
+                spans.append(current)
+            current = [] if kind == "credential.lease" else None
+        elif current is not None and kind.startswith(("credential.", "sandbox.")):
+            current.append(kind)
+    return spans
 
 
 async def test_recovery_keeps_a_run_that_died_right_after_posting_its_card(h, redis_db):

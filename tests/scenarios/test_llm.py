@@ -229,7 +229,8 @@ async def test_a_long_answer_lands_shortened_with_the_full_report_attached(hl, l
     llm_api.push(text(findings))
     thread = await mention(hl, "write me everything you know")
     report = await hl.report(thread)
-    assert "the full report is attached as a file" in report.blocks[-1]["text"]["text"]
+    last_section = [b for b in report.blocks if b["type"] == "section"][-1]
+    assert "the full report is attached as a file" in last_section["text"]["text"]
     file = (await hl.slack.wait_for(lambda: [f for f in hl.slack.files() if f.content], 20))[0]
     assert findings in file.content.decode()
     shared = await hl.slack.wait_for(  # files.completeUploadExternal shares it in the thread

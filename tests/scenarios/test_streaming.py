@@ -19,6 +19,7 @@ from tests.scenarios.llm_harness import mention, running_llm_bot
 ANSWER = ("Redis is up: INFO shows redis_version and 1 connected client, and nothing is "
           "evicted. Next step: watch `used_memory` during the nightly batch. <!channel> is not "
           "pinged by this.")
+LIFECYCLE = ["pending", "in_progress", "complete"]
 SHOWN = ANSWER.replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -58,7 +59,11 @@ async def test_the_answer_streams_with_a_task_per_tool_call(hls, llm_api, redis_
     assert stream.stream.task_display_mode == "plan"
     assert stream.stream.recipient_user == "UREQ1"
     calls = {k: v for k, v in stream.stream.task_history.items() if ":1." in k}
-    assert list(calls.values()) == [["pending", "in_progress", "complete"]] * 2, \
+    # each call's task moves forward only and ends complete; a state shorter than the stream's
+    # pacing interval is coalesced into the next (fast warm calls often skip "pending")
+    assert len(calls) == 2 and all(
+        states[-1] == "complete" and states == sorted(states, key=LIFECYCLE.index)
+        and len(set(states)) == len(states) for states in calls.values()), \
         stream.stream.task_history
     titles = sorted(stream.stream.tasks[k]["title"] for k in calls)
     assert titles == ["Read Redis INFO (clients)", "Read Redis INFO (server)"]

@@ -122,7 +122,23 @@ def app_graph(github_api, app, tmp_path):
     records = SqliteRecords(tmp_path / "audit.sqlite")
     deps = GraphDeps(catalog=Catalog([TOOLSET], {"github": config}), policy=parse_policy(POLICY),
                      executor=executor, broker=broker, audit=records.audit, limits=Limits())
-    return build_graph(deps, InMemorySaver()), executor, records
+    return Ran(build_graph(deps, InMemorySaver()), deps), executor, records
+
+
+class Ran:
+    """The graph, whose runs end with their credentials revoked (the driver's part: revocation
+    runs after the answer, graph/cleanup.py)."""
+
+    def __init__(self, graph, deps):
+        self.graph, self.deps = graph, deps
+
+    def __getattr__(self, name):
+        return getattr(self.graph, name)
+
+    async def ainvoke(self, *args, **kwargs):
+        state = await self.graph.ainvoke(*args, **kwargs)
+        await self.deps.cleanup.close()
+        return state
 
 
 async def test_an_action_runs_with_a_token_for_its_repo_and_permissions_only(
