@@ -27,7 +27,8 @@ from approvals.mrkdwn import code, code_block, escape, one_line, truncate
 from graph.surface import CallReport, CheckReport, Report, RunState
 
 SECTION = 3000  # section text
-MAX_BLOCKS = 50 - 1  # Slack's limit, less the feedback buttons
+MAX_BLOCKS = 50 - 2  # Slack's limit, less the feedback buttons and "Save as runbook"
+SAVE_RUNBOOK_ACTION = "save_runbook"
 FEEDBACK_ACTION = "run_feedback"
 FEEDBACK_BLOCK = "feedback"
 FEEDBACK_VIEW = "run_feedback_comment"
@@ -51,8 +52,22 @@ def report_message(report: Report) -> tuple[dict[str, Any], str | None]:
     """The report as ``{"text", "blocks"}`` (its feedback buttons last), plus the full text
     when something was shortened."""
     message, full = _report_message(report)
+    if worth_a_runbook(report):
+        message["blocks"].append(save_runbook_block(report.run_id))
     message["blocks"].append(feedback_block(report.run_id))
     return message, full
+
+
+def worth_a_runbook(report: Report) -> bool:
+    """An investigation (the model answered) or a change that ran: what a runbook is made of."""
+    return report.state is RunState.DONE and (
+        bool(report.answer) or any(c.tier >= 2 and c.status == "ok" for c in report.calls))
+
+
+def save_runbook_block(run_id: str) -> dict[str, Any]:
+    return {"type": "actions", "block_id": SAVE_RUNBOOK_ACTION, "elements": [{
+        "type": "button", "action_id": SAVE_RUNBOOK_ACTION, "value": run_id,
+        "text": {"type": "plain_text", "text": "Save as runbook"}}]}
 
 
 def feedback_block(run_id: str) -> dict[str, Any]:

@@ -129,3 +129,8 @@ HOME_NO_RECENT = "No runs in your channels lately."
 
 # the "Investigate this message" shortcut (bot/listeners/shortcuts.py)
 INVESTIGATE_REQUEST = "Investigate this message: what does it report, is it real, and what next?"
+
+# "Save as runbook" (bot/listeners/runbook_drafts.py)
+RUNBOOK_DRAFTED = ("Drafted `{path}` from run `{run_id}`. Review and edit it, then "
+                   "`opsbot runbooks ingest runbooks/` to make it searchable.")
+RUNBOOK_NOT_WRITTEN = "Could not write the runbook draft under `{directory}`: {error}."

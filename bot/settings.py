@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     memory_collection: str = Field("incidents", pattern=r"^[A-Za-z0-9_\-]{1,64}$",
                                    validation_alias="OPSBOT_MEMORY_COLLECTION")
 
+    # "Save as runbook" on a report writes its draft here (bot/listeners/runbook_drafts.py)
+    runbook_drafts: Path = Field(Path("runbooks/drafts"), validation_alias="OPSBOT_RUNBOOK_DRAFTS")
+
     vault_addr: str | None = _env("VAULT_ADDR")
     vault_token: SecretStr | None = _env("VAULT_TOKEN")
     github_token: SecretStr | None = _env("GITHUB_TOKEN")

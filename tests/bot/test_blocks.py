@@ -18,6 +18,7 @@ from bot.blocks import (
     escape,
     feedback_block,
     report_message,
+    save_runbook_block,
     split,
 )
 from graph.surface import CallReport, Citation, Report, RunState
@@ -36,9 +37,9 @@ def info(output: str = "used_memory:1024", status: str = "ok", note: str = "") -
 
 
 def texts(blocks: list[dict]) -> list[str]:
-    """What a report's blocks say (its feedback buttons aside)."""
+    """What a report's blocks say (its buttons aside: feedback, "Save as runbook")."""
     return [b["text"]["text"] if "text" in b else b["elements"][0]["text"] for b in blocks
-            if b["type"] != "context_actions"]
+            if b["type"] not in ("context_actions", "actions")]
 
 
 def size(blocks: list[dict]) -> int:
@@ -47,7 +48,7 @@ def size(blocks: list[dict]) -> int:
 
 def assert_valid(message: dict) -> None:
     assert block_errors(message["blocks"]) == []
-    assert len(message["blocks"]) <= MAX_BLOCKS + 1 and size(message["blocks"]) <= MESSAGE_BUDGET
+    assert len(message["blocks"]) <= MAX_BLOCKS + 2 and size(message["blocks"]) <= MESSAGE_BUDGET
     assert message["blocks"][-1] == feedback_block("r-0000beef"), "every report can be rated"
     assert len(message["text"]) <= TEXT
 
@@ -66,8 +67,22 @@ def test_a_small_report_is_one_message_exactly_like_this():
         ("Runbooks: Redis memory pressure (`runbooks/redis-memory.md`) · LLM usage: 1,234 tokens "
          "in 2 calls (gpt-4o-mini, ≈ $0.0004)"),
     ]
-    assert message["blocks"][-2]["type"] == "context"
+    assert message["blocks"][-3]["type"] == "context"
+    assert message["blocks"][-2] == save_runbook_block("r-0000beef"), "an answered run"
     assert_valid(message)
+
+
+def test_only_answers_and_changes_that_ran_offer_save_as_runbook():
+    def offered(**kw) -> bool:
+        message, _ = report_message(report(**kw))
+        return save_runbook_block("r-0000beef") in message["blocks"]
+
+    change = CallReport(summary="Flush Redis", invocation="FLUSHDB", status="ok", tier=4)
+    assert offered() and offered(answer="", calls=[change])
+    assert not offered(answer="", calls=[info()]), "a typed read"
+    assert not offered(answer="", calls=[change.model_copy(update={"status": "denied"})])
+    failed, _ = report_message(report().model_copy(update={"state": RunState.FAILED}))
+    assert save_runbook_block("r-0000beef") not in failed["blocks"]
 
 
 def test_a_long_call_output_is_clipped_in_the_message_and_attached_in_full():
