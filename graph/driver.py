@@ -115,7 +115,11 @@ class Driver:
         """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later), in
         a span of the run's trace; or remember a run that ended."""
         if job.kind is JobKind.REMEMBER:
-            await self._remember(job.run_id)
+            # one remembering of a run at a time, reading the records under the lease: a run
+            # remembered at its report and again when its incident resolves must not have the
+            # older recollection written last (seen: the resolution lost under load)
+            async with self.lease.hold(job.thread_id):
+                await self._remember(job.run_id)
             return
         with tracing.tracer.start_as_current_span(
                 f"run.drive {job.kind.value}", context=tracing.context_of(job.trace),
