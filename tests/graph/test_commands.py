@@ -3,7 +3,8 @@
 import pytest
 
 from graph import commands
-from graph.commands import Cancel, FreeText, Help, ListRuns, ParseError, RunAction, parse
+from graph.commands import (Cancel, FreeText, Help, ListRuns, ListSchedules, ParseError, RunAction,
+                            parse)
 from graph.help import help_text
 from tools import TOOLSETS
 from tools.catalog import Catalog
@@ -113,7 +114,7 @@ def outcome(text: str) -> object:
         decision = evaluate(Policy(), CATALOG, call, Requester(user="U1"), Channel(id="C1"))
         assert isinstance(decision, Decision) and decision.reason
         return decision
-    assert isinstance(command, (Help, ListRuns, Cancel, FreeText))
+    assert isinstance(command, (Help, ListRuns, ListSchedules, Cancel, FreeText))
     return command
 
 

@@ -133,7 +133,8 @@ async def test_two_person_rule_over_http(slack_emulator, redis_server, redis_db,
         assert "already approved it" in await h.ephemeral(APPROVER, "already approved it")
         assert redis_db.dbsize() == 1
         await h.slack.wait_for(lambda: any(  # the card's edit lands after the ephemerals
-            f["text"] == "*Approvals*\n1 of 2" for f in h.card_state(card).blocks[1]["fields"]))
+            f["text"] == "*Approvals*\n1 of 2" for f in h.card_state(card).blocks[1]["fields"]),
+            30)
         await h.click(card, LEAD)
         await h.report(thread)
         assert redis_db.dbsize() == 0 and await executions(h) == 1
