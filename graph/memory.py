@@ -49,6 +49,7 @@ class Deed(BaseModel):
     tier: int = 0
     note: str = ""
     check: str = ""  # "fixed" / "not fixed" / "not checked" / "" (no check declared)
+    invocation: str = ""  # as typed after /ops (a runbook draft lists the reads that helped)
 
     @property
     def helped(self) -> bool:
@@ -192,7 +193,7 @@ async def recollect(records: Records, run_id: str) -> Recollection | None:
 
 def _deed(call: CallReport) -> Deed:
     return Deed(summary=call.summary, status=call.status, tier=call.tier, note=call.note,
-                check=call.check.verdict if call.check else "")
+                check=call.check.verdict if call.check else "", invocation=call.invocation)
 
 
 def _resolution(story: list[dict[str, Any]], state: RunState, report: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import re
 import yaml
 from pydantic import BaseModel
 
-from graph.memory import Recollection, recollect
+from graph.memory import Deed, Recollection, recollect
 from graph.records import Records
 from tools.secrets import REDACTOR
 
@@ -36,7 +36,6 @@ UNKNOWN = "There is no ended run `{run_id}` to draft a runbook from."
 
 
 class Draft(BaseModel):
-    run_id: str
     name: str  # the file name: a slug of the title and the run id
     title: str
     text: str
@@ -44,25 +43,19 @@ class Draft(BaseModel):
 
 async def draft_runbook(records: Records, run_id: str) -> Draft | str:
     """The draft of ``run_id``'s runbook, or a sentence saying why there is none."""
-    row = await records.runs.row(run_id)
-    if row is None or not row.state.final:
-        return UNKNOWN.format(run_id=run_id)
     past = await recollect(records, run_id)
-    if past is None:
-        return NOTHING.format(run_id=run_id)
-    commands = await _helpful_reads(records, run_id)
-    return render(past, commands)
+    if past is not None:
+        return render(past)
+    row = await records.runs.row(run_id)  # only to say which sentence applies
+    return (NOTHING if row is not None and row.state.final else UNKNOWN).format(run_id=run_id)
 
 
-def render(past: Recollection, commands: list[str]) -> Draft:
+def render(past: Recollection) -> Draft:
     title = _one_line(past.trigger)[:TITLE] or f"What run {past.run_id} did"
     front = {"title": title, "services": [past.service] if past.service else [],
              "alerts": [_one_line(past.trigger)[:200]] if past.incident else [],
-             "tags": ["draft", "from-run"], "commands": commands}
-    done = [f"- {_one_line(d.summary)}: {d.status}"
-            + (f", check: {d.check}" if d.check else "") + (f" ({_one_line(d.note)})"
-                                                              if d.note else "")
-            for d in past.deeds] or ["- nothing was run"]
+             "tags": ["draft", "from-run"], "commands": helpful_reads(past.deeds)}
+    done = [_deed_line(d) for d in past.deeds] or ["- nothing was run"]
     body = [
         f"# {title}", "",
         f"_Drafted by opsbot from run `{past.run_id}` on {past.day.isoformat()} in "
@@ -75,21 +68,20 @@ def render(past: Recollection, commands: list[str]) -> Draft:
     ]
     text = "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n"
     text = REDACTOR.redact(text + "\n".join(body))
-    return Draft(run_id=past.run_id, name=f"{_slug(title)}-{past.run_id}.md", title=title,
-                 text=text)
+    return Draft(name=f"{_slug(title)}-{past.run_id}.md", title=title, text=text)
 
 
-async def _helpful_reads(records: Records, run_id: str) -> list[str]:
+def helpful_reads(deeds: list[Deed]) -> list[str]:
     """The read-only calls that ran fine, as typed commands (the runbook's ``commands``)."""
-    story = await records.audit.story(run_id)
-    report = next((r["data"] for r in reversed(story) if r["kind"] == "report"), {})
-    seen: list[str] = []
-    for call in report.get("calls", []):
-        command = _one_line(str(call.get("invocation", ""))).removeprefix("/ops ").strip()
-        if call.get("status") == "ok" and int(call.get("tier", 0)) <= 1 and command \
-                and command not in seen:
-            seen.append(command)
-    return seen
+    commands = (_one_line(d.invocation).removeprefix("/ops ") for d in deeds
+                if d.status == "ok" and d.tier <= 1)
+    return list(dict.fromkeys(c for c in commands if c))
+
+
+def _deed_line(deed: Deed) -> str:
+    check = f", check: {deed.check}" if deed.check else ""
+    note = f" ({_one_line(deed.note)})" if deed.note else ""
+    return f"- {_one_line(deed.summary)}: {deed.status}{check}{note}"
 
 
 def _one_line(text: str) -> str:

@@ -7,6 +7,7 @@ Slack payload).
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -101,5 +102,12 @@ class Task(BaseModel):
         return f"{self.team}:{self.channel}:{thread_ts or self.thread_ts}"
 
 
+RUN_ID = r"^r-[0-9a-f]{8}$"  # what new_run_id makes: untrusted text naming a run must match
+
+
 def new_run_id() -> str:
     return "r-" + secrets.token_hex(4)
+
+
+def is_run_id(text: str) -> bool:
+    return re.fullmatch(RUN_ID, text) is not None

@@ -12,7 +12,6 @@ from approvals.models import ApprovalRequest
 from graph.surface import Checklist, RunRef, RunState, StepState
 
 CHANNEL = r"^[CGD][A-Z0-9]{2,20}$"
-RUN_ID = r"^r-[0-9a-f]{8}$"
 TEXT = 4000  # as a slash command's text (graph/commands.py MAX_TEXT)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from bot.api.models import RUN_ID, Cancelled, Problem, Run, RunRequest
+from bot.api.models import Cancelled, Problem, Run, RunRequest
+from graph.task import RUN_ID
 
 PREFIX = "/api/v1"
 PROBLEM = "application/problem+json"

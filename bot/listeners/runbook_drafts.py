@@ -10,7 +10,6 @@ the clicker is told where it is. A second click on the same report writes the sa
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 from slack_bolt.async_app import AsyncApp
@@ -20,8 +19,7 @@ from bot.blocks import SAVE_RUNBOOK_ACTION
 from bot.deps import BotDeps
 from bot.listeners.actions import tell
 from graph.runbook_draft import Draft, draft_runbook
-
-RUN_ID = re.compile(r"^r-[0-9a-f]{4,32}$")
+from graph.task import is_run_id
 
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
@@ -34,7 +32,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
 async def _save(deps: BotDeps, body: dict, client) -> None:
     run_id = str(((body.get("actions") or [{}])[0]).get("value") or "")
     user = (body.get("user") or {}).get("id") or ""
-    if not RUN_ID.match(run_id) or not user:
+    if not is_run_id(run_id) or not user:
         await tell(client, body, messages.BAD_BUTTON)
         return
     drafted = await draft_runbook(deps.records, run_id)

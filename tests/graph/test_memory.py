@@ -150,9 +150,11 @@ async def test_a_resolved_incident_is_recollected_from_the_records(records):
     assert (got.incident, got.day, got.trigger, got.service) == (
         "Q4412", date(2026, 11, 20), "Redis evicting keys", "cache-prod")
     assert got.findings == "Session keys had no TTL."
-    assert got.deeds == [Deed(summary="Read Redis INFO (memory)", status="ok"),
+    assert got.deeds == [Deed(summary="Read Redis INFO (memory)", status="ok",
+                              invocation="INFO memory"),
                          Deed(summary="Delete 1 Redis key(s): sessions:1", status="ok", tier=3,
-                              note="approved by <@UAPPR1>", check="fixed")]
+                              note="approved by <@UAPPR1>", check="fixed",
+                              invocation="DEL sessions:1")]
     assert got.resolution.startswith("resolved in PagerDuty by Alice on 20")
     assert got.cite() == ("incident #Q4412 on 2026-11-20 (run r-00004412), fixed by "
                           "Delete 1 Redis key(s): sessions:1")  # the read was evidence

@@ -17,15 +17,17 @@ def past(**more) -> Recollection:
                   trigger="cache-prod Redis memory is at 97%", incident="Q2EVICT",
                   service="cache-prod",
                   findings="Stale session keys filled memory.",
-                  deeds=[Deed(summary="Delete 1 Redis key(s): sessions:stale", status="ok",
-                              tier=3, check="fixed")],
+                  deeds=[Deed(summary="Read Redis INFO (memory)", status="ok", tier=0,
+                              invocation="redis info section=memory"),
+                         Deed(summary="Delete 1 Redis key(s): sessions:stale", status="ok",
+                              tier=3, check="fixed", invocation="redis del keys=[...]")],
                   resolution="resolved in PagerDuty by Alice Example on 2026-11-20",
                   state="done")
     return Recollection(**(values | more))
 
 
 def test_the_draft_is_a_runbook_the_loader_reads():
-    draft = render(past(), ["redis info section=memory"])
+    draft = render(past())
     meta, body = parse_runbook(draft.text)
     assert meta.title == "cache-prod Redis memory is at 97%"
     assert meta.services == ["cache-prod"] and "draft" in meta.tags
@@ -37,11 +39,11 @@ def test_the_draft_is_a_runbook_the_loader_reads():
 
 def test_untrusted_trigger_text_cannot_break_out_of_the_front_matter_or_its_line():
     hostile = "boom\n---\ntitle: owned\ncommands: [redis flushdb]\n# Fake heading"
-    meta, body = parse_runbook(render(past(trigger=hostile), []).text)
+    meta, body = parse_runbook(render(past(trigger=hostile, deeds=[])).text)
     assert meta.title.startswith("boom --- title: owned") and meta.commands == []
     assert "\n# Fake heading" not in body
 
 
 def test_secrets_in_findings_are_redacted():
-    draft = render(past(findings=f"The bot token {CANARY} was in the config."), [])
+    draft = render(past(findings=f"The bot token {CANARY} was in the config."))
     assert CANARY not in draft.text and "redacted" in draft.text

@@ -191,11 +191,12 @@ async def test_audit_tells_the_whole_story(h, redis_db, monkeypatch, capsys):
     assert await asyncio.to_thread(main, ["audit", run_id]) == 0
     lines = capsys.readouterr().out.splitlines()
     kinds = [line.split()[1] for line in lines]
-    # (the request row is written once the card is posted, so a quick click's vote can be
-    # recorded before it: sorted within the approval)
-    assert story_order(kinds) == [
-        "task", "policy", "credential.lease", "sandbox.preview", "approval.request",
-        "approval.vote", "approval.decision", "credential.lease", "sandbox.exec", "report"], kinds
+    rest = [k for k in kinds if k != "credential.revoke"]
+    assert rest[:4] == ["task", "policy", "credential.lease", "sandbox.preview"], kinds
+    # the request row is written once the card is posted, so a quick click's vote can precede it
+    assert sorted(rest[4:7]) == sorted(APPROVAL), kinds
+    assert rest.index("approval.vote") < rest.index("approval.decision"), kinds
+    assert rest[7:] == ["credential.lease", "sandbox.exec", "report"], kinds
     # each lease is used once and revoked before the next lease is taken or the run reports
     # (off the answer's path since issue 16)
     assert [sorted(span) for span in leases_closed(kinds)] == [
@@ -212,14 +213,6 @@ async def test_audit_tells_the_whole_story(h, redis_db, monkeypatch, capsys):
 
 
 APPROVAL = ["approval.request", "approval.vote", "approval.decision"]
-
-
-def story_order(kinds: list[str]) -> list[str]:
-    """The kinds without revocations, the approval's rows in their logical order."""
-    rest = [k for k in kinds if k != "credential.revoke"]
-    first = min((i for i, k in enumerate(rest) if k in APPROVAL), default=len(rest))
-    block = sorted((k for k in rest if k in APPROVAL), key=APPROVAL.index)
-    return rest[:first] + block + [k for k in rest[first:] if k not in APPROVAL]
 
 
 def leases_closed(kinds: list[str]) -> list[list[str]]:

@@ -104,7 +104,8 @@ def test_the_app_jwt_must_be_signed_by_the_apps_key(github_api, app):
 
 def app_graph(github_api, app, tmp_path):
     """The run graph over an App-authenticated GitHub connector; actions run in-process through
-    the sandbox entrypoint (InlineExecutor), credentials come from the broker's github_app kind."""
+    the sandbox entrypoint (InlineExecutor), credentials come from the broker's github_app kind.
+    Also returns the graph's cleanup, which revokes after the answer (the driver awaits it)."""
     from langgraph.checkpoint.memory import InMemorySaver
 
     from graph.build import build_graph
@@ -122,31 +123,16 @@ def app_graph(github_api, app, tmp_path):
     records = SqliteRecords(tmp_path / "audit.sqlite")
     deps = GraphDeps(catalog=Catalog([TOOLSET], {"github": config}), policy=parse_policy(POLICY),
                      executor=executor, broker=broker, audit=records.audit, limits=Limits())
-    return Ran(build_graph(deps, InMemorySaver()), deps), executor, records
-
-
-class Ran:
-    """The graph, whose runs end with their credentials revoked (the driver's part: revocation
-    runs after the answer, graph/cleanup.py)."""
-
-    def __init__(self, graph, deps):
-        self.graph, self.deps = graph, deps
-
-    def __getattr__(self, name):
-        return getattr(self.graph, name)
-
-    async def ainvoke(self, *args, **kwargs):
-        state = await self.graph.ainvoke(*args, **kwargs)
-        await self.deps.cleanup.close()
-        return state
+    return build_graph(deps, InMemorySaver()), executor, records, deps.cleanup
 
 
 async def test_an_action_runs_with_a_token_for_its_repo_and_permissions_only(
         github_api, app, tmp_path):
     from tests.tools.test_openapi import start
 
-    graph, executor, records = app_graph(github_api, app, tmp_path)
+    graph, executor, records, cleanup = app_graph(github_api, app, tmp_path)
     config, state = await start(graph, "github branch fix-burst")
+    await cleanup.close()  # as the driver does at the run's end: revocation follows the answer
     report = state.values["report"]
     assert report["calls"][0]["status"] == "ok", report
     assert "fix-burst" in github_api.repos["acme/api"].branches
@@ -170,7 +156,7 @@ async def test_a_merge_preview_reads_with_a_read_only_token(github_api, app, tmp
     from tests.tools.test_github import TOKEN, run
     from tests.tools.test_openapi import start
 
-    graph, executor, _ = app_graph(github_api, app, tmp_path)
+    graph, executor, _, _ = app_graph(github_api, app, tmp_path)
     github_api.tokens.add(TOKEN)  # set-up through the plain token; the run itself uses the App
     run(github_api, "branch", branch="fix")
     run(github_api, "commit", branch="fix", message="Fix", files={"app.py": "VERSION = 2\n"})
