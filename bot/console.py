@@ -28,6 +28,7 @@ from tools.secrets import REDACTOR
 REQUESTER = "UCONSOLE"  # the person at the keyboard, asking
 APPROVER = "UCONSOLEAPPROVER"  # the same person, answering an approval prompt
 CHANNEL = "console"
+CONSOLE_CARD = "console-card"  # where an approval prompt "is": every card has a place a click names
 _MARKUP = re.compile(r"<@([^>|]+)(?:\|[^>]*)?>|<!date\^\d+\^[^|]*\|([^>]*)>")
 
 
@@ -79,7 +80,7 @@ class ConsoleSurface:
         if request.preview:
             self.write("  preview:\n    " + request.preview.replace("\n", "\n    "))
         await self.pending.put(request)
-        return None
+        return CONSOLE_CARD
 
     async def update_approval(self, run: RunRef, request: ApprovalRequest) -> None:
         self.write(f"  approval {request.id}: {request.status.value}")
@@ -139,7 +140,7 @@ async def _settle(manager: RunManager, surface: ConsoleSurface, stdin: TextIO) -
             answer = await asyncio.to_thread(_prompt, f"Approve `{request.summary}`? [y/N] ", stdin)
             approve = (answer or "").strip().lower() in ("y", "yes")
             click = Click(approval_id=request.id, shown_hash=request.action_hash, user=APPROVER,
-                          groups=frozenset(), approve=approve, channel=CHANNEL, message_ts=None,
+                          groups=frozenset(), approve=approve, channel=CHANNEL, message_ts=CONSOLE_CARD,
                           reason="" if approve else "denied at the console")
             surface.write(f"  {await manager.desk.click(click)}")
 

@@ -63,9 +63,16 @@ class ApprovalDesk:
 
     async def ask(self, tx: Tx, run: RunRef, interrupt_id: str,
                   value: dict[str, Any]) -> ApprovalRequest:
-        """The request for this interrupt (created once, inside ``tx``); ``show`` posts its card
-        once ``tx`` has committed."""
-        return await tx.approvals.create(self._request(run, interrupt_id, value))
+        """The request for this interrupt (created once, inside ``tx``, with its audit row: no
+        vote can precede it); ``show`` posts its card once ``tx`` has committed."""
+        request = await tx.approvals.create(self._request(run, interrupt_id, value))
+        await tx.audit.record(
+            "approval.request", run.run_id, run.task.user, approval=request.id,
+            action=request.canonical, hash=request.action_hash,
+            approvers=request.rule.model_dump(mode="json"),
+            expires_at=request.expires_at.isoformat())
+        tx.after_commit(lambda: metrics.APPROVALS_REQUESTED.labels(str(request.tier)).inc())
+        return request
 
     async def show(self, run: RunRef, request: ApprovalRequest) -> None:
         """Post the card of a pending request that has none yet (exactly once)."""
@@ -164,18 +171,16 @@ class ApprovalDesk:
                                        trace=run.trace))
 
     async def _post(self, run: RunRef, request: ApprovalRequest) -> None:
+        """Post the card and record where it is. A click can land between the two (the card is
+        visible before its ts is recorded): its vote could not edit the card, so the card is
+        redrawn here when anything was voted or decided meanwhile."""
         card_ts = await self.surface.ask_approval(run, request)
-        if card_ts:
-            await self.records.approvals.set_card(request.id, card_ts)
-            current = await self.records.approvals.get(request.id)
-            if current is not None and current.status.final:  # decided while posting
-                await self.surface.update_approval(run, current)
-        await self.records.audit.record(
-            "approval.request", run.run_id, run.task.user, approval=request.id,
-            action=request.canonical, hash=request.action_hash,
-            approvers=request.rule.model_dump(mode="json"),
-            expires_at=request.expires_at.isoformat())
-        metrics.APPROVALS_REQUESTED.labels(str(request.tier)).inc()
+        if not card_ts:
+            return
+        await self.records.approvals.set_card(request.id, card_ts)
+        current = await self.records.approvals.get(request.id)
+        if current is not None and (current.votes or current.status.final):
+            await self.surface.update_approval(run, current)
 
     def _request(self, run: RunRef, interrupt_id: str, value: dict[str, Any]) -> ApprovalRequest:
         review, call = value["review"], value["call"]
@@ -213,7 +218,9 @@ def _tampered(request: ApprovalRequest | None, click: Click) -> str:
         return "That approval request does not exist; nothing was changed."
     if request.channel != click.channel or request.action_hash != click.shown_hash:
         return MISMATCH
-    if request.card_ts and click.message_ts != request.card_ts:  # a missing one too
+    if not click.message_ts:  # Slack names the message of every button it delivers
+        return MISMATCH
+    if request.card_ts and click.message_ts != request.card_ts:  # else: the card is being posted
         return MISMATCH
     return ""
 

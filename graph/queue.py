@@ -176,7 +176,9 @@ class LocalQueue(JobQueue):
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
-                if not task.done():  # the worker itself is stopping: stop its job too
+                # the worker itself is stopping (even as its job ends): stop the job too and
+                # stop; otherwise the job was aborted and the worker goes on
+                if asyncio.current_task().cancelling():
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
                     raise

@@ -186,7 +186,9 @@ class RunManager:
             await self.queue.abort(row.run.run_id, row.run.thread_id)
             await self.surface.report(row.run, Report(run_id=row.run.run_id,
                                                       state=RunState.CANCELLED, headline=reason))
-        elif row.state is RunState.RUNNING:
+        elif row.state is RunState.RUNNING and not stop.closed:
+            # a drive is under way: stop it. When approvals were closed, their resume job (deferred
+            # with the cancel) ends the run; aborting here could kill that very job instead
             await self.queue.abort(row.run.run_id, row.run.thread_id)
 
     async def remember(self, run: RunRef) -> None:

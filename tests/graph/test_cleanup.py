@@ -72,12 +72,17 @@ class RecordingSurface:
         raise AssertionError(text)
 
 
-async def test_the_answer_does_not_wait_for_revocation_and_the_run_ends_only_after_it(tmp_path):
+@asynccontextmanager
+async def in_process(tmp_path, surface, broker=None, policy: Policy | None = None,
+                     workers: int = 1):
+    """The real run manager, driver, graph, SQLite records, catalog (a Redis) and policy, with
+    ``surface``; yields the manager, records, queue and graph deps, and stops them after."""
     records = SqliteRecords(tmp_path / "opsbot.sqlite")
-    broker, surface, queue = HeldBroker(), RecordingSurface(), LocalQueue(1)
+    queue = LocalQueue(workers)
     deps = GraphDeps(catalog=Catalog(TOOLSETS, {"redis": RedisConfig(url="redis://10.0.0.5:6379/0")}),
-                     policy=Policy(), executor=CannedExecutor(), broker=broker,
-                     audit=records.audit, executions=records.executions, limits=Limits())
+                     policy=policy or Policy(), executor=CannedExecutor(),
+                     broker=broker or CredentialBroker(None), audit=records.audit,
+                     executions=records.executions, limits=Limits())
     graph = build_graph(deps, InMemorySaver())
     manager = RunManager(records, queue, surface)
 
@@ -89,6 +94,18 @@ async def test_the_answer_does_not_wait_for_revocation_and_the_run_ends_only_aft
                     manager.checklists, cleanup=deps.cleanup)
     await queue.start(driver.handle)
     try:
+        yield manager, records, queue, deps
+    finally:
+        if isinstance(broker, HeldBroker):
+            broker.release.set()
+        await queue.stop()
+        await deps.cleanup.close()
+        await records.close()
+
+
+async def test_the_answer_does_not_wait_for_revocation_and_the_run_ends_only_after_it(tmp_path):
+    broker, surface = HeldBroker(), RecordingSurface()
+    async with in_process(tmp_path, surface, broker) as (manager, records, queue, deps):
         run = await manager.submit(Task(source=Source.CONSOLE, team="T0", channel="C0", user="U0",
                                         text="redis info section=server"))
         await wait_until(lambda: surface.reports, 10, lambda: "no report")
@@ -109,11 +126,6 @@ async def test_the_answer_does_not_wait_for_revocation_and_the_run_ends_only_aft
         row = await records.runs.row(run.run_id)
         story = await records.audit.story(run.run_id)
         still_open = await records.audit.open_leases(datetime.now(UTC) - timedelta(minutes=1))
-    finally:
-        broker.release.set()
-        await queue.stop()
-        await deps.cleanup.close()
-        await records.close()
 
     assert row.state is RunState.DONE
     revoked = [r["data"] for r in story if r["kind"] == "credential.revoke"]
