@@ -52,16 +52,10 @@ def report_message(report: Report) -> tuple[dict[str, Any], str | None]:
     """The report as ``{"text", "blocks"}`` (its feedback buttons last), plus the full text
     when something was shortened."""
     message, full = _report_message(report)
-    if worth_a_runbook(report):
+    if report.draftable:
         message["blocks"].append(save_runbook_block(report.run_id))
     message["blocks"].append(feedback_block(report.run_id))
     return message, full
-
-
-def worth_a_runbook(report: Report) -> bool:
-    """An investigation (the model answered) or a change that ran: what a runbook is made of."""
-    return report.state is RunState.DONE and (
-        bool(report.answer) or any(c.tier >= 2 and c.status == "ok" for c in report.calls))
 
 
 def save_runbook_block(run_id: str) -> dict[str, Any]:

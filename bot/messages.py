@@ -134,3 +134,12 @@ INVESTIGATE_REQUEST = "Investigate this message: what does it report, is it real
 RUNBOOK_DRAFTED = ("Drafted `{path}` from run `{run_id}`. Review and edit it, then "
                    "`opsbot runbooks ingest runbooks/` to make it searchable.")
 RUNBOOK_NOT_WRITTEN = "Could not write the runbook draft under `{directory}`: {error}."
+RUNBOOK_PROPOSING = ("Proposing the runbook drafted from run `{run_id}` as a draft PR in "
+                     "`{repo}`: run `{pr_run}` in this thread opens it.")
+RUNBOOK_NOT_PROPOSED = "The runbook drafted from run `{run_id}` was not proposed: see above."
+RUNBOOK_PR_BODY = ("Drafted by opsbot from run `{run_id}` (\"Save as runbook\"): `{path}`. "
+                   "Review and edit it before merging; once merged, ingest `runbooks/` to make "
+                   "it searchable.")
+RUNBOOK_NO_GITHUB = ("OPSBOT_RUNBOOK_REPO names `{repo}`, but the GitHub connector is not "
+                     "configured (GITHUB_TOKEN or a GitHub App), so no PR can be opened; "
+                     "nothing was drafted.")

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    IPvAnyAddress,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -59,8 +66,15 @@ class Settings(BaseSettings):
     memory_collection: str = Field("incidents", pattern=r"^[A-Za-z0-9_\-]{1,64}$",
                                    validation_alias="OPSBOT_MEMORY_COLLECTION")
 
-    # "Save as runbook" on a report writes its draft here (bot/listeners/runbook_drafts.py)
+    # "Save as runbook" on a report writes its draft here (bot/listeners/runbook_drafts.py)...
     runbook_drafts: Path = Field(Path("runbooks/drafts"), validation_alias="OPSBOT_RUNBOOK_DRAFTS")
+    # ... or, with a runbooks repository, proposes it there as a draft PR (the GitHub connector,
+    # tier 2: a run in the report's thread, under policy, with the clicker as its requester)
+    runbook_repo: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$",
+        validation_alias="OPSBOT_RUNBOOK_REPO")
+    runbook_repo_dir: str = Field("runbooks/drafts", pattern=r"^[\w.-]+(/[\w.-]+)*$",
+                                  validation_alias="OPSBOT_RUNBOOK_REPO_DIR")
 
     vault_addr: str | None = _env("VAULT_ADDR")
     vault_token: SecretStr | None = _env("VAULT_TOKEN")
@@ -119,6 +133,10 @@ class Settings(BaseSettings):
     api_rate: int = Field(60, ge=1, le=100_000, validation_alias="OPSBOT_API_RATE")  # per token/min
     port: int = Field(3000, ge=0, le=65535, validation_alias="OPSBOT_PORT")
     sandbox_image: str | None = _env("OPSBOT_SANDBOX_IMAGE")
+    # Host names the sandbox's egress dials at these addresses instead of asking DNS (JSON,
+    # {"github.corp.example": "10.2.0.7"}): split-horizon names; the action still dials the name
+    egress_hosts: dict[str, IPvAnyAddress] = Field(default_factory=dict,
+                                                   validation_alias="OPSBOT_EGRESS_HOSTS")
     database_url: SecretStr | None = _env("OPSBOT_DATABASE_URL")
     workers: int = Field(4, ge=1, le=64, validation_alias="OPSBOT_WORKERS")
     heartbeat_s: float = Field(5.0, ge=0.1, le=300, validation_alias="OPSBOT_HEARTBEAT_S")

@@ -179,7 +179,7 @@ def quota_for(settings: Settings, policy: Policy, catalog: Catalog) -> Quota:
 
 def sandbox_config(settings: Settings, instance: str) -> SandboxConfig:
     return SandboxConfig(image=settings.sandbox_image, docker_host=settings.docker_host,
-                         instance=instance)
+                         instance=instance, egress_hosts=settings.egress_hosts)
 
 
 def broker_for(settings: Settings, instance: str = "") -> CredentialBroker:

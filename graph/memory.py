@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from graph.records import Records
 from graph.surface import CallReport, RunState
+from graph.task import Source, Task
 from tools.secrets import REDACTOR
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ COLLECTION = "incidents"
 MIN_SIMILARITY = 0.5  # cosine, all-MiniLM-L6-v2: see tests/graph/test_memory.py for the pairs
 NAMESPACE = uuid.UUID("0f6b8f0c-3a43-4c6e-9a51-8d7e2f1b6c22")
 FINDINGS_CHARS = 1500
+RAN = ("ok", "no_data", "error")  # a call's statuses once it was executed (not denied, pending)
 EMBEDDED_FINDINGS = 400
 
 
@@ -49,7 +51,8 @@ class Deed(BaseModel):
     tier: int = 0
     note: str = ""
     check: str = ""  # "fixed" / "not fixed" / "not checked" / "" (no check declared)
-    invocation: str = ""  # as typed after /ops (a runbook draft lists the reads that helped)
+    invocation: str = ""  # as the target system saw it (``INFO memory``)
+    command: str = ""  # as typed after /ops (``redis info section=memory``): a draft lists reads
 
     @property
     def helped(self) -> bool:
@@ -173,27 +176,37 @@ async def recollect(records: Records, run_id: str) -> Recollection | None:
     if row is None or not row.state.final:
         return None
     story = await records.audit.story(run_id)
-    kinds = {r["kind"] for r in story}
     task = row.run.task
-    approved = any(r["kind"] == "approval.decision" and r["data"].get("status") == "approved"
-                   for r in story)
-    if task.alert is None and "llm.run" not in kinds and not approved:
-        return None
     report = next((r["data"] for r in reversed(story) if r["kind"] == "report"), {})
+    deeds = [_deed(CallReport.model_validate(c)) for c in report.get("calls", [])]
+    if not worth_remembering(task, any(r["kind"] == "llm.run" for r in story), deeds):
+        return None
     return Recollection(
         run_id=run_id, day=task.created_at.date(), channel=task.channel,
         trigger=task.alert.title if task.alert else task.text,
         incident=task.alert.id if task.alert else "",
         service=task.alert.service if task.alert else "",
         findings=(report.get("answer") or "")[:FINDINGS_CHARS],
-        deeds=[_deed(CallReport.model_validate(c)) for c in report.get("calls", [])],
+        deeds=deeds,
         resolution=_resolution(story, row.state, report), feedback=_feedback(story),
         state=row.state.value)
 
 
+def worth_remembering(task: Task, investigated: bool, calls: list[Deed] | list[CallReport]
+                      ) -> bool:
+    """What the memory keeps and a runbook is drafted from (one rule, so a report's "Save as
+    runbook" button never offers what the draft then refuses): an incident, an investigation
+    (the model gave its word), or a change that ran — not the draft PR a runbook became."""
+    if task.source is Source.RUNBOOK:
+        return False
+    ran_a_change = any(c.tier >= 2 and c.status in RAN for c in calls)
+    return task.alert is not None or investigated or ran_a_change
+
+
 def _deed(call: CallReport) -> Deed:
     return Deed(summary=call.summary, status=call.status, tier=call.tier, note=call.note,
-                check=call.check.verdict if call.check else "", invocation=call.invocation)
+                check=call.check.verdict if call.check else "", invocation=call.invocation,
+                command=call.command)
 
 
 def _resolution(story: list[dict[str, Any]], state: RunState, report: dict[str, Any]) -> str:

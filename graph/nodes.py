@@ -31,6 +31,7 @@ from langgraph.types import Command, Send, interrupt
 from approvals.mrkdwn import one_line
 from graph import checks, commands, help, tracing, usage
 from graph.deps import GraphDeps
+from graph.memory import worth_remembering
 from graph.policy import Channel, Proposer, Requester, Verdict, evaluate
 from graph.surface import CallReport, Citation, Report, RunState, StepState
 from graph.task import Source, Task
@@ -41,6 +42,7 @@ from tools.catalog import Call, CallError
 from tools.secrets import REDACTOR
 
 log = structlog.get_logger("opsbot.graph")
+CALLED_BY = {Source.RUNBOOK: "Save as runbook"}  # whose exact call a run makes; else an MCP client
 PREVIEW_LIMIT = 20_000  # kept whole for the approver (the card attaches what it can't show)
 INTERRUPTED = ("interrupted: opsbot stopped while this action was running, so its outcome is "
                "unknown; it was not run again")
@@ -110,10 +112,10 @@ class Nodes:
                  "report": {}, "cancelled": False, "mode": "typed"}
         if task.alert is not None:
             return {**fresh, "mode": "llm", "headline": f"Investigating: {task.alert.title}"}
-        if task.call is not None:  # exact, from an MCP client: nothing to parse
+        if task.call is not None:  # exact (an MCP client, a runbook's draft PR): nothing to parse
             call = Call(id=f"{state['run_id']}-1", **task.call)
             return {**fresh, "calls": [call.model_dump()], "run_calls": [call.id],
-                    "headline": f"`{call.ref}` (MCP)"}
+                    "headline": f"`{call.ref}` ({CALLED_BY.get(task.source, 'MCP')})"}
         try:
             command = commands.parse(task.text, self.deps.catalog)
         except commands.ParseError as e:
@@ -402,12 +404,15 @@ class Nodes:
             run_state = RunState.CANCELLED
         if _interrupted(state):
             run_state = RunState.INTERRUPTED
+        investigated = state.get("mode") == "llm" and bool(state.get("answer"))
         report = Report(
             run_id=state["run_id"], state=run_state, headline=state.get("headline", ""),
             answer=state.get("answer", ""), calls=calls,
             citations=[Citation(**c) for c in state.get("citations", [])],
             similar=state.get("similar", []),
             usage=_usage(state, self.deps.model_name),
+            draftable=run_state is RunState.DONE and worth_remembering(
+                task_of(state), investigated, calls),
         )
         return {"report": report.model_dump(mode="json")}
 
@@ -479,8 +484,17 @@ def _call_report(review: dict[str, Any], entry: dict[str, Any] | None) -> CallRe
         return CallReport(summary=review.get("summary", "?"), invocation="", status="pending")
     result = ToolResult.model_validate(entry["result"])
     return CallReport(summary=review.get("summary", result.invocation), invocation=result.invocation,
+                      command=_typed(review.get("canonical") or {}),
                       status=result.status.value, output=result.text, note=entry.get("note", ""),
                       check=entry.get("check"), tier=int(review.get("tier", 0)))
+
+
+def _typed(canonical: dict[str, Any]) -> str:
+    """The reviewed call as a person would type it after ``/ops`` (unset parameters left out)."""
+    if not canonical.get("toolset") or not canonical.get("action"):
+        return ""
+    params = {k: v for k, v in (canonical.get("params") or {}).items() if v is not None}
+    return commands.RunAction(canonical["toolset"], canonical["action"], params).text
 
 
 def _usage(state: GraphState, model: str) -> str:

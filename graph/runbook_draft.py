@@ -73,7 +73,7 @@ def render(past: Recollection) -> Draft:
 
 def helpful_reads(deeds: list[Deed]) -> list[str]:
     """The read-only calls that ran fine, as typed commands (the runbook's ``commands``)."""
-    commands = (_one_line(d.invocation).removeprefix("/ops ") for d in deeds
+    commands = (_one_line(d.command or d.invocation) for d in deeds
                 if d.status == "ok" and d.tier <= 1)
     return list(dict.fromkeys(c for c in commands if c))
 

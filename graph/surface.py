@@ -129,6 +129,7 @@ class CheckReport(BaseModel):
 class CallReport(BaseModel):
     summary: str
     invocation: str
+    command: str = ""  # the call as a typed command (``redis info section=memory``)
     status: str
     output: str = ""
     note: str = ""  # policy/approval outcome, e.g. "denied by <@U2>: not during peak"
@@ -152,6 +153,7 @@ class Report(BaseModel):
     citations: list[Citation] = []
     similar: list[str] = []  # past incidents recalled (graph/memory.py): "incident #… on …, fixed by …"
     usage: str = ""
+    draftable: bool = False  # a runbook can be drafted from it (graph.memory.worth_remembering)
 
 
 class Surface(Protocol):

@@ -27,6 +27,7 @@ class Source(StrEnum):
     ASSISTANT = "assistant"  # a question in a Slack assistant thread (bot/listeners/assistant.py)
     SHORTCUT = "shortcut"  # "Investigate this message" on a Slack message (bot/listeners/shortcuts.py)
     SCHEDULE = "schedule"  # a schedule's tick (graph/schedules/)
+    RUNBOOK = "runbook"  # "Save as runbook" as a draft PR (bot/listeners/runbook_drafts.py)
     API = "api"  # the task API, /api/v1 (bot/api/)
 
 

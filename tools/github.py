@@ -2,8 +2,8 @@
 
 Observe (tier 0): ``repo``, ``prs``, ``pr``, ``commits``, ``runs``, ``file``, ``checks``. Draft
 (tier 2): ``issue``, ``comment``, ``revert_pr`` (a draft PR that reverts a merged PR), and change
-control: ``branch``, ``commit`` (files or a unified diff) and ``open_pr`` — never onto the
-default branch (``tools/github_change.py``). Changes (tier 3, raised by policy for the default
+control: ``branch``, ``commit`` (files or a unified diff), ``open_pr`` and ``draft_pr`` (all
+three in one step; "Save as runbook" proposes its draft so) — never onto the default branch (``tools/github_change.py``). Changes (tier 3, raised by policy for the default
 branch): ``rerun``, ``merge`` (refused while required checks are pending or failing unless
 ``ignore_checks``; its approval card shows the checks).
 
@@ -209,13 +209,32 @@ class CommitParams(_Repo):
     def _one_of(self) -> CommitParams:
         if (self.files is None) == (self.patch is None):
             raise ValueError("give exactly one of files or patch")
-        bad = [p for p in self.files or {} if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", p)
-               or ".." in p.split("/") or len(p) > 400]
-        if bad:
-            raise ValueError(f"not a plain relative path: {', '.join(bad[:3])}")
-        if any(len(text or "") > 400_000 for text in (self.files or {}).values()):
-            raise ValueError("a file is larger than 400000 characters")
+        _check_files(self.files or {})
         return self
+
+
+class DraftPrParams(_Repo):
+    branch: str = Field(..., pattern=REF_PATTERN, description="The branch to propose the files "
+                        "on: created from the default branch if it does not exist.")
+    title: str = Field(..., min_length=1, max_length=256,
+                       description="The draft PR's title (and the commit message).")
+    body: str = Field("", max_length=20_000, description="PR description (Markdown).")
+    files: dict[str, str] = Field(..., min_length=1, max_length=50,
+                                  description="path → full content of each proposed file.")
+
+    @model_validator(mode="after")
+    def _plain(self) -> DraftPrParams:
+        _check_files(self.files)
+        return self
+
+
+def _check_files(files: dict[str, str | None]) -> None:
+    bad = [p for p in files if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", p)
+           or ".." in p.split("/") or len(p) > 400]
+    if bad:
+        raise ValueError(f"not a plain relative path: {', '.join(bad[:3])}")
+    if any(len(text or "") > 400_000 for text in files.values()):
+        raise ValueError("a file is larger than 400000 characters")
 
 
 class PullParams(_Repo):
@@ -469,6 +488,19 @@ ACTIONS: list[Action[Any]] = [
         timeout=30,
     ),
     Action(
+        name="draft_pr",
+        description="Propose files as a draft pull request in one step: the branch (created "
+        "from the default branch when missing), one commit of `files`, and a draft PR into "
+        "the default branch (the open one from that branch, when there is one). A human "
+        "reviews and merges it.",
+        tier=Tier.DRAFT,
+        params=DraftPrParams,
+        summary=lambda p: f"Propose {len(p.files)} file(s) as a draft PR from `{p.branch}` in "
+                          f"{_in(p)}: “{p.title}”",
+        run=_api(lambda r, p: f"draft PR from {r}@{p.branch}", change.draft_pr),
+        timeout=60,
+    ),
+    Action(
         name="issue",
         description="Open a GitHub issue, e.g. an incident follow-up.",
         tier=Tier.DRAFT,
@@ -506,6 +538,7 @@ PERMISSIONS: dict[str, dict[str, str]] = {
     "branch": {"contents": "write"},
     "commit": {"contents": "write"},
     "open_pr": {"contents": "read", "pull_requests": "write"},
+    "draft_pr": {"contents": "write", "pull_requests": "write"},
     "issue": {"issues": "write"},
 }
 

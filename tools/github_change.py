@@ -20,7 +20,14 @@ from tools import github_patch
 from tools.base import ToolResult
 
 if TYPE_CHECKING:
-    from tools.github import BranchParams, ChecksParams, CommentParams, CommitParams, PullParams
+    from tools.github import (
+        BranchParams,
+        ChecksParams,
+        CommentParams,
+        CommitParams,
+        DraftPrParams,
+        PullParams,
+    )
 
 PASSED = {"success", "neutral", "skipped"}
 FAILED = {"failure", "timed_out", "cancelled", "action_required", "startup_failure", "error"}
@@ -47,8 +54,11 @@ def commit(r: Any, p: CommitParams, inv: str) -> ToolResult:
     refusal = _default_branch_refusal(r, p.branch, "commit to")
     if refusal:
         return ToolResult.fail(inv, refusal)
-    ref = r.get_git_ref(f"heads/{p.branch}")
-    tip = r.get_git_commit(ref.object.sha)
+    sha = _tip(r, p.branch)
+    if sha is None:
+        return ToolResult.fail(inv, f"There is no branch `{p.branch}` in {r.full_name}: create "
+                                    "it first (github branch). Nothing was committed.")
+    tip = r.get_git_commit(sha)
     try:
         changes = p.files if p.files is not None else _patched(r, p.patch or "", tip.sha)
     except ValueError as e:
@@ -56,7 +66,7 @@ def commit(r: Any, p: CommitParams, inv: str) -> ToolResult:
     tree = r.create_git_tree([_entry(path, text) for path, text in sorted(changes.items())],
                              base_tree=r.get_git_tree(tip.tree.sha))
     made = r.create_git_commit(p.message, tree, [tip])
-    ref.edit(made.sha)
+    _move(r, p.branch, made.sha)
     data = {"branch": p.branch, "sha": made.sha, "files": sorted(changes)}
     return ToolResult.ok(inv, f"Committed {len(changes)} file(s) to `{p.branch}`: "
                               f"{made.sha[:7]} {p.message.splitlines()[0]}", data)
@@ -72,6 +82,34 @@ def pull(r: Any, p: PullParams, inv: str) -> ToolResult:
     kind = "draft PR" if p.draft else "PR"
     return ToolResult.ok(inv, f"Opened {kind} #{made.number} `{p.head}` → `{base}`: "
                               f"{made.html_url}", data)
+
+
+def draft_pr(r: Any, p: DraftPrParams, inv: str) -> ToolResult:
+    """Branch, commit and draft PR in one action; again on the same branch, it commits what
+    changed (nothing when the files are the same) and answers with the PR already open."""
+    refusal = _default_branch_refusal(r, p.branch, "open a PR from")
+    if refusal:
+        return ToolResult.fail(inv, refusal)
+    sha = _tip(r, p.branch)
+    if sha is None:
+        sha = _sha(r, r.default_branch)
+        r.create_git_ref(f"refs/heads/{p.branch}", sha)
+    head = r.get_git_commit(sha)
+    tree = r.create_git_tree([_entry(path, text) for path, text in sorted(p.files.items())],
+                             base_tree=r.get_git_tree(head.tree.sha))
+    committed = tree.sha != head.tree.sha
+    if committed:
+        _move(r, p.branch, r.create_git_commit(p.title, tree, [head]).sha)
+    pull = next(iter(r.get_pulls(state="open", head=f"{r.owner.login}:{p.branch}")), None)
+    opened = pull is None
+    if opened:
+        pull = r.create_pull(base=r.default_branch, head=p.branch, title=p.title, body=p.body,
+                             draft=True)
+    data = {"number": pull.number, "url": pull.html_url, "branch": p.branch,
+            "files": sorted(p.files), "committed": committed, "opened": opened}
+    verb = "Opened draft PR" if opened else "Updated the open PR" if committed else "Already open:"
+    return ToolResult.ok(inv, f"{verb} #{pull.number} `{p.branch}` → `{r.default_branch}`: "
+                              f"{pull.html_url}", data)
 
 
 def checks(r: Any, p: ChecksParams, inv: str) -> ToolResult:
@@ -136,6 +174,28 @@ def _head(r: Any, ref: str | None, number: int | None) -> tuple[str, str | None]
         pull = r.get_pull(number)
         return pull.head.sha, pull.base.ref
     return _sha(r, ref or r.default_branch), None
+
+
+def _tip(r: Any, branch: str) -> str | None:
+    """The commit a branch points at; None when there is no such branch.
+
+    Refs are read and moved with paths under the repository's URL, never through the URL an
+    answer names: in the sandbox the API is dialled at a forwarder (an IP literal's address,
+    or another port), and PyGithub refuses to follow a URL off the host and port it dials."""
+    from github import GithubException
+
+    try:
+        _, body = r.requester.requestJsonAndCheck("GET", f"{r.url}/git/ref/heads/{branch}")
+    except GithubException as e:
+        if e.status == 404:
+            return None
+        raise
+    return body["object"]["sha"]
+
+
+def _move(r: Any, branch: str, sha: str) -> None:
+    r.requester.requestJsonAndCheck("PATCH", f"{r.url}/git/refs/heads/{branch}",
+                                    input={"sha": sha, "force": False})
 
 
 def _sha(r: Any, ref: str) -> str:

@@ -27,6 +27,7 @@ from tests.fakes.slack_blocks import block_errors
 
 def report(answer: str = "Memory is fine.", calls: list[CallReport] | None = None,
            **more) -> Report:
+    more.setdefault("draftable", True)
     return Report(run_id="r-0000beef", state=RunState.DONE, headline="why is redis slow?",
                   answer=answer, calls=calls if calls is not None else [info()], **more)
 
@@ -72,17 +73,14 @@ def test_a_small_report_is_one_message_exactly_like_this():
     assert_valid(message)
 
 
-def test_only_answers_and_changes_that_ran_offer_save_as_runbook():
+def test_save_as_runbook_is_offered_on_the_reports_the_graph_marks_draftable():
+    """Which runs are worth a runbook is the graph's call (graph.memory.worth_remembering,
+    tested in tests/graph/test_runbook_draft.py); the report shows the button where it said so."""
     def offered(**kw) -> bool:
         message, _ = report_message(report(**kw))
         return save_runbook_block("r-0000beef") in message["blocks"]
 
-    change = CallReport(summary="Flush Redis", invocation="FLUSHDB", status="ok", tier=4)
-    assert offered() and offered(answer="", calls=[change])
-    assert not offered(answer="", calls=[info()]), "a typed read"
-    assert not offered(answer="", calls=[change.model_copy(update={"status": "denied"})])
-    failed, _ = report_message(report().model_copy(update={"state": RunState.FAILED}))
-    assert save_runbook_block("r-0000beef") not in failed["blocks"]
+    assert offered() and not offered(draftable=False)
 
 
 def test_a_long_call_output_is_clipped_in_the_message_and_attached_in_full():

@@ -54,8 +54,9 @@ class Page(list):
 class GitHubEmulator:
     """The HTTP server plus the state of every seeded repository."""
 
-    def __init__(self, token: str = "ghp_emulator_token"):
+    def __init__(self, token: str = "ghp_emulator_token", host: str = "127.0.0.1"):
         self.tokens = {token}
+        self.host = host  # the name in the URLs it answers with (GitHub Enterprise: its host name)
         self.apps = AppRegistry()
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[Recorded] = []
@@ -72,7 +73,7 @@ class GitHubEmulator:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> GitHubEmulator:
         self._thread.start()
@@ -199,9 +200,12 @@ def _invalid(resource: str, field: str, code: str = "invalid") -> ApiError:
 
 # --- pulls ----------------------------------------------------------------------------------
 def list_pulls(repo: FakeRepo, q, body) -> Reply:
-    state, base = q.get("state", "open"), q.get("base")
+    state, base, head = q.get("state", "open"), q.get("base"), q.get("head")
     pulls = [p for p in repo.pulls.values() if state in ("all", p["state"])]
     pulls = [p for p in pulls if base in (None, p["base"])]
+    if head is not None:  # "owner:branch", as GitHub takes it
+        owner, _, branch = head.partition(":")
+        pulls = [p for p in pulls if owner == repo.owner and p["head"] == branch]
     pulls.sort(key=lambda p: p["number"], reverse=q.get("direction", "desc") == "desc")
     return 200, Page([shape.pull(repo, p) for p in pulls])
 

@@ -348,6 +348,7 @@ def test_tiers_targets_egress_and_secrets():
         "branch": 2,
         "commit": 2,
         "open_pr": 2,
+        "draft_pr": 2,
     }
     assert merge.tier is Tier.SANDBOX_EXECUTE
 

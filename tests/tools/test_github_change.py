@@ -129,6 +129,33 @@ def test_comment_is_posted(github_api, repo):
     assert "404" in run(github_api, "comment", number=999, body="x").error
 
 
+def test_draft_pr_proposes_files_in_one_step_and_again_updates_the_same_pr(github_api, repo):
+    main_before = repo.branches["main"]
+    runbook = {"runbooks/drafts/redis-evicting-r-1a2b3c4d.md": "---\ntitle: Redis\n---\n# Redis\n"}
+    first = run(github_api, "draft_pr", branch="opsbot/runbook-r-1a2b3c4d",
+                title="Runbook draft: Redis", body="From run r-1a2b3c4d.", files=runbook)
+    assert first.status is Status.OK, first.error
+    number = first.data["number"]
+    pull = repo.pulls[number]
+    assert (pull["head"], pull["base"], pull["draft"]) == ("opsbot/runbook-r-1a2b3c4d", "main", True)
+    assert files(repo, "opsbot/runbook-r-1a2b3c4d") == files(repo, "main") | {
+        path: text for path, text in runbook.items()}
+    assert first.output.startswith(f"Opened draft PR #{number}")
+
+    same = run(github_api, "draft_pr", branch="opsbot/runbook-r-1a2b3c4d",
+               title="Runbook draft: Redis", files=runbook)
+    assert same.data["number"] == number and not same.data["committed"]
+    assert same.output.startswith(f"Already open: #{number}") and len(repo.pulls) == 1
+    edited = {path: text + "More.\n" for path, text in runbook.items()}
+    again = run(github_api, "draft_pr", branch="opsbot/runbook-r-1a2b3c4d",
+                title="Runbook draft: Redis", files=edited)
+    assert again.data["committed"] and not again.data["opened"] and again.data["number"] == number
+    assert files(repo, "opsbot/runbook-r-1a2b3c4d")[next(iter(runbook))].endswith("More.\n")
+    assert repo.branches["main"] == main_before and len(repo.pulls) == 1
+    refused = run(github_api, "draft_pr", branch="main", title="x", files=runbook)
+    assert "default branch of acme/api" in refused.error
+
+
 @pytest.mark.parametrize("params,message", [
     ({"branch": "f", "message": "m"}, "give exactly one of files or patch"),
     ({"branch": "f", "message": "m", "files": {"../etc/passwd": "x"}}, "not a plain relative"),
@@ -139,6 +166,10 @@ def test_bad_commits_are_refused_before_any_request(github_api, repo, params, me
     with pytest.raises(CallError, match=message):
         catalog(github_api.url, default_repos=("acme/api",)).resolve(
             Call(id="c", toolset="github", action="commit", params=params))
+    with pytest.raises(CallError, match="not a plain relative"):
+        catalog(github_api.url, default_repos=("acme/api",)).resolve(Call(
+            id="d", toolset="github", action="draft_pr",
+            params={"branch": "f", "title": "t", "files": {"a/../../b": "x"}}))
     assert not github_api.requests
 
 
