@@ -37,6 +37,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -308,6 +309,89 @@ def every_config() -> dict[str, Any]:
     return configs
 
 
+# end to end: a mention answered in Slack ----------------------------------------------------
+
+
+async def end_to_end(samples: int) -> None:
+    """Issue 16: ``@opsbot`` → the answer in the thread (one tool round, instant model), against
+    the bare loop with the same model (the same emulator) calling the same tool in the same
+    warm sandbox, sample by sample."""
+    from langchain_openai import ChatOpenAI
+
+    from tests.fakes.openai import OpenAIEmulator
+    from tests.fakes.slack import SlackEmulator
+    from tests.scenarios.harness import CHANNEL, harness, settings_for
+    from tests.scenarios.llm_harness import mention
+    from tests.services.redis import start_redis
+
+    with (tempfile.TemporaryDirectory() as tmp, SlackEmulator() as slack,
+          OpenAIEmulator(emulator_script(1, 1)) as llm):
+        proc, redis = start_redis(Path(tmp))
+        settings = settings_for(slack, redis.url, Path(tmp) / "data", workers=4,
+                                openai_api_key=llm.api_key, openai_base_url=llm.base_url)
+        try:
+            async with harness(settings, slack, status_interval=1.0) as h:
+                sandbox = h.bot.runtime.sandbox
+                model = ChatOpenAI(model="gpt-4o-mini", api_key=llm.api_key,
+                                   base_url=llm.base_url, use_responses_api=False,
+                                   max_retries=0, timeout=10)
+                bare = bare_graph(model, RedisSandbox(sandbox, redis.url),
+                                  tools_of(opsbot_graph(model, InstantExecutor(), Path(tmp))[1]))
+                times: dict[str, list[float]] = {"bare": [], "opsbot": []}
+                for i in range(samples + 3):  # the first three warm both up
+                    await sandbox.settle()
+                    await sandbox.pool.wait_ready()
+                    took = {"opsbot": await answered(h, slack, CHANNEL, mention),
+                            "bare": await drive(bare, bare_inputs())}
+                    for key, value in took.items():
+                        if i >= 3:
+                            times[key].append(value)
+                load = os.getloadavg()[0]
+        finally:
+            proc.terminate()
+    base = statistics.median(times["bare"])
+    print(f"\nmention → answer in the thread, one tool round, instant model, warm sandbox "
+          f"({samples} samples, load {load:.1f}):")
+    print(f"{'loop':34} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
+    for key, label in (("bare", "bare LangGraph loop (same tool)"),
+                       ("opsbot", "opsbot: @mention → answer posted")):
+        values = times[key]
+        print(f"{label:34} {statistics.median(values) * 1000:8.1f} "
+              f"{sorted(values)[min(len(values) - 1, int(len(values) * 0.99))] * 1000:8.1f} "
+              f"{statistics.median(values) / base:5.2f}x")
+
+
+class RedisSandbox:
+    """The bot's own sandbox runner as the bare loop's executor: the same warm pool, the same
+    ``redis info`` against the same server (the bare loop names no target, so this adds it)."""
+
+    def __init__(self, runner: Any, url: str):
+        self.runner, self.config = runner, RedisConfig(url=url)
+
+    async def run(self, request: SandboxRequest, on_progress=None) -> SandboxOutcome:
+        return await self.runner.run(SandboxRequest(**{
+            **request.model_dump(), "config": self.config.model_dump(mode="json"),
+            "egress": [{"host": self.config.host, "port": self.config.port}]}))
+
+
+async def answered(h: Any, slack: Any, channel: str, mention: Callable[..., Any]) -> float:
+    """Seconds from posting ``@opsbot`` to Slack receiving the message with the answer."""
+    began = time.monotonic()
+    thread = await mention(h, "why is redis slow?")
+
+    def landed() -> float | None:
+        return next((c.at for c in slack.calls("chat.postMessage")
+                     if c.params.get("thread_ts") == thread and c.at >= began
+                     and "Memory is fine." in json.dumps(c.params)), None)
+
+    while (at := landed()) is None:
+        if time.monotonic() - began > 30:
+            raise SystemExit(f"no answer in thread {thread} after 30 s: {slack.describe()}")
+        await asyncio.sleep(0.002)
+    await h.bot.runtime.runs.drain(30)  # the run's tail (status edit, revocation) before the next
+    return at - began
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40)
@@ -316,10 +400,16 @@ async def main() -> None:
                         help="also time the real Docker sandbox per call (needs Docker, root)")
     parser.add_argument("--first-request", action="store_true",
                         help="only the size of an investigation's first model request")
+    parser.add_argument("--e2e", type=int, default=0, metavar="SAMPLES",
+                        help="only @mention → answer in Slack against the bare loop (needs "
+                             "Docker, root)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.first_request:
         await first_request(Path(tempfile.mkdtemp()))
+        return
+    if args.e2e:
+        await end_to_end(args.e2e)
         return
     print(f"{args.runs} runs per cell, {args.rounds} tool rounds per run, interleaved\n")
     print(f"{'model':8} {'calls/round':>11} {'loop':7} {'run p50 ms':>11} {'per round ms':>13} "

@@ -56,7 +56,10 @@ Pace = Callable[[float], Awaitable[None]]  # waits out the rest of an edit inter
 
 class StatusMessage:
     """One message edited in place: ≤ 1 ``chat.update`` per ``interval``, the last state always
-    sent.
+    sent. Steps are debounced: the first edit of a burst waits an interval, so a quick run's
+    final state supersedes its steps and lands at once — its drive does not wait out the pacing
+    of an edit nobody needed (the final state waits only for an edit sent less than an interval
+    ago).
 
     Usage::
 
@@ -70,20 +73,27 @@ class StatusMessage:
         self.client, self.channel, self.ts, self.interval = client, channel, ts, interval
         self.pace = pace
         self._latest = self._sent = ""
-        self._last = 0.0  # monotonic time of the last edit
+        self._last: float | None = None  # monotonic time of the last edit
+        self._final = False
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
 
     async def show(self, text: str, final: bool = False) -> None:
         self._latest = text
         if final:
-            await self._send_latest()
+            self._final = True  # a step edit still debouncing will not follow it
+            try:
+                await self._send_latest()
+            finally:
+                self._final = False
         elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_in_background())
 
     async def _flush_in_background(self) -> None:
         try:
-            while self._latest != self._sent:
+            if self._last is None:
+                await self.pace(self.interval)  # debounce the burst's first edit
+            while self._latest != self._sent and not self._final:
                 await self._send_latest()
         except SlackApiError as e:
             log.warning("status update failed", error=e.response.get("error"))
@@ -94,7 +104,8 @@ class StatusMessage:
         async with self._lock:
             if self._latest == self._sent:
                 return
-            await self.pace(max(0.0, self.interval - (time.monotonic() - self._last)))
+            if self._last is not None:
+                await self.pace(max(0.0, self.interval - (time.monotonic() - self._last)))
             text = self._latest
             try:
                 await self._send(text)

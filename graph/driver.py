@@ -67,10 +67,17 @@ class Plan(Enum):
     NOTHING = "nothing"
 
 
+NOTE = "note:"  # the key prefix of a step noted from outside the drive (RunManager.annotate)
+
+
 @dataclass
 class Checklists:
     """Status-message checklists of the runs this process is touching; the run's row is the
-    truth between processes (loaded on first use, saved when a run settles)."""
+    truth between processes (loaded on first use, saved when a run settles).
+
+    Notes (an alert's status, added by whichever process received it) are the row's: a drive
+    takes them from the row before it saves or shows its final state, so a note added by an
+    ingress while a worker drives the run is neither overwritten nor left off the message."""
 
     records: Records
 
@@ -84,14 +91,46 @@ class Checklists:
                                       Checklist(run_id=run.run_id, headline=headline(run.task)))
         return self._live[run.run_id]
 
+    async def note(self, run_id: str, key: str, text: str, state: StepState
+                   ) -> tuple[RunRow, Checklist] | None:
+        """Note a line on the run's checklist as its row has it (locked: notes and saves from
+        several processes don't lose each other's lines), and on this process's copy if it
+        drives the run too; the row and the checklist to show, or None for no such run."""
+        async with self.records.transaction() as tx:
+            row = await tx.runs.row(run_id, lock=True)
+            if row is None:
+                return None
+            checklist = row.checklist or Checklist(run_id=run_id, headline=headline(row.run.task))
+            checklist.state = row.state
+            checklist.step(NOTE + key, text, state)
+            await tx.runs.update(run_id, checklist=checklist)
+        live = self._live.get(run_id)
+        if live is not None:
+            live.step(NOTE + key, text, state)
+        return row, checklist
+
+    async def take_notes(self, run_id: str) -> None:
+        """Copy onto this process's checklist the notes other processes added to the row."""
+        live = self._live.get(run_id)
+        if live is not None:
+            _noted(live, await self.records.runs.row(run_id))
+
     async def save(self, run_id: str, state: RunState | None = None, done: bool = False) -> None:
         checklist = self._live.get(run_id)
         if checklist is not None:
-            await self.records.runs.update(run_id, state=state, checklist=checklist)
+            async with self.records.transaction() as tx:  # the row's notes, then this copy
+                _noted(checklist, await tx.runs.row(run_id, lock=True))
+                await tx.runs.update(run_id, state=state, checklist=checklist)
         elif state is not None:
             await self.records.runs.update(run_id, state=state)
         if done:
             self._live.pop(run_id, None)
+
+
+def _noted(checklist: Checklist, row: RunRow | None) -> None:
+    for step in (row.checklist.steps if row and row.checklist else []):
+        if step.key.startswith(NOTE):
+            checklist.step(step.key, step.text, step.state, step.detail)
 
 
 class Driver:
@@ -319,6 +358,7 @@ class Driver:
         pacing); then the status message's last state, under its own pacing; then the record."""
         checklist = await self.checklists.of(run)
         checklist.state = report.state
+        await self.checklists.take_notes(run.run_id)
         if report.state is RunState.INTERRUPTED:
             await self.surface.say(run, INTERRUPTED_NOTICE.format(run_id=run.run_id))
             await self.records.audit.record("run.state", run.run_id, state=report.state.value)

@@ -205,14 +205,10 @@ class RunManager:
 
     async def annotate(self, run_id: str, key: str, text: str, state: StepState) -> None:
         """Add or update a line on a run's status message (e.g. the incident's status)."""
-        row = await self.records.runs.row(run_id)
-        if row is None:
-            return
-        checklist = await self.checklists.of(row.run, row)
-        checklist.state = row.state
-        checklist.step(key, text, state)
-        await self.checklists.save(run_id, done=row.state.final)
-        await self.surface.progress(row.run, checklist, final=row.state.final)
+        noted = await self.checklists.note(run_id, key, text, state)
+        if noted is not None:
+            row, checklist = noted
+            await self.surface.progress(row.run, checklist, final=row.state.final)
 
     async def active(self, channel: str) -> list[tuple[RunRef, RunState, list[ApprovalRequest]]]:
         rows = await self.records.runs.in_states(RunState.QUEUED, RunState.RUNNING,

@@ -55,6 +55,28 @@ async def test_edits_are_coalesced_to_one_per_interval_and_the_last_state_lands(
     assert slack_emulator.messages(CHANNEL)[0].text == "final"
 
 
+async def test_a_final_state_right_after_steps_supersedes_them_without_waiting(
+        slack_emulator, status):
+    message = status(5.0)
+    await message.show("step 1")
+    await message.show("step 2")
+    await asyncio.sleep(0.3)  # the steps' edit had time to go out, were it not debounced
+    began = time.monotonic()
+    await message.show("final", final=True)
+    assert time.monotonic() - began < 1.0, "no step edit was sent, so nothing to wait out"
+    await asyncio.sleep(0.1)
+    assert [u.params["text"] for u in slack_emulator.calls("chat.update")] == ["final"]
+
+
+async def test_steps_after_a_final_state_are_still_shown(slack_emulator, status):
+    """A parked run's status is final (waiting for approval), then its resume shows steps."""
+    message = status(0.05)
+    await message.show("waiting", final=True)
+    await message.show("running again")
+    await slack_emulator.wait_for(lambda: slack_emulator.messages(CHANNEL)[0].text
+                                  == "running again", 5)
+
+
 async def test_a_slow_slack_never_blocks_the_run(slack_emulator, status):
     slack_emulator.delay("chat.update", 0.5)
     message = status(0.05)
@@ -125,24 +147,27 @@ class HeldPacing:
 
 
 @pytest.mark.docker
-async def test_the_report_is_posted_while_the_last_status_edit_waits_for_its_pacing(
+async def test_a_quick_runs_last_state_does_not_wait_for_the_pacing_of_its_steps(
         slack_emulator, redis_server, sandbox_image, tmp_path):
+    """Steps are debounced (their first edit waits an interval, held here for good): the
+    run's final state supersedes them and lands at once, after the report; the held step edit,
+    released, sends nothing more."""
     pacing = HeldPacing()
     settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data")
     async with harness(settings, slack_emulator, status_interval=3600, status_pace=pacing) as h:
         await h.command("redis info section=server")
         thread = await h.run_thread()
-        report = await h.posted_report(thread, timeout=30)  # while every paced edit is held
+        report = await h.posted_report(thread, timeout=30)
         assert "redis_version:" in report.text
-        assert pacing.held, "an edit of the status message is waiting out its interval"
-        assert "· done" not in h.slack.message(OPS, thread).text
-
-        pacing.released.set()
-        await h.ended(RUN_ID.search(report.text).group(1))
+        await h.ended(RUN_ID.search(report.text).group(1))  # while every paced wait is held
+        assert pacing.held, "a step edit is waiting out its debounce"
         status = h.slack.message(OPS, thread)
         assert "· done" in status.text and "✅ Read Redis INFO (server)" in status.text
+
+        pacing.released.set()
+        await asyncio.sleep(0.2)
         posted = next(c for c in slack_emulator.calls("chat.postMessage")
                       if c.params.get("thread_ts") == thread)
-        done = [u for u in slack_emulator.calls("chat.update")
-                if u.params.get("ts") == thread and "· done" in u.params["text"]]
-        assert len(done) == 1 and posted.at < done[0].at, "the last state lands once, after"
+        edits = [u for u in slack_emulator.calls("chat.update") if u.params.get("ts") == thread]
+        assert ["· done" in u.params["text"] for u in edits] == [True], "the last state, once"
+        assert posted.at < edits[0].at, "after the report"
