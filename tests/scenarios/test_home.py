@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from approvals.cards import APPROVE_ACTION
+from graph.surface import RunState
 from tests.fakes.payloads_ai import app_home_opened, home_click
 from tests.scenarios.harness import APPROVER, CHANNEL, OUTSIDER, REQUESTER, RUN_ID, harness, \
     settings_for
@@ -46,6 +47,8 @@ async def test_home_shows_approvals_with_buttons_active_and_recent_runs(
         await h.command("redis flushdb")
         card = await h.card(await h.run_thread(1))
         done_id = RUN_ID.search(done.text).group(1)
+        store = h.bot.runtime.run_store  # the run is recorded as waiting once its card is out
+        await h.slack.wait_for(lambda: store.in_states(RunState.WAITING))
 
         mine = (await opened(h, REQUESTER)).view
         shown = texts(mine)
