@@ -5,7 +5,6 @@ cancel in that moment ends the run through the resume job it deferred (not abort
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 
 from approvals.models import ApprovalRequest
@@ -107,8 +106,11 @@ async def _story(tmp_path, run_id: str) -> list[dict]:
 
 
 async def test_a_click_on_a_recorded_card_must_name_that_card(tmp_path):
+    async def posted(run, request) -> str:
+        return CARD_TS
+
     surface = RecordingSurface()
-    surface.ask_approval = lambda run, request: asyncio.sleep(0, CARD_TS)
+    surface.ask_approval = posted
     async with running(tmp_path, surface) as (manager, records):
         request = await flush(manager, records)
         elsewhere = await manager.desk.click(ClickWhilePosting.click(request, "U0AAA", "1.2"))
@@ -121,12 +123,13 @@ async def test_a_click_on_a_recorded_card_must_name_that_card(tmp_path):
 
 class CancelWhilePosting(RecordingSurface):
     """The requester cancels while the card is being posted (the run is still running); the
-    cancel's card edit is slow enough for another worker to pick up the resume job meanwhile."""
+    cancel's card edit lasts until another worker has picked up the resume job."""
 
     def __init__(self) -> None:
         super().__init__()
         self.desk = None
         self.manager: RunManager | None = None
+        self.queue = None
         self.said: list[str] = []
 
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
@@ -134,13 +137,14 @@ class CancelWhilePosting(RecordingSurface):
         return CARD_TS
 
     async def update_approval(self, run, request: ApprovalRequest) -> None:
-        await asyncio.sleep(0.2)
+        # the cancel queued the resume job before it edits the card; another worker takes it
+        await wait_until(lambda: _taken(self.queue), 5, lambda: "no worker took the resume job")
 
 
 async def test_a_cancel_while_the_card_is_posted_ends_the_run_through_its_resume(tmp_path):
     surface = CancelWhilePosting()
     async with running(tmp_path, surface, workers=2) as (manager, records):
-        surface.manager = manager
+        surface.manager, surface.queue = manager, manager.queue
         run = await manager.submit(Task(source=Source.SLASH, team="T0", channel="C0",
                                         user="U0REQ", text="redis flushdb"))
         await wait_until(lambda: surface.reports, 10, lambda: f"no report; said {surface.said}")
@@ -151,3 +155,7 @@ async def test_a_cancel_while_the_card_is_posted_ends_the_run_through_its_resume
     assert surface.said == [f"Run `{run.run_id}` cancelled: nothing it was waiting to do will run."]
     assert [r.state.value for r in surface.reports] == ["cancelled"]
     assert row.state.value == "cancelled" and "sandbox.exec" not in story
+
+
+async def _taken(queue) -> bool:
+    return await queue.depth() == {}

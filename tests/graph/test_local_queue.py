@@ -10,18 +10,21 @@ def job(run_id: str) -> Job:
     return Job(JobKind.START, run_id, f"T1:C1:{run_id}", Lane.CHAT)
 
 
-async def test_stop_stops_a_worker_whose_job_ends_as_it_is_cancelled():
+async def test_a_worker_cancelled_as_its_job_ends_stops():
+    """What ``stop`` does — cancel each worker once — lands in the very step its job ends."""
     queue = LocalQueue(workers=1)
-    stopping: list[asyncio.Task] = []
 
     async def handler(_: Job) -> None:
-        stopping.append(asyncio.ensure_future(queue.stop()))
-        await asyncio.sleep(0)  # stop cancels the worker; then this job ends, in that order
+        for worker in workers():
+            worker.cancel()  # as stop() does; this job then ends before its worker wakes
 
     await queue.start(handler)
+    running = workers()
     queue.put(job("r-1"))
-    await asyncio.wait_for(_first(stopping), 5)
-    await asyncio.wait_for(stopping[0], 5)  # without the fix, the worker swallowed its cancel
+    try:  # without the fix, the worker swallowed its cancel and waited for the next job
+        await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), 5)
+    finally:
+        await asyncio.wait_for(queue.stop(), 5)
 
 
 async def test_an_aborted_job_leaves_its_worker_taking_the_next():
@@ -46,6 +49,5 @@ async def test_an_aborted_job_leaves_its_worker_taking_the_next():
     assert done == ["r-2"]
 
 
-async def _first(items: list) -> None:
-    while not items:
-        await asyncio.sleep(0.01)
+def workers() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("run-worker-")]

@@ -13,6 +13,7 @@ from bot.app import slack_client
 from bot.settings import Settings
 from bot.slack_surface import StatusMessage
 from tests.fakes.openai import Delay, text, tool_call
+from tests.fakes.server import wait_until
 from tests.fakes.slack import BOT_TOKEN
 from tests.scenarios.harness import CHANNEL as OPS, RUN_ID, harness, settings_for
 from tests.scenarios.llm_harness import mention
@@ -28,7 +29,8 @@ async def status(slack_emulator):
     client = slack_client(Settings(slack_bot_token=BOT_TOKEN,
                                    slack_api_url=slack_emulator.base_url))
     posted = await client.chat_postMessage(channel=CHANNEL, text="starting")
-    return lambda interval: StatusMessage(client, CHANNEL, posted["ts"], interval)
+    return lambda interval, pace=asyncio.sleep: StatusMessage(client, CHANNEL, posted["ts"],
+                                                              interval, pace)
 
 
 def reported(h) -> bool:
@@ -57,14 +59,16 @@ async def test_edits_are_coalesced_to_one_per_interval_and_the_last_state_lands(
 
 async def test_a_final_state_right_after_steps_supersedes_them_without_waiting(
         slack_emulator, status):
-    message = status(5.0)
+    pacing = HeldPacing()
+    message = status(5.0, pacing)
     await message.show("step 1")
     await message.show("step 2")
-    await asyncio.sleep(0.3)  # the steps' edit had time to go out, were it not debounced
+    await wait_until(lambda: pacing.held, 5, lambda: "the steps' edit never waited")
     began = time.monotonic()
     await message.show("final", final=True)
     assert time.monotonic() - began < 1.0, "no step edit was sent, so nothing to wait out"
-    await asyncio.sleep(0.1)
+    pacing.released.set()
+    await message._flusher  # the steps' edit, released: it finds the final state sent
     assert [u.params["text"] for u in slack_emulator.calls("chat.update")] == ["final"]
 
 
@@ -139,11 +143,13 @@ class HeldPacing:
     def __init__(self) -> None:
         self.released = asyncio.Event()
         self.held: list[float] = []  # the waits asked for
+        self.returned = 0  # the waits that ended (each one's caller has then gone on)
 
     async def __call__(self, seconds: float) -> None:
         if seconds > 0:
             self.held.append(seconds)
             await self.released.wait()
+            self.returned += 1
 
 
 @pytest.mark.docker
@@ -165,7 +171,8 @@ async def test_a_quick_runs_last_state_does_not_wait_for_the_pacing_of_its_steps
         assert "· done" in status.text and "✅ Read Redis INFO (server)" in status.text
 
         pacing.released.set()
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: pacing.returned == len(pacing.held), 5,
+                         lambda: "a held step edit never went on")  # and found nothing to send
         posted = next(c for c in slack_emulator.calls("chat.postMessage")
                       if c.params.get("thread_ts") == thread)
         edits = [u for u in slack_emulator.calls("chat.update") if u.params.get("ts") == thread]

@@ -27,6 +27,16 @@ def save_button(report) -> str | None:
     return found[0]["value"] if found else None
 
 
+async def approved_flush(h, redis_db, index: int):
+    """``redis flushdb`` (the ``index``-th run), approved and reported: (thread, report, run)."""
+    redis_db.set("k", "v")
+    await h.command("redis flushdb")
+    thread = await h.run_thread(index)
+    await h.click(await h.card(thread), APPROVER)
+    changed = await h.report(thread)
+    return thread, changed, RUN_ID.search(changed.text).group(1)
+
+
 async def click_save(h, report, value: str, user: str = LEAD):
     await h.post(block_actions(user=user, channel=CHANNEL, message_ts=report.ts,
                                action_id=SAVE_RUNBOOK_ACTION, block_id=SAVE_RUNBOOK_ACTION,
@@ -43,12 +53,7 @@ async def test_a_change_is_saved_as_a_runbook_draft_and_a_read_is_not(
         read = await h.report(await h.run_thread(0))
         assert save_button(read) is None, "a typed read has nothing to make a runbook of"
 
-        redis_db.set("k", "v")
-        await h.command("redis flushdb")
-        thread = await h.run_thread(1)
-        await h.click(await h.card(thread), APPROVER)
-        changed = await h.report(thread)
-        run_id = RUN_ID.search(changed.text).group(1)
+        thread, changed, run_id = await approved_flush(h, redis_db, 1)
         assert save_button(changed) == run_id
 
         await click_save(h, changed, run_id)
@@ -84,13 +89,7 @@ async def test_with_a_runbooks_repository_the_draft_is_proposed_as_a_draft_pr(
                             github_token=TOKEN, github_api_url=github_api.url,
                             egress_hosts={GHE: "127.0.0.1"})
     async with harness(settings, slack_emulator) as h:
-        redis_db.set("k", "v")
-        await h.command("redis flushdb")
-        thread = await h.run_thread(0)
-        await h.click(await h.card(thread), APPROVER)
-        changed = await h.report(thread)
-        run_id = RUN_ID.search(changed.text).group(1)
-
+        thread, changed, run_id = await approved_flush(h, redis_db, 0)
         pr_run = await proposed(h, changed, run_id, 1)
         pr_report = await run_report(h, thread, pr_run)
         [pull] = repo.pulls.values()
