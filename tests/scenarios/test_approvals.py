@@ -238,6 +238,7 @@ async def test_recovery_keeps_a_run_that_died_right_after_posting_its_card(h, re
     thread, card = await pending_flush(h, redis_db)
     store = h.bot.runtime.run_store
     (run, _), = await h.slack.wait_for(lambda: store.in_states(RunState.WAITING))
+    await h.bot.runtime.queue.drain()  # the drive that posted the card let go of its thread
     await store.set_state(run.run_id, RunState.RUNNING)  # the state the crash left behind
     await h.bot.runtime.driver.handle(Job(JobKind.CONTINUE, run.run_id, run.thread_id))
     assert (await store.get(run.run_id))[1] is RunState.WAITING

@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -189,13 +190,36 @@ class App:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.conns: list[psycopg.Connection] = []
+        self.background: list[tuple[psycopg.Connection, threading.Thread]] = []
 
     def open(self, autocommit: bool = True) -> psycopg.Connection:
         conn = psycopg.connect(self.dsn, user="app", password=APP_PASSWORD, autocommit=autocommit)
         self.conns.append(conn)
         return conn
 
+    def in_background(self, conn: psycopg.Connection, sql: str) -> dict:
+        """Run ``sql`` on ``conn`` in a thread; the returned dict gets its error, if any."""
+        outcome: dict = {}
+
+        def go() -> None:
+            try:
+                conn.execute(sql)
+            except psycopg.Error as e:
+                outcome["error"] = e
+
+        outcome["thread"] = threading.Thread(target=go, daemon=True)
+        self.background.append((conn, outcome["thread"]))
+        outcome["thread"].start()
+        return outcome
+
     def close(self) -> None:
+        """Queries still running in threads are cancelled and their threads joined first:
+        closing a connection another thread is using crashes the interpreter (seen: a
+        segfault in psycopg in a full run)."""
+        for conn, thread in self.background:
+            if thread.is_alive():
+                conn.cancel_safe(timeout=5)
+            thread.join(10)
         for conn in self.conns:
             conn.close()
 

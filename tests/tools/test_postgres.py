@@ -9,7 +9,6 @@ The sessions being looked at belong to an ordinary login role (``app``), as in p
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -57,21 +56,6 @@ def waiting_on_a_lock(dsn: str, pid: int) -> bool:
     return bool(row) and row[0] == "Lock"
 
 
-def in_background(conn: psycopg.Connection, sql: str) -> dict:
-    """Run ``sql`` on ``conn`` in a thread; the returned dict gets its error, if any."""
-    outcome: dict = {}
-
-    def go() -> None:
-        try:
-            conn.execute(sql)
-        except psycopg.Error as e:
-            outcome["error"] = e
-
-    outcome["thread"] = threading.Thread(target=go, daemon=True)
-    outcome["thread"].start()
-    return outcome
-
-
 async def blocking_chain(app: App) -> tuple[int, int, int, list[dict]]:
     """``a`` holds a row lock in an open transaction; ``b`` waits for it; ``c`` waits behind b."""
     a, b, c = app.open(autocommit=False), app.open(), app.open()
@@ -79,7 +63,7 @@ async def blocking_chain(app: App) -> tuple[int, int, int, list[dict]]:
     pids = [conn.info.backend_pid for conn in (a, b, c)]
     waits = []
     for conn, pid in ((b, pids[1]), (c, pids[2])):
-        waits.append(in_background(conn, "update accounts set balance = balance + 1 where id = 1"))
+        waits.append(app.in_background(conn, "update accounts set balance = balance + 1 where id = 1"))
         await wait_until(lambda p=pid: waiting_on_a_lock(app.dsn, p), 10,
                          lambda p=pid: f"backend {p} never waited for the row lock")
     return pids[0], pids[1], pids[2], waits
