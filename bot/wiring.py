@@ -347,7 +347,8 @@ async def _worker(rt: Runtime, surface: Surface, runbooks: Any, stack: AsyncExit
                      trace_content=settings.trace_content)
     graphs = await stack.enter_async_context(_graphs(settings, deps))
     stack.push_async_callback(deps.cleanup.close)  # revocations under way finish first
-    rt.driver = Driver(graphs, rt.records, rt.queue, _lease(settings), surface, rt.runs.desk,
+    lease = await _lease(settings, stack)
+    rt.driver = Driver(graphs, rt.records, rt.queue, lease, surface, rt.runs.desk,
                        rt.runs.checklists, recursion_limit=deps.limits.recursion_limit,
                        streams=lambda task: answered_by_model(task, rt.catalog),
                        memory=memory, cleanup=deps.cleanup)
@@ -367,10 +368,15 @@ def _graphs(settings: Settings, deps: GraphDeps):
     return sqlite_graphs(settings.data_dir / "checkpoints.sqlite", build)
 
 
-def _lease(settings: Settings) -> Lease:
+async def _lease(settings: Settings, stack: AsyncExitStack) -> Lease:
     if settings.unsafe_no_fencing:
         return NoLease()
-    return PgLease(settings.dsn) if settings.scale_out else LocalLease()
+    if not settings.scale_out:
+        return LocalLease()
+    lease = PgLease(settings.dsn, settings.workers)
+    await lease.open()
+    stack.push_async_callback(lease.close)  # after the queue stopped: no drive holds one
+    return lease
 
 
 def _periodic(rt: Runtime, stack: AsyncExitStack) -> None:
