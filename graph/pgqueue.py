@@ -29,10 +29,12 @@ import structlog
 from procrastinate.jobs import Job as QueueJob
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.schema import SchemaManager
+from psycopg_pool import AsyncConnectionPool
 
 from graph.lease import LeaseBusy
 from graph.queue import PRIORITY, Handler, Job, JobQueue, Lane
 from graph.records import Tx
+from graph.records.postgres import FRESH_S, RecentlyUsed
 
 log = structlog.get_logger("opsbot.queue")
 DRIVE = "opsbot.drive"
@@ -77,14 +79,30 @@ class DriveRetry(BaseRetryStrategy):
         return None
 
 
+def _pool(**args: Any) -> AsyncConnectionPool:
+    """procrastinate's pool, with the records' check (skipped for connections used moments ago)."""
+    recent = RecentlyUsed(FRESH_S)
+    return AsyncConnectionPool(**{**args, "check": recent.check, "reset": recent.reset})
+
+
+async def _bookkeeping(conn: psycopg.AsyncConnection) -> None:
+    """procrastinate's own commits (taking a job, finishing it, heartbeats) do not wait for
+    the disk: one lost in a database crash only puts a job back to ``todo`` (or leaves it
+    ``doing`` for the stalled sweep), and a drive run again is fenced and idempotent. Jobs
+    themselves are deferred in the caller's transaction, which stays durable."""
+    await conn.execute("set synchronous_commit = off")
+    if not conn.autocommit:
+        await conn.commit()
+
+
 class PgQueue(JobQueue):
     def __init__(self, dsn: str, tuning: WorkerTuning = WorkerTuning(), fenced: bool = True):
         self.tuning = tuning
         self.fenced = fenced
         size = tuning.concurrency + 4
         self.app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-            conninfo=dsn, min_size=1, max_size=size,
-            kwargs={"prepare_threshold": None}))
+            conninfo=dsn, min_size=1, max_size=size, kwargs={"prepare_threshold": None},
+            pool_factory=_pool, configure=_bookkeeping))
         self._handler: Handler | None = None
         self._worker: asyncio.Task[None] | None = None
         self.app.task(name=DRIVE, retry=DriveRetry())(self._drive)

@@ -9,9 +9,11 @@ approval rows and exactly one of them wins.
 from __future__ import annotations
 
 import json
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -47,13 +49,16 @@ from graph.records.base import (
 from graph.records.migrations import version, MIGRATIONS
 from graph.surface import Checklist, RunRef, RunState
 
+FRESH_S = 5.0  # a pooled connection returned this recently is lent without a check
+
 
 def pool_for(dsn: str, max_size: int = 10, name: str = "opsbot",
-             tx_idle_timeout_s: float | None = None) -> AsyncConnectionPool:
+             tx_idle_timeout_s: float | None = None, fresh_s: float = FRESH_S) -> AsyncConnectionPool:
     """An unopened pool of autocommit connections returning dict rows.
 
     ``prepare_threshold=None`` keeps it usable behind pgbouncer/Supavisor in transaction mode;
-    ``check`` drops connections a proxy or a cloud idle timeout closed behind our back;
+    ``check`` drops connections a proxy or a cloud idle timeout closed behind our back (those
+    back in the pool for less than ``fresh_s`` are lent without the check's round trip);
     ``tx_idle_timeout_s`` has the server end a transaction left silent that long (for pools
     whose transactions a library opens, e.g. the checkpointer's).
     """
@@ -61,11 +66,31 @@ def pool_for(dsn: str, max_size: int = 10, name: str = "opsbot",
         await conn.execute("select set_config('idle_in_transaction_session_timeout', %s, false)",
                            [str(round((tx_idle_timeout_s or 0) * 1000))])
 
+    recent = RecentlyUsed(fresh_s)
     return AsyncConnectionPool(
         dsn, min_size=1, max_size=max_size, open=False, name=name, max_idle=300,
-        max_lifetime=1800, check=AsyncConnectionPool.check_connection,
+        max_lifetime=1800, check=recent.check, reset=recent.reset,
         configure=configure if tx_idle_timeout_s else None,
         kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row})
+
+
+class RecentlyUsed:
+    """The pool's check, skipped for a connection returned moments ago. The check is a round
+    trip on every borrow (profiled: nearly as much of a worker's database time as its
+    queries); what it guards against — a proxy's or a cloud's idle timeout, a restarted server —
+    closes connections that sat idle, and one used ``fresh_s`` ago did not."""
+
+    def __init__(self, fresh_s: float):
+        self.fresh_s = fresh_s
+        self.back: weakref.WeakKeyDictionary[AsyncConnection, float] = weakref.WeakKeyDictionary()
+
+    async def reset(self, conn: AsyncConnection) -> None:
+        self.back[conn] = time.monotonic()
+
+    async def check(self, conn: AsyncConnection) -> None:
+        back = self.back.pop(conn, None)
+        if back is None or time.monotonic() - back >= self.fresh_s:
+            await AsyncConnectionPool.check_connection(conn)
 
 
 class _Conn:
@@ -410,7 +435,7 @@ class PgRecords(Records):
 
     def __init__(self, pool: AsyncConnectionPool, tx_idle_timeout_s: float = 30):
         self.pool = pool
-        self.tx_idle_ms = str(round(tx_idle_timeout_s * 1000))
+        self.tx_idle_ms = int(round(tx_idle_timeout_s * 1000))
         _bind(self, _Conn(pool))
 
     @classmethod
@@ -427,10 +452,16 @@ class PgRecords(Records):
         it also holds behind a pooler in transaction mode."""
         async with self.pool.connection() as conn:
             tx = _PgTx(self.pool, conn)
-            async with conn.transaction():
-                await conn.execute("select set_config('idle_in_transaction_session_timeout', "
-                                   "%s, true)", [self.tx_idle_ms])
+            # one round trip opens it and bounds its silences (SET LOCAL lasts until it ends)
+            await conn.execute(f"begin; set local idle_in_transaction_session_timeout = "
+                               f"{self.tx_idle_ms}")
+            try:
                 yield tx
+            except BaseException:
+                with suppress(psycopg.Error):  # a broken connection: the pool drops it
+                    await conn.execute("rollback")
+                raise
+            await conn.execute("commit")
         for callback in tx.callbacks:
             callback()
 
