@@ -54,6 +54,7 @@ from tests.scenarios.process import BotProcess, ProcessHarness, bot_env
 from tests.services.postgres import private_postgres
 from tests.services.redis import start_redis
 
+EPOCH = "1970-01-01T00:00:00+00:00"
 FINAL = "('done', 'failed', 'cancelled', 'interrupted', 'expired')"
 
 
@@ -199,9 +200,10 @@ async def click_to_execution(bench: Bench, clicks: int) -> list[float]:
                                       "where ts > to_timestamp(%s) order by id", began):
                     print(f"    {(float(at) - began) * 1000:8.1f} ms  {kind}")
                 print(f"    {(float(started) - began) * 1000:8.1f} ms  executions.started_at")
-                for name, bot in (("ingress", h.bot), *((f"worker{n}", w) for n, w in enumerate(workers))):
+                named = [("ingress", h.bot), *((f"worker{n}", w) for n, w in enumerate(workers))]
+                for name, bot in named:
                     for e in bot.logs():
-                        at = datetime.fromisoformat(e.get("timestamp", "1970-01-01T00:00:00+00:00")).timestamp()
+                        at = datetime.fromisoformat(e.get("timestamp", EPOCH)).timestamp()
                         if began <= at <= float(started) + 0.05:
                             print(f"    {(at - began) * 1000:8.1f} ms  {name} {e.get('event')}")
             await until(lambda: not query(dsn, f"select 1 from runs where state not in {FINAL}"),

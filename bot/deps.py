@@ -2,12 +2,15 @@
 
 Listeners ack, validate, and hand anything slow (Web API look-ups, queueing a run, recording a
 click) to :meth:`BotDeps.spawn`, so Slack's HTTP request is answered in about a millisecond.
+Over HTTP, handed-off work starts once the answer is written (:data:`ACKED`): none of its CPU
+or database work comes before the ack.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import structlog
@@ -22,6 +25,8 @@ from graph.task import Task
 from tools.catalog import Catalog
 
 log = structlog.get_logger("opsbot.bot")
+# set by the HTTP handler while it serves a request: work handed off waits for the answer
+ACKED: ContextVar[asyncio.Event | None] = ContextVar("opsbot_acked", default=None)
 
 
 @dataclass
@@ -37,7 +42,7 @@ class BotDeps:
 
     def spawn(self, work: Awaitable[object]) -> None:
         """Run ``work`` after the ack; failures are logged, never lost silently."""
-        task = asyncio.create_task(self._guarded(work))
+        task = asyncio.create_task(self._guarded(work, ACKED.get()))
         self._work.add(task)
         task.add_done_callback(self._work.discard)
 
@@ -47,8 +52,10 @@ class BotDeps:
             await asyncio.wait(list(self._work), timeout=timeout)
 
     @staticmethod
-    async def _guarded(work: Awaitable[object]) -> None:
+    async def _guarded(work: Awaitable[object], acked: asyncio.Event | None) -> None:
         try:
+            if acked is not None:
+                await acked.wait()
             await work
         except Exception:  # noqa: BLE001 - logged with its traceback; the listener already acked
             log.exception("handed-off work failed")

@@ -10,6 +10,8 @@ that starts nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,7 @@ from slack_sdk.signature import SignatureVerifier
 from opentelemetry.trace import SpanKind
 
 from bot import alertmanager, github_webhooks, messages, metrics, pagerduty
+from bot.deps import ACKED
 from graph import tracing
 
 log = structlog.get_logger("opsbot.http")
@@ -59,10 +62,19 @@ def slack_handler(app: AsyncApp, signing_secret: str | None) -> Handler:
     verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        with _server_span(request) as span:  # a run started here continues this trace
-            response = await verified(request)
-            span.set_attribute("http.response.status_code", response.status)
+        acked = asyncio.Event()  # what the listeners hand off starts once the answer is out
+        held = ACKED.set(acked)
+        try:
+            with _server_span(request) as span:  # a run started here continues this trace
+                response = await verified(request)
+                span.set_attribute("http.response.status_code", response.status)
+            with contextlib.suppress(ConnectionResetError):  # Slack went away: it resends
+                await response.prepare(request)
+                await response.write_eof()
             return response
+        finally:
+            ACKED.reset(held)
+            acked.set()
 
     async def verified(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()

@@ -53,7 +53,8 @@ FRESH_S = 5.0  # a pooled connection returned this recently is lent without a ch
 
 
 def pool_for(dsn: str, max_size: int = 10, name: str = "opsbot",
-             tx_idle_timeout_s: float | None = None, fresh_s: float = FRESH_S) -> AsyncConnectionPool:
+             tx_idle_timeout_s: float | None = None,
+             fresh_s: float = FRESH_S) -> AsyncConnectionPool:
     """An unopened pool of autocommit connections returning dict rows.
 
     ``prepare_threshold=None`` keeps it usable behind pgbouncer/Supavisor in transaction mode;
