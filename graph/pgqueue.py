@@ -152,8 +152,7 @@ class PgQueue(JobQueue):
         lock = job.thread_id if self.fenced else None
         task = self.app.configure_task(DRIVE, lock=lock, queue=job.lane.value,
                                        priority=PRIORITY[job.lane], connection=tx.connection)
-        job_id = await task.defer_async(job=job.dump())
-        await tx.runs.update(job.run_id, job_id=job_id)
+        await task.defer_async(job=job.dump())  # a run's jobs: args->'job'->>'run_id'
 
     async def abort(self, run_id: str, thread_id: str) -> bool:
         rows = await self.app.connector.execute_query_all_async(
