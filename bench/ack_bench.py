@@ -138,6 +138,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+async def post_command(session: aiohttp.ClientSession, url: str, text: str, origin: str
+                       ) -> float:
+    """One freshly built and signed ``/ops <text>`` POST; seconds until its answer was read."""
+    payload = slash_command(text, user=REQUESTER, channel=CHANNEL,
+                            response_url=f"{origin}/webhook/bench")
+    headers = {"Content-Type": FORM, **sign(SIGNING_SECRET, payload.body)}
+    began = time.perf_counter()
+    async with session.post(url, data=payload.body, headers=headers) as response:
+        await response.read()
+        if response.status != 200:
+            raise SystemExit(f"{url} answered {response.status} to /ops {text}")
+    return time.perf_counter() - began
+
+
 async def load(url: str, text: str, origin: str, total: int, clients: int) -> list[float]:
     """``total`` signed ``/ops <text>`` POSTs from ``clients`` concurrent clients; latencies."""
     latencies: list[float] = []
@@ -147,15 +161,7 @@ async def load(url: str, text: str, origin: str, total: int, clients: int) -> li
 
         async def client() -> None:
             for _ in todo:
-                payload = slash_command(text, user=REQUESTER, channel=CHANNEL,
-                                        response_url=f"{origin}/webhook/bench")
-                headers = {"Content-Type": FORM, **sign(SIGNING_SECRET, payload.body)}
-                began = time.perf_counter()
-                async with session.post(url, data=payload.body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise SystemExit(f"{url} answered {response.status} to /ops {text}")
-                latencies.append(time.perf_counter() - began)
+                latencies.append(await post_command(session, url, text, origin))
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return latencies

@@ -44,12 +44,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 import aiohttp
 import psycopg
 
-from ack_bench import helper, percentile, sandbox_busy
+from ack_bench import helper, percentile, post_command, sandbox_busy
 from sandbox.image import build_image
-from tests.fakes.payloads import (FORM, SIGNING_SECRET, Payload, SlackClient, block_actions,
-                                  sign, slash_command)
+from tests.fakes.payloads import Payload, SlackClient, block_actions
 from tests.fakes.slack import SlackEmulator
-from tests.scenarios.harness import APPROVE_ACTION, APPROVER, CHANNEL, REQUESTER
+from tests.scenarios.harness import APPROVE_ACTION, APPROVER, CHANNEL
 from tests.scenarios.process import BotProcess, ProcessHarness, bot_env
 from tests.services.postgres import private_postgres
 from tests.services.redis import start_redis
@@ -251,15 +250,7 @@ async def paired(urls: tuple[str, str], text: str, origin: str, total: int, clie
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * clients)) as session:
 
         async def one(which: int) -> None:
-            payload = slash_command(text, user=REQUESTER, channel=CHANNEL,
-                                    response_url=f"{origin}/webhook/bench")
-            headers = {"Content-Type": FORM, **sign(SIGNING_SECRET, payload.body)}
-            began = time.perf_counter()
-            async with session.post(urls[which], data=payload.body, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    raise SystemExit(f"{urls[which]} answered {response.status} to /ops {text}")
-            latencies[which].append(time.perf_counter() - began)
+            latencies[which].append(await post_command(session, urls[which], text, origin))
 
         async def client() -> None:
             for k in todo:

@@ -39,6 +39,7 @@ from langgraph.types import Command
 
 from opentelemetry.trace import SpanKind
 
+from approvals.models import ApprovalRequest
 from graph import metrics, tracing
 from graph.cleanup import Cleanup
 from graph.deps import Memory
@@ -216,8 +217,8 @@ class Driver:
 
     async def _drive(self, graph: CompiledStateGraph, job: Job, row: RunRow, run: RunRef) -> None:
         config = self._config(run)
-        snapshot = await graph.aget_state(config)
-        plan, inputs = await self._plan(job, row, snapshot)
+        snapshot, request = await asyncio.gather(graph.aget_state(config), self._decided(job))
+        plan, inputs = _plan(job, row, snapshot, request)
         log.info("drive", kind=job.kind.value, plan=plan.value)
         if plan is Plan.NOTHING:
             return
@@ -233,28 +234,11 @@ class Driver:
                 return
             await self._run_graph(graph, run, inputs, config)
 
-    async def _plan(self, job: Job, row: RunRow, snapshot: Any) -> tuple[Plan, Any]:
-        mine = (snapshot.values or {}).get("run_id") == job.run_id
-        pending = {i.id for i in snapshot.interrupts}
-        if job.kind is JobKind.RESUME:
-            request = await self.records.approvals.get(job.approval_id or "")
-            if request is None or not request.status.final or not mine:
-                return Plan.NOTHING, None
-            if request.interrupt_id in pending:
-                _waited(request)
-                return Plan.RESUME, Command(resume={request.interrupt_id: _decision(request)})
-            if snapshot.next and not pending:  # resumed once, and that drive died mid-flight
-                return Plan.CONTINUE, None
-            return Plan.NOTHING, None  # another drive already took this decision further
-        if not mine:
-            if row.state in (RunState.QUEUED, RunState.RUNNING):
-                return Plan.START, {"run_id": job.run_id, "task": row.run.task.model_dump(mode="json")}
-            return Plan.NOTHING, None
-        if _stopped_at_approvals(snapshot):
-            return Plan.SETTLE, None
-        if snapshot.next:
-            return Plan.CONTINUE, None
-        return Plan.SETTLE, None
+    async def _decided(self, job: Job) -> ApprovalRequest | None:
+        """The approval a resume job carries (read alongside the checkpoint)."""
+        if job.kind is not JobKind.RESUME:
+            return None
+        return await self.records.approvals.get(job.approval_id or "")
 
     # driving -----------------------------------------------------------------------------
 
@@ -437,3 +421,27 @@ def headline(task: Task) -> str:
         return f"incident: {task.alert.title[:80]}"
     return f"`{task.text[:80]}`" if task.text else ""
 
+
+def _plan(job: Job, row: RunRow, snapshot: Any, request: ApprovalRequest | None
+          ) -> tuple[Plan, Any]:
+    """What a drive does with the thread's checkpoint (and a resume's decided approval)."""
+    mine = (snapshot.values or {}).get("run_id") == job.run_id
+    pending = {i.id for i in snapshot.interrupts}
+    if job.kind is JobKind.RESUME:
+        if request is None or not request.status.final or not mine:
+            return Plan.NOTHING, None
+        if request.interrupt_id in pending:
+            _waited(request)
+            return Plan.RESUME, Command(resume={request.interrupt_id: _decision(request)})
+        if snapshot.next and not pending:  # resumed once, and that drive died mid-flight
+            return Plan.CONTINUE, None
+        return Plan.NOTHING, None  # another drive already took this decision further
+    if not mine:
+        if row.state in (RunState.QUEUED, RunState.RUNNING):
+            return Plan.START, {"run_id": job.run_id, "task": row.run.task.model_dump(mode="json")}
+        return Plan.NOTHING, None
+    if _stopped_at_approvals(snapshot):
+        return Plan.SETTLE, None
+    if snapshot.next:
+        return Plan.CONTINUE, None
+    return Plan.SETTLE, None
