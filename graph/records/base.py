@@ -29,12 +29,11 @@ SPEND = ("input_tokens", "output_tokens", "total_tokens", "calls")  # AuditLog.l
 @dataclass
 class RunRow:
     """One run as recorded: where it lives, its state, and what only the database remembers
-    across processes (the status-message checklist, the job driving it, why it was stopped)."""
+    across processes (the status-message checklist, why it was stopped)."""
 
     run: RunRef
     state: RunState
     checklist: Checklist | None = None
-    job_id: int | None = None
     stop_reason: str = ""
 
 
@@ -84,7 +83,7 @@ class RunStore(ABC):
     @abstractmethod
     async def update(self, run_id: str, *, run: RunRef | None = None,
                      state: RunState | None = None, checklist: Checklist | None = None,
-                     job_id: int | None = None, stop_reason: str | None = None) -> None: ...
+                     stop_reason: str | None = None) -> None: ...
 
     @abstractmethod
     async def in_states(self, *states: RunState, channel: str | None = None,

@@ -137,7 +137,7 @@ class PgRuns(RunStore):
 
     async def update(self, run_id: str, *, run: RunRef | None = None,
                      state: RunState | None = None, checklist: Checklist | None = None,
-                     job_id: int | None = None, stop_reason: str | None = None) -> None:
+                     stop_reason: str | None = None) -> None:
         fields: dict[str, Any] = {}
         if run is not None:
             fields.update(ref=Jsonb(run.model_dump(mode="json")), thread_id=run.thread_id)
@@ -145,8 +145,6 @@ class PgRuns(RunStore):
             fields["state"] = state.value
         if checklist is not None:
             fields["checklist"] = Jsonb(checklist.dump())
-        if job_id is not None:
-            fields["job_id"] = job_id
         if stop_reason is not None:
             fields["stop_reason"] = stop_reason
         sets = ", ".join([*(f"{k} = %s" for k in fields), "updated_at = now()"])
@@ -521,7 +519,7 @@ def _lock(lock: bool) -> str:
 def _run_row(row: dict[str, Any]) -> RunRow:
     checklist = Checklist.load(row["checklist"]) if row["checklist"] else None
     return RunRow(run=RunRef.model_validate(row["ref"]), state=RunState(row["state"]),
-                  checklist=checklist, job_id=row["job_id"], stop_reason=row["stop_reason"] or "")
+                  checklist=checklist, stop_reason=row["stop_reason"] or "")
 
 
 def _audit_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -156,8 +156,8 @@ class SqliteRuns(RunStore):
 
     async def update(self, run_id: str, *, run: RunRef | None = None,
                      state: RunState | None = None, checklist: Checklist | None = None,
-                     job_id: int | None = None, stop_reason: str | None = None) -> None:
-        fields = _run_fields(run, state, checklist, job_id, stop_reason)
+                     stop_reason: str | None = None) -> None:
+        fields = _run_fields(run, state, checklist, stop_reason)
         sets = ", ".join(f"{k} = ?" for k in fields)
         await self.db.run(f"update runs set {sets} where id = ?", [*fields.values(), run_id])
 
@@ -524,7 +524,7 @@ def _stamp(moment: datetime) -> str:
 
 
 def _run_fields(run: RunRef | None, state: RunState | None, checklist: Checklist | None,
-                job_id: int | None, stop_reason: str | None) -> dict[str, Any]:
+                stop_reason: str | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"updated_at": _now()}
     if run is not None:
         fields.update(ref=run.model_dump_json(), thread_id=run.thread_id)
@@ -532,8 +532,6 @@ def _run_fields(run: RunRef | None, state: RunState | None, checklist: Checklist
         fields["state"] = state.value
     if checklist is not None:
         fields["checklist"] = json.dumps(checklist.dump())
-    if job_id is not None:
-        fields["job_id"] = job_id
     if stop_reason is not None:
         fields["stop_reason"] = stop_reason
     return fields
@@ -542,7 +540,7 @@ def _run_fields(run: RunRef | None, state: RunState | None, checklist: Checklist
 def _run_row(row: sqlite3.Row) -> RunRow:
     checklist = Checklist.load(json.loads(row["checklist"])) if row["checklist"] else None
     return RunRow(run=RunRef.model_validate_json(row["ref"]), state=RunState(row["state"]),
-                  checklist=checklist, job_id=row["job_id"], stop_reason=row["stop_reason"] or "")
+                  checklist=checklist, stop_reason=row["stop_reason"] or "")
 
 
 def _approval_row(request: ApprovalRequest) -> list[Any]:
