@@ -93,6 +93,11 @@ def _provider(service: str) -> TracerProvider:
     return _PROVIDER
 
 
+def active() -> bool:
+    """Whether spans are being exported now (hot paths skip even a no-op span otherwise)."""
+    return bool(_EXPORTERS.active)
+
+
 @contextmanager
 def exporting(settings: Settings) -> Iterator[None]:
     """Export this bot's spans to ``OTEL_EXPORTER_OTLP_ENDPOINT`` while inside (no-op when it

@@ -33,6 +33,8 @@ _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
 _MENTION = re.compile(r"<[@#!][^>]*>")
 _KEY = re.compile(r"^[a-z_][a-z0-9_]*$")  # key=value, as opposed to prose with an "="
 KEYWORDS = ("help", "runs", "schedules", "cancel")
+_SHELL_SPECIAL = frozenset("'\"\\")  # what makes shlex do more than split on blanks
+_BLANKS = re.compile(r"[ \t\r\n]+")  # shlex's whitespace
 
 
 class ParseError(ValueError):
@@ -79,6 +81,14 @@ class FreeText:
 Command = Help | ListRuns | ListSchedules | Cancel | RunAction | FreeText
 
 
+def words_of(text: str) -> list[str]:
+    """``shlex.split(text)``; text without quotes or backslashes (nearly every command) is
+    split on shlex's blanks directly, as shlex would, at a tenth of its cost on the ack path."""
+    if _SHELL_SPECIAL.isdisjoint(text):
+        return [word for word in _BLANKS.split(text) if word]
+    return shlex.split(text)
+
+
 def clean(text: str) -> str:
     """Undo Slack's markup: unwrap links, drop mentions, unescape &amp; &lt; &gt;."""
     text = _MENTION.sub(" ", _LINK.sub(r"\1", text))
@@ -90,7 +100,7 @@ def parse(text: str, catalog: Catalog) -> Command:
         raise ParseError(f"That is {len(text):,} characters; opsbot reads at most {MAX_TEXT:,}.")
     text = clean(text)
     try:
-        words = shlex.split(text)
+        words = words_of(text)
     except ValueError as e:
         head = text.split()[0].lower() if text.split() else ""
         if head in catalog.toolsets or head in KEYWORDS:

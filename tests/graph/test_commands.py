@@ -1,5 +1,7 @@
 """The typed command language, from one table."""
 
+import shlex
+
 import pytest
 
 from graph import commands
@@ -126,3 +128,22 @@ def test_any_typed_words_give_a_command_or_a_sentence(text):
 @given(st.text(max_size=5000))
 def test_any_text_gives_a_command_or_a_sentence(text):
     outcome(text)
+
+
+BLANKS_AND_WORDS = st.lists(st.sampled_from(WORDS) | st.sampled_from([" ", "\t", "\r", "\n",
+                                                                       "\x0b", "\x0c", "\u00a0",
+                                                                       "\u2003", "#"])
+                            | st.text(max_size=8), max_size=12).map("".join)
+
+
+@given(BLANKS_AND_WORDS)
+def test_words_are_split_exactly_as_shlex_splits_them(text):
+    """The ack path's fast split (no quotes, no backslashes) gives shlex's words, blanks such
+    as a vertical tab or a no-break space included (they are inside words for shlex)."""
+    try:
+        expected = shlex.split(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            commands.words_of(text)
+        return
+    assert commands.words_of(text) == expected
