@@ -170,7 +170,8 @@ class Driver:
 
     async def _handle(self, job: Job) -> None:
         async with self.lease.hold(job.thread_id):
-            row = await self.records.runs.row(job.run_id)
+            row, request = await asyncio.gather(self.records.runs.row(job.run_id),
+                                                self._decided(job))
             if row is None or row.state.final:
                 log.info("job skipped: run ended or unknown", run_id=job.run_id,
                          kind=job.kind.value)
@@ -182,7 +183,7 @@ class Driver:
             async with self._thread(job, run), self.graphs() as graph:
                 began = time.time()
                 try:
-                    await self._drive(graph, job, row, run)
+                    await self._drive(graph, job, row, run, request)
                 finally:  # the span a test checks for overlaps: one drive of a thread at a time
                     await self.cleanup.finish(run.run_id)  # a drive ends with its revocations
                     log.info("drive.span", thread_id=run.thread_id, run_id=run.run_id,
@@ -215,9 +216,10 @@ class Driver:
 
     # deciding ----------------------------------------------------------------------------
 
-    async def _drive(self, graph: CompiledStateGraph, job: Job, row: RunRow, run: RunRef) -> None:
+    async def _drive(self, graph: CompiledStateGraph, job: Job, row: RunRow, run: RunRef,
+                     request: ApprovalRequest | None) -> None:
         config = self._config(run)
-        snapshot, request = await asyncio.gather(graph.aget_state(config), self._decided(job))
+        snapshot = await graph.aget_state(config)
         plan, inputs = _plan(job, row, snapshot, request)
         log.info("drive", kind=job.kind.value, plan=plan.value)
         if plan is Plan.NOTHING:
@@ -232,10 +234,10 @@ class Driver:
             if plan is Plan.SETTLE:
                 await self._settle(graph, run, config)
                 return
-            await self._run_graph(graph, run, inputs, config)
+            await self._run_graph(graph, run, row, inputs, config)
 
     async def _decided(self, job: Job) -> ApprovalRequest | None:
-        """The approval a resume job carries (read alongside the checkpoint)."""
+        """The approval a resume job carries (read alongside the run's row)."""
         if job.kind is not JobKind.RESUME:
             return None
         return await self.records.approvals.get(job.approval_id or "")
@@ -253,11 +255,11 @@ class Driver:
         await self.records.runs.update(run.run_id, run=run, state=RunState.RUNNING)
         return run
 
-    async def _run_graph(self, graph: CompiledStateGraph, run: RunRef, inputs: Any,
-                         config: dict[str, Any]) -> None:
+    async def _run_graph(self, graph: CompiledStateGraph, run: RunRef, row: RunRow,
+                         inputs: Any, config: dict[str, Any]) -> None:
         await self.records.runs.set_state(run.run_id, RunState.RUNNING)
         try:
-            await self._stream(graph, run, inputs, config)
+            await self._stream(graph, run, row, inputs, config)
         except asyncio.CancelledError:
             reason = await self._stop_reason(run.run_id)
             if not reason:
@@ -274,9 +276,9 @@ class Driver:
             return
         await self._settle(graph, run, config)
 
-    async def _stream(self, graph: CompiledStateGraph, run: RunRef, inputs: Any,
+    async def _stream(self, graph: CompiledStateGraph, run: RunRef, row: RunRow, inputs: Any,
                       config: dict[str, Any]) -> None:
-        checklist = await self.checklists.of(run)
+        checklist = await self.checklists.of(run, row)
         modes = ["updates", "custom", *(["messages"] if run.stream else [])]
         async for part in graph.astream(inputs, config, stream_mode=modes,
                                         version="v2", durability="sync"):
