@@ -238,6 +238,11 @@ class Provisioner:
         if box.container:
             await self._guard("kill", self.engine.kill(box.container))
 
+    async def cut_off(self, box: Box) -> None:
+        """Close the box's attach connection and forwarders: nothing it runs reaches out any
+        more (its firewall rules stay until :meth:`destroy`)."""
+        await self._close_io(box)
+
     async def destroy(self, box: Box) -> None:
         """Remove everything of the box; each step runs even if an earlier one failed."""
         steps = [self._remove_container(box), self._close_io(box)]

@@ -63,6 +63,13 @@ class SandboxConfig(BaseModel):
         2, ge=0, le=16, description="Egress networks created ahead for cold boxes (a network "
         "costs the engine ~50 ms to create and nothing while it waits)."
     )
+    housekeeping_delay_s: float = Field(
+        0.25, ge=0, le=5, description="How long the engine work that follows an action "
+        "(removing its exited container and network, renaming a taken pooled box, starting "
+        "the pool's replacement) waits, so that it does not compete for the CPU with the "
+        "checkpoints and the answer that follow the result. The box's forwarders close at "
+        "once; the credentials are revoked at once (graph/cleanup.py)."
+    )
     max_running: int = Field(
         8, ge=1, le=256, description="Actions running in containers at once in this process; "
         "more wait for a free slot (a model turn of 60 calls must not start 60 containers)."

@@ -59,8 +59,12 @@ class Kind:
 
 
 class WarmPool:
-    def __init__(self, provisioner: Provisioner, instance: str, size: int, ceiling: int = 0):
+    def __init__(self, provisioner: Provisioner, instance: str, size: int, ceiling: int = 0,
+                 refill_delay_s: float = 0.0):
         self.provisioner = provisioner
+        # a replacement for a taken box starts this much later: the run that took it is
+        # still on its way to its answer, and a container start competes with it for the CPU
+        self.refill_delay_s = refill_delay_s
         self.instance = instance
         self.size = size
         self.ceiling = max(size, ceiling)  # the most one common kind grows to under load
@@ -77,10 +81,10 @@ class WarmPool:
         for kind in self._kinds.values():
             self._top_up(kind)
 
-    def _top_up(self, kind: Kind) -> None:
+    def _top_up(self, kind: Kind, delay_s: float = 0.0) -> None:
         missing = self.target(kind) - len(self._ready[kind.name]) - self._pending(kind.name)
         for _ in range(max(missing, 0)):
-            self._spawn(kind.name)
+            self._spawn(kind.name, delay_s)
 
     def target(self, kind: Kind) -> int:
         """How many boxes of ``kind`` to keep ready: the configured size, or, for the common
@@ -132,7 +136,7 @@ class WarmPool:
         if not self._ready[kind] and not self._pending(kind):
             # ran dry (fills that failed, e.g. a start slower than READY_TIMEOUT_S on a loaded
             # host, are not retried on their own): refill for the next run, this one goes cold
-            self._top_up(self._kinds[kind])
+            self._top_up(self._kinds[kind], self.refill_delay_s)
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
@@ -151,7 +155,8 @@ class WarmPool:
         while ready:
             box = ready.pop(0)
             if not self._closed and kind in self._kinds:
-                self._top_up(self._kinds[kind])  # its replacement, and more if demand grew
+                # its replacement, and more if demand grew
+                self._top_up(self._kinds[kind], self.refill_delay_s)
             if box.channel is not None and box.channel.alive():
                 return box
             log.warning("sandbox.pool.dead_box", container=box.container[:12])
@@ -192,8 +197,9 @@ class WarmPool:
     def _pending(self, kind: str) -> int:
         return sum(1 for task in self._filling if task.get_name() == f"pool-{kind}")
 
-    def _spawn(self, kind: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._make(kind), name=f"pool-{kind}")
+    def _spawn(self, kind: str, delay_s: float = 0.0) -> None:
+        task = asyncio.get_running_loop().create_task(self._make(kind, delay_s),
+                                                      name=f"pool-{kind}")
         self._filling.add(task)
         task.add_done_callback(self._filled)
 
@@ -203,8 +209,12 @@ class WarmPool:
         self._arrival.set()
         self._arrival = asyncio.Event()
 
-    async def _make(self, name: str) -> None:
-        kind = self._kinds[name]
+    async def _make(self, name: str, delay_s: float = 0.0) -> None:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        kind = self._kinds.get(name)
+        if kind is None or self._closed:  # retired (or closed) while it waited
+            return
         identity = Identity(instance=self.instance, pool=name)
         try:
             box = await self.provisioner.create(identity, kind.egress, list(kind.command),

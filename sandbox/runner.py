@@ -13,9 +13,11 @@ with one clear sentence (sandbox/messages.py). Secrets travel only in the reques
 the container's stdin; they are never in the container's env, args, labels or logs, and the
 runner scrubs them from anything it reports.
 
-The container is always removed. When a result arrives, the removal (and the network's) runs in
-the background so the caller is not kept waiting; :meth:`settle` and :meth:`close` wait for it,
-and :meth:`start` reaps whatever a crashed predecessor of the same instance left behind.
+The container is always removed. When a result arrives, its forwarders close; the removal (and
+the network's) runs in the background after ``housekeeping_delay_s``, so neither the caller
+nor the answer that follows is kept waiting or short of CPU; :meth:`settle` and :meth:`close`
+wait for it, and :meth:`start` reaps whatever a crashed predecessor of the same instance left
+behind.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class SandboxRunner:
         self.image = image
         self.provisioner = Provisioner(engine, firewall, config, image)
         self.pool = WarmPool(self.provisioner, config.instance, config.warm_pool,
-                             config.warm_pool_max)
+                             config.warm_pool_max, config.housekeeping_delay_s)
         metrics.POOLS.add(self.pool)
         self._image_ok = False
         self._background: set[asyncio.Task[None]] = set()
@@ -146,7 +148,7 @@ class SandboxRunner:
             outcome = _outcome(request, ToolResult.fail(_invocation(request), _failure(e)), began)
         finally:
             if box is not None:
-                self._later(self.provisioner.destroy(box))
+                self._later(self._discard(box))
         self._log(request, outcome)
         metrics.sandbox_ran(outcome.pooled, outcome.phases, outcome.result.status.value)
         return outcome
@@ -201,7 +203,7 @@ class SandboxRunner:
         except BaseException:
             self._later(self.provisioner.destroy(box))
             raise
-        self._later(self._rename(box, request))
+        self._later(_after(self.config.housekeeping_delay_s, self._rename(box, request)))
         return box
 
     async def _cold_box(self, request: SandboxRequest, command: list[str] | None,
@@ -268,6 +270,13 @@ class SandboxRunner:
             return ToolResult.fail(invocation, oom), exit_code
         last = redactor.redact(seen.diagnostics[-1]) if seen.diagnostics else ""
         return ToolResult.fail(invocation, messages.no_result(exit_code, last[:300])), exit_code
+
+    async def _discard(self, box: Box) -> None:
+        """The box's way out closes with its action (its entrypoint has exited, or is cut off:
+        no forwarder is left to reach); the engine's removal work waits a moment, off the
+        answer's path."""
+        await self.provisioner.cut_off(box)
+        await _after(self.config.housekeeping_delay_s, self.provisioner.destroy(box))
 
     def _later(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -403,3 +412,11 @@ def _failure(error: Exception) -> str:
 
 def _outcome(request: SandboxRequest, result: ToolResult, began: float) -> SandboxOutcome:
     return SandboxOutcome(result=result, duration_s=round(time.perf_counter() - began, 4))
+
+
+async def _after(delay_s: float, work: Awaitable[None]) -> None:
+    """``work`` after ``delay_s``; cancelled while waiting, it still runs (a removal is owed)."""
+    try:
+        await asyncio.sleep(delay_s)
+    finally:
+        await work

@@ -164,6 +164,41 @@ async def test_a_pool_that_ran_dry_refills_on_the_next_run(sandbox_image):
         await runner.close()
 
 
+async def test_engine_work_after_an_action_waits_and_settle_still_finishes_it(
+        sandbox_image, redis_server, docker_client):
+    """Issue 16: the removal of a used box and its pooled replacement's start wait
+    ``housekeeping_delay_s`` (they competed for the CPU with the checkpoints and the answer
+    that follow the result: a warm action's report came ~20 ms later); ``settle`` still waits
+    for all of it. With no delay, the container is gone and the replacement started well
+    within the half second this test looks after the result."""
+    instance = session_instance("-h")
+    runner = await SandboxRunner.start(SandboxConfig(
+        instance=instance, image=sandbox_image, warm_pool=1, housekeeping_delay_s=3.0))
+    try:
+        await runner.pool.wait_ready()
+        before = instance_containers(docker_client, instance)
+
+        outcome = await runner.run(redis_request(redis_server, "hk-1"))
+        await asyncio.sleep(0.5)
+
+        assert outcome.pooled and outcome.result.status is Status.OK, outcome.result.error
+        assert instance_containers(docker_client, instance) == before  # used one still there
+        assert outcome.container_id in before
+        assert runner.pool.ready("egress") == 0
+        await runner.settle()
+        await runner.pool.wait_ready()
+        after = instance_containers(docker_client, instance)
+        assert outcome.container_id not in after and len(after) == len(before)
+        assert runner.pool.ready("egress") == 1
+    finally:
+        await runner.close()
+
+
+def instance_containers(client: docker.DockerClient, instance: str) -> list[str]:
+    return [c.id for c in client.containers.list(
+        all=True, filters={"label": f"{LABEL}.instance={instance}"})]
+
+
 async def test_warm_pool_container_has_the_same_hardening(sandbox_runner, cold_runner,
                                                           redis_server, docker_client):
     await sandbox_runner.pool.wait_ready()
