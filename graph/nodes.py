@@ -324,6 +324,7 @@ class Nodes:
     async def _run_in_box(self, branch: Branch, resolved, preview: bool) -> ToolResult:
         run_id, call = branch["run_id"], resolved.call
         lease = None
+        await self.deps.cleanup.settle(run_id)  # earlier leases die before this one is taken
         try:
             secrets = resolved.preview_secrets if preview else resolved.secrets
             with tracing.tracer.start_as_current_span("credential.mint", attributes={
