@@ -151,6 +151,7 @@ class SlackSurface:
         self._streams: dict[str, AnswerStream] = {}
         self._thread_status: dict[str, ThreadStatus] = {}
         self._reactions: dict[str, str] = {}
+        self._reacting: dict[str, asyncio.Task[None]] = {}  # a run's first reaction, under way
         self.streaming = True  # until the workspace answers that it can't stream
 
     async def open_run(self, run: RunRef, checklist: Checklist) -> RunRef:
@@ -165,7 +166,7 @@ class SlackSurface:
         ts = response["ts"]
         located = run.model_copy(update={"thread_ts": thread or ts, "status_ts": ts})
         self._status[run.run_id] = self._status_for(run.task.channel, ts)
-        await self._react(located, RunState.RUNNING)
+        self._react_soon(located, RunState.RUNNING)
         return located
 
     async def _open_stream(self, run: RunRef, checklist: Checklist) -> RunRef | None:
@@ -186,7 +187,7 @@ class SlackSurface:
             return None
         located = run.model_copy(update={"thread_ts": thread, "status_ts": response["ts"]})
         self._streams[run.run_id] = self._stream_for(run.task.channel, response["ts"])
-        await self._react(located, RunState.RUNNING)
+        self._react_soon(located, RunState.RUNNING)
         return located
 
     async def answer(self, run: RunRef, reply_id: str, text: str, tools: bool = False) -> None:
@@ -316,8 +317,24 @@ class SlackSurface:
         asked = f"{alert.origin} alert" if alert else f"<@{run.task.user}> asked"
         return truncate(f"{asked}\n{checklist.render()}", STATUS_TEXT)
 
+    def _react_soon(self, run: RunRef, state: RunState) -> None:
+        """The reaction without holding the run's first step up for a Slack round trip; the
+        run's next reaction waits for this one, so they land in order."""
+        task = asyncio.ensure_future(self._react(run, state))
+        self._reacting[run.run_id] = task
+        task.add_done_callback(lambda done: self._reacted(run.run_id, done))
+
+    def _reacted(self, run_id: str, task: asyncio.Task[None]) -> None:
+        if self._reacting.get(run_id) is task:
+            del self._reacting[run_id]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("reaction not changed", error=f"{type(error).__name__}: {error}")
+
     async def _react(self, run: RunRef, state: RunState) -> None:
         """Show the run's state on the triggering message: one reaction, swapped as it moves."""
+        earlier = self._reacting.get(run.run_id)
+        if earlier is not None and earlier is not asyncio.current_task():
+            await asyncio.wait({earlier})  # its outcome is its own (logged when it failed)
         name = REACTIONS.get(state)
         shown = self._reactions.get(run.run_id)
         if not name or not run.task.message_ts or name == shown:

@@ -7,6 +7,7 @@ import docker
 import pytest
 
 from tests.fakes.payloads import Signature, app_mention, slash_command, url_verification
+from tests.fakes.server import wait_until
 from tests.scenarios.harness import APPROVER, CHANNEL, LEAD, OUTSIDER, REQUESTER
 
 pytestmark = pytest.mark.docker
@@ -205,3 +206,23 @@ async def test_readyz_says_what_is_missing_while_healthz_stays_up(slack_emulator
             assert "opsbot sandbox build" in body["problems"]["sandbox"]
         async with session.get(f"{h.bot.url}/healthz") as r:
             assert r.status == 200
+
+
+async def test_the_runs_reaction_does_not_hold_it_up_and_the_last_one_wins(h, redis_db):
+    """The triggering message shows the run's state: 👀 while it runs, ✅ once it is done. The
+    first reaction is a Slack round trip the run no longer waits for before its first step
+    (issue 16): with ``reactions.add`` answering 8 s late, the report is out before 👀 lands.
+    The final reaction waits for the first, so the message ends with ✅ alone."""
+    h.slack.delay("reactions.add", 8.0, times=1)
+    payload = app_mention("<@UBOT> redis info", user=REQUESTER, channel=CHANNEL, slack=h.slack)
+    ts = json.loads(payload.body)["event"]["ts"]
+    await h.post(payload)
+
+    report = await h.posted_report(ts)
+
+    assert "redis_version:" in report.text
+    assert h.slack.reactions(CHANNEL, ts) == [], "the run waited for its first reaction"
+    await wait_until(lambda: h.slack.reactions(CHANNEL, ts) == ["white_check_mark"], 30,
+                     lambda: f"reactions: {h.slack.reactions(CHANNEL, ts)}")
+    added = [c.params["name"] for c in h.slack.calls("reactions.add")]
+    assert added == ["eyes", "white_check_mark"]
