@@ -312,10 +312,11 @@ def every_config() -> dict[str, Any]:
 # end to end: a mention answered in Slack ----------------------------------------------------
 
 
-async def end_to_end(samples: int) -> None:
+async def end_to_end(samples: int, slack_latency_s: float = 0.0) -> None:
     """Issue 16: ``@opsbot`` → the answer in the thread (one tool round, instant model), against
     the bare loop with the same model (the same emulator) calling the same tool in the same
-    warm sandbox, sample by sample."""
+    warm sandbox, sample by sample. ``slack_latency_s`` delays each of the bot's Slack Web API
+    calls (the bare loop makes none)."""
     from langchain_openai import ChatOpenAI
 
     from tests.fakes.openai import OpenAIEmulator
@@ -326,6 +327,9 @@ async def end_to_end(samples: int) -> None:
 
     with (tempfile.TemporaryDirectory() as tmp, SlackEmulator() as slack,
           OpenAIEmulator(emulator_script(1, 1)) as llm):
+        if slack_latency_s:
+            for method in SLACK_WRITES:
+                slack.delay(method, slack_latency_s)
         proc, redis = start_redis(Path(tmp))
         settings = settings_for(slack, redis.url, Path(tmp) / "data", workers=4,
                                 openai_api_key=llm.api_key, openai_base_url=llm.base_url)
@@ -350,8 +354,9 @@ async def end_to_end(samples: int) -> None:
         finally:
             proc.terminate()
     base = statistics.median(times["bare"])
-    print(f"\nmention → answer in the thread, one tool round, instant model, warm sandbox "
-          f"({samples} samples, load {load:.1f}):")
+    latency = f", Slack answering in {slack_latency_s * 1000:g} ms" if slack_latency_s else ""
+    print(f"\nmention → answer in the thread, one tool round, instant model, warm sandbox"
+          f"{latency} ({samples} samples, load {load:.1f}):")
     print(f"{'loop':34} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
     for key, label in (("bare", "bare LangGraph loop (same tool)"),
                        ("opsbot", "opsbot: @mention → answer posted")):
@@ -359,6 +364,10 @@ async def end_to_end(samples: int) -> None:
         print(f"{label:34} {statistics.median(values) * 1000:8.1f} "
               f"{sorted(values)[min(len(values) - 1, int(len(values) * 0.99))] * 1000:8.1f} "
               f"{statistics.median(values) / base:5.2f}x")
+
+
+SLACK_WRITES = ("chat.postMessage", "chat.update", "reactions.add", "reactions.remove",
+                "chat.startStream", "chat.appendStream", "chat.stopStream")
 
 
 class RedisSandbox:
@@ -403,13 +412,17 @@ async def main() -> None:
     parser.add_argument("--e2e", type=int, default=0, metavar="SAMPLES",
                         help="only @mention → answer in Slack against the bare loop (needs "
                              "Docker, root)")
+    parser.add_argument("--slack-latency", type=float, default=0.0, metavar="MS",
+                        help="with --e2e: every Slack Web API call the bot makes answers this "
+                             "much later, as a real workspace does (the emulator answers at "
+                             "once otherwise)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.first_request:
         await first_request(Path(tempfile.mkdtemp()))
         return
     if args.e2e:
-        await end_to_end(args.e2e)
+        await end_to_end(args.e2e, args.slack_latency / 1000)
         return
     print(f"{args.runs} runs per cell, {args.rounds} tool rounds per run, interleaved\n")
     print(f"{'model':8} {'calls/round':>11} {'loop':7} {'run p50 ms':>11} {'per round ms':>13} "
