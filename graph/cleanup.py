@@ -5,11 +5,11 @@ Vault round trip or two, ~10 ms of a warm action's ~80 (issue 16). The action is
 the sandbox answers: its entrypoint has exited, its forwarders are closed. So the execute node
 hands the revocation to :class:`Cleanup`, which begins it as soon as the run's answer is out
 (:meth:`Cleanup.finish`, called by the driver right after posting it), when the run's next
-action is about to take credentials (:meth:`Cleanup.settle`, which also waits for it), or ``hold_s`` (0.1 s) after the
-action, whichever comes first: an investigation's next model turn does not keep a credential
-alive. Begun "at once" instead, the revocation's thread and Vault's own work took
-the CPU from the checkpoints and the answer that follow the result (a warm action's report
-came 6-7 ms later on 2 CPUs). The guarantees stay:
+action is about to take credentials (:meth:`Cleanup.settle`, which also waits for it), or
+``hold_s`` (0.1 s) after the action, whichever comes first: an investigation's next model
+turn does not keep a credential alive. Begun "at once" instead, the revocation's thread and
+Vault's own work took the CPU from the checkpoints and the answer that follow the result (a
+warm action's report came 6-7 ms later on 2 CPUs). The guarantees stay:
 
 * **still done**: the run's end awaits its cleanup (the driver, after the answer is posted and
   before the run is recorded as ended), and so does the process's shutdown;
@@ -47,8 +47,8 @@ class Cleanup:
         self._answered: dict[str, asyncio.Event] = {}
 
     def start(self, run_id: str, work: Coroutine[Any, Any, None]) -> None:
-        """``work`` in the background on behalf of ``run_id``, begun once the run's answer
-        is out (:meth:`finish`) or ``hold_s`` from now, whichever comes first."""
+        """``work`` in the background on behalf of ``run_id``, begun by :meth:`settle` or
+        :meth:`finish`, or ``hold_s`` from now, whichever comes first."""
         answered = self._answered.setdefault(run_id, asyncio.Event())
         task = asyncio.get_running_loop().create_task(
             self._after_answer(answered, work), name=f"cleanup-{run_id}")
@@ -75,11 +75,10 @@ class Cleanup:
             await asyncio.shield(asyncio.gather(*list(tasks), return_exceptions=True))
 
     async def finish(self, run_id: str) -> None:
-        """Begin ``run_id``'s cleanup now and wait until it is done (shielded: a cancelled
-        caller does not stop it)."""
-        self.begin(run_id)
-        while tasks := self._tasks.get(run_id):
-            await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        """Begin ``run_id``'s cleanup now and wait until all of it is done, work started
+        meanwhile included (shielded: a cancelled caller does not stop it)."""
+        while run_id in self._tasks:
+            await self.settle(run_id)
 
     async def close(self) -> None:
         """Until every run's cleanup is done (begun at once)."""

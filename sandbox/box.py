@@ -238,14 +238,9 @@ class Provisioner:
         if box.container:
             await self._guard("kill", self.engine.kill(box.container))
 
-    async def cut_off(self, box: Box) -> None:
-        """Close the box's attach connection and forwarders: nothing it runs reaches out any
-        more (its firewall rules stay until :meth:`destroy`)."""
-        await self._close_io(box)
-
     async def destroy(self, box: Box) -> None:
         """Remove everything of the box; each step runs even if an earlier one failed."""
-        steps = [self._remove_container(box), self._close_io(box)]
+        steps = [self._remove_container(box), self.cut_off(box)]
         await asyncio.gather(*steps, return_exceptions=True)
         if box.network is not None:
             await self._guard("firewall", self.firewall.release(box.network.bridge))
@@ -273,7 +268,9 @@ class Provisioner:
         if await self._guard("network", self.engine.remove_network(network)):
             self.networks.discard(network)
 
-    async def _close_io(self, box: Box) -> None:
+    async def cut_off(self, box: Box) -> None:
+        """Close the box's attach connection and forwarders: nothing it runs reaches out any
+        more (its firewall rules stay until :meth:`destroy`)."""
         if box.attachment is not None:
             box.attachment.close()
         await close_forwarders(box.forwarders)

@@ -26,6 +26,7 @@ Docker cannot relabel a container, so the runner renames it after the call once 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +47,25 @@ PATIENCE_S = 3.0  # how long a run waits for a fill under way before going cold
 RECENT_S = 60.0  # demand is counted over this window (the pool's size follows it)
 
 
+class Housekeeping:
+    """Engine work that follows an action (removal, renaming, the pool's refill) waits up to
+    ``delay_s``, off the answer's path; :meth:`hurry` lets everything waiting go now (settle,
+    close, tests)."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self._hurry = asyncio.Event()
+
+    async def wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), self.delay_s)
+
+    def hurry(self) -> None:
+        """Release what waits now; work deferred later waits afresh."""
+        self._hurry.set()
+        self._hurry = asyncio.Event()
+
+
 @dataclass(frozen=True)
 class Kind:
     """What the containers of one kind are made with. ``size`` None: the pool's size."""
@@ -60,11 +80,11 @@ class Kind:
 
 class WarmPool:
     def __init__(self, provisioner: Provisioner, instance: str, size: int, ceiling: int = 0,
-                 refill_delay_s: float = 0.0):
+                 housekeeping: Housekeeping | None = None):
         self.provisioner = provisioner
-        # a replacement for a taken box starts this much later: the run that took it is
-        # still on its way to its answer, and a container start competes with it for the CPU
-        self.refill_delay_s = refill_delay_s
+        # a replacement for a taken box starts later: the run that took it is still on its
+        # way to its answer, and a container start competes with it for the CPU
+        self.housekeeping = housekeeping or Housekeeping()
         self.instance = instance
         self.size = size
         self.ceiling = max(size, ceiling)  # the most one common kind grows to under load
@@ -81,10 +101,10 @@ class WarmPool:
         for kind in self._kinds.values():
             self._top_up(kind)
 
-    def _top_up(self, kind: Kind, delay_s: float = 0.0) -> None:
+    def _top_up(self, kind: Kind, deferred: bool = False) -> None:
         missing = self.target(kind) - len(self._ready[kind.name]) - self._pending(kind.name)
         for _ in range(max(missing, 0)):
-            self._spawn(kind.name, delay_s)
+            self._spawn(kind.name, deferred)
 
     def target(self, kind: Kind) -> int:
         """How many boxes of ``kind`` to keep ready: the configured size, or, for the common
@@ -136,7 +156,7 @@ class WarmPool:
         if not self._ready[kind] and not self._pending(kind):
             # ran dry (fills that failed, e.g. a start slower than READY_TIMEOUT_S on a loaded
             # host, are not retried on their own): refill for the next run, this one goes cold
-            self._top_up(self._kinds[kind], self.refill_delay_s)
+            self._top_up(self._kinds[kind], deferred=True)
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
@@ -156,7 +176,7 @@ class WarmPool:
             box = ready.pop(0)
             if not self._closed and kind in self._kinds:
                 # its replacement, and more if demand grew
-                self._top_up(self._kinds[kind], self.refill_delay_s)
+                self._top_up(self._kinds[kind], deferred=True)
             if box.channel is not None and box.channel.alive():
                 return box
             log.warning("sandbox.pool.dead_box", container=box.container[:12])
@@ -181,8 +201,10 @@ class WarmPool:
         return sizes
 
     async def wait_ready(self) -> None:
-        """Until the fills under way finish (tests and benchmarks use this)."""
+        """Until the fills under way finish, deferred ones begun now (tests and benchmarks
+        use this)."""
         while self._filling:
+            self.housekeeping.hurry()
             await asyncio.gather(*list(self._filling), return_exceptions=True)
 
     async def close(self) -> None:
@@ -197,8 +219,8 @@ class WarmPool:
     def _pending(self, kind: str) -> int:
         return sum(1 for task in self._filling if task.get_name() == f"pool-{kind}")
 
-    def _spawn(self, kind: str, delay_s: float = 0.0) -> None:
-        task = asyncio.get_running_loop().create_task(self._make(kind, delay_s),
+    def _spawn(self, kind: str, deferred: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._make(kind, deferred),
                                                       name=f"pool-{kind}")
         self._filling.add(task)
         task.add_done_callback(self._filled)
@@ -209,9 +231,9 @@ class WarmPool:
         self._arrival.set()
         self._arrival = asyncio.Event()
 
-    async def _make(self, name: str, delay_s: float = 0.0) -> None:
-        if delay_s:
-            await asyncio.sleep(delay_s)
+    async def _make(self, name: str, deferred: bool = False) -> None:
+        if deferred:
+            await self.housekeeping.wait()
         kind = self._kinds.get(name)
         if kind is None or self._closed:  # retired (or closed) while it waited
             return

@@ -42,7 +42,7 @@ from sandbox.firewall import drop as drop_chain
 from sandbox.hardening import ENTRYPOINT, LABEL, Identity, instance_filter
 from sandbox.instances import HOST, InstanceInUse, Instances, default_dir
 from sandbox.image import image_tag
-from sandbox.pool import Kind, WarmPool
+from sandbox.pool import Housekeeping, Kind, WarmPool
 from sandbox.protocol import SandboxOutcome, SandboxRequest
 from sandbox.stream import Exchange
 from tools.base import ToolResult
@@ -61,8 +61,9 @@ class SandboxRunner:
         self.firewall = firewall
         self.image = image
         self.provisioner = Provisioner(engine, firewall, config, image)
+        self.housekeeping = Housekeeping(config.housekeeping_delay_s)
         self.pool = WarmPool(self.provisioner, config.instance, config.warm_pool,
-                             config.warm_pool_max, config.housekeeping_delay_s)
+                             config.warm_pool_max, self.housekeeping)
         metrics.POOLS.add(self.pool)
         self._image_ok = False
         self._background: set[asyncio.Task[None]] = set()
@@ -203,7 +204,7 @@ class SandboxRunner:
         except BaseException:
             self._later(self.provisioner.destroy(box))
             raise
-        self._later(_after(self.config.housekeeping_delay_s, self._rename(box, request)))
+        self._later(self._deferred(self._rename(box, request)))
         return box
 
     async def _cold_box(self, request: SandboxRequest, command: list[str] | None,
@@ -276,7 +277,15 @@ class SandboxRunner:
         no forwarder is left to reach); the engine's removal work waits a moment, off the
         answer's path."""
         await self.provisioner.cut_off(box)
-        await _after(self.config.housekeeping_delay_s, self.provisioner.destroy(box))
+        await self._deferred(self.provisioner.destroy(box))
+
+    async def _deferred(self, work: Awaitable[None]) -> None:
+        """``work`` once housekeeping may run; cancelled while waiting, it still runs (a
+        removal is owed)."""
+        try:
+            await self.housekeeping.wait()
+        finally:
+            await work
 
     def _later(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -284,8 +293,10 @@ class SandboxRunner:
         task.add_done_callback(self._background.discard)
 
     async def settle(self) -> None:
-        """Wait until every finished run's container and network are gone."""
+        """Wait until every finished run's container and network are gone (deferred
+        housekeeping begun now)."""
         while self._background:
+            self.housekeeping.hurry()
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def reap(self) -> int:
@@ -412,11 +423,3 @@ def _failure(error: Exception) -> str:
 
 def _outcome(request: SandboxRequest, result: ToolResult, began: float) -> SandboxOutcome:
     return SandboxOutcome(result=result, duration_s=round(time.perf_counter() - began, 4))
-
-
-async def _after(delay_s: float, work: Awaitable[None]) -> None:
-    """``work`` after ``delay_s``; cancelled while waiting, it still runs (a removal is owed)."""
-    try:
-        await asyncio.sleep(delay_s)
-    finally:
-        await work

@@ -169,29 +169,38 @@ async def test_engine_work_after_an_action_waits_and_settle_still_finishes_it(
     """Issue 16: the removal of a used box and its pooled replacement's start wait
     ``housekeeping_delay_s`` (they competed for the CPU with the checkpoints and the answer
     that follow the result: a warm action's report came ~20 ms later); ``settle`` still waits
-    for all of it. With no delay, the container is gone and the replacement started well
-    within the half second this test looks after the result."""
-    instance = session_instance("-h")
-    runner = await SandboxRunner.start(SandboxConfig(
-        instance=instance, image=sandbox_image, warm_pool=1, housekeeping_delay_s=3.0))
+    for all of it. A runner without the delay runs the same action beside it: once its
+    removal and refill are done, the delayed runner's have not happened."""
+    delayed, prompt = session_instance("-h"), session_instance("-h0")
+    runners = {name: await SandboxRunner.start(SandboxConfig(
+        instance=name, image=sandbox_image, warm_pool=1, housekeeping_delay_s=delay))
+        for name, delay in ((delayed, 5.0), (prompt, 0.0))}
     try:
-        await runner.pool.wait_ready()
-        before = instance_containers(docker_client, instance)
+        for runner in runners.values():
+            await runner.pool.wait_ready()
+        before = {name: instance_containers(docker_client, name) for name in runners}
+        outcomes = {name: await runner.run(redis_request(redis_server, f"hk-{i}"))
+                    for i, (name, runner) in enumerate(runners.items())}
+        assert all(o.pooled and o.result.status is Status.OK for o in outcomes.values()), \
+            [o.result.error for o in outcomes.values()]
 
-        outcome = await runner.run(redis_request(redis_server, "hk-1"))
-        await asyncio.sleep(0.5)
+        await runners[prompt].settle()  # the same work, undelayed, has been done
+        await runners[prompt].pool.wait_ready()
+        assert outcomes[prompt].container_id not in instance_containers(docker_client, prompt)
+        assert runners[prompt].pool.ready("egress") == 1
+        assert instance_containers(docker_client, delayed) == before[delayed]  # still there
+        assert outcomes[delayed].container_id in before[delayed]
+        assert runners[delayed].pool.ready("egress") == 0
 
-        assert outcome.pooled and outcome.result.status is Status.OK, outcome.result.error
-        assert instance_containers(docker_client, instance) == before  # used one still there
-        assert outcome.container_id in before
-        assert runner.pool.ready("egress") == 0
-        await runner.settle()
-        await runner.pool.wait_ready()
-        after = instance_containers(docker_client, instance)
-        assert outcome.container_id not in after and len(after) == len(before)
-        assert runner.pool.ready("egress") == 1
+        await runners[delayed].settle()
+        await runners[delayed].pool.wait_ready()
+        after = instance_containers(docker_client, delayed)
+        assert outcomes[delayed].container_id not in after
+        assert len(after) == len(before[delayed])
+        assert runners[delayed].pool.ready("egress") == 1
     finally:
-        await runner.close()
+        for runner in runners.values():
+            await runner.close()
 
 
 def instance_containers(client: docker.DockerClient, instance: str) -> list[str]:
