@@ -136,9 +136,10 @@ def _noted(checklist: Checklist, row: RunRow | None) -> None:
 
 class Driver:
     def __init__(self, graphs: Graphs, records: Records, queue: JobQueue, lease: Lease,
-                 surface: Surface, desk: ApprovalDesk, checklists: Checklists,
-                 recursion_limit: int = 60, streams: Callable[[Task], bool] = lambda task: False,
-                 memory: Memory | None = None, cleanup: Cleanup | None = None):
+                 surface: Surface, desk: ApprovalDesk, checklists: Checklists, *,
+                 cleanup: Cleanup, recursion_limit: int = 60,
+                 streams: Callable[[Task], bool] = lambda task: False,
+                 memory: Memory | None = None):
         self.graphs = graphs
         self.records = records
         self.queue = queue
@@ -149,7 +150,7 @@ class Driver:
         self.recursion_limit = recursion_limit
         self.streams = streams  # whether a task's run is answered by the model (streamed)
         self.memory = memory
-        self.cleanup = cleanup or Cleanup()  # the graph's: revocations after the answer
+        self.cleanup = cleanup  # the graph's own (GraphDeps.cleanup): its revocations
 
     async def handle(self, job: Job) -> None:
         """Drive ``job``'s run (raises :class:`graph.lease.LeaseBusy` to be retried later), in
