@@ -312,11 +312,14 @@ def every_config() -> dict[str, Any]:
 # end to end: a mention answered in Slack ----------------------------------------------------
 
 
-async def end_to_end(samples: int, slack_latency_s: float = 0.0) -> None:
+async def end_to_end(samples: int, slack_latency_s: float = 0.0, streaming: bool = False
+                     ) -> None:
     """Issue 16: ``@opsbot`` → the answer in the thread (one tool round, instant model), against
     the bare loop with the same model (the same emulator) calling the same tool in the same
     warm sandbox, sample by sample. ``slack_latency_s`` delays each of the bot's Slack Web API
-    calls (the bare loop makes none)."""
+    calls (the bare loop makes none). ``streaming``: the workspace streams (Agents & AI Apps),
+    so the answer arrives in the run's streamed message (``chat.appendStream`` or
+    ``chat.stopStream``) instead of a report message."""
     from langchain_openai import ChatOpenAI
 
     from tests.fakes.openai import OpenAIEmulator
@@ -334,7 +337,7 @@ async def end_to_end(samples: int, slack_latency_s: float = 0.0) -> None:
         settings = settings_for(slack, redis.url, Path(tmp) / "data", workers=4,
                                 openai_api_key=llm.api_key, openai_base_url=llm.base_url)
         try:
-            async with harness(settings, slack, status_interval=1.0) as h:
+            async with harness(settings, slack, status_interval=1.0, streaming=streaming) as h:
                 sandbox = h.bot.runtime.sandbox
                 model = ChatOpenAI(model="gpt-4o-mini", api_key=llm.api_key,
                                    base_url=llm.base_url, use_responses_api=False,
@@ -345,7 +348,7 @@ async def end_to_end(samples: int, slack_latency_s: float = 0.0) -> None:
                 for i in range(samples + 3):  # the first three warm both up
                     await sandbox.settle()
                     await sandbox.pool.wait_ready()
-                    took = {"opsbot": await answered(h, slack, CHANNEL, mention),
+                    took = {"opsbot": await answered(h, slack, CHANNEL, mention, streaming),
                             "bare": await drive(bare, bare_inputs())}
                     for key, value in took.items():
                         if i >= 3:
@@ -355,8 +358,9 @@ async def end_to_end(samples: int, slack_latency_s: float = 0.0) -> None:
             proc.terminate()
     base = statistics.median(times["bare"])
     latency = f", Slack answering in {slack_latency_s * 1000:g} ms" if slack_latency_s else ""
+    path = ", streamed" if streaming else ""
     print(f"\nmention → answer in the thread, one tool round, instant model, warm sandbox"
-          f"{latency} ({samples} samples, load {load:.1f}):")
+          f"{latency}{path} ({samples} samples, load {load:.1f}):")
     print(f"{'loop':34} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
     for key, label in (("bare", "bare LangGraph loop (same tool)"),
                        ("opsbot", "opsbot: @mention → answer posted")):
@@ -366,6 +370,7 @@ async def end_to_end(samples: int, slack_latency_s: float = 0.0) -> None:
               f"{statistics.median(values) / base:5.2f}x")
 
 
+STREAM_WRITES = ("chat.appendStream", "chat.stopStream")
 SLACK_WRITES = ("chat.postMessage", "chat.update", "reactions.add", "reactions.remove",
                 "chat.startStream", "chat.appendStream", "chat.stopStream")
 
@@ -383,15 +388,23 @@ class RedisSandbox:
             "egress": [{"host": self.config.host, "port": self.config.port}]}))
 
 
-async def answered(h: Any, slack: Any, channel: str, mention: Callable[..., Any]) -> float:
-    """Seconds from posting ``@opsbot`` to Slack receiving the message with the answer."""
+async def answered(h: Any, slack: Any, channel: str, mention: Callable[..., Any],
+                   streaming: bool = False) -> float:
+    """Seconds from posting ``@opsbot`` to Slack receiving the message with the answer (or,
+    ``streaming``, the stream call that carries it)."""
     began = time.monotonic()
     thread = await mention(h, "why is redis slow?")
 
+    def ours(call: Any) -> bool:
+        if not streaming:
+            return call.params.get("thread_ts") == thread
+        return call.params.get("ts") in {m.ts for m in slack.streams(channel, thread)}
+
     def landed() -> float | None:
-        return next((c.at for c in slack.calls("chat.postMessage")
-                     if c.params.get("thread_ts") == thread and c.at >= began
-                     and "Memory is fine." in json.dumps(c.params)), None)
+        methods = STREAM_WRITES if streaming else ("chat.postMessage",)
+        return next((c.at for method in methods for c in slack.calls(method)
+                     if c.at >= began and "Memory is fine." in json.dumps(c.params)
+                     and ours(c)), None)
 
     while (at := landed()) is None:
         if time.monotonic() - began > 30:
@@ -416,13 +429,16 @@ async def main() -> None:
                         help="with --e2e: every Slack Web API call the bot makes answers this "
                              "much later, as a real workspace does (the emulator answers at "
                              "once otherwise)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="with --e2e: the workspace streams, and the answer arrives in the "
+                             "run's streamed message (the default path where Slack allows it)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.first_request:
         await first_request(Path(tempfile.mkdtemp()))
         return
     if args.e2e:
-        await end_to_end(args.e2e, args.slack_latency / 1000)
+        await end_to_end(args.e2e, args.slack_latency / 1000, args.streaming)
         return
     print(f"{args.runs} runs per cell, {args.rounds} tool rounds per run, interleaved\n")
     print(f"{'model':8} {'calls/round':>11} {'loop':7} {'run p50 ms':>11} {'per round ms':>13} "

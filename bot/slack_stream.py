@@ -4,8 +4,11 @@ pending "waiting for approval"), and the model's answer as it is written.
 
 Like the status message it replaces (``bot/slack_surface.py``), it never makes the run wait:
 changes are coalesced and sent by a background flusher, at most one ``appendStream`` per
-``interval``; ``finish`` waits until everything has landed, under the same lock, so pieces
-arrive once and in order. Rate limits are the client's business: HTTP 429 and Slack's
+``interval``. ``finish`` sends the rest with ``stopStream`` at once: that is the run's answer,
+and ``stopStream`` is another method with its own rate-limit bucket, so it does not wait out
+the pacing of ``appendStream`` (a flusher waiting for its interval is stopped); it takes the
+same lock as every piece, so it waits only for a piece already in flight, and pieces arrive
+once and in order. Rate limits are the client's business: HTTP 429 and Slack's
 ``{"ok": false, "error": "ratelimited"}`` answered with HTTP 200 are both retried by the Web
 API client's handlers (``bot/app.py``), so a storm delays the text but never drops it. Any
 other refusal marks the stream broken: nothing more is sent to it and ``finish`` says so, for
@@ -91,6 +94,7 @@ class AnswerStream:
         self._last = 0.0
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self._pacing: asyncio.Task[Any] | None = None  # the task waiting out an interval
 
     # what changes ----------------------------------------------------------------------------
 
@@ -121,7 +125,10 @@ class AnswerStream:
 
     async def finish(self, answer: str, title: str) -> bool:
         """The rest of ``answer`` (what the model's stream did not already deliver), the last
-        tasks, and the stream stopped; False when Slack refused any of it."""
+        tasks, and the stream stopped, without waiting for the pacing of ``appendStream``;
+        False when Slack refused any of it."""
+        if self._flusher is not None and self._flusher is self._pacing:
+            self._flusher.cancel()  # it only waits out an interval: nothing is in flight
         async with self._lock:
             if self._stopped:
                 return not self.broken
@@ -144,6 +151,14 @@ class AnswerStream:
                     return
                 await self._send(final=False)
 
+    async def _paced(self) -> None:
+        """Wait out the rest of the ``appendStream`` interval (noting who waits, for finish)."""
+        self._pacing = asyncio.current_task()
+        try:
+            await self.pace(max(0.0, self.interval - (time.monotonic() - self._last)))
+        finally:
+            self._pacing = None
+
     def _changes(self) -> list[dict[str, Any]]:
         chunks = [plan_chunk(self._title)] if self._title != self._sent_title else []
         chunks += [c for k, c in self._tasks.items() if self._sent_tasks.get(k) != c]
@@ -152,7 +167,8 @@ class AnswerStream:
     async def _send(self, final: bool) -> None:
         if self.broken or self._stopped:
             return
-        await self.pace(max(0.0, self.interval - (time.monotonic() - self._last)))
+        if not final:
+            await self._paced()
         chunks, title, tasks, text, reply = (self._changes(), self._title, dict(self._tasks),
                                              self._text, self._reply)
         if not chunks and not final:

@@ -138,12 +138,15 @@ def llm_settings(slack: SlackEmulator, redis_url: str, tmp_path: Path, llm: Open
 async def running_llm_bot(slack: SlackEmulator, redis_url: str, tmp_path: Path,
                       llm: OpenAIEmulator | None, runbooks: AsyncRunbooks | None,
                       incident_grace_s: float = GRACE_S, streaming: bool = False,
+                      bot_options: dict[str, Any] | None = None,
                       **more: Any) -> AsyncIterator[Harness]:
     """:func:`~tests.scenarios.harness.harness` plus the incident channel and a short grace
-    period before a webhook-only incident starts its investigation."""
+    period before a webhook-only incident starts its investigation (``bot_options``: the
+    harness's, e.g. status pacing; ``more``: settings)."""
     slack.add_channel(INCIDENTS, "incident-cache")
     settings = llm_settings(slack, redis_url, tmp_path, llm, **more)
-    async with harness(settings, slack, runbooks, incident_grace_s, streaming) as running:
+    async with harness(settings, slack, runbooks, incident_grace_s, streaming,
+                       **(bot_options or {})) as running:
         yield running
 
 

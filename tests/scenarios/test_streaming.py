@@ -6,6 +6,8 @@ lands once and in order. Without streaming (an older workspace) the status messa
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.app import slack_client
@@ -73,6 +75,51 @@ async def test_the_answer_streams_with_a_task_per_tool_call(hls, llm_api, redis_
     # the answer lands once: in the stream, not again in the report
     assert "Redis is up" not in report.text and "✅ *Read Redis INFO (server)* — ok" in report.text
     assert [m.ts for m in hls.slack.thread(CHANNEL, thread)][1:] == [stream.ts, report.ts]
+
+
+class StoppedPacing:
+    """Pacing that never ends by itself: a piece that waits for it is still waiting (or was
+    stopped) when the assertions run; whatever reached Slack did not wait for an interval."""
+
+    def __init__(self) -> None:
+        self.held: list[float] = []  # the waits asked for
+        self.stopped = 0  # the waits cancelled by their owner
+
+    async def __call__(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self.held.append(seconds)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.stopped += 1
+            raise
+
+
+@pytest.mark.docker
+async def test_the_answer_does_not_wait_for_the_pacing_of_the_streams_pieces(
+        slack_emulator, redis_server, sandbox_image, tmp_path, llm_api, runbook_search,
+        redis_db):
+    """Issue 16 item 1 on the streamed path: with every ``appendStream`` after the first
+    held by its pacing for good, the answer still lands whole, with ``stopStream`` (another
+    method, another rate-limit bucket), and the piece that was waiting is never sent."""
+    pacing = StoppedPacing()
+    async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, llm_api,
+                               runbook_search, streaming=True, slack_backoff_s=0.05,
+                               bot_options={"status_interval": 3600,
+                                            "status_pace": pacing}) as h:
+        llm_api.push(tool_call("redis__info", {"section": "server"}),
+                     text(ANSWER, chunk_delay=0.02))
+        thread = await mention(h, "is redis up?")
+        stream, report = await answered(h, thread)
+
+        assert stream.text == SHOWN and stream.stream.stopped, "the whole answer, at once"
+        assert pacing.held and pacing.stopped == 1, "a piece was waiting; it was stopped"
+        calls = stream_calls(h.slack, stream.ts)
+        assert [c.method for c in calls][-1] == "chat.stopStream"
+        assert sum(c.method == "chat.appendStream" for c in calls) == 1, \
+            "only the piece that did not have to wait"
+        assert "Redis is up" not in report.text
 
 
 @pytest.mark.docker
