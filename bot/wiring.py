@@ -177,9 +177,16 @@ def quota_for(settings: Settings, policy: Policy, catalog: Catalog) -> Quota:
     return Quota(policy.limits, settings.model, lambda task: asks_llm(task, catalog))
 
 
-def sandbox_config(settings: Settings, instance: str) -> SandboxConfig:
+def sandbox_config(settings: Settings, instance: str, catalog: Catalog) -> SandboxConfig:
     return SandboxConfig(image=settings.sandbox_image, docker_host=settings.docker_host,
-                         instance=instance, egress_hosts=settings.egress_hosts)
+                         instance=instance, egress_hosts=settings.egress_hosts,
+                         preload=preloaded(settings, catalog))
+
+
+def preloaded(settings: Settings, catalog: Catalog) -> list[str]:
+    """What the warm pool's boxes import ahead: the configured connectors (``shell`` among
+    them when commands are declared), and the MCP client when MCP servers are."""
+    return sorted(catalog.configs) + (["mcp"] if settings.mcp is not None else [])
 
 
 def broker_for(settings: Settings, instance: str = "") -> CredentialBroker:
@@ -320,7 +327,7 @@ async def _tools(rt: Runtime, stack: AsyncExitStack) -> None:
     except VaultError as e:
         raise ConfigError(f"VAULT_ADDR/VAULT_TOKEN: {e}") from None
     try:
-        rt.sandbox = await SandboxRunner.start(sandbox_config(settings, instance))
+        rt.sandbox = await SandboxRunner.start(sandbox_config(settings, instance, rt.catalog))
     except InstanceInUse as e:
         raise ConfigError(str(e)) from None
     stack.push_async_callback(rt.sandbox.close)

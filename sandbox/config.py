@@ -59,6 +59,12 @@ class SandboxConfig(BaseModel):
         "grows: the pool keeps as many ready as runs asked for in the last minute, at least "
         "warm_pool (0 keeps warm_pool fixed)."
     )
+    preload: list[str] | None = Field(
+        None, description="What a pooled container imports ahead: the toolsets the "
+        "deployment configured (names, plus `shell` and `mcp`), with their client libraries; "
+        "None: every connector (a box then costs ~0.85 s of CPU to start instead of ~0.25 s "
+        "for one connector)."
+    )
     spare_networks: int = Field(
         2, ge=0, le=16, description="Egress networks created ahead for cold boxes (a network "
         "costs the engine ~50 ms to create and nothing while it waits)."

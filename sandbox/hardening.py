@@ -46,6 +46,11 @@ ENTRYPOINT: list[str] | None = None  # the image's CMD: python3 -m sandbox.entry
 POOLED = ["python3", "-m", "sandbox.entrypoint", "--preload"]  # same, libraries imported early
 
 
+def pooled(preload: Sequence[str] | None) -> tuple[str, ...]:
+    """A common pooled box's command: importing ``preload``'s connectors ahead (None: all)."""
+    return (*POOLED, ",".join(preload)) if preload is not None else tuple(POOLED)
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who a container or network belongs to; becomes its labels (and reaping key)."""

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -36,7 +37,7 @@ import structlog
 from sandbox.box import Box, Provisioner
 from sandbox.engine import EngineError
 from sandbox.firewall import FirewallError
-from sandbox.hardening import POOLED, Identity
+from sandbox.hardening import POOLED, Identity, pooled
 from tools.base import Mount
 
 log = structlog.get_logger(__name__)
@@ -80,7 +81,8 @@ class Kind:
 
 class WarmPool:
     def __init__(self, provisioner: Provisioner, instance: str, size: int, ceiling: int = 0,
-                 housekeeping: Housekeeping | None = None):
+                 housekeeping: Housekeeping | None = None,
+                 preload: Sequence[str] | None = None):
         self.provisioner = provisioner
         # a replacement for a taken box starts later: the run that took it is still on its
         # way to its answer, and a container start competes with it for the CPU
@@ -90,7 +92,8 @@ class WarmPool:
         self.ceiling = max(size, ceiling)  # the most one common kind grows to under load
         self._demand: dict[str, deque[float]] = {}  # when runs asked for a box, per kind
         self.recent_s = RECENT_S
-        self._kinds = {name: Kind(name, egress=name == "egress") for name in KINDS}
+        self._kinds = {name: Kind(name, egress=name == "egress", command=pooled(preload))
+                       for name in KINDS}
         self._ready: dict[str, list[Box]] = {kind: [] for kind in KINDS}
         self._filling: set[asyncio.Task[None]] = set()
         self._arrival = asyncio.Event()

@@ -63,7 +63,7 @@ class SandboxRunner:
         self.provisioner = Provisioner(engine, firewall, config, image)
         self.housekeeping = Housekeeping(config.housekeeping_delay_s)
         self.pool = WarmPool(self.provisioner, config.instance, config.warm_pool,
-                             config.warm_pool_max, self.housekeeping)
+                             config.warm_pool_max, self.housekeeping, config.preload)
         metrics.POOLS.add(self.pool)
         self._image_ok = False
         self._background: set[asyncio.Task[None]] = set()

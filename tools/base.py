@@ -281,6 +281,9 @@ class Toolset(Generic[C]):
     # argv of a pooled container made ready for this toolset's calls ahead of time (e.g. an
     # MCP server already started); None: the common warm pool. Never with secrets.
     warm: Callable[[C], list[str] | None] = lambda c: None
+    # Modules the actions import when they run (their client libraries): a pooled container
+    # of a deployment that configured this toolset imports them ahead (sandbox/entrypoint.py).
+    preload: tuple[str, ...] = ()
 
     def action(self, name: str) -> Action[Any] | None:
         return next((a for a in self.actions if a.name == name), None)

@@ -315,4 +315,5 @@ TOOLSET: Toolset[DockerConfig] = Toolset(
     egress=_egress,
     secrets=_secrets,
     target_kinds=("container",),
+    preload=("requests",),
 )

@@ -256,4 +256,5 @@ TOOLSET: Toolset[EstuaryConfig] = Toolset(
     target_kinds=("estuary_task",),
     env={**STATUS.env, "rest_url": "OPSBOT_ESTUARY_REST_URL",
          "rest_key": "OPSBOT_ESTUARY_REST_KEY"},
+    preload=("requests",),
 )

@@ -599,4 +599,5 @@ TOOLSET: Toolset[GitHubConfig] = Toolset(
     target=_target,
     egress=_egress,
     secrets=_secrets,
+    preload=("github", "requests"),
 )

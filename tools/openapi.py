@@ -151,6 +151,7 @@ def toolset(spec: ApiSpec) -> Toolset[OpenApiConfig]:
         secrets=_secrets,
         target_kinds=(spec.target_kind,),
         env=spec.env,
+        preload=("requests",),
     )
 
 

@@ -348,4 +348,5 @@ TOOLSET: Toolset[PostgresConfig] = Toolset(
     egress=_egress,
     secrets=_secrets,
     target_kinds=("postgres",),
+    preload=("psycopg",),
 )

@@ -411,4 +411,5 @@ TOOLSET: Toolset[RedisConfig] = Toolset(
     target=_target,
     egress=_egress,
     secrets=_secrets,
+    preload=("redis",),
 )

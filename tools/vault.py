@@ -371,4 +371,5 @@ TOOLSET: Toolset[VaultConnectorConfig] = Toolset(
     secrets=_secret_refs,
     target_kinds=("vault",),
     env={"mounts": "OPSBOT_VAULT_KV_MOUNTS", "addr": "VAULT_ADDR"},
+    preload=("requests",),
 )

@@ -99,6 +99,28 @@ def test_the_commands_file_becomes_the_shell_toolset(tmp_path):
     assert catalog.configs["shell"].user == "opsbot"
 
 
+def test_the_warm_pool_preloads_what_the_deployment_configured(tmp_path):
+    """Pooled boxes import the configured connectors (shell once commands are declared), and
+    the MCP client once MCP servers are: the sandbox config the runtime starts with says so."""
+    from bot.connectors import install_shell
+    from bot.wiring import sandbox_config
+    from tools import TOOLSETS
+    from tools.catalog import Catalog
+
+    (tmp_path / "commands.yml").write_text(COMMANDS)
+    (tmp_path / "known_hosts").write_text("web-1 ssh-ed25519 AAAA\n")
+    settings = Settings(_env_file=None, **REDIS)
+    catalog = Catalog(TOOLSETS, connector_configs(settings))
+    assert sandbox_config(settings, "i", catalog).preload == ["redis"]
+
+    settings = Settings(_env_file=None, **REDIS, commands=tmp_path / "commands.yml",
+                        ssh_role="ssh/sign/opsbot", ssh_known_hosts=tmp_path / "known_hosts",
+                        mcp=tmp_path / "mcp.yml")
+    catalog = Catalog(TOOLSETS, connector_configs(settings))
+    install_shell(settings, catalog)
+    assert sandbox_config(settings, "i", catalog).preload == ["redis", "shell", "mcp"]
+
+
 @pytest.mark.docker
 async def test_help_marks_pulumi_unavailable_when_the_image_has_no_cli(sandbox_runner, tmp_path):
     from bot.connectors import mark_pulumi

@@ -259,6 +259,41 @@ def test_a_pooled_entrypoint_imports_every_connector_ahead():
     assert loaded == sorted({module for module, _ in tools.REGISTRY.values()})
 
 
+WATCHED = ("tools.redis", "redis", "tools.github", "github", "tools.postgres", "psycopg",
+           "tools.shell_ssh", "asyncssh", "mcp", "tools.aws")
+PRELOADED = ("import json, sys; sys.argv = ['entrypoint', *{argv!r}]; "
+             "from sandbox import entrypoint; entrypoint.main(); "
+             "print(json.dumps([m for m in {watched!r} if m in sys.modules]), file=sys.stderr)")
+
+
+def preloaded(*argv: str) -> list[str]:
+    """Of WATCHED, what a pooled entrypoint started with ``argv`` imported before its request
+    (a malformed one, answered with an error result)."""
+    done = subprocess.run([sys.executable, "-c", PRELOADED.format(argv=argv, watched=WATCHED)],
+                          input=b"not json", cwd=ROOT, capture_output=True, timeout=60,
+                          check=True)
+    return json.loads(done.stderr.decode().splitlines()[-1])
+
+
+def test_a_pooled_entrypoint_imports_only_the_configured_connectors_and_their_libraries():
+    """A deployment with Redis alone gets boxes that imported Redis's connector and client,
+    not GitHub's, SSH's or MCP's (~0.6 s of CPU per box that nothing would use)."""
+    assert preloaded("--preload", "redis") == ["tools.redis", "redis"]
+    assert preloaded("--preload", "postgres,shell") == [
+        "tools.postgres", "psycopg", "tools.shell_ssh", "asyncssh"]
+    assert preloaded("--preload", "redis,no-such-toolset") == ["tools.redis", "redis"]
+    assert "mcp" in preloaded("--preload", "mcp")
+
+
+def test_a_pooled_entrypoint_without_a_list_imports_every_connector():
+    """``--preload`` alone (and before another flag, as the AWS kind's ``--warm``): all."""
+    from sandbox.entrypoint import _listed
+
+    assert sorted(preloaded("--preload")) == sorted(WATCHED)
+    assert _listed(["--preload", "--warm", "tools.aws_ops:warm"], "--preload") is None
+    assert _listed(["--preload", "redis,,shell"], "--preload") == ["redis", "shell"]
+
+
 def test_wire_is_the_only_place_secrets_are_revealed():
     req = SandboxRequest(run_id="r", call_id="c", toolset="t", action="a",
                          secrets={"token": "s3cr3t-value"})

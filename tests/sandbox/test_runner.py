@@ -144,6 +144,25 @@ async def test_the_pool_grows_with_recent_demand_up_to_its_ceiling(sandbox_image
         await runner.close()
 
 
+async def test_pooled_boxes_preload_only_the_configured_connectors(sandbox_image, docker_client,
+                                                                   redis_server):
+    """A deployment of Redis alone: its pooled boxes import Redis's connector ahead (and run
+    its actions warm), not every connector in the image."""
+    runner = await SandboxRunner.start(SandboxConfig(
+        instance=session_instance("-p"), image=sandbox_image, warm_pool=1, warm_pool_max=1,
+        preload=["redis"]))
+    try:
+        await runner.pool.wait_ready()
+        pooled = docker_client.containers.list(
+            filters={"label": f"{LABEL}.instance={runner.config.instance}"})
+        assert {tuple(c.attrs["Args"]) for c in pooled} == {
+            ("-m", "sandbox.entrypoint", "--preload", "redis")}
+        outcome = await runner.run(redis_request(redis_server, "p-1"))
+        assert outcome.pooled and outcome.result.status is Status.OK, outcome.result.error
+    finally:
+        await runner.close()
+
+
 async def test_a_pool_that_ran_dry_refills_on_the_next_run(sandbox_image):
     """Fills that fail (a start slower than the ready timeout on a loaded host) are not retried
     on their own; the next run that finds the kind empty goes cold and starts a refill."""
