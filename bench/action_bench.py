@@ -228,9 +228,13 @@ async def quiet(*pipelines: Pipeline) -> None:
 async def measure(image: str, workdir: Path, catalogs: dict[str, Catalog],
                   broker: CredentialBroker, samples: int
                   ) -> dict[str, tuple[list[float], list[Spans]]]:
-    configs = {"cold": SandboxConfig(instance="benchactcold", image=image, warm_pool=0),
-               "warm": SandboxConfig(instance="benchactwarm", image=image, warm_pool=2),
-               "dynamic": SandboxConfig(instance="benchactdyn", image=image, warm_pool=2)}
+    # as the runtime configures a deployment of Redis alone (bot/wiring.py: sandbox_config)
+    configs = {"cold": SandboxConfig(instance="benchactcold", image=image, warm_pool=0,
+                                     preload=["redis"]),
+               "warm": SandboxConfig(instance="benchactwarm", image=image, warm_pool=2,
+                                     preload=["redis"]),
+               "dynamic": SandboxConfig(instance="benchactdyn", image=image, warm_pool=2,
+                                        preload=["redis"])}
     async with AsyncExitStack() as stack:
         pipes = {}
         for name, config in configs.items():
