@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python bench/agent_bench.py [--runs 40] [--rounds 5] [--sandbox] [--first-request]
+    .venv/bin/python bench/agent_bench.py --e2e 20 [--streaming] [--slack-latency 50]
 
 Both loops get the same model, the same tool calls and the same executor, in the same process,
 interleaved run by run so machine noise hits them alike:
