@@ -3,10 +3,7 @@
 Listeners ack, validate, and hand anything slow (Web API look-ups, queueing a run, recording a
 click) to :meth:`BotDeps.spawn`, so Slack's HTTP request is answered in about a millisecond.
 Over HTTP, handed-off work starts once the answer is written (:data:`ACKED`): none of its CPU
-or database work comes before the ack. Runs are recorded and queued :data:`HANDOFF_LANES` at
-a time: each is a transaction of a few round trips whose every step is a callback on the loop
-that also acks, so a burst of them in flight at once would queue the next requests' acks
-behind all their steps; waiting in line costs a hand-off a few milliseconds, not the ack.
+or database work comes before the ack.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ import structlog
 from bot.directory import Directory
 from bot.settings import Settings
 from graph.policy import Policy
-from graph.runs import Refused, RunManager
+from graph.runs import RunManager
 from graph.schedules import Schedule
 from graph.records import Records
 from graph.task import Task
@@ -30,7 +27,6 @@ from tools.catalog import Catalog
 log = structlog.get_logger("opsbot.bot")
 # set by the HTTP handler while it serves a request: work handed off waits for the answer
 ACKED: ContextVar[asyncio.Event | None] = ContextVar("opsbot_acked", default=None)
-HANDOFF_LANES = 2  # runs recorded and queued at once (the rest wait their turn, after their ack)
 
 
 @dataclass
@@ -43,8 +39,6 @@ class BotDeps:
     directory: Directory
     schedules: tuple[Schedule, ...] = ()  # OPSBOT_SCHEDULES, for `/ops schedules`
     _work: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
-    _lanes: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(HANDOFF_LANES), repr=False)
 
     def spawn(self, work: Awaitable[object]) -> None:
         """Run ``work`` after the ack; failures are logged, never lost silently."""
@@ -71,12 +65,7 @@ class BotDeps:
         queue the run (``delivery``: a Slack ``event_id`` or webhook id seen only once). A run
         the policy's limits refuse is told to the requester (``tell``) and returned as
         :class:`graph.runs.Refused`."""
-        described_task = await described(self.directory, task)
-        async with self._lanes:  # the transaction only: Slack calls happen outside the line
-            outcome = await self.runs.submit(described_task, delivery, tell=False)
-        if tell and isinstance(outcome, Refused):
-            await self.runs.surface.refused(described_task, outcome.sentence)
-        return outcome
+        return await self.runs.submit(await described(self.directory, task), delivery, tell=tell)
 
 
 async def described(directory: Directory, task: Task, team: str = "") -> Task:

@@ -10,12 +10,19 @@ locked, so that exactly one of two things happens when a cancel races the approv
   without executing anything), or a running drive is stopped;
 * "cancel refused: already approved and running": an approved action has not finished.
 
+Submissions take turns, :data:`HANDOFF_LANES` transactions at a time: each is a few round
+trips whose every step is a callback on the event loop that also acks Slack's requests, so a
+burst of them in flight at once queued the next requests' acks behind all their steps; waiting
+in line costs a hand-off a few milliseconds, not the ack. Telling a refused requester (a Slack
+call) happens after the turn.
+
 Jobs are run by a :class:`graph.driver.Driver`, in this process (embedded, ``opsbot serve``)
 or in any ``opsbot worker`` (scale-out).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +42,7 @@ from graph.surface import Report, RunRef, RunState, StepState, Surface
 from graph.task import Task, new_run_id
 
 log = structlog.get_logger("opsbot.runs")
+HANDOFF_LANES = 2  # submissions recorded and queued at once (the rest wait their turn)
 NOT_FOUND = "There is no run `{run_id}`."
 ENDED = "Run `{run_id}` already ended ({state})."
 NOT_ALLOWED = "Only the requester or one of the run's approvers can cancel it."
@@ -69,6 +77,7 @@ class RunManager:
         self.desk = ApprovalDesk(records, queue, surface, clock)
         self.checklists = Checklists(records)
         self.quota = Quota()  # the policy's run limits, set once the policy is loaded
+        self._turns = asyncio.Semaphore(HANDOFF_LANES)
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -102,7 +111,7 @@ class RunManager:
     async def _submit(self, run: RunRef, delivery: str | None, tell: bool
                       ) -> RunRef | Refused | None:
         task = run.task
-        async with self.records.transaction() as tx:
+        async with self._turns, self.records.transaction() as tx:
             if delivery is not None and not await tx.dedupe.first_time(delivery):
                 return None
             refusal = await self.quota.refusal(tx, task, self.clock())

@@ -1,8 +1,10 @@
 """The policy's limits where runs are submitted (``RunManager.submit`` + ``graph/quota.py``), in
 both storage modes: a refusal is a sentence to the requester and a ``run.refused`` row, and
-nothing is recorded or queued for it."""
+nothing is recorded or queued for it. Submissions take turns (two transactions at a time), and
+telling a refused requester comes after the turn."""
 
 import asyncio
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from graph.policy import parse_policy
 from graph.queue import LocalQueue
 from graph.quota import Quota, asks_llm
-from graph.runs import Refused, RunManager
+from graph.runs import HANDOFF_LANES, Refused, RunManager
 from graph.surface import RunRef
 from graph.task import Alert, Source, Task
 from tools import TOOLSETS
@@ -30,8 +32,9 @@ class Told:
         self.refusals.append((task.user, text))
 
 
-def manager(records, limits: str) -> tuple[RunManager, LocalQueue, Told]:
-    queue, told = LocalQueue(), Told()
+def manager(records, limits: str, told: Told | None = None
+            ) -> tuple[RunManager, LocalQueue, Told]:
+    queue, told = LocalQueue(), told or Told()
     runs = RunManager(records, queue, told)  # type: ignore[arg-type]
     policy = parse_policy(f"version: 1\nlimits:\n{limits}")
     runs.quota = Quota(policy.limits, "gpt-4o-mini", lambda task: asks_llm(task, CATALOG))
@@ -115,3 +118,60 @@ def test_which_tasks_would_ask_the_llm(text, asks):
     assert asks_llm(task(text="", alert=Alert(id="P1", title="down")), CATALOG)
     assert not asks_llm(task(text="", call={"toolset": "redis", "action": "info", "params": {}}),
                         CATALOG)
+
+
+def count_transactions(records) -> dict[str, int]:
+    """How many of ``records``' transactions are open, now and at most."""
+    seen = {"open": 0, "most": 0}
+    opened = records.transaction
+
+    @asynccontextmanager
+    async def transaction():
+        async with opened() as tx:
+            seen["open"] += 1
+            seen["most"] = max(seen["most"], seen["open"])
+            try:
+                yield tx
+            finally:
+                seen["open"] -= 1
+
+    records.transaction = transaction
+    return seen
+
+
+async def test_submissions_take_turns_two_transactions_at_a_time(pg_records):
+    """A burst of runs handed off at once (PostgreSQL, where transactions do run side by
+    side): two are recorded and queued at a time, every one of them is."""
+    runs, queue, _ = manager(pg_records, "  runs_per_user: 100/1h\n")
+    seen = count_transactions(pg_records)
+    submitted = await asyncio.gather(*(runs.submit(task(user=f"U{i}")) for i in range(8)))
+    assert all(isinstance(run, RunRef) for run in submitted) and queue._queue.qsize() == 8
+    assert seen["most"] == HANDOFF_LANES == 2
+
+
+class Stuck(Told):
+    """Refusals that hang in Slack (a 429 with a long Retry-After) until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.both = asyncio.Event()  # two requesters are being told
+        self.release = asyncio.Event()
+
+    async def refused(self, task: Task, text: str) -> None:
+        await super().refused(task, text)
+        if len(self.refusals) == 2:
+            self.both.set()
+        await self.release.wait()
+
+
+async def test_a_refusal_stuck_in_slack_does_not_hold_up_the_next_run(pg_records):
+    """Telling a refused requester comes after the submission's turn: two refusals stuck in
+    Slack's rate limits do not keep the next run from being recorded and queued."""
+    stuck = Stuck()
+    runs, _, _ = manager(pg_records, "  runs_per_user: 1/1h\n", stuck)
+    assert isinstance(await runs.submit(task()), RunRef)
+    refused = [asyncio.create_task(runs.submit(task(text=f"redis info {i}"))) for i in range(2)]
+    await asyncio.wait_for(stuck.both.wait(), 10)
+    assert isinstance(await asyncio.wait_for(runs.submit(task(user="U2")), 10), RunRef)
+    stuck.release.set()
+    assert [type(await r) for r in refused] == [Refused, Refused]
