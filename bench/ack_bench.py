@@ -19,6 +19,9 @@ event de-duplication step), the listener's command parser and catalog validation
   * ``/ops redis info``: acked empty, then a run is queued (user-group look-up, SQLite run and
     audit rows) and driven in the same process (status message, policy, a sandbox container,
     report), competing for the CPUs with the acks of later requests.
+  * the same two through ``OPSBOT_ACCEPTOR_PORT``: the process that only acks
+    (``bot/acceptor.py``) hands the request to the bot process, which answers ``help`` through
+    the ``response_url`` (not timed: after the ack) and queues the run as above.
 Rows alternate round by round; each starts once opsbot has no queued or running run, so
 background work of one row never lands on another. Target (issue 2): opsbot p50 and p99 ≤ 1.5
 × the bare app's at the same load.
@@ -54,16 +57,19 @@ from tests.fakes.payloads import FORM, SIGNING_SECRET, sign, slash_command
 from tests.fakes.slack import BOT_TOKEN
 from tests.scenarios.harness import CHANNEL, GROUPIE, REQUESTER
 from tests.scenarios.process import BotProcess, opsbot_env
+from tests.services import free_port
 from tests.services.redis import start_redis
 
 TARGET = 1.5  # issue 2: p50 and p99 against the stock bare app
 FAST_TARGET = 1.0  # issue 16: p99 against the bare app in opsbot's own mode (process_before_response)
 POOL_BOXES = 2 * SandboxConfig().warm_pool  # the "none" and "egress" kinds
 ROWS = (("bare", "bare slack-bolt AsyncApp, empty /ops", "redis info"),
-        ("bare-fast", "  same, process_before_response=True", "redis info"),
         ("opsbot", "opsbot /ops help (answer in the ack)", "help"),
-        ("opsbot", "opsbot /ops redis info (ack, then a run)", "redis info"))
-Results = dict[tuple[int, int], list[float]]  # (clients, row) -> latencies in seconds
+        ("opsbot", "opsbot /ops redis info (ack, then a run)", "redis info"),
+        ("opsbot-acceptor", "  acceptor: /ops help (answer via response_url)", "help"),
+        ("opsbot-acceptor", "  acceptor: /ops redis info", "redis info"))
+# (clients, row) -> (the row's latencies, the fast bare app's taken in turn with them), seconds
+Results = dict[tuple[int, int], tuple[list[float], list[float]]]
 
 
 # --- the two helper processes (this file re-run with --serve) -------------------------------
@@ -154,14 +160,25 @@ async def post_command(session: aiohttp.ClientSession, url: str, text: str, orig
 
 async def load(url: str, text: str, origin: str, total: int, clients: int) -> list[float]:
     """``total`` signed ``/ops <text>`` POSTs from ``clients`` concurrent clients; latencies."""
-    latencies: list[float] = []
+    return (await paired((url,), text, origin, total, clients))[0]
+
+
+async def paired(urls: tuple[str, ...], text: str, origin: str, total: int, clients: int
+                 ) -> tuple[list[float], ...]:
+    """``total`` signed ``/ops <text>`` POSTs to each endpoint from ``clients`` concurrent
+    clients, each client sending one to each in turn (rotating which goes first), so all see
+    the same background load at every moment; latencies per endpoint."""
+    latencies: tuple[list[float], ...] = tuple([] for _ in urls)
     todo = iter(range(total))
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=len(urls) * clients)) as session:
 
         async def client() -> None:
-            for _ in todo:
-                latencies.append(await post_command(session, url, text, origin))
+            for k in todo:
+                for step in range(len(urls)):
+                    which = (k + step) % len(urls)
+                    latencies[which].append(
+                        await post_command(session, urls[which], text, origin))
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return latencies
@@ -183,6 +200,9 @@ def sandbox_busy(instance: str) -> bool:
         mine = client.api.containers(all=True, filters=instance_filter(instance))
     finally:
         client.close()
+    # the engine sometimes keeps a removed container listed as "removing" for good (no process,
+    # `docker inspect` says no such object): not work in progress
+    mine = [c for c in mine if c["State"] not in ("removing", "dead")]
     pooled = [c for c in mine if c["Labels"].get("opsbot.pool") and c["State"] == "running"]
     return len(mine) != len(pooled) or len(pooled) < POOL_BOXES
 
@@ -199,16 +219,21 @@ async def drained(data_dir: Path, instance: str, timeout: float = 900) -> None:
 
 async def measure(urls: dict[str, str], origin: str, bot: BotProcess, levels: list[int],
                   total: int, rounds: int) -> Results:
+    """Each row's requests taken in turn with the fast bare app's (same text), so both see the
+    background the row's own runs make."""
     data_dir = bot.data_dir
     for app, _, text in ROWS:  # warm-up: imports, connections, auth.test, caches
-        await load(urls[app], text, origin, 20, 2)
+        await paired((urls[app], urls["bare-fast"]), text, origin, 20, 2)
     results: Results = {}
     for clients in levels:
         for _ in range(rounds):
             for index, (app, _, text) in enumerate(ROWS):
                 await drained(data_dir, bot.instance)
-                latencies = await load(urls[app], text, origin, total // rounds, clients)
-                results.setdefault((clients, index), []).extend(latencies)
+                mine, fast = await paired((urls[app], urls["bare-fast"]), text, origin,
+                                          total // rounds, clients)
+                row = results.setdefault((clients, index), ([], []))
+                row[0].extend(mine)
+                row[1].extend(fast)
     await drained(data_dir, bot.instance)
     return results
 
@@ -221,9 +246,12 @@ async def run(env: dict[str, str], origin: str, bare_ports: tuple[str, str], lev
         bot.profile = args.profile
     await bot.start()
     try:
+        while not any(e.get("event") == "acceptor listening" for e in bot.logs()):
+            await asyncio.sleep(0.1)
         urls = {"bare": f"http://127.0.0.1:{bare_ports[0]}/slack/events",
                 "bare-fast": f"http://127.0.0.1:{bare_ports[1]}/slack/events",
-                "opsbot": bot.events_url}
+                "opsbot": bot.events_url,
+                "opsbot-acceptor": f"http://127.0.0.1:{env['OPSBOT_ACCEPTOR_PORT']}/slack/events"}
         return await measure(urls, origin, bot, levels, args.requests, args.rounds)
     finally:
         await bot.terminate()
@@ -234,24 +262,25 @@ async def run(env: dict[str, str], origin: str, bare_ports: tuple[str, str], lev
 # --- report -----------------------------------------------------------------------------
 
 def report(results: Results, levels: list[int], load: tuple[float, float]) -> None:
-    print(f"\nack latency of signed /ops requests; × = row / bare at the same percentile "
-          f"(target ≤ {TARGET}); ×fast p99 = row / bare with process_before_response=True "
-          f"(target ≤ {FAST_TARGET}); load average {load[0]:.1f} before, {load[1]:.1f} after, "
-          f"{os.cpu_count()} CPUs\n")
-    print(f"{'clients':>7}  {'':44} {'n':>5} {'p50 ms':>7} {'p99 ms':>7} {'×p50':>6} {'×p99':>6} "
-          f"{'×fast p99':>9}")
+    print(f"\nack latency of signed /ops requests; × = row / stock bare at the same percentile "
+          f"(target ≤ {TARGET}); ×fast = row / bare with process_before_response=True, sample "
+          f"by sample in turn with the row (target p99 ≤ {FAST_TARGET}); load average "
+          f"{load[0]:.1f} before, {load[1]:.1f} after, {os.cpu_count()} CPUs\n")
+    print(f"{'clients':>7}  {'':47} {'n':>4} {'p50 ms':>7} {'p99 ms':>7} {'×p50':>5} "
+          f"{'×p99':>5} {'fast p50':>8} {'p99':>5} {'×fast p50':>9} {'p99':>5}")
     for clients in levels:
-        bare, fast = results[(clients, 0)], results[(clients, 1)]
+        bare = results[(clients, 0)][0]
         for index, (app, name, _) in enumerate(ROWS):
-            values = results[(clients, index)]
+            values, fast = results[(clients, index)]
             p50, p99 = statistics.median(values), percentile(values, 0.99)
             r50, r99 = p50 / statistics.median(bare), p99 / percentile(bare, 0.99)
-            fast99 = p99 / percentile(fast, 0.99)
-            flag = "" if not app.startswith("opsbot") or max(r50, r99) <= TARGET else "  MISS"
-            if app.startswith("opsbot") and fast99 > FAST_TARGET:
+            f50, f99 = statistics.median(fast), percentile(fast, 0.99)
+            flag = "" if app == "bare" or max(r50, r99) <= TARGET else "  MISS"
+            if app != "bare" and p99 / f99 > FAST_TARGET:
                 flag += "  MISS(fast)"
-            print(f"{clients:>7}  {name:44} {len(values):>5} {p50 * 1000:7.1f} {p99 * 1000:7.1f} "
-                  f"{r50:6.2f} {r99:6.2f} {fast99:9.2f}{flag}")
+            print(f"{clients:>7}  {name:47} {len(values):>4} {p50 * 1000:7.1f} {p99 * 1000:7.1f} "
+                  f"{r50:5.2f} {r99:5.2f} {f50 * 1000:8.1f} {f99 * 1000:5.1f} {p50 / f50:9.2f} "
+                  f"{p99 / f99:5.2f}{flag}")
 
 
 SLOW_STEP = re.compile(r"Executing <(?:Task|Handle) (?:pending |finished )?(?:name='[^']*' )?"
@@ -336,7 +365,8 @@ def main() -> None:
         try:
             env = opsbot_env(Path(tmp), redis_server.url, image, SLACK_BOT_TOKEN=BOT_TOKEN,
                              SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                             OPSBOT_SLACK_API_URL=f"{origin}/api/")
+                             OPSBOT_SLACK_API_URL=f"{origin}/api/",
+                             OPSBOT_ACCEPTOR_PORT=str(free_port()))
             env.update({"PYTHONASYNCIODEBUG": "1"} if args.loop_debug else {})
             results = asyncio.run(run(env, origin, (bare_port, fast_port), levels, args))
         finally:

@@ -27,6 +27,9 @@ from tools.catalog import Catalog
 log = structlog.get_logger("opsbot.bot")
 # set by the HTTP handler while it serves a request: work handed off waits for the answer
 ACKED: ContextVar[asyncio.Event | None] = ContextVar("opsbot_acked", default=None)
+# in a Bolt context: the acceptor process (bot/acceptor.py) already answered this request, so
+# what a listener would say in its ack goes out through the response_url instead
+ACKED_ELSEWHERE = "opsbot_acked_elsewhere"
 
 
 @dataclass

@@ -4,6 +4,9 @@
   the run workers, in one process — embedded mode's only shape, and valid in scale-out too.
 * ``serve --role ingress`` (scale-out): Slack, webhooks and health; acks and enqueues; needs
   neither Docker nor Vault.
+* with ``OPSBOT_ACCEPTOR_PORT`` (both roles that serve Slack over HTTP), Slack's requests are
+  answered on that port by a second process that does nothing else (``bot/acceptor.py``,
+  ``bot/forwarding.py``).
 * ``worker`` (scale-out): runs jobs (graph, sandbox, Vault), posts progress through the Slack
   Web API, serves health and metrics.
 
@@ -34,6 +37,7 @@ from bot.app import build_app, slack_client
 from bot.deps import BotDeps, described
 from bot.directory import Directory
 from bot.errors import ConfigError
+from bot.forwarding import Acceptor
 from bot.incidents import Incidents
 from bot.runbooks import runbooks_for
 from bot.settings import Settings
@@ -62,6 +66,7 @@ class RunningBot:
     runtime: Runtime
     deps: BotDeps | None
     port: int
+    acceptor: Acceptor | None = None  # OPSBOT_ACCEPTOR_PORT's process
 
     @property
     def url(self) -> str:
@@ -86,7 +91,7 @@ async def running_bot(
         if rt.scheduler is not None:  # a schedule's requester, described like a Slack one
             rt.scheduler.prepare = partial(described, Directory(
                 client, groups=rt.policy.slack_groups()), team=team)
-        app = deps = slack = pd = mcp = console = api = None
+        app = deps = slack = pd = mcp = console = api = acceptor = None
         hooks: dict = {}
         if role is not Role.WORKER:
             directory = Directory(client, groups=rt.policy.slack_groups())
@@ -106,8 +111,10 @@ async def running_bot(
             pd = (pagerduty_handler(pd_secret.get_secret_value(), rt.records.dedupe, incidents)
                   if pd_secret else None)
             hooks = _webhooks(settings, deps, team)
+            acceptor = _acceptor(settings, app, deps, host)
         scrape = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-        web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client), mcp, scrape,
+        web_runner = web.AppRunner(build_web(slack, pd, lambda: _ready(rt, client, acceptor),
+                                             mcp, scrape,
                                              scrape_time(rt.queue, rt.records),
                                              partial(webconsole.register, deps=console)
                                              if console else None, hooks, api),
@@ -122,14 +129,27 @@ async def running_bot(
             await socket_handler.connect_async()
         log.info("listening", port=port, role=role.value,
                  mode="socket" if socket_handler else "http")
+        if acceptor is not None:
+            acceptor.start()
         try:
-            yield RunningBot(app, rt, deps, port)
+            yield RunningBot(app, rt, deps, port, acceptor)
         finally:
+            if acceptor is not None:
+                await acceptor.close()
             if socket_handler is not None:
                 await socket_handler.close_async()
             await web_runner.cleanup()
             if deps is not None:
                 await deps.drain()
+
+
+def _acceptor(settings: Settings, app: AsyncApp, deps: BotDeps, host: str) -> Acceptor | None:
+    """The process that answers Slack on ``OPSBOT_ACCEPTOR_PORT`` (when set, over HTTP)."""
+    secret = settings.slack_signing_secret
+    if settings.acceptor_port is None or settings.socket_mode or secret is None:
+        return None
+    return Acceptor(app, deps.spawn, secret.get_secret_value(), host, settings.acceptor_port,
+                    settings.log_level)
 
 
 def _webhooks(settings: Settings, deps: BotDeps, team: str) -> dict:
@@ -169,8 +189,10 @@ def _freeze_start_up_objects() -> None:
     log.info("gc.frozen", objects=gc.get_freeze_count())
 
 
-async def _ready(rt: Runtime, client) -> dict[str, str]:
+async def _ready(rt: Runtime, client, acceptor: Acceptor | None = None) -> dict[str, str]:
     checks = await rt.readiness()
+    if acceptor is not None:
+        checks["acceptor"] = acceptor.readiness()
     try:
         await client.auth_test()
         checks["slack"] = "ok"

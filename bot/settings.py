@@ -36,6 +36,8 @@ FIXES = {
     "SLACK_APP_TOKEN": "create an app-level token (xapp-…) with connections:write under Basic "
                        "Information → App-Level Tokens",
     "OPSBOT_PORT": "use a TCP port number between 1 and 65535 (0 picks a free one)",
+    "OPSBOT_ACCEPTOR_PORT": "use a TCP port number between 1 and 65535 (0 picks a free one), "
+                            "other than OPSBOT_PORT",
     "REDIS_URL": "use a URL like redis://127.0.0.1:6379/0",
     "OPSBOT_WORKERS": "use a number of run workers between 1 and 64",
     "OPSBOT_DATABASE_URL": "use a URL like postgresql://opsbot:…@db.internal:5432/opsbot",
@@ -132,6 +134,9 @@ class Settings(BaseSettings):
     schedules: Path | None = _env("OPSBOT_SCHEDULES")  # graph/schedules/spec.py
     api_rate: int = Field(60, ge=1, le=100_000, validation_alias="OPSBOT_API_RATE")  # per token/min
     port: int = Field(3000, ge=0, le=65535, validation_alias="OPSBOT_PORT")
+    # Slack's requests on a port of their own, answered by a process that does nothing else
+    # (bot/acceptor.py); unset, OPSBOT_PORT's /slack/events takes them (it always does too)
+    acceptor_port: int | None = Field(None, ge=0, le=65535, validation_alias="OPSBOT_ACCEPTOR_PORT")
     sandbox_image: str | None = _env("OPSBOT_SANDBOX_IMAGE")
     # Host names the sandbox's egress dials at these addresses instead of asking DNS (JSON,
     # {"github.corp.example": "10.2.0.7"}): split-horizon names; the action still dials the name
@@ -226,6 +231,13 @@ class Settings(BaseSettings):
         if self.socket_mode and not self.slack_enabled:
             raise ConfigError(f"SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: "
                               f"{FIXES['SLACK_BOT_TOKEN']}.")
+        if self.acceptor_port is not None and self.socket_mode:
+            raise ConfigError("OPSBOT_ACCEPTOR_PORT is set but Slack is in Socket Mode "
+                              "(SLACK_APP_TOKEN): its requests come over the socket, not HTTP; "
+                              "unset one of them.")
+        if self.acceptor_port and self.acceptor_port == self.port:
+            raise ConfigError(f"OPSBOT_ACCEPTOR_PORT is OPSBOT_PORT ({self.port}): "
+                              f"{FIXES['OPSBOT_ACCEPTOR_PORT']}.")
 
 
 class ConnectorEnv(PydanticBaseSettingsSource):

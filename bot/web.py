@@ -29,33 +29,11 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind
 
 from bot import alertmanager, github_webhooks, messages, metrics, pagerduty, telemetry
 from bot.deps import ACKED
+from bot.http_body import MAX_BODY, json_error, read_body
 from graph import tracing
 
 log = structlog.get_logger("opsbot.http")
-MAX_BODY = 256 * 1024  # Slack payloads are far smaller; a message's text is capped at 40k chars
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"ok": False, "error": message}, status=status)
-
-
-async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes | web.Response:
-    """The whole raw body, or a 413 response when it is (or claims to be) too large.
-
-    A body arrives in as many TCP segments as the network likes; one ``read(n)`` returns only
-    what has arrived so far, so a signature checked on that prefix fails at random. Read until
-    the end of the body, never more than ``limit + 1`` bytes.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        return json_error(413, f"body larger than {limit} bytes")
-    body = bytearray()
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            return bytes(body)
-        body += chunk
-    return json_error(413, f"body larger than {limit} bytes")
 
 
 def slack_handler(app: AsyncApp, signing_secret: str | None) -> Handler:

@@ -28,7 +28,7 @@ from bot.api.limits import RateLimit
 from bot.api.openapi import PROBLEM, document
 from bot.deps import BotDeps
 from bot.tokens import Token, TokenStore, authenticate
-from bot.web import read_body
+from bot.http_body import read_body
 from graph import commands
 from graph.outcome import POLL_S, reported
 from graph.policy import Channel, Proposer, Requester, Verdict, evaluate

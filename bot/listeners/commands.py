@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from slack_bolt.async_app import AsyncApp
 
 from bot import messages
-from bot.deps import BotDeps
+from bot.deps import ACKED_ELSEWHERE, BotDeps
 from graph import commands
 from graph.help import help_text
 from graph.task import Source, Task
@@ -15,19 +15,20 @@ from graph.task import Source, Task
 
 def register(app: AsyncApp, deps: BotDeps) -> None:
     @app.command("/ops")
-    async def ops(ack, command, respond) -> None:
+    async def ops(ack, command, respond, context) -> None:
+        answer = _answering(deps, ack, respond, context)
         user, channel = command.get("user_id"), command.get("channel_id")
         if not user or not channel:
-            await ack(response_type="ephemeral", text=messages.MALFORMED_COMMAND)
+            await answer(response_type="ephemeral", text=messages.MALFORMED_COMMAND)
             return
         text = command.get("text") or ""
         try:
             parsed = commands.parse(text, deps.catalog)
         except commands.ParseError as e:
-            await ack(response_type="ephemeral", text=f":warning: {e}")
+            await answer(response_type="ephemeral", text=f":warning: {e}")
             return
         if isinstance(parsed, commands.Help):
-            await ack(response_type="ephemeral", text=help_text(deps.catalog, parsed.toolset))
+            await answer(response_type="ephemeral", text=help_text(deps.catalog, parsed.toolset))
         elif isinstance(parsed, commands.ListRuns):
             await ack()  # the list comes from the database: answered after the ack
             deps.spawn(_list(deps, respond, channel))
@@ -44,6 +45,19 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
                 channel_name=command.get("channel_name") or "", user=user, text=text,
                 is_dm=(command.get("channel_name") == "directmessage"),
             )))
+
+
+def _answering(deps: BotDeps, ack, respond, context):
+    """How the command's immediate answer goes out: in the ack, or — when the acceptor process
+    already acked the request (``bot/acceptor.py``) — through its ``response_url``."""
+    if not context.get(ACKED_ELSEWHERE):
+        return ack
+
+    async def later(**message) -> None:
+        await ack()
+        deps.spawn(respond(**message))
+
+    return later
 
 
 async def _list(deps: BotDeps, respond, channel: str) -> None:

@@ -1,0 +1,123 @@
+"""``OPSBOT_ACCEPTOR_PORT``: Slack's requests answered by a process that does nothing else
+(``bot/acceptor.py``), run by the bot process (``bot/forwarding.py``) once, as if it had acked
+them itself. Real processes, sockets and HTTP throughout."""
+
+import asyncio
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from bot.settings import Settings
+from tests.fakes.payloads import Signature, SlackClient, slash_command, url_verification
+from tests.fakes.server import wait_until
+from tests.fakes.slack import SlackEmulator
+from tests.scenarios.harness import CHANNEL, REQUESTER, harness, settings_for
+from tests.scenarios.process import bot_env, bot_processes  # noqa: F401 (fixture)
+from tests.services import free_port
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+async def h(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path, storage):
+    settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data",
+                            acceptor_port=free_port(), **storage)
+    async with harness(settings, slack_emulator) as running:
+        await wait_until(lambda: running.bot.acceptor.listening, 20, lambda: "the acceptor to listen")
+        running.client.url = f"http://127.0.0.1:{running.bot.acceptor.listening}/slack/events"
+        yield running
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"], indirect=True)
+async def test_a_command_through_the_acceptor_runs_once_and_reports(h, redis_db):
+    delivery = await h.command("redis info section=server")
+    assert (delivery.status, delivery.body) == (200, "")
+    report = await h.report(await h.run_thread())
+    assert "redis_version:" in report.text and "done" in report.text
+    await asyncio.sleep(0.5)  # a second run would have posted its status message by now
+    assert len(h.top_level()) == 1, "the bot process ran the handed-over request once"
+
+
+async def test_what_the_ack_would_say_goes_through_the_response_url(h):
+    url = h.slack.response_url(CHANNEL, REQUESTER)
+    delivery = await h.post(slash_command("help", user=REQUESTER, channel=CHANNEL,
+                                          response_url=url))
+    assert (delivery.status, delivery.body) == (200, "")
+    (helped,) = await wait_until(lambda: h.slack.responses(url), 10, lambda: "help at the response_url")
+    assert "`redis info" in helped.body["text"]
+    assert helped.body["response_type"] == "ephemeral"
+    url = h.slack.response_url(CHANNEL, REQUESTER)
+    await h.post(slash_command("rdis info", user=REQUESTER, channel=CHANNEL, response_url=url))
+    (unknown,) = await wait_until(lambda: h.slack.responses(url), 10, lambda: "the parse error")
+    assert "Did you mean `redis`?" in unknown.body["text"]
+
+
+@pytest.mark.parametrize("signature", [Signature.FORGED, Signature.STALE, Signature.MISSING])
+async def test_bad_signatures_get_401_and_reach_nothing(h, signature):
+    delivery = await h.post(slash_command("redis info", slack=h.slack), signature=signature)
+    assert delivery.status == 401
+    await asyncio.sleep(0.3)
+    assert h.top_level() == [] and h.slack.responses() == []
+
+
+async def test_slacks_own_checks_are_answered_by_the_acceptor(h):
+    delivery = await h.post(url_verification("chal-9"))
+    assert delivery.status == 200 and delivery.json() == {"challenge": "chal-9"}
+
+
+async def test_a_killed_acceptor_is_started_again_on_its_port(h, redis_db):
+    port, acceptor = h.bot.acceptor.listening, h.bot.acceptor
+    os.kill(acceptor._proc.pid, signal.SIGKILL)
+    await wait_until(lambda: acceptor.starts == 2 and acceptor.listening, 20,
+                     lambda: "the acceptor to be started again")
+    assert acceptor.listening == port
+    assert (await h.command("redis info")).status == 200
+    assert "done" in (await h.report(await h.run_thread())).text
+
+
+async def test_readyz_and_metrics_show_the_acceptor(h):
+    await h.command("help")
+    await wait_until(h.slack.responses, 10, lambda: "the help through the response_url")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{h.bot.url}/readyz") as response:
+            assert response.status == 200
+            assert (await response.json())["checks"]["acceptor"] == "ok"
+        async with session.get(f"{h.bot.url}/metrics") as response:
+            assert 'opsbot_slack_requests_total{outcome="acceptor"}' in await response.text()
+
+
+def test_the_port_cannot_be_socket_modes_or_the_bots_own(tmp_path):
+    from bot.errors import ConfigError
+
+    common = dict(slack_bot_token="xoxb-1", data_dir=tmp_path, _env_file=None)
+    with pytest.raises(ConfigError, match="OPSBOT_ACCEPTOR_PORT is set but Slack is in Socket"):
+        Settings(**common, slack_app_token="xapp-1", acceptor_port=3001).check_slack()
+    with pytest.raises(ConfigError, match="OPSBOT_ACCEPTOR_PORT is OPSBOT_PORT"):
+        Settings(**common, slack_signing_secret="s", port=3001,
+                 acceptor_port=3001).check_slack()
+
+
+async def test_the_acceptor_leaves_with_a_killed_bot_process(slack_emulator, redis_server,
+                                                            sandbox_image, tmp_path,
+                                                            bot_processes):
+    port = free_port()
+    env = bot_env(slack_emulator, tmp_path / "data", redis_server.url, sandbox_image,
+                  OPSBOT_ACCEPTOR_PORT=str(port))
+    bot = await bot_processes.start(env)
+    listening = await wait_until(
+        lambda: next((e for e in bot.logs() if e.get("event") == "acceptor listening"), None),
+        20, lambda: "the acceptor to listen")
+    assert listening["port"] == port
+    async with SlackClient(f"http://127.0.0.1:{port}/slack/events") as client:
+        assert (await client.post(slash_command("help", slack=slack_emulator))).status == 200
+    await bot.kill()
+    await wait_until(lambda: not _listening(port), 10, lambda: "the acceptor to exit with the bot")
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
