@@ -13,6 +13,8 @@ the command's ``response_url`` instead.
 
 * A request the bot process cannot take (not connected, or more than :data:`MAX_BACKLOG` bytes
   waiting for it) is answered ``503``, so Slack delivers it again, rather than acked and lost.
+  A request it can take is handed over once its ``200`` is written: writing to the socket wakes
+  the bot process, which must not delay the answer.
 * ``url_verification`` (Slack checking the Request URL) and ``ssl_check`` are answered here.
 * The process exits when the bot process closes its end of the socket (it stopped or died).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -61,15 +64,19 @@ class Handover:
     def __init__(self, writer: asyncio.StreamWriter, backlog: int = MAX_BACKLOG) -> None:
         self.writer, self.backlog = writer, backlog
 
-    def give(self, data: dict[str, Any]) -> bool:
-        """Queue one request for the bot process; False when it cannot take it now. The write
-        goes to the kernel's socket buffer without waiting for the bot process to read it."""
-        if self.writer.is_closing():
-            return False
-        if self.writer.transport.get_write_buffer_size() > self.backlog:
-            return False
+    @property
+    def open(self) -> bool:
+        """The bot process is there and not more than ``backlog`` bytes behind."""
+        return (not self.writer.is_closing()
+                and self.writer.transport.get_write_buffer_size() <= self.backlog)
+
+    def give(self, data: dict[str, Any]) -> None:
+        """Queue one request for the bot process: the write goes to the kernel's socket buffer
+        without waiting for the bot process to read it."""
+        if self.writer.is_closing():  # it went away since ``open`` said yes: nothing to write to
+            log.error("the bot process went away with a request acked for it")
+            return
         self.writer.write(frame(data))
-        return True
 
 
 def slack_events(verifier: SignatureVerifier, handover: Handover):
@@ -86,11 +93,16 @@ def slack_events(verifier: SignatureVerifier, handover: Handover):
         answered = _protocol_answer(text, request.headers.get("Content-Type", ""))
         if answered is not None:
             return answered
-        forwarded = {"body": text, "query": request.query_string,
-                     "headers": {k.lower(): v for k, v in request.headers.items()}}
-        if not handover.give(forwarded):
+        if not handover.open:
             return json_error(503, UNAVAILABLE)
-        return web.Response(status=200)
+        response = web.Response(status=200)
+        with contextlib.suppress(ConnectionResetError):  # Slack went away: the request stands
+            await response.prepare(request)
+            await response.write_eof()
+        # after the answer is out: waking the bot process cannot delay it
+        handover.give({"body": text, "query": request.query_string,
+                       "headers": {k.lower(): v for k, v in request.headers.items()}})
+        return response
 
     return accept
 
