@@ -1,7 +1,7 @@
 """Scale-out on PostgreSQL: what ingress + worker processes cost and what they buy.
 
     .venv/bin/python bench/scaleout_bench.py [--clicks 30] [--runs 60] [--waiting 1000]
-                                             [--requests 150] [--only click,throughput,ack,waiting]
+                                             [--requests 150] [--only click,throughput,ack,waiting,cpu]
 
 Real processes throughout: a PostgreSQL 15 of its own with durability on (fsync, synchronous
 commit: as deployed, unlike the test suite's), a redis-server, the Slack emulator in this
@@ -18,8 +18,12 @@ the sandbox image with its warm pool. Sections:
 * **ack**: signed ``/ops redis info`` at 1/8/32 clients to the ingress while the workers run
   what the earlier requests started, against a bare slack-bolt app with
   ``process_before_response=True`` (bench/ack_bench.py's baseline), sample by sample: each
-  client sends one request to each in turn, so all see the same background. Two ingress rows:
-  its own port, and its acceptor's (``OPSBOT_ACCEPTOR_PORT``). Target ≤ 1.2×.
+  client sends one request to each in turn, so both see the same background. Two rows, each
+  its own pass (Slack is pointed at one endpoint): the ingress's own port, and its acceptor's
+  (``OPSBOT_ACCEPTOR_PORT``). Target ≤ 1.2×.
+* **cpu** (not in the default set): CPU (user + system, from ``/proc``) per request of bare
+  Bolt, the ingress (``help``; ``redis info`` with its hand-off) and the acceptor plus the bot
+  process it hands to, one client, no workers.
 * **waiting**: ``--waiting`` gated runs parked at their approval; worker RSS before and after,
   then every card approved: time until all left ``waiting`` (resumed) and until all ended.
 """
@@ -31,6 +35,7 @@ from datetime import datetime
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -244,21 +249,74 @@ async def throughput(bench: Bench, runs: int) -> dict[str, float]:
     return seconds
 
 
-async def ack(bench: Bench, requests: int, levels: list[int]) -> dict[int, tuple[list, ...]]:
-    """Per level: latencies of bare Bolt, the ingress's own port, its acceptor's port."""
-    rows: dict[int, tuple[list, ...]] = {}
+ACK_ROWS = ("ingress port", "its acceptor")
+
+
+async def ack(bench: Bench, requests: int, levels: list[int]
+              ) -> dict[tuple[int, str], tuple[list, list]]:
+    """Per level and row: (the row's latencies, bare Bolt's taken in turn with them). Slack
+    is pointed at one endpoint of a deployment, so each row is its own pass with bare Bolt:
+    the ingress's own port, then its acceptor's."""
+    rows: dict[tuple[int, str], tuple[list, list]] = {}
     with helper("bare-fast", f"{bench.slack.base_url}") as port:
         bare = f"http://127.0.0.1:{port}/slack/events"
         accepting = free_port()
         async with bench.cluster(workers=2, OPSBOT_ACCEPTOR_PORT=str(accepting)) as (h, _, _):
             while not any(e.get("event") == "acceptor listening" for e in h.bot.logs()):
                 await asyncio.sleep(0.1)
-            urls = (bare, h.bot.events_url, f"http://127.0.0.1:{accepting}/slack/events")
-            await paired(urls, "redis info", bench.slack.origin, 20, 2)
+            ours = dict(zip(ACK_ROWS, (h.bot.events_url,
+                                       f"http://127.0.0.1:{accepting}/slack/events")))
+            for url in ours.values():
+                await paired((url, bare), "redis info", bench.slack.origin, 20, 2)
             for clients in levels:
-                rows[clients] = await paired(urls, "redis info", bench.slack.origin, requests,
-                                             clients)
+                for name, url in ours.items():
+                    rows[(clients, name)] = await paired(
+                        (url, bare), "redis info", bench.slack.origin, requests, clients)
     return rows
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_request(bench: Bench, requests: int) -> list[tuple[str, float, float]]:
+    """CPU (user + system) per request of each process that handles it, one client, no
+    workers (the runs only queue): (row, ms of CPU per request, p50 ms)."""
+    rows = []
+    with helper("bare-fast", f"{bench.slack.base_url}") as port:
+        bare = (f"http://127.0.0.1:{port}/slack/events", _pid_of("ack_bench.py --serve bare-fast"))
+        accepting = free_port()
+        async with bench.cluster(workers=0, OPSBOT_ACCEPTOR_PORT=str(accepting)) as (h, _, _):
+            while not any(e.get("event") == "acceptor listening" for e in h.bot.logs()):
+                await asyncio.sleep(0.1)
+            ingress = (h.bot.events_url, h.bot.pid)
+            acceptor = (f"http://127.0.0.1:{accepting}/slack/events",
+                        _pid_of(f"bot.acceptor .*--port {accepting}"))
+            for name, (url, pid), text, also in (
+                    ("bare Bolt, process_before_response=True", bare, "redis info", None),
+                    ("ingress /ops help (answer in the ack)", ingress, "help", None),
+                    ("ingress /ops redis info (ack + hand-off)", ingress, "redis info", None),
+                    ("acceptor /ops redis info", acceptor, "redis info", h.bot.pid)):
+                await paired((url,), text, bench.slack.origin, 30, 1)  # warm
+                await asyncio.sleep(1)
+                before = cpu_seconds(pid), cpu_seconds(also) if also else 0.0
+                (lat,) = await paired((url,), text, bench.slack.origin, requests, 1)
+                await asyncio.sleep(1.5)  # the hand-offs after the last answers
+                p50 = statistics.median(lat) * 1000
+                rows.append((name, (cpu_seconds(pid) - before[0]) / requests * 1000, p50))
+                if also:
+                    rows.append(("  its bot process, same requests",
+                                 (cpu_seconds(also) - before[1]) / requests * 1000, p50))
+    return rows
+
+
+def _pid_of(pattern: str) -> int:
+    """The pid of the one process whose command line matches ``pattern`` (pgrep -f)."""
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    if len(found) != 1:
+        raise SystemExit(f"expected one process matching {pattern!r}, found {found}")
+    return int(found[0])
 
 
 def rss_mb(bots: list[BotProcess]) -> float:
@@ -337,15 +395,19 @@ async def main_async(args: argparse.Namespace, tmp: Path, image: str) -> None:
                 rows = await ack(bench, args.requests, levels)
                 print(f"\nack of /ops redis info: the ingress (workers busy) vs bare Bolt "
                       f"process_before_response=True; load {os.getloadavg()[0]:.1f}")
-                for clients, (bare, *ours) in rows.items():
-                    print(f"  {clients:>2} clients  bare p50 {ms(bare, 0.5):6.1f} p99 "
-                          f"{ms(bare, 0.99):6.1f} ms", flush=True)
-                    for name, mine in zip(("ingress", "its acceptor"), ours):
-                        r50 = statistics.median(mine) / statistics.median(bare)
-                        r99 = percentile(mine, 0.99) / percentile(bare, 0.99)
-                        print(f"      {name:12} p50 {ms(mine, 0.5):6.1f} p99 "
-                              f"{ms(mine, 0.99):6.1f} ms  ×p50 {r50:4.2f} ×p99 {r99:4.2f}"
-                              f"{'  MISS' if max(r50, r99) > 1.2 else ''}", flush=True)
+                for (clients, name), (mine, bare) in rows.items():
+                    r50 = statistics.median(mine) / statistics.median(bare)
+                    r99 = percentile(mine, 0.99) / percentile(bare, 0.99)
+                    print(f"  {clients:>2} clients  {name:12}  p50 {ms(mine, 0.5):6.1f} p99 "
+                          f"{ms(mine, 0.99):6.1f}  bare p50 {ms(bare, 0.5):6.1f} p99 "
+                          f"{ms(bare, 0.99):6.1f} ms  ×p50 {r50:4.2f} ×p99 {r99:4.2f}"
+                          f"{'  MISS' if max(r50, r99) > 1.2 else ''}", flush=True)
+            if "cpu" in only:
+                rows = await cpu_per_request(bench, args.requests)
+                print(f"\nCPU per signed /ops request, one client, no workers; load "
+                      f"{os.getloadavg()[0]:.1f}")
+                for name, cpu, p50 in rows:
+                    print(f"  {name:44} {cpu:5.2f} ms/request   p50 {p50:5.2f} ms", flush=True)
             if "waiting" in only:
                 out = await waiting(bench, args.waiting)
                 print(f"\n{args.waiting} runs waiting on approval, 2 workers; "

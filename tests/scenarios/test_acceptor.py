@@ -65,6 +65,9 @@ async def test_bad_signatures_get_401_and_reach_nothing(h, signature):
 async def test_slacks_own_checks_are_answered_by_the_acceptor(h):
     delivery = await h.post(url_verification("chal-9"))
     assert delivery.status == 200 and delivery.json() == {"challenge": "chal-9"}
+    async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{h.bot.acceptor.listening}/healthz") as response:
+        assert response.status == 200 and (await response.json()) == {"ok": True}
 
 
 async def test_a_killed_acceptor_is_started_again_on_its_port(h, redis_db):
