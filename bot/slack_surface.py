@@ -231,7 +231,11 @@ class SlackSurface:
                                final: bool) -> None:
         stream.show(checklist)
         if final:
-            await stream.flush()
+            if checklist.state.final:
+                await stream.flush()
+            # a run parked at its card leaves its last state to the stream's background flush
+            # (started by show): waiting out the pacing here would hold the thread, and the
+            # stream, from the click that resumes it
             await self._react(run, checklist.state)
         if final and checklist.state.final:
             self._streams.pop(run.run_id, None)

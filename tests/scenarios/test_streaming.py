@@ -15,7 +15,7 @@ from bot.settings import Settings
 from bot.slack_surface import StatusMessage
 from tests.fakes.openai import text, tool_call
 from tests.fakes.slack import BOT_TOKEN
-from tests.scenarios.harness import CHANNEL
+from tests.scenarios.harness import APPROVER, CHANNEL
 from tests.scenarios.llm_harness import mention, running_llm_bot
 
 ANSWER = ("Redis is up: INFO shows redis_version and 1 connected client, and nothing is "
@@ -120,6 +120,29 @@ async def test_the_answer_does_not_wait_for_the_pacing_of_the_streams_pieces(
         assert sum(c.method == "chat.appendStream" for c in calls) == 1, \
             "only the piece that did not have to wait"
         assert "Redis is up" not in report.text
+
+
+@pytest.mark.docker
+async def test_a_run_parked_at_its_card_lets_go_of_its_thread_without_waiting_for_pacing(
+        slack_emulator, redis_server, sandbox_image, tmp_path, llm_api, runbook_search,
+        redis_db):
+    """A streamed run that parks for approval ends its drive at once: its last state goes to
+    the stream in the background, so a click right after the card resumes the run instead of
+    waiting for the thread (here: for good, every ``appendStream`` after the first held)."""
+    pacing = StoppedPacing()
+    redis_db.set("session:1", "a")
+    async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, llm_api,
+                               runbook_search, streaming=True,
+                               bot_options={"status_interval": 3600,
+                                            "status_pace": pacing}) as h:
+        llm_api.push(tool_call("redis__flushdb", {}), text("Flushed the cache as approved."))
+        thread = await mention(h, "the cache is poisoned, flush it")
+        card = await h.card(thread)
+        await h.click(card, APPROVER)
+        stream, report = await answered(h, thread)
+
+        assert redis_db.dbsize() == 0, "the approved action ran"
+        assert "Flushed the cache as approved." in stream.text and stream.stream.stopped
 
 
 @pytest.mark.docker
