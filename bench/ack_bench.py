@@ -57,7 +57,6 @@ from tests.fakes.payloads import FORM, SIGNING_SECRET, sign, slash_command
 from tests.fakes.slack import BOT_TOKEN
 from tests.scenarios.harness import CHANNEL, GROUPIE, REQUESTER
 from tests.scenarios.process import BotProcess, opsbot_env
-from tests.services import free_port
 from tests.services.redis import start_redis
 
 TARGET = 1.5  # issue 2: p50 and p99 against the stock bare app
@@ -184,6 +183,16 @@ async def paired(urls: tuple[str, ...], text: str, origin: str, total: int, clie
     return latencies
 
 
+async def accepting_port(bot: BotProcess, timeout: float = 30) -> int:
+    """The port ``bot``'s acceptor (OPSBOT_ACCEPTOR_PORT) listens on, once it does."""
+    deadline = time.monotonic() + timeout
+    while not bot.acceptor:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the acceptor did not start:\n{bot.tail()}")
+        await asyncio.sleep(0.1)
+    return int(bot.acceptor["port"])
+
+
 def runs_in_flight(data_dir: Path) -> int:
     conn = sqlite3.connect(data_dir / "opsbot.sqlite", timeout=10)
     try:
@@ -246,12 +255,11 @@ async def run(env: dict[str, str], origin: str, bare_ports: tuple[str, str], lev
         bot.profile = args.profile
     await bot.start()
     try:
-        while not any(e.get("event") == "acceptor listening" for e in bot.logs()):
-            await asyncio.sleep(0.1)
+        accepting = await accepting_port(bot)
         urls = {"bare": f"http://127.0.0.1:{bare_ports[0]}/slack/events",
                 "bare-fast": f"http://127.0.0.1:{bare_ports[1]}/slack/events",
                 "opsbot": bot.events_url,
-                "opsbot-acceptor": f"http://127.0.0.1:{env['OPSBOT_ACCEPTOR_PORT']}/slack/events"}
+                "opsbot-acceptor": f"http://127.0.0.1:{accepting}/slack/events"}
         return await measure(urls, origin, bot, levels, args.requests, args.rounds)
     finally:
         await bot.terminate()
@@ -366,7 +374,7 @@ def main() -> None:
             env = opsbot_env(Path(tmp), redis_server.url, image, SLACK_BOT_TOKEN=BOT_TOKEN,
                              SLACK_SIGNING_SECRET=SIGNING_SECRET,
                              OPSBOT_SLACK_API_URL=f"{origin}/api/",
-                             OPSBOT_ACCEPTOR_PORT=str(free_port()))
+                             OPSBOT_ACCEPTOR_PORT="0")
             env.update({"PYTHONASYNCIODEBUG": "1"} if args.loop_debug else {})
             results = asyncio.run(run(env, origin, (bare_port, fast_port), levels, args))
         finally:

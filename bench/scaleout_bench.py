@@ -50,13 +50,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 import aiohttp
 import psycopg
 
-from ack_bench import helper, paired, percentile, sandbox_busy
+from ack_bench import accepting_port, helper, paired, percentile, sandbox_busy
 from sandbox.image import build_image
 from tests.fakes.payloads import Payload, SlackClient, block_actions
 from tests.fakes.slack import SlackEmulator
 from tests.scenarios.harness import APPROVE_ACTION, APPROVER, CHANNEL
 from tests.scenarios.process import BotProcess, ProcessHarness, bot_env
-from tests.services import free_port
 from tests.services.postgres import private_postgres
 from tests.services.redis import start_redis
 
@@ -260,10 +259,8 @@ async def ack(bench: Bench, requests: int, levels: list[int]
     rows: dict[tuple[int, str], tuple[list, list]] = {}
     with helper("bare-fast", f"{bench.slack.base_url}") as port:
         bare = f"http://127.0.0.1:{port}/slack/events"
-        accepting = free_port()
-        async with bench.cluster(workers=2, OPSBOT_ACCEPTOR_PORT=str(accepting)) as (h, _, _):
-            while not any(e.get("event") == "acceptor listening" for e in h.bot.logs()):
-                await asyncio.sleep(0.1)
+        async with bench.cluster(workers=2, OPSBOT_ACCEPTOR_PORT="0") as (h, _, _):
+            accepting = await accepting_port(h.bot)
             ours = dict(zip(ACK_ROWS, (h.bot.events_url,
                                        f"http://127.0.0.1:{accepting}/slack/events")))
             for url in ours.values():
@@ -286,13 +283,10 @@ async def cpu_per_request(bench: Bench, requests: int) -> list[tuple[str, float,
     rows = []
     with helper("bare-fast", f"{bench.slack.base_url}") as port:
         bare = (f"http://127.0.0.1:{port}/slack/events", _pid_of("ack_bench.py --serve bare-fast"))
-        accepting = free_port()
-        async with bench.cluster(workers=0, OPSBOT_ACCEPTOR_PORT=str(accepting)) as (h, _, _):
-            while not any(e.get("event") == "acceptor listening" for e in h.bot.logs()):
-                await asyncio.sleep(0.1)
+        async with bench.cluster(workers=0, OPSBOT_ACCEPTOR_PORT="0") as (h, _, _):
+            accepting = await accepting_port(h.bot)
             ingress = (h.bot.events_url, h.bot.pid)
-            acceptor = (f"http://127.0.0.1:{accepting}/slack/events",
-                        _pid_of(f"bot.acceptor .*--port {accepting}"))
+            acceptor = (f"http://127.0.0.1:{accepting}/slack/events", int(h.bot.acceptor["pid"]))
             for name, (url, pid), text, also in (
                     ("bare Bolt, process_before_response=True", bare, "redis info", None),
                     ("ingress /ops help (answer in the ack)", ingress, "help", None),

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 from typing import Any
@@ -138,7 +139,7 @@ async def serve(fd: int, host: str, port: int) -> None:
     await web.TCPSite(runner, host, port).start()
     port = runner.addresses[0][1]
     writer.write(frame({"listening": port}))
-    log.info("acceptor listening", port=port, host=host)
+    log.info("acceptor listening", port=port, host=host, pid=os.getpid())
     try:
         while await reader.read(65536):  # the bot process sends nothing more: EOF = it is gone
             pass

@@ -33,6 +33,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from bot import asgi, messages
 from bot.deps import BotDeps
+from bot.http_body import MAX_BODY
 from bot.tokens import Token, TokenStore, authenticate
 from graph.agent import tool_name
 from graph.outcome import reported_calls, wait_for_end
@@ -45,7 +46,6 @@ from tools.catalog import Call
 
 log = structlog.get_logger("opsbot.mcp")
 TOKEN_KEY = "opsbot.token"
-MAX_BODY = 256 * 1024  # as the rest of the bot's HTTP (bot/web.py)
 KEEPALIVE_S = 5.0  # progress notifications while a run waits for its approval
 
 

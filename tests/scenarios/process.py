@@ -115,6 +115,12 @@ class BotProcess:
         return next((e["instance"] for e in self.logs() if e.get("event") == "sandbox.started"), "")
 
     @property
+    def acceptor(self) -> dict[str, Any]:
+        """The acceptor's start-up log line (``port``, ``pid``; OPSBOT_ACCEPTOR_PORT); empty
+        until it listens."""
+        return next((e for e in self.logs() if e.get("event") == "acceptor listening"), {})
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

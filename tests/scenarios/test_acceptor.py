@@ -2,7 +2,6 @@
 (``bot/acceptor.py``), run by the bot process (``bot/forwarding.py``) once, as if it had acked
 them itself. Real processes, sockets and HTTP throughout."""
 
-import asyncio
 import os
 import signal
 
@@ -36,8 +35,19 @@ async def test_a_command_through_the_acceptor_runs_once_and_reports(h, redis_db)
     assert (delivery.status, delivery.body) == (200, "")
     report = await h.report(await h.run_thread())
     assert "redis_version:" in report.text and "done" in report.text
-    await asyncio.sleep(0.5)  # a second run would have posted its status message by now
+    await handed_over(h)  # a second hand-off of the request would have been recorded by now
+    assert len(await h.bot.runtime.audit.rows(("task",))) == 1, "recorded once"
     assert len(h.top_level()) == 1, "the bot process ran the handed-over request once"
+
+
+async def handed_over(h) -> None:
+    """Until the bot process has run everything the acceptor handed it before now: a signed
+    ``/ops help`` sent last comes back through its response_url only after the requests ahead
+    of it on the socket were dispatched, and their hand-offs are then drained."""
+    url = h.slack.response_url(CHANNEL, REQUESTER)
+    await h.post(slash_command("help", user=REQUESTER, channel=CHANNEL, response_url=url))
+    await wait_until(lambda: h.slack.responses(url), 10, lambda: "the barrier's help")
+    await h.bot.deps.drain()
 
 
 async def test_what_the_ack_would_say_goes_through_the_response_url(h):
@@ -58,8 +68,9 @@ async def test_what_the_ack_would_say_goes_through_the_response_url(h):
 async def test_bad_signatures_get_401_and_reach_nothing(h, signature):
     delivery = await h.post(slash_command("redis info", slack=h.slack), signature=signature)
     assert delivery.status == 401
-    await asyncio.sleep(0.3)
-    assert h.top_level() == [] and h.slack.responses() == []
+    await handed_over(h)
+    assert h.top_level() == [] and await h.bot.runtime.audit.rows(("task",)) == []
+    assert len(h.slack.responses()) == 1, "only the barrier's help answered"
 
 
 async def test_slacks_own_checks_are_answered_by_the_acceptor(h):
@@ -109,9 +120,7 @@ async def test_the_acceptor_leaves_with_a_killed_bot_process(slack_emulator, red
     env = bot_env(slack_emulator, tmp_path / "data", redis_server.url, sandbox_image,
                   OPSBOT_ACCEPTOR_PORT=str(port))
     bot = await bot_processes.start(env)
-    listening = await wait_until(
-        lambda: next((e for e in bot.logs() if e.get("event") == "acceptor listening"), None),
-        20, lambda: "the acceptor to listen")
+    listening = await wait_until(lambda: bot.acceptor, 20, lambda: "the acceptor to listen")
     assert listening["port"] == port
     async with SlackClient(f"http://127.0.0.1:{port}/slack/events") as client:
         assert (await client.post(slash_command("help", slack=slack_emulator))).status == 200
