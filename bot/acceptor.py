@@ -20,8 +20,12 @@ the command's ``response_url`` instead.
 
 Wire format on the socket, both ways: a 4-byte big-endian length, then that many bytes of JSON.
 The bot process sends one frame first (``{"signing_secret": ...}``), then only reads; this
-process sends ``{"listening": <port>}`` once it listens, then one frame per accepted request:
-``{"body", "query", "headers"}``.
+process sends ``{"listening": <port>}`` once it listens, then one frame per accepted request,
+``{"body", "query", "headers", "received_ns", "acked_s"}`` (when the request came in, wall
+clock, and how long its answer took: the bot process records them in ``/metrics`` and the
+request's trace span, as it does for requests it answers itself), and one per request refused
+here, ``{"refused": <outcome>}`` (``too_large``, ``bad_signature``, ``malformed``), so that
+``opsbot_slack_requests_total`` counts them too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import os
 import socket
 import sys
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -79,30 +84,40 @@ class Handover:
             return
         self.writer.write(frame(data))
 
+    def refuse(self, outcome: str, response: web.Response) -> web.Response:
+        """``response``, a refusal; the bot process counts it when it can."""
+        if self.open:
+            self.writer.write(frame({"refused": outcome}))
+        return response
+
 
 def slack_events(verifier: SignatureVerifier, handover: Handover):
     async def accept(request: web.Request) -> web.StreamResponse:
+        received, started = time.time_ns(), time.perf_counter()
         body = await read_body(request)
         if isinstance(body, web.Response):
-            return body
+            return handover.refuse("too_large", body)
         if not verifier.is_valid_request(body, dict(request.headers)):
-            return json_error(401, "invalid request signature")
+            return handover.refuse("bad_signature", json_error(401, "invalid request signature"))
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return json_error(400, "malformed request body")
+            return handover.refuse("malformed", json_error(400, "malformed request body"))
         answered = _protocol_answer(text, request.headers.get("Content-Type", ""))
         if answered is not None:
-            return answered
+            return (handover.refuse("malformed", answered) if answered.status == 400
+                    else answered)
         if not handover.open:
             return json_error(503, UNAVAILABLE)
         response = web.Response(status=200)
         with contextlib.suppress(ConnectionResetError):  # Slack went away: the request stands
             await response.prepare(request)
             await response.write_eof()
+        acked = time.perf_counter() - started
         # after the answer is out: waking the bot process cannot delay it
         handover.give({"body": text, "query": request.query_string,
-                       "headers": {k.lower(): v for k, v in request.headers.items()}})
+                       "headers": {k.lower(): v for k, v in request.headers.items()},
+                       "received_ns": received, "acked_s": acked})
         return response
 
     return accept

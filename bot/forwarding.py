@@ -6,6 +6,12 @@ the Slack listeners — already answered, so what a listener would have put in i
 through the command's ``response_url`` (:data:`bot.deps.ACKED_ELSEWHERE`). The acceptor ends
 when this process does: it reads the end of the socket.
 
+The acceptor says how long each answer took and when the request came in: the bot process
+records that in ``opsbot_slack_ack_seconds`` and, when traces are exported, as the request's
+``POST /slack/events`` server span (from the request to its answer, in the acceptor) with the
+run it starts as its child — what a request answered by this process gets. The requests the
+acceptor refused are counted under their outcome.
+
 A request handed over is in this process's socket buffer from the moment Slack has its
 ``200``: if this process dies before reading it, it is lost, as a request acked by this
 process and not yet recorded is (the window is a few milliseconds either way).
@@ -18,19 +24,24 @@ import contextlib
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import metrics
+from bot import metrics, telemetry
 from bot.acceptor import frame, read_frame
 from bot.deps import ACKED_ELSEWHERE
+from graph import tracing
 
 log = structlog.get_logger("opsbot.acceptor")
 RESTART_S = 1.0
 STOP_S = 5.0
+REFUSALS = frozenset({"too_large", "bad_signature", "malformed"})  # the acceptor's outcomes
 Spawn = Callable[[Awaitable[object]], None]
 
 
@@ -92,6 +103,9 @@ class Acceptor:
                 return
             if "listening" in data:
                 self.listening = int(data["listening"])
+            elif "refused" in data:
+                if data["refused"] in REFUSALS:
+                    metrics.SLACK_REQUESTS.labels(outcome=data["refused"]).inc()
             else:
                 self.spawn(self._dispatch(data))
 
@@ -104,7 +118,11 @@ class Acceptor:
             log.warning("malformed request from the acceptor", error=type(e).__name__)
             return
         metrics.SLACK_REQUESTS.labels(outcome="acceptor").inc()
-        response = await self.app.async_dispatch(request)
+        acked = _seconds(data.get("acked_s"))
+        if acked is not None:
+            metrics.ACK_SECONDS.observe(acked)
+        with _server_span(data.get("received_ns"), acked):
+            response = await self.app.async_dispatch(request)
         if response.status >= 400:
             log.warning("a request the acceptor took failed here", status=response.status)
 
@@ -118,3 +136,28 @@ class Acceptor:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and 0 <= value < 3600 else None
+
+
+@contextlib.contextmanager
+def _server_span(received_ns: Any, acked_s: float | None) -> Iterator[None]:
+    """The request's server span as the acceptor saw it (it ends at the answer, before the
+    work it hands off starts, as a span of a request answered here does), current while the
+    listeners run so that a run started by them continues its trace."""
+    if not telemetry.active():
+        yield
+        return
+    start = received_ns if isinstance(received_ns, int) and received_ns > 0 else None
+    span = tracing.tracer.start_span(
+        "POST /slack/events", kind=SpanKind.SERVER, start_time=start,
+        attributes={"http.request.method": "POST", "url.path": "/slack/events",
+                    "http.response.status_code": 200, "opsbot.acceptor": True})
+    try:
+        with trace.use_span(span, end_on_exit=False):
+            yield
+    finally:
+        end = start + int(acked_s * 1e9) if start is not None and acked_s is not None else None
+        span.end(end_time=end)

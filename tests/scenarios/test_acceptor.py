@@ -7,8 +7,10 @@ import signal
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from bot.settings import Settings
+from tests.fakes.otlp import OtlpReceiver
 from tests.fakes.payloads import Signature, SlackClient, slash_command, url_verification
 from tests.fakes.server import wait_until
 from tests.fakes.slack import SlackEmulator
@@ -19,10 +21,19 @@ from tests.services import free_port
 pytestmark = pytest.mark.docker
 
 
+SERVER = 2  # OTLP span kind
+
+
 @pytest.fixture
-async def h(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path, storage):
+def otlp():
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+async def h(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path, storage, otlp):
     settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data",
-                            acceptor_port=free_port(), **storage)
+                            acceptor_port=free_port(), otel_endpoint=otlp.origin, **storage)
     async with harness(settings, slack_emulator) as running:
         await wait_until(lambda: running.bot.acceptor.listening, 20, lambda: "the acceptor to listen")
         running.client.url = f"http://127.0.0.1:{running.bot.acceptor.listening}/slack/events"
@@ -38,6 +49,25 @@ async def test_a_command_through_the_acceptor_runs_once_and_reports(h, redis_db)
     await handed_over(h)  # a second hand-off of the request would have been recorded by now
     assert len(await h.bot.runtime.audit.rows(("task",))) == 1, "recorded once"
     assert len(h.top_level()) == 1, "the bot process ran the handed-over request once"
+
+
+async def test_the_ack_is_measured_and_traced_as_the_acceptor_saw_it(h, otlp, redis_db):
+    acks = _sample("opsbot_slack_ack_seconds_count")
+    took = _sample("opsbot_slack_ack_seconds_sum")
+    assert (await h.command("redis info section=server")).status == 200
+    await h.report(await h.run_thread())
+    (submit,) = await otlp.wait_for(lambda: otlp.spans(name="run.submit"), 15)
+    root = next(s for s in otlp.spans(trace_id=submit.trace_id) if not s.parent_id)
+    assert (root.name, root.kind) == ("POST /slack/events", SERVER)
+    assert root.attributes["opsbot.acceptor"] is True and submit.parent_id == root.span_id
+    assert root.start_ns < root.end_ns <= submit.start_ns, "answered, then handed over"
+    assert _sample("opsbot_slack_ack_seconds_count") == acks + 1
+    answered_in = _sample("opsbot_slack_ack_seconds_sum") - took
+    assert answered_in == pytest.approx((root.end_ns - root.start_ns) / 1e9, abs=1e-6)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def handed_over(h) -> None:
@@ -66,9 +96,11 @@ async def test_what_the_ack_would_say_goes_through_the_response_url(h):
 
 @pytest.mark.parametrize("signature", [Signature.FORGED, Signature.STALE, Signature.MISSING])
 async def test_bad_signatures_get_401_and_reach_nothing(h, signature):
+    refused = _sample("opsbot_slack_requests_total", outcome="bad_signature")
     delivery = await h.post(slash_command("redis info", slack=h.slack), signature=signature)
     assert delivery.status == 401
     await handed_over(h)
+    assert _sample("opsbot_slack_requests_total", outcome="bad_signature") == refused + 1
     assert h.top_level() == [] and await h.bot.runtime.audit.rows(("task",)) == []
     assert len(h.slack.responses()) == 1, "only the barrier's help answered"
 
