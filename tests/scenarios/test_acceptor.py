@@ -35,7 +35,8 @@ async def h(slack_emulator: SlackEmulator, redis_server, sandbox_image, tmp_path
     settings = settings_for(slack_emulator, redis_server.url, tmp_path / "data",
                             acceptor_port=free_port(), otel_endpoint=otlp.origin, **storage)
     async with harness(settings, slack_emulator) as running:
-        await wait_until(lambda: running.bot.acceptor.listening, 20, lambda: "the acceptor to listen")
+        await wait_until(lambda: running.bot.acceptor.listening, 20,
+                         lambda: "the acceptor to listen")
         running.client.url = f"http://127.0.0.1:{running.bot.acceptor.listening}/slack/events"
         yield running
 
@@ -85,7 +86,8 @@ async def test_what_the_ack_would_say_goes_through_the_response_url(h):
     delivery = await h.post(slash_command("help", user=REQUESTER, channel=CHANNEL,
                                           response_url=url))
     assert (delivery.status, delivery.body) == (200, "")
-    (helped,) = await wait_until(lambda: h.slack.responses(url), 10, lambda: "help at the response_url")
+    (helped,) = await wait_until(lambda: h.slack.responses(url), 10,
+                                 lambda: "help at the response_url")
     assert "`redis info" in helped.body["text"]
     assert helped.body["response_type"] == "ephemeral"
     url = h.slack.response_url(CHANNEL, REQUESTER)
