@@ -118,17 +118,20 @@ class AnswerStream:
 
     # sending ---------------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Everything shown so far, in Slack before returning."""
+    async def flush(self, paced: bool = True) -> None:
+        """Everything shown so far, in Slack before returning. ``paced=False`` sends it without
+        waiting out the interval: the last piece of a drive that parks at its card, so that it
+        is in Slack before the thread is let go (a resume may continue the stream elsewhere)."""
+        if not paced:
+            self._stop_pacing()
         async with self._lock:
-            await self._send(final=False)
+            await self._send(final=False, paced=paced)
 
     async def finish(self, answer: str, title: str) -> bool:
         """The rest of ``answer`` (what the model's stream did not already deliver), the last
         tasks, and the stream stopped, without waiting for the pacing of ``appendStream``;
         False when Slack refused any of it."""
-        if self._flusher is not None and self._flusher is self._pacing:
-            self._flusher.cancel()  # it only waits out an interval: nothing is in flight
+        self._stop_pacing()
         async with self._lock:
             if self._stopped:
                 return not self.broken
@@ -139,6 +142,10 @@ class AnswerStream:
             await self._send(final=True)
             self._stopped = True
             return not self.broken
+
+    def _stop_pacing(self) -> None:
+        if self._flusher is not None and self._flusher is self._pacing:
+            self._flusher.cancel()  # it only waits out an interval: nothing is in flight
 
     def _kick(self) -> None:
         if self._flusher is None or self._flusher.done():
@@ -164,10 +171,10 @@ class AnswerStream:
         chunks += [c for k, c in self._tasks.items() if self._sent_tasks.get(k) != c]
         return chunks + (text_chunks(self._text) if self._text else [])
 
-    async def _send(self, final: bool) -> None:
+    async def _send(self, final: bool, paced: bool = True) -> None:
         if self.broken or self._stopped:
             return
-        if not final:
+        if not final and paced:
             await self._paced()
         chunks, title, tasks, text, reply = (self._changes(), self._title, dict(self._tasks),
                                              self._text, self._reply)

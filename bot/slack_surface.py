@@ -230,15 +230,14 @@ class SlackSurface:
     async def _stream_progress(self, run: RunRef, stream: AnswerStream, checklist: Checklist,
                                final: bool) -> None:
         stream.show(checklist)
-        if final:
-            if checklist.state.final:
-                await stream.flush()
-            # a run parked at its card leaves its last state to the stream's background flush
-            # (started by show): waiting out the pacing here would hold the thread, and the
-            # stream, from the click that resumes it
-            await self._react(run, checklist.state)
-        if final and checklist.state.final:
-            self._streams.pop(run.run_id, None)
+        if not final:
+            return
+        # a run parked at its card sends its last state at once: waiting out the pacing would
+        # hold the thread from the click that resumes it, and leaving it to the background
+        # could land it after the resumed drive's own pieces (on another worker)
+        await stream.flush(paced=checklist.state.final)
+        await self._react(run, checklist.state)
+        self._streams.pop(run.run_id, None)  # a resumed drive continues it from status_ts
 
     async def ask_approval(self, run: RunRef, request: ApprovalRequest) -> str | None:
         """The card; first, when the card can't show the whole action, the file that does."""

@@ -259,6 +259,7 @@ class Driver:
     async def _run_graph(self, graph: CompiledStateGraph, run: RunRef, row: RunRow,
                          inputs: Any, config: dict[str, Any]) -> None:
         await self.records.runs.set_state(run.run_id, RunState.RUNNING)
+        (await self.checklists.of(run, row)).state = RunState.RUNNING  # resumed: no longer waiting
         try:
             await self._stream(graph, run, row, inputs, config)
         except asyncio.CancelledError:

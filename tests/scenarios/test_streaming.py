@@ -15,6 +15,7 @@ from bot.settings import Settings
 from bot.slack_surface import StatusMessage
 from tests.fakes.openai import text, tool_call
 from tests.fakes.slack import BOT_TOKEN
+from tests.fakes.server import wait_until
 from tests.scenarios.harness import APPROVER, CHANNEL
 from tests.scenarios.llm_harness import mention, running_llm_bot
 
@@ -127,8 +128,10 @@ async def test_a_run_parked_at_its_card_lets_go_of_its_thread_without_waiting_fo
         slack_emulator, redis_server, sandbox_image, tmp_path, llm_api, runbook_search,
         redis_db):
     """A streamed run that parks for approval ends its drive at once: its last state goes to
-    the stream in the background, so a click right after the card resumes the run instead of
-    waiting for the thread (here: for good, every ``appendStream`` after the first held)."""
+    the stream without waiting out the pacing (here: held for good), so a click right after
+    the card resumes the run instead of waiting for the thread. That last state is in Slack
+    before the thread is let go, so the resumed drive's pieces — from another worker, in
+    scale-out — come after it, never before."""
     pacing = StoppedPacing()
     redis_db.set("session:1", "a")
     async with running_llm_bot(slack_emulator, redis_server.url, tmp_path, llm_api,
@@ -138,11 +141,27 @@ async def test_a_run_parked_at_its_card_lets_go_of_its_thread_without_waiting_fo
         llm_api.push(tool_call("redis__flushdb", {}), text("Flushed the cache as approved."))
         thread = await mention(h, "the cache is poisoned, flush it")
         card = await h.card(thread)
+        [parked] = h.slack.streams(CHANNEL, thread)
+        await wait_until(lambda: plan_states(stream_calls(h.slack, parked.ts))[-1:] == ["waiting"],
+                         10, lambda: "the parked state in the stream before the click")
         await h.click(card, APPROVER)
         stream, report = await answered(h, thread)
 
         assert redis_db.dbsize() == 0, "the approved action ran"
         assert "Flushed the cache as approved." in stream.text and stream.stream.stopped
+        states = plan_states(stream_calls(h.slack, stream.ts))
+        assert states[states.index("waiting"):] == ["waiting", "running", "done"], states
+
+
+def plan_states(calls) -> list[str]:
+    """The run state in each plan title Slack accepted, in order ("Run r-1 · waiting · …")."""
+    import json
+    titles = []
+    for call in calls:
+        chunks = call.params.get("chunks") or [] if call.ok else []
+        chunks = json.loads(chunks) if isinstance(chunks, str) else chunks
+        titles += [c["title"].split(" · ")[1] for c in chunks if c["type"] == "plan_update"]
+    return titles
 
 
 @pytest.mark.docker
