@@ -47,11 +47,12 @@ Spawn = Callable[[Awaitable[object]], None]
 
 class Acceptor:
     def __init__(self, app: AsyncApp, spawn: Spawn, signing_secret: str, host: str, port: int,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", python: str = sys.executable) -> None:
         self.app, self.spawn, self.secret = app, spawn, signing_secret
-        self.host, self.port, self.log_level = host, port, log_level
+        self.host, self.port, self.log_level, self.python = host, port, log_level, python
         self.listening: int | None = None  # the port it answers on, once it does
         self.starts = 0
+        self.start_error = ""  # why the last attempt to start it failed, until one succeeds
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -67,24 +68,38 @@ class Acceptor:
 
     def readiness(self) -> str:
         """``ok`` when the acceptor answers Slack; otherwise why not."""
-        return "ok" if self.listening else "the acceptor process is not listening yet"
+        if self.listening:
+            return "ok"
+        if self.start_error:
+            return f"the acceptor process could not be started: {self.start_error}"
+        return "the acceptor process is not listening yet"
 
     async def _keep_running(self) -> None:
         while True:
-            code = await self._run_once()
-            log.warning("acceptor exited; starting it again", code=code, in_s=RESTART_S)
+            try:
+                code = await self._run_once()
+            except OSError as e:  # it could not be started (no interpreter, no file descriptors)
+                self.start_error = str(e)
+                log.error("acceptor could not be started; trying again", error=str(e),
+                          in_s=RESTART_S)
+            else:
+                log.warning("acceptor exited; starting it again", code=code, in_s=RESTART_S)
             await asyncio.sleep(RESTART_S)
 
     async def _run_once(self) -> int | None:
         ours, theirs = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot.acceptor", "--fd", str(theirs.fileno()),
+                self.python, "-m", "bot.acceptor", "--fd", str(theirs.fileno()),
                 "--host", self.host, "--port", str(self.port), "--log-level", self.log_level,
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.starts += 1
+        self.start_error = ""
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         try:
             writer.write(frame({"signing_secret": self.secret}))
@@ -101,7 +116,12 @@ class Acceptor:
                 data = await read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
-            if "listening" in data:
+            except ValueError:  # not our wire format: closing the socket ends it (restarted)
+                log.error("unreadable frame from the acceptor; restarting it")
+                return
+            if not isinstance(data, dict):
+                log.warning("unexpected frame from the acceptor", kind=type(data).__name__)
+            elif "listening" in data:
                 self.listening = int(data["listening"])
             elif "refused" in data:
                 if data["refused"] in REFUSALS:

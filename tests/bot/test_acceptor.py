@@ -5,6 +5,7 @@ process stuck in a long pause) or one that is closed (it is gone)."""
 
 import asyncio
 import socket
+import sys
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -12,7 +13,9 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
 from bot.acceptor import Handover, read_frame, slack_events
+from bot.forwarding import Acceptor
 from tests.fakes.payloads import FORM, SIGNING_SECRET, sign, slash_command
+from tests.fakes.server import wait_until
 
 
 @asynccontextmanager
@@ -59,3 +62,20 @@ async def test_a_request_while_the_bot_process_is_gone_gets_503():
         assert await post(s, url, "redis info") == 200
         writer.close()
         assert await post(s, url, "redis info") == 503
+
+
+async def test_an_acceptor_that_cannot_be_started_is_tried_again_until_it_can():
+    acceptor = Acceptor(None, lambda work: None, SIGNING_SECRET, "127.0.0.1", 0,
+                        python="/nonexistent/python3")
+    acceptor.start()
+    try:
+        why = await wait_until(lambda: acceptor.start_error, 10, lambda: "a failed start")
+        assert "/nonexistent/python3" in why
+        assert acceptor.readiness() == f"the acceptor process could not be started: {why}"
+        assert not acceptor._task.done(), "the restart loop survives a start that fails"
+        acceptor.python = sys.executable
+        port = await wait_until(lambda: acceptor.listening, 20, lambda: "the acceptor to listen")
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
+            assert r.status == 200 and acceptor.readiness() == "ok"
+    finally:
+        await acceptor.close()

@@ -207,6 +207,11 @@ class SlackEmulator(Emulator):
         with self._lock:
             return [c for c in self._calls if method is None or c.method == method]
 
+    def calls_from(self, index: int) -> list[Call]:
+        """The calls received after the first ``index`` ones (a poller's cheap next look)."""
+        with self._lock:
+            return self._calls[index:]
+
     def messages(self, channel: str, thread_ts: str | None = None) -> list[Message]:
         """Current state of a channel's messages (all of them, or the replies in one thread)."""
         with self._lock:
