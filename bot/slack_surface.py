@@ -224,7 +224,7 @@ class SlackSurface:
             await status.show(REDACTOR.redact(doing(checklist)), final=final)
         except SlackApiError as e:
             log.info("thread status not set", error=e.response.get("error"))
-        if final and checklist.state.final:
+        if final:  # a resumed drive sets it again from the run
             self._thread_status.pop(run.run_id, None)
 
     async def _stream_progress(self, run: RunRef, stream: AnswerStream, checklist: Checklist,

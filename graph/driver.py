@@ -180,11 +180,20 @@ class Driver:
             bind(row.run)
             run = row.run
             if job.kind is JobKind.START and row.state is RunState.QUEUED:
-                run = await self._open(run, row)  # a slash command's run opens its thread here
+                run, opened = await self._open(run, row)  # a command's run opens its thread here
+                if not opened:
+                    return
             async with self._thread(job, run), self.graphs() as graph:
                 began = time.time()
                 try:
+                    if row.stop_reason and request is None:  # stopped before this drive began
+                        await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                                       headline=row.stop_reason))
+                        return
                     await self._drive(graph, job, row, run, request)
+                except asyncio.CancelledError:  # a stop's abort outside the graph's own steps
+                    if not await self._cancelled(run):
+                        raise
                 finally:  # the span a test checks for overlaps: one drive of a thread at a time
                     await self.cleanup.finish(run.run_id)  # a drive ends with its revocations
                     log.info("drive.span", thread_id=run.thread_id, run_id=run.run_id,
@@ -245,16 +254,27 @@ class Driver:
 
     # driving -----------------------------------------------------------------------------
 
-    async def _open(self, run: RunRef, row: RunRow) -> RunRef:
-        """Post the run's status message (once) and record where it lives."""
+    async def _open(self, run: RunRef, row: RunRow) -> tuple[RunRef, bool]:
+        """Post the run's status message (once) and record where it lives; False when the run
+        was stopped while the message was being posted (a cancel decides on a queued run at
+        once): it ends there, its message showing so, and nothing of it runs."""
         if run.status_ts is not None:
-            return run
+            return run, True
         checklist = await self.checklists.of(run, row)
         checklist.state = RunState.RUNNING
         run = run.model_copy(update={"stream": self.streams(run.task)})
         run = await self.surface.open_run(run, checklist)
-        await self.records.runs.update(run.run_id, run=run, state=RunState.RUNNING)
-        return run
+        async with self.records.transaction() as tx:  # serialised with a stop of this run
+            now = await tx.runs.row(run.run_id, lock=True)
+            opened = now is not None and now.state is RunState.QUEUED
+            await tx.runs.update(run.run_id, run=run,
+                                 **({"state": RunState.RUNNING} if opened else {}))
+        if not opened:
+            log.info("run stopped while it opened", run_id=run.run_id)
+            checklist.state = now.state if now is not None else RunState.CANCELLED
+            await self.checklists.take_notes(run.run_id)
+            await self.surface.progress(run, checklist, final=True)
+        return run, opened
 
     async def _run_graph(self, graph: CompiledStateGraph, run: RunRef, row: RunRow,
                          inputs: Any, config: dict[str, Any]) -> None:
@@ -263,12 +283,8 @@ class Driver:
         try:
             await self._stream(graph, run, row, inputs, config)
         except asyncio.CancelledError:
-            reason = await self._stop_reason(run.run_id)
-            if not reason:
-                raise  # opsbot is shutting down, not a user's cancel
-            asyncio.current_task().uncancel()
-            await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
-                                           headline=reason))
+            if not await self._cancelled(run):
+                raise
             return
         except Exception as e:  # noqa: BLE001 - a failed run is reported, never lost
             ref = hashlib.sha1(f"{run.run_id}{e!r}".encode()).hexdigest()[:8]
@@ -302,6 +318,17 @@ class Driver:
         text = str(chunk.text)
         if text or tools:
             await self.surface.answer(run, chunk.id or "", text, tools=tools)
+
+    async def _cancelled(self, run: RunRef) -> bool:
+        """After this drive was cancelled: True, and the run reported as cancelled, when a stop
+        of the run caused it; False when opsbot is shutting down (the job is retried)."""
+        reason = await self._stop_reason(run.run_id)
+        if not reason:
+            return False
+        asyncio.current_task().uncancel()
+        await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
+                                       headline=reason))
+        return True
 
     async def _stop_reason(self, run_id: str) -> str:
         row = await asyncio.shield(self.records.runs.row(run_id))

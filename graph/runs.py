@@ -191,8 +191,10 @@ class RunManager:
         row = stop.row
         assert row is not None
         await self.desk.update_cards(row.run, list(stop.closed))
-        if row.state is RunState.QUEUED:  # its start job will find it ended
-            await self.queue.abort(row.run.run_id, row.run.thread_id)
+        if row.state is RunState.QUEUED:
+            # its start job will find it ended; not aborted: a worker already opening it (inside
+            # posting its status message) sees the stop when it records the message, and ends
+            # the run there with its message saying so (killed, it would leave "running" behind)
             await self.surface.report(row.run, Report(run_id=row.run.run_id,
                                                       state=RunState.CANCELLED, headline=reason))
         elif row.state is RunState.RUNNING and not stop.closed:

@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import threading
@@ -104,6 +105,7 @@ class SlackEmulator(Emulator):
         self._calls: list[Call] = []
         self._uploads: list[bytes] = []
         self._faults: dict[str, list[_Fault]] = {}
+        self._held: Counter[str] = Counter()  # calls waiting out a delay now, by method
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([
             web.route("*", "/api/{method}", self._api),
@@ -193,6 +195,22 @@ class SlackEmulator(Emulator):
     def delay(self, method: str, seconds: float, times: int | None = None) -> None:
         """Hold calls of ``method`` for ``seconds`` before answering (``times=None``: always)."""
         self._add_fault(method, _Fault("delay", times, seconds=seconds))
+
+    def held(self, method: str) -> int:
+        """How many calls of ``method`` a delay holds right now (received, not yet answered
+        nor applied): the bot is inside that call."""
+        with self._lock:
+            return self._held[method]
+
+    @contextlib.contextmanager
+    def _holding(self, method: str) -> Iterator[None]:
+        with self._lock:
+            self._held[method] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[method] -= 1
 
     def _add_fault(self, method: str, fault: _Fault) -> None:
         if method not in ALL_METHODS and method != CONNECTIONS_OPEN:
@@ -299,7 +317,8 @@ class SlackEmulator(Emulator):
         faults = self._take_faults(method)
         for fault in faults:
             if fault.kind == "delay":
-                await asyncio.sleep(fault.seconds)
+                with self._holding(method):
+                    await asyncio.sleep(fault.seconds)
         status, body, headers = self._answer(method, request, params, bad_body, faults)
         injected = any(f.kind != "delay" for f in faults)
         self._record(Call(method, request.method, dict(request.headers), params, raw,

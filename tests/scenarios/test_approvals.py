@@ -336,3 +336,48 @@ async def test_a_click_that_cannot_name_its_card_does_not_vote(h, redis_db, forg
     assert (await h.bot.runtime.approvals.get(approval)).votes == []
     assert await h.bot.runtime.audit.rows(("approval.rejected",))
     assert redis_db.dbsize() == 1 and await executions(h) == 0
+
+
+async def test_a_run_cancelled_while_it_posts_its_status_message_never_runs(h, redis_db):
+    """The cancel finds the run still queued in the records (its worker is inside
+    ``chat.postMessage``): it is cancelled there and then, so the worker, once its message is
+    out, must not record it as running nor run it — and its message must say cancelled."""
+    from graph.surface import RunState
+
+    h.slack.delay("chat.postMessage", 2.0, times=1)  # the run's status message, held
+    await h.command("redis info")
+    await h.slack.wait_for(lambda: h.slack.held("chat.postMessage"), 20)
+    [(run, state)] = await h.bot.runtime.run_store.in_states(*RunState)
+    assert state is RunState.QUEUED
+    await h.command(f"cancel {run.run_id}", user=REQUESTER)
+    status = await h.slack.wait_for(lambda: next(
+        (m for m in h.top_level() if f"`{run.run_id}` · " in m.text), None), 20)
+    await h.slack.wait_for(lambda: "cancelled" in h.slack.message(CHANNEL, status.ts).text, 20)
+    await h.bot.deps.drain()
+    await h.bot.runtime.runs.drain(30)
+    assert (await h.bot.runtime.records.runs.row(run.run_id)).state is RunState.CANCELLED
+    assert await executions(h) == 0, "a cancelled run ran its action"
+    reports = [m for m in h.slack.messages(CHANNEL) if "*Run `r-" in m.text]
+    assert len(reports) == 1 and "cancelled" in reports[0].text
+
+
+async def test_a_drive_that_begins_after_its_run_was_stopped_ends_it_and_runs_nothing(
+        h, redis_db):
+    """What a worker that died just after opening its run leaves when a cancel is decided
+    before another worker takes the run up: running in the records, with a stop reason, and
+    nothing done. The next drive ends the run as cancelled, running nothing."""
+    from graph.queue import Job, JobKind
+    from graph.surface import RunRef, RunState
+    from graph.task import Source, Task
+
+    store = h.bot.runtime.run_store
+    task = Task(source=Source.SLASH, team="T1", channel=CHANNEL, user=REQUESTER,
+                text="redis info")
+    run = RunRef(run_id="r-5t0pped1", task=task)
+    await store.add(run, RunState.RUNNING)
+    await h.bot.runtime.records.runs.update(run.run_id, stop_reason="cancelled by <@UREQ1>")
+    await h.bot.runtime.driver.handle(Job(JobKind.CONTINUE, run.run_id, run.thread_id))
+    assert (await store.get(run.run_id))[1] is RunState.CANCELLED
+    assert await executions(h) == 0, "a stopped run ran its action"
+    [report] = [m for m in h.top_level() if "*Run `r-5t0pped1`" in m.text]
+    assert "cancelled by <@UREQ1>" in report.text
