@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import threading
@@ -58,6 +57,7 @@ BOT_TOKEN = "xoxb-1-opsbot-test-token"
 APP_TOKEN = "xapp-1-A1-opsbot-test-token"
 CONNECTIONS_OPEN = "apps.connections.open"
 RESPONSE_URL_USES = 5  # Slack: a response_url works up to five times
+HOLD_LIMIT_S = 60  # a held call is answered after this even if the test never releases it
 ALL_METHODS = {**METHODS, **AI_METHODS}
 
 
@@ -86,10 +86,16 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: str  # "ratelimited" | "fail" | "delay"
+    kind: str  # "ratelimited" | "fail" | "delay" | "hold"
     remaining: int | None
     error: str = ""
     seconds: float = 0.0
+    gate: threading.Event | None = None  # "hold": answered once the test sets it
+
+    @property
+    def passing(self) -> bool:
+        """It only makes the call wait; the answer is the real one."""
+        return self.kind in ("delay", "hold")
 
 
 class SlackEmulator(Emulator):
@@ -105,7 +111,7 @@ class SlackEmulator(Emulator):
         self._calls: list[Call] = []
         self._uploads: list[bytes] = []
         self._faults: dict[str, list[_Fault]] = {}
-        self._held: Counter[str] = Counter()  # calls waiting out a delay now, by method
+        self._held: Counter[str] = Counter()  # calls a hold keeps waiting now, by method
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([
             web.route("*", "/api/{method}", self._api),
@@ -196,18 +202,28 @@ class SlackEmulator(Emulator):
         """Hold calls of ``method`` for ``seconds`` before answering (``times=None``: always)."""
         self._add_fault(method, _Fault("delay", times, seconds=seconds))
 
+    def hold(self, method: str, times: int = 1) -> threading.Event:
+        """The next ``times`` calls of ``method`` wait, received but neither applied nor
+        answered, until the returned event is set (at most :data:`HOLD_LIMIT_S`)."""
+        gate = threading.Event()
+        self._add_fault(method, _Fault("hold", times, gate=gate))
+        return gate
+
     def held(self, method: str) -> int:
-        """How many calls of ``method`` a delay holds right now (received, not yet answered
-        nor applied): the bot is inside that call."""
+        """How many calls of ``method`` a hold keeps waiting right now: the bot is inside
+        that call."""
         with self._lock:
             return self._held[method]
 
-    @contextlib.contextmanager
-    def _holding(self, method: str) -> Iterator[None]:
+    async def _wait_for_release(self, method: str, faults: list[_Fault]) -> None:
+        gates = [f.gate for f in faults if f.kind == "hold" and f.gate is not None]
+        if not gates:
+            return
         with self._lock:
             self._held[method] += 1
         try:
-            yield
+            for gate in gates:
+                await asyncio.to_thread(gate.wait, HOLD_LIMIT_S)
         finally:
             with self._lock:
                 self._held[method] -= 1
@@ -317,10 +333,10 @@ class SlackEmulator(Emulator):
         faults = self._take_faults(method)
         for fault in faults:
             if fault.kind == "delay":
-                with self._holding(method):
-                    await asyncio.sleep(fault.seconds)
+                await asyncio.sleep(fault.seconds)
+        await self._wait_for_release(method, faults)
         status, body, headers = self._answer(method, request, params, bad_body, faults)
-        injected = any(f.kind != "delay" for f in faults)
+        injected = any(not f.passing for f in faults)
         self._record(Call(method, request.method, dict(request.headers), params, raw,
                           time.monotonic(), status, body, injected))
         return web.json_response(body, status=status, headers=headers)
@@ -360,11 +376,11 @@ class SlackEmulator(Emulator):
             raise ApiFailure("invalid_auth")
 
     def _take_faults(self, method: str) -> list[_Fault]:
-        """Active delays, plus at most one replacing fault (rate limit or failure)."""
+        """Active delays and holds, plus at most one replacing fault (rate limit or failure)."""
         with self._lock:
             queue = self._faults.get(method, [])
-            taken = [f for f in queue if f.kind == "delay"]
-            replacing = next((f for f in queue if f.kind != "delay"), None)
+            taken = [f for f in queue if f.passing]
+            replacing = next((f for f in queue if not f.passing), None)
             taken += [replacing] if replacing else []
             for fault in taken:
                 fault.remaining = None if fault.remaining is None else fault.remaining - 1

@@ -344,12 +344,14 @@ async def test_a_run_cancelled_while_it_posts_its_status_message_never_runs(h, r
     out, must not record it as running nor run it — and its message must say cancelled."""
     from graph.surface import RunState
 
-    h.slack.delay("chat.postMessage", 2.0, times=1)  # the run's status message, held
+    release = h.slack.hold("chat.postMessage")  # the run's status message
     await h.command("redis info")
     await h.slack.wait_for(lambda: h.slack.held("chat.postMessage"), 20)
     [(run, state)] = await h.bot.runtime.run_store.in_states(*RunState)
     assert state is RunState.QUEUED
     await h.command(f"cancel {run.run_id}", user=REQUESTER)
+    await h.slack.wait_for(lambda: [m for m in h.top_level() if "*Run `r-" in m.text], 20)
+    release.set()  # the cancel is decided and reported: now the worker's message lands
     status = await h.slack.wait_for(lambda: next(
         (m for m in h.top_level() if f"`{run.run_id}` · " in m.text), None), 20)
     await h.slack.wait_for(lambda: "cancelled" in h.slack.message(CHANNEL, status.ts).text, 20)
