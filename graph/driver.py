@@ -187,13 +187,15 @@ class Driver:
                 began = time.time()
                 try:
                     if row.stop_reason and request is None:  # stopped before this drive began
-                        await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
-                                                       headline=row.stop_reason))
-                        return
-                    await self._drive(graph, job, row, run, request)
-                except asyncio.CancelledError:  # a stop's abort outside the graph's own steps
-                    if not await self._cancelled(run):
-                        raise
+                        await self._stopped(run, row.stop_reason)
+                    else:
+                        await self._drive(graph, job, row, run, request)
+                except asyncio.CancelledError:  # a stop's abort, wherever the drive was
+                    reason = await self._stop_reason(run.run_id)
+                    if not reason:
+                        raise  # opsbot is shutting down, not a stop of the run
+                    asyncio.current_task().uncancel()
+                    await self._stopped(run, reason)
                 finally:  # the span a test checks for overlaps: one drive of a thread at a time
                     await self.cleanup.finish(run.run_id)  # a drive ends with its revocations
                     log.info("drive.span", thread_id=run.thread_id, run_id=run.run_id,
@@ -282,10 +284,6 @@ class Driver:
         (await self.checklists.of(run, row)).state = RunState.RUNNING  # resumed: no longer waiting
         try:
             await self._stream(graph, run, row, inputs, config)
-        except asyncio.CancelledError:
-            if not await self._cancelled(run):
-                raise
-            return
         except Exception as e:  # noqa: BLE001 - a failed run is reported, never lost
             ref = hashlib.sha1(f"{run.run_id}{e!r}".encode()).hexdigest()[:8]
             log.exception("run failed", ref=ref)
@@ -319,16 +317,9 @@ class Driver:
         if text or tools:
             await self.surface.answer(run, chunk.id or "", text, tools=tools)
 
-    async def _cancelled(self, run: RunRef) -> bool:
-        """After this drive was cancelled: True, and the run reported as cancelled, when a stop
-        of the run caused it; False when opsbot is shutting down (the job is retried)."""
-        reason = await self._stop_reason(run.run_id)
-        if not reason:
-            return False
-        asyncio.current_task().uncancel()
+    async def _stopped(self, run: RunRef, reason: str) -> None:
         await self._finish(run, Report(run_id=run.run_id, state=RunState.CANCELLED,
                                        headline=reason))
-        return True
 
     async def _stop_reason(self, run_id: str) -> str:
         row = await asyncio.shield(self.records.runs.row(run_id))
