@@ -36,6 +36,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot import metrics, telemetry
 from bot.acceptor import frame, read_frame
 from bot.deps import ACKED_ELSEWHERE
+from bot.web import request_attributes
 from graph import tracing
 
 log = structlog.get_logger("opsbot.acceptor")
@@ -173,7 +174,7 @@ def _server_span(received_ns: Any, acked_s: float | None) -> Iterator[None]:
     start = received_ns if isinstance(received_ns, int) and received_ns > 0 else None
     span = tracing.tracer.start_span(
         "POST /slack/events", kind=SpanKind.SERVER, start_time=start,
-        attributes={"http.request.method": "POST", "url.path": "/slack/events",
+        attributes={**request_attributes("POST", "/slack/events"),
                     "http.response.status_code": 200, "opsbot.acceptor": True})
     try:
         with trace.use_span(span, end_on_exit=False):

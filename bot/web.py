@@ -175,7 +175,12 @@ def _server_span(request: web.Request):
         return contextlib.nullcontext(INVALID_SPAN)
     return tracing.tracer.start_as_current_span(
         f"{request.method} {request.path}", kind=SpanKind.SERVER,
-        attributes={"http.request.method": request.method, "url.path": request.path})
+        attributes=request_attributes(request.method, request.path))
+
+
+def request_attributes(method: str, path: str) -> dict[str, str]:
+    """An HTTP request's server span attributes (OpenTelemetry's HTTP conventions)."""
+    return {"http.request.method": method, "url.path": path}
 
 
 def _pd(response: web.Response, outcome: str) -> web.Response:

@@ -7,6 +7,7 @@ lands once and in order. Without streaming (an older workspace) the status messa
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -31,17 +32,19 @@ def stream_calls(slack, ts: str) -> list:
             and c.params.get("ts", ts) == ts]
 
 
-def streamed_text(calls) -> str:
-    """The markdown Slack accepted, in the order it was accepted."""
-    import json
+def accepted_chunks(calls, kind: str) -> list[dict]:
+    """The chunks of ``kind`` that Slack accepted, in the order it accepted them."""
     found = []
     for call in calls:
-        if not call.ok:
-            continue
-        chunks = call.params.get("chunks") or []
+        chunks = call.params.get("chunks") or [] if call.ok else []
         chunks = json.loads(chunks) if isinstance(chunks, str) else chunks
-        found += [c["text"] for c in chunks if c["type"] == "markdown_text"]
-    return "".join(found)
+        found += [c for c in chunks if c["type"] == kind]
+    return found
+
+
+def streamed_text(calls) -> str:
+    """The markdown Slack accepted, in the order it was accepted."""
+    return "".join(c["text"] for c in accepted_chunks(calls, "markdown_text"))
 
 
 async def answered(h, thread: str):
@@ -155,13 +158,7 @@ async def test_a_run_parked_at_its_card_lets_go_of_its_thread_without_waiting_fo
 
 def plan_states(calls) -> list[str]:
     """The run state in each plan title Slack accepted, in order ("Run r-1 · waiting · …")."""
-    import json
-    titles = []
-    for call in calls:
-        chunks = call.params.get("chunks") or [] if call.ok else []
-        chunks = json.loads(chunks) if isinstance(chunks, str) else chunks
-        titles += [c["title"].split(" · ")[1] for c in chunks if c["type"] == "plan_update"]
-    return titles
+    return [c["title"].split(" · ")[1] for c in accepted_chunks(calls, "plan_update")]
 
 
 @pytest.mark.docker
