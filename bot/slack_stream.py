@@ -136,8 +136,8 @@ class AnswerStream:
             if self._stopped:
                 return not self.broken
             self._title = title
-            rest = answer[len(self.answered):] if answer.startswith(self.answered) else (
-                f"\n\n{answer}" if self.answered else answer)
+            rest = "" if not answer else answer[len(self.answered):] if answer.startswith(
+                self.answered) else (f"\n\n{answer}" if self.answered else answer)
             self._text = rest
             await self._send(final=True)
             self._stopped = True

@@ -232,10 +232,13 @@ class SlackSurface:
         stream.show(checklist)
         if not final:
             return
-        # a run parked at its card sends its last state at once: waiting out the pacing would
-        # hold the thread from the click that resumes it, and leaving it to the background
-        # could land it after the resumed drive's own pieces (on another worker)
-        await stream.flush(paced=checklist.state.final)
+        if checklist.state.final:  # its report stopped it; if not (stopped as it opened), here
+            await stream.finish("", plan_title(checklist))
+        else:
+            # a run parked at its card sends its last state at once: waiting out the pacing
+            # would hold the thread from the click that resumes it, and leaving it to the
+            # background could land it after the resumed drive's own pieces (on another worker)
+            await stream.flush(paced=False)
         await self._react(run, checklist.state)
         self._streams.pop(run.run_id, None)  # a resumed drive continues it from status_ts
 

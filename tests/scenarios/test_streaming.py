@@ -18,7 +18,7 @@ from tests.fakes.openai import text, tool_call
 from tests.fakes.slack import BOT_TOKEN
 from tests.fakes.server import wait_until
 from tests.scenarios.harness import APPROVER, CHANNEL
-from tests.scenarios.llm_harness import mention, running_llm_bot
+from tests.scenarios.llm_harness import mention, reports, running_llm_bot
 
 ANSWER = ("Redis is up: INFO shows redis_version and 1 connected client, and nothing is "
           "evicted. Next step: watch `used_memory` during the nightly batch. <!channel> is not "
@@ -154,6 +154,33 @@ async def test_a_run_parked_at_its_card_lets_go_of_its_thread_without_waiting_fo
         assert "Flushed the cache as approved." in stream.text and stream.stream.stopped
         states = plan_states(stream_calls(h.slack, stream.ts))
         assert states[states.index("waiting"):] == ["waiting", "running", "done"], states
+
+
+@pytest.mark.docker
+async def test_a_streamed_run_cancelled_while_it_opens_stops_its_stream_and_runs_nothing(
+        hls, llm_api):
+    """A cancel decided while the worker is inside ``chat.startStream`` (the run still queued
+    in the records): the run never starts, and its stream, once it exists, is stopped with the
+    plan saying cancelled: left open, Slack would show it as still being written."""
+    from graph.surface import RunState
+
+    release = hls.slack.hold("chat.startStream")
+    thread = await mention(hls, "is redis up?")
+    await hls.slack.wait_for(lambda: hls.slack.held("chat.startStream"), 20)
+    [(run, state)] = await hls.bot.runtime.run_store.in_states(*RunState)
+    assert state is RunState.QUEUED
+    await hls.command(f"cancel {run.run_id}")
+    [report] = await reports(hls, thread, 1)
+    release.set()  # the cancel is decided and reported: now the stream opens
+    [stream] = await hls.slack.wait_for(lambda: hls.slack.streams(CHANNEL, thread) or None, 20)
+    await hls.slack.wait_for(lambda: stream_calls(hls.slack, stream.ts)[-1].method
+                             == "chat.stopStream", 20)
+    await hls.bot.runtime.runs.drain(30)
+
+    assert "cancelled" in report.text
+    assert plan_states(stream_calls(hls.slack, stream.ts))[-1] == "cancelled"
+    assert (await hls.bot.runtime.records.runs.row(run.run_id)).state is RunState.CANCELLED
+    assert not llm_api.requests(), "a cancelled run asked the model"
 
 
 def plan_states(calls) -> list[str]:
