@@ -44,9 +44,23 @@ def visible(char: str) -> str:
     return char
 
 
+_ASCII = {c: visible(chr(c)) for c in range(128) if visible(chr(c)) != chr(c)}
+_ASCII_LINES = {c: shown for c, shown in _ASCII.items() if c != ord("\n")}
+
+
+def shown(text: str, keep_lines: bool = False) -> str:
+    """``text`` with each character through :func:`visible` (line breaks kept if asked);
+    ASCII text, most of what tools print, in one ``str.translate``."""
+    if text.isascii():
+        return text.translate(_ASCII_LINES if keep_lines else _ASCII)
+    if keep_lines:
+        return "\n".join(shown(line) for line in text.split("\n"))
+    return "".join(visible(c) for c in text)
+
+
 def one_line(text: str) -> str:
     """``text`` on one line: breaks and invisible characters shown as escapes, ``&<>`` escaped."""
-    return escape("".join(visible(c) for c in text))
+    return escape(shown(text))
 
 
 def code(text: str) -> str:
@@ -56,8 +70,7 @@ def code(text: str) -> str:
 
 def code_block(text: str) -> str:
     """Untrusted lines as a code block; they keep their line breaks but cannot close it."""
-    lines = ("".join(visible(c) for c in line) for line in text.split("\n"))
-    body = escape("\n".join(lines)).replace("`", _GRAVE)
+    body = escape(shown(text, keep_lines=True)).replace("`", _GRAVE)
     return f"```{body}```"
 
 

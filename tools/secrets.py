@@ -15,6 +15,10 @@ and ``release``-d when the action's lease is revoked: live ones are always redac
 newest :data:`RELEASED_KEPT` released ones too (a late echo of a dead credential), without the
 pattern growing with every action opsbot ever ran (each value costs every redaction time).
 
+Most of what a run redacts it redacts many times (a checkpointed message in every model
+request, the keys of every JSON row), so redactions are remembered until the values or shapes
+change, within a budget of characters (:data:`CACHED_CHARS`, :data:`CACHE_BUDGET`).
+
 Usage::
 
     REDACTOR.add("s3cr3t")
@@ -34,6 +38,8 @@ from typing import Any
 MASK = "[redacted]"
 MIN_LENGTH = 4  # shorter values would redact ordinary words; Vault secrets are longer
 RELEASED_KEPT = 32
+CACHED_CHARS = 65_536  # a longer text's redaction is not remembered
+CACHE_BUDGET = 2_000_000  # characters of texts and redactions remembered, then it starts again
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,9 @@ class Redactor:
         self._kept = released_kept
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, str]] = {}
+        self._cached = 0  # characters in the cache, keys and redactions
+        self._generation = 0  # of values and shapes: a redaction remembered under another is stale
 
     def add(self, value: str, transient: bool = False) -> None:
         if not isinstance(value, str) or len(value) < MIN_LENGTH:
@@ -132,10 +141,19 @@ class Redactor:
         values = self._values | self._live | self._released.keys()
         ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+        self._changed()
+
+    def _changed(self) -> None:
+        """After the pattern or shapes changed (in that order: a redaction that reads the new
+        generation then reads the new pattern too); remembered redactions are dropped."""
+        self._generation += 1
+        self._cache, self._cached = {}, 0
 
     def use(self, shapes: Iterable[Shape]) -> None:
         """The shapes to redact from now on (the policy's ``redaction`` section)."""
         self._shapes = tuple(shapes)
+        with self._lock:
+            self._changed()
 
     @property
     def shapes(self) -> tuple[Shape, ...]:
@@ -144,6 +162,21 @@ class Redactor:
     def redact(self, text: str) -> str:
         if not text or not isinstance(text, str):
             return text
+        if len(text) > CACHED_CHARS:
+            return self._redact(text)
+        generation, cache = self._generation, self._cache
+        remembered = cache.get(text)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        redacted = self._redact(text)
+        if self._cached > CACHE_BUDGET:
+            cache.clear()
+            self._cached = 0
+        cache[text] = (generation, redacted)
+        self._cached += len(text) + len(redacted)
+        return redacted
+
+    def _redact(self, text: str) -> str:
         pattern = self._pattern
         if pattern is not None:
             text = pattern.sub(MASK, text)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Self, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from approvals.mrkdwn import visible
+from approvals.mrkdwn import shown
 from graph.policy.lint import semantic_issues
 from graph.policy.model import Policy, compile_policy
 from graph.policy.schema import PolicyFile, show
@@ -57,12 +57,8 @@ class Issue:
 
     def render(self, source: str) -> str:
         """One line, whatever the file held (keys and values are quoted from it)."""
-        where = f" {_one_line(self.where)}:" if self.where else ""
-        return f"{source}:{self.line}:{where} {_one_line(self.message)}"
-
-
-def _one_line(text: str) -> str:
-    return "".join(visible(c) for c in text)
+        where = f" {shown(self.where)}:" if self.where else ""
+        return f"{source}:{self.line}:{where} {shown(self.message)}"
 
 
 class YamlFileError(ValueError):

@@ -32,6 +32,33 @@ def test_releasing_a_permanent_or_unknown_value_changes_nothing():
     assert redactor.redact("kept-forever never-added") == f"{MASK} never-added"
 
 
+def test_a_remembered_redaction_never_outlives_a_change_of_values_or_shapes():
+    """Redactions of short texts are remembered; a value added, a value released past the
+    kept few, or other shapes make every remembered one stale."""
+    redactor = Redactor(released_kept=0, shapes=())
+    text = "login with hunter2-pass and xoxb-123456789012-AbCdEfGhIjKl"
+    assert redactor.redact(text) == text  # remembered: nothing in it was secret yet
+    redactor.add("hunter2-pass", transient=True)
+    assert redactor.redact(text) == f"login with {MASK} and xoxb-123456789012-AbCdEfGhIjKl"
+    redactor.use(SHAPES)
+    assert redactor.redact(text) == f"login with {MASK} and [redacted:slack-token]"
+    redactor.release("hunter2-pass")
+    assert redactor.redact(text) == "login with hunter2-pass and [redacted:slack-token]"
+
+
+def test_remembering_is_bounded_and_long_texts_are_redacted_each_time():
+    from tools.secrets import CACHE_BUDGET, CACHED_CHARS
+
+    redactor = Redactor()
+    line = "y" * 1000
+    for i in range(2 * CACHE_BUDGET // 2000 + 10):
+        redactor.redact(f"{i} {line}")
+    assert 0 < sum(len(k) + len(v) for k, (_, v) in redactor._cache.items()) <= CACHE_BUDGET + 2010
+    redactor.add("s3cr3t-value")
+    long_text = "x" * CACHED_CHARS + " s3cr3t-value"
+    assert redactor.redact(long_text).endswith(MASK) and long_text not in redactor._cache
+
+
 AWS_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 SAMPLES = {
