@@ -136,12 +136,19 @@ class AnswerStream:
             if self._stopped:
                 return not self.broken
             self._title = title
-            rest = "" if not answer else answer[len(self.answered):] if answer.startswith(
-                self.answered) else (f"\n\n{answer}" if self.answered else answer)
-            self._text = rest
+            self._text = self._unsent(answer)
             await self._send(final=True)
             self._stopped = True
             return not self.broken
+
+    def _unsent(self, answer: str) -> str:
+        """What of ``answer`` the stream has not shown yet ("": no answer, e.g. a run that
+        ended before it began)."""
+        if not answer or not self.answered:
+            return answer
+        if answer.startswith(self.answered):
+            return answer[len(self.answered):]
+        return f"\n\n{answer}"
 
     def _stop_pacing(self) -> None:
         if self._flusher is not None and self._flusher is self._pacing:
