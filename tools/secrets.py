@@ -40,6 +40,7 @@ MIN_LENGTH = 4  # shorter values would redact ordinary words; Vault secrets are 
 RELEASED_KEPT = 32
 CACHED_CHARS = 65_536  # a longer text's redaction is not remembered
 CACHE_BUDGET = 2_000_000  # characters of texts and redactions remembered, then it starts again
+CACHE_ENTRY = 160  # what an entry costs besides its characters (dict slot, tuple, str headers)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Redactor:
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, str]] = {}
-        self._cached = 0  # characters in the cache, keys and redactions
+        self._cached = 0  # characters in the cache (keys and redactions) and entry costs
         self._generation = 0  # of values and shapes: a redaction remembered under another is stale
 
     def add(self, value: str, transient: bool = False) -> None:
@@ -173,7 +174,7 @@ class Redactor:
             cache.clear()
             self._cached = 0
         cache[text] = (generation, redacted)
-        self._cached += len(text) + len(redacted)
+        self._cached += len(text) + len(redacted) + CACHE_ENTRY
         return redacted
 
     def _redact(self, text: str) -> str:

@@ -47,13 +47,16 @@ def test_a_remembered_redaction_never_outlives_a_change_of_values_or_shapes():
 
 
 def test_remembering_is_bounded_and_long_texts_are_redacted_each_time():
-    from tools.secrets import CACHE_BUDGET, CACHED_CHARS
+    from tools.secrets import CACHE_BUDGET, CACHE_ENTRY, CACHED_CHARS
 
     redactor = Redactor()
     line = "y" * 1000
     for i in range(2 * CACHE_BUDGET // 2000 + 10):
         redactor.redact(f"{i} {line}")
     assert 0 < sum(len(k) + len(v) for k, (_, v) in redactor._cache.items()) <= CACHE_BUDGET + 2010
+    for i in range(CACHE_BUDGET // CACHE_ENTRY + 10):  # tiny texts: the entries are the cost
+        redactor.redact(str(i))
+    assert len(redactor._cache) <= CACHE_BUDGET // CACHE_ENTRY + 1
     redactor.add("s3cr3t-value")
     long_text = "x" * CACHED_CHARS + " s3cr3t-value"
     assert redactor.redact(long_text).endswith(MASK) and long_text not in redactor._cache
