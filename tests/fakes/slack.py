@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import threading
@@ -111,7 +112,7 @@ class SlackEmulator(Emulator):
         self._calls: list[Call] = []
         self._uploads: list[bytes] = []
         self._faults: dict[str, list[_Fault]] = {}
-        self._held: Counter[str] = Counter()  # calls a hold keeps waiting now, by method
+        self._held: Counter[str] = Counter()  # calls waiting out a delay or hold now, by method
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([
             web.route("*", "/api/{method}", self._api),
@@ -210,20 +211,17 @@ class SlackEmulator(Emulator):
         return gate
 
     def held(self, method: str) -> int:
-        """How many calls of ``method`` a hold keeps waiting right now: the bot is inside
-        that call."""
+        """How many calls of ``method`` a delay or hold keeps waiting right now (received, not
+        yet answered nor applied): the bot is inside that call."""
         with self._lock:
             return self._held[method]
 
-    async def _wait_for_release(self, method: str, faults: list[_Fault]) -> None:
-        gates = [f.gate for f in faults if f.kind == "hold" and f.gate is not None]
-        if not gates:
-            return
+    @contextlib.contextmanager
+    def _holding(self, method: str) -> Iterator[None]:
         with self._lock:
             self._held[method] += 1
         try:
-            for gate in gates:
-                await asyncio.to_thread(gate.wait, HOLD_LIMIT_S)
+            yield
         finally:
             with self._lock:
                 self._held[method] -= 1
@@ -333,8 +331,11 @@ class SlackEmulator(Emulator):
         faults = self._take_faults(method)
         for fault in faults:
             if fault.kind == "delay":
-                await asyncio.sleep(fault.seconds)
-        await self._wait_for_release(method, faults)
+                with self._holding(method):
+                    await asyncio.sleep(fault.seconds)
+            elif fault.kind == "hold" and fault.gate is not None:
+                with self._holding(method):
+                    await asyncio.to_thread(fault.gate.wait, HOLD_LIMIT_S)
         status, body, headers = self._answer(method, request, params, bad_body, faults)
         injected = any(not f.passing for f in faults)
         self._record(Call(method, request.method, dict(request.headers), params, raw,
