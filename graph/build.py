@@ -6,6 +6,10 @@ orphaned (LangGraph guide §1.5). Never rename a node without draining paused ru
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -35,12 +39,24 @@ def build_graph(deps: GraphDeps, checkpointer: BaseCheckpointSaver) -> CompiledS
     add("report", nodes.report)
 
     g.add_edge(START, "understand")
-    g.add_conditional_edges("understand", nodes.after_understand,
+    g.add_conditional_edges("understand", on_loop(nodes.after_understand),
                             ["policy", "report", "agent", "no_llm"])
     g.add_conditional_edges("agent", agent.route, ["policy", "report"])
     g.add_edge("no_llm", "report")
-    g.add_conditional_edges("policy", nodes.fan_out, ["preview", "approval", "execute", "observe"])
+    g.add_conditional_edges("policy", on_loop(nodes.fan_out),
+                            ["preview", "approval", "execute", "observe"])
     g.add_edge("execute", "observe")
-    g.add_conditional_edges("observe", nodes.after_observe, ["agent", "report", END])
+    g.add_conditional_edges("observe", on_loop(nodes.after_observe), ["agent", "report", END])
     g.add_edge("report", END)
     return g.compile(checkpointer=checkpointer)
+
+
+def on_loop(route: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A routing function as a coroutine: an async graph runs a plain function in a thread pool,
+    a round trip through another thread for a few dict lookups (one per edge taken)."""
+
+    @functools.wraps(route)
+    async def routed(state: Any) -> Any:
+        return route(state)
+
+    return routed

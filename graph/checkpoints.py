@@ -1,7 +1,10 @@
 """Compiled run graphs over a durable checkpointer, handed out one drive at a time.
 
-* Embedded: one ``AsyncSqliteSaver`` (``OPSBOT_DATA_DIR/checkpoints.sqlite``) shared by every
-  drive of the process.
+* Embedded: one :class:`InlineSqliteSaver` (``OPSBOT_DATA_DIR/checkpoints.sqlite``) shared by
+  every drive of the process. Its statements run inline on the event loop, as the records'
+  do (``graph/records/sqlite.py``): in WAL mode with ``synchronous=NORMAL`` a commit is a write
+  to the log, not an fsync, and a statement takes microseconds, while ``AsyncSqliteSaver`` hands
+  each one to aiosqlite's thread and back (two thread switches and a loop wake-up, ~40 per run).
 * Scale-out: ``AsyncPostgresSaver`` serialises every call per saver instance (an asyncio lock,
   LangGraph #7259), so each worker slot gets its own saver — a thin object over one shared
   connection pool — and its own compiled graph.
@@ -16,13 +19,22 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
 from pathlib import Path
+from typing import Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from graph.records.postgres import pool_for
@@ -31,12 +43,46 @@ Build = Callable[[BaseCheckpointSaver], CompiledStateGraph]
 Graphs = Callable[[], AbstractAsyncContextManager[CompiledStateGraph]]
 
 
+class InlineSqliteSaver(SqliteSaver):
+    """LangGraph's ``SqliteSaver`` with its async methods answered inline, on the loop's thread.
+
+    Only for a connection in WAL mode with ``synchronous=NORMAL`` (:func:`sqlite_graphs`), where
+    nothing waits on the disk but a WAL checkpoint every ~1,000 pages. The sync methods' lock
+    never contends: every call comes from the one event loop."""
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.get_tuple(config)
+
+    async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+                    before: RunnableConfig | None = None, limit: int | None = None
+                    ) -> AsyncIterator[CheckpointTuple]:
+        for found in self.list(config, filter=filter, before=before, limit=limit):
+            yield found
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
+                   metadata: CheckpointMetadata, new_versions: ChannelVersions
+                   ) -> RunnableConfig:
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                          task_id: str, task_path: str = "") -> None:
+        self.put_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self.delete_thread(thread_id)
+
+    async def aget_delta_channel_history(self, *, config: RunnableConfig,
+                                         channels: Sequence[str]) -> Mapping[str, Any]:
+        return self.get_delta_channel_history(config=config, channels=channels)
+
+
 @asynccontextmanager
 async def sqlite_graphs(path: Path, build: Build) -> AsyncIterator[Graphs]:
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        await saver.setup()  # WAL mode
+    with closing(sqlite3.connect(path, check_same_thread=False)) as conn:
+        saver = InlineSqliteSaver(conn)
+        saver.setup()  # WAL mode
         # NORMAL sync in WAL mode survives a crashed process (not a power cut), half the fsyncs.
-        await saver.conn.execute("pragma synchronous=normal")
+        conn.execute("pragma synchronous=normal")
         graph = build(saver)
 
         @asynccontextmanager
