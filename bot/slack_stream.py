@@ -91,7 +91,7 @@ class AnswerStream:
         self._tool_replies: set[str] = set()  # replies that asked for tools: not the answer
         self._text = ""  # words of the current reply not sent yet
         self._stopped = False
-        self._last = 0.0
+        self._last: float | None = None  # monotonic time of the last piece sent
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._pacing: asyncio.Task[Any] | None = None  # the task waiting out an interval
@@ -166,7 +166,11 @@ class AnswerStream:
                 await self._send(final=False)
 
     async def _paced(self) -> None:
-        """Wait out the rest of the ``appendStream`` interval (noting who waits, for finish)."""
+        """Wait out the rest of the ``appendStream`` interval (noting who waits, for finish).
+        The first piece goes at once, however recently the host booted (the monotonic clock
+        starts near 0 then: a start at 0.0 held the first piece up to ``interval``)."""
+        if self._last is None:
+            return
         self._pacing = asyncio.current_task()
         try:
             await self.pace(max(0.0, self.interval - (time.monotonic() - self._last)))
