@@ -56,7 +56,9 @@ class InlineSqliteSaver(SqliteSaver):
     async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
                     before: RunnableConfig | None = None, limit: int | None = None
                     ) -> AsyncIterator[CheckpointTuple]:
-        for found in self.list(config, filter=filter, before=before, limit=limit):
+        # read whole first: ``list`` holds the saver's lock while it yields, and a caller that
+        # awaits between items would let another coroutine block the loop on that lock
+        for found in list(self.list(config, filter=filter, before=before, limit=limit)):
             yield found
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,

@@ -100,3 +100,30 @@ async def test_a_run_parked_at_its_card_resumes_from_the_file_and_runs_once(tmp_
 
         await graph.checkpointer.adelete_thread(config["configurable"]["thread_id"])
         assert [s async for s in graph.aget_state_history(config)] == []
+
+
+def test_listing_a_threads_checkpoints_lets_other_drives_write_meanwhile(tmp_path):
+    """A caller that awaits between the items of ``alist`` while another drive checkpoints:
+    ``SqliteSaver.list`` holds its lock while it yields, so handing its generator out item by
+    item would block the event loop's thread on that lock for good. (LangGraph's own
+    ``aget_state_history`` reads the list whole first; a direct caller need not.)"""
+    executor = CannedExecutor()
+
+    async def interleaved() -> int:
+        async with graph_over(tmp_path, executor) as graphs, graphs() as graph:
+            config, inputs = typed("redis info")
+            await graph.ainvoke(inputs, config, durability="sync")
+            seen = 0
+            async for _ in graph.checkpointer.alist(config):
+                seen += 1
+                other, more = typed("redis info section=memory")
+                await graph.ainvoke(more, other, durability="sync")
+            return seen
+
+    outcome: list[int] = []
+    worker = threading.Thread(target=lambda: outcome.append(asyncio.run(interleaved())),
+                              daemon=True)  # a blocked loop thread would never end
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the loop's thread blocked on the saver's lock"
+    assert outcome[0] > 3 and executor.ran.count("redis info") == outcome[0] + 1
