@@ -115,10 +115,8 @@ class Agent:
             return {**update, "messages": new, "calls": [], "answer": reply}
         return {**update, "messages": [*new, reply], **(await self._plan(state, reply, update["usage"]))}
 
-    async def route(self, state: GraphState) -> str:
-        """To policy when the model asked for tools (even only malformed ones), else report.
-
-        Async only so LangGraph calls it in the loop instead of hopping to a worker thread."""
+    def route(self, state: GraphState) -> str:
+        """To policy when the model asked for tools (even only malformed ones), else report."""
         messages = state.get("messages", [])
         last = messages[-1] if messages else None
         asked = isinstance(last, AIMessage) and (last.tool_calls or last.invalid_tool_calls)

@@ -41,7 +41,7 @@ def build_graph(deps: GraphDeps, checkpointer: BaseCheckpointSaver) -> CompiledS
     g.add_edge(START, "understand")
     g.add_conditional_edges("understand", on_loop(nodes.after_understand),
                             ["policy", "report", "agent", "no_llm"])
-    g.add_conditional_edges("agent", agent.route, ["policy", "report"])
+    g.add_conditional_edges("agent", on_loop(agent.route), ["policy", "report"])
     g.add_edge("no_llm", "report")
     g.add_conditional_edges("policy", on_loop(nodes.fan_out),
                             ["preview", "approval", "execute", "observe"])

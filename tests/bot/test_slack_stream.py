@@ -3,7 +3,6 @@ of ``appendStream`` never holds the first piece, whatever the host's monotonic c
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -13,18 +12,7 @@ from graph.surface import Checklist, RunState, StepState
 from tests.fakes.server import wait_until
 from tests.fakes.slack import SlackEmulator
 from tests.fakes.test_slack_web import client, slack  # noqa: F401 - fixtures
-
-
-class HeldPacing:
-    """Pacing that never ends: a piece that has to wait for it does not reach Slack."""
-
-    def __init__(self) -> None:
-        self.held: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        if seconds > 0:
-            self.held.append(seconds)
-            await asyncio.Event().wait()  # until finish stops it
+from tests.scenarios.test_streaming import StoppedPacing
 
 
 async def opened(client: AsyncWebClient) -> str:
@@ -39,7 +27,7 @@ async def test_the_first_piece_goes_at_once_even_just_after_the_host_booted(
     """An interval longer than the clock has run is what a host sees in its first seconds
     (``time.monotonic`` starts near 0 at boot): the first piece must not wait for it; the
     second, right after, does."""
-    pacing = HeldPacing()
+    pacing = StoppedPacing()
     stream = AnswerStream(client, "C1", await opened(client),
                           interval=time.monotonic() + 3600, pace=pacing)
     checklist = Checklist(run_id="r-1", state=RunState.RUNNING)
